@@ -1,0 +1,271 @@
+//! The `PoolPolicy` resource: what a platform engineer writes to govern one PostgreSQL server.
+//!
+//! Doc comments on these fields become the CRD's descriptions (`kubectl explain poolpolicy.spec`),
+//! so they are written for the person applying the policy, not for the code reading it.
+
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector;
+use kube::{CustomResource, KubeSchema};
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+use super::duration::Duration;
+use super::status::PoolPolicyStatus;
+
+/// How long sessions may sit idle, what connection budgets apply, how leaks are recognised, and
+/// whether poolwarden terminates sessions (`Enforce`) or only reports what it would do (`DryRun`).
+// Each printer column repeats `type_ = …`; clippy mistakes that for a duplicated attribute.
+#[allow(clippy::duplicated_attributes)]
+#[derive(CustomResource, KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[kube(
+    group = "poolwarden.io",
+    version = "v1alpha1",
+    kind = "PoolPolicy",
+    plural = "poolpolicies",
+    shortname = "pp",
+    category = "poolwarden",
+    namespaced,
+    doc = "A PoolPolicy governs the sessions of one PostgreSQL server: idle timeouts, connection budgets, leak detection.",
+    status = "PoolPolicyStatus",
+    printcolumn(name = "Mode", type_ = "string", json_path = ".spec.mode"),
+    printcolumn(
+        name = "Connections",
+        type_ = "string",
+        json_path = ".status.connections",
+        description = "sessions on the server / connections usable by clients"
+    ),
+    printcolumn(
+        name = "Leaking",
+        type_ = "integer",
+        json_path = ".status.leakingWorkloads"
+    ),
+    printcolumn(
+        name = "Ready",
+        type_ = "string",
+        json_path = ".status.conditions[?(@.type==\"Ready\")].status"
+    ),
+    printcolumn(
+        name = "Age",
+        type_ = "date",
+        json_path = ".metadata.creationTimestamp"
+    )
+)]
+#[serde(rename_all = "camelCase")]
+#[schemars(transform = require_database)]
+pub struct PoolPolicySpec {
+    /// The PostgreSQL server to govern. Required in a cluster; `poolwarden check` and `run` take the
+    /// URL from `--database-url` instead and ignore this field.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub database: Option<DatabaseTarget>,
+
+    /// `DryRun` (the default) reports what would be terminated and never terminates; `Enforce` also
+    /// terminates the sessions this policy condemns.
+    #[serde(default)]
+    pub mode: Mode,
+
+    /// How often to look at the server, e.g. `30s`. At least 1s.
+    #[serde(default = "default_interval")]
+    #[x_kube(validation = Rule::new("duration(self) >= duration('1s')").message("interval must be at least 1s"))]
+    pub interval: Duration,
+
+    /// Which sessions the policy governs. Sessions outside the scope are counted but never touched.
+    #[serde(default)]
+    pub scope: Scope,
+
+    /// When an idle session has been idle long enough to be ended.
+    #[serde(default)]
+    pub idle: IdleRules,
+
+    /// Connection budgets, used to spot saturated pools and servers that are overbooked.
+    #[serde(default)]
+    pub budgets: Budgets,
+
+    /// How leaks are recognised and how long a finding must hold before a workload is marked.
+    #[serde(default)]
+    pub leak_detection: LeakDetection,
+
+    /// Which pods sessions are attributed to, and whether their workloads are annotated.
+    #[serde(default)]
+    pub workloads: Workloads,
+}
+
+fn require_database(schema: &mut schemars::Schema) {
+    // `database` is optional in Rust so that a policy file for `poolwarden check` may leave it
+    // out, but a PoolPolicy in a cluster cannot work without it: let the API server say so.
+    if let Some(obj) = schema.as_object_mut() {
+        obj.insert("required".into(), serde_json::json!(["database"]));
+    }
+}
+
+fn default_interval() -> Duration {
+    Duration::from_secs(30)
+}
+
+/// Where to find the server.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct DatabaseTarget {
+    /// A Secret in the policy's namespace holding a PostgreSQL URL
+    /// (`postgres://user:password@host:5432/dbname?sslmode=verify-full`). Use a monitoring role
+    /// with `pg_monitor` and `pg_signal_backend`, not a superuser.
+    pub connection_secret_ref: SecretKeyRef,
+}
+
+/// A key of a Secret in the policy's own namespace.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct SecretKeyRef {
+    /// Name of the Secret.
+    #[schemars(length(min = 1, max = 253))]
+    pub name: String,
+    /// Key in the Secret whose value is the URL. Defaults to `uri`.
+    #[serde(default = "default_secret_key")]
+    #[schemars(length(min = 1, max = 253))]
+    pub key: String,
+}
+
+fn default_secret_key() -> String {
+    "uri".to_owned()
+}
+
+/// Whether poolwarden acts or only reports.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, Default, PartialEq, Eq, JsonSchema)]
+pub enum Mode {
+    /// Report what would be terminated; never terminate.
+    #[default]
+    DryRun,
+    /// Terminate the sessions the policy condemns.
+    Enforce,
+}
+
+/// Which sessions the policy governs.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct Scope {
+    /// Databases whose sessions are governed; empty means all.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub databases: Vec<String>,
+    /// Roles whose sessions are governed; empty means all.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub users: Vec<String>,
+    /// Roles whose sessions are never touched, e.g. `postgres` or a replication role.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub exclude_users: Vec<String>,
+    /// `application_name` globs whose sessions are never touched, e.g. `psql` or `pg_dump*`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub exclude_applications: Vec<String>,
+}
+
+/// When idle sessions are ended.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, KubeSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct IdleRules {
+    /// A session in state `idle` for longer than this is terminated (Enforce) or reported (DryRun).
+    /// Leave unset to never end idle sessions.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[x_kube(validation = Rule::new("duration(self) > duration('0s')").message("idleTimeout must be greater than 0; leave it out to never end idle sessions"))]
+    pub idle_timeout: Option<Duration>,
+    /// A session `idle in transaction` (or `idle in transaction (aborted)`) for longer than this is
+    /// terminated or reported. Leave unset to never end them.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[x_kube(validation = Rule::new("duration(self) > duration('0s')").message("idleInTransactionTimeout must be greater than 0; leave it out to never end such sessions"))]
+    pub idle_in_transaction_timeout: Option<Duration>,
+    /// A brake: at most this many sessions are terminated per cycle, the longest-idle first.
+    #[serde(default = "default_max_terminations")]
+    #[schemars(range(min = 1, max = 10000))]
+    pub max_terminations_per_cycle: u32,
+}
+
+fn default_max_terminations() -> u32 {
+    20
+}
+
+impl Default for IdleRules {
+    fn default() -> Self {
+        Self {
+            idle_timeout: None,
+            idle_in_transaction_timeout: None,
+            max_terminations_per_cycle: default_max_terminations(),
+        }
+    }
+}
+
+/// Connection budgets.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, KubeSchema)]
+#[serde(rename_all = "camelCase")]
+#[x_kube(validation = Rule::new("!has(self.maxConnections) || !has(self.maxConnectionsPerPod) || self.maxConnectionsPerPod <= self.maxConnections").message("maxConnectionsPerPod cannot exceed maxConnections"))]
+pub struct Budgets {
+    /// The most sessions the governed scope as a whole should hold.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1, max = 262143))]
+    pub max_connections: Option<u32>,
+    /// The most sessions one pod (one client process or host outside Kubernetes) should hold: its
+    /// pool size plus overflow. A workload's `poolwarden.io/pool-max` annotation overrides it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1, max = 262143))]
+    pub max_connections_per_pod: Option<u32>,
+}
+
+/// How leaks are recognised.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, KubeSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct LeakDetection {
+    /// A finding must hold this long before its workload is annotated, and be gone this long
+    /// before the annotation is removed. Idle sessions older than this count as accumulated.
+    #[serde(default = "default_window")]
+    #[x_kube(validation = Rule::new("duration(self) > duration('0s')").message("window must be greater than 0"))]
+    pub window: Duration,
+    /// `IdleAccumulation` is found when one pod holds at least this many sessions idle for longer
+    /// than the window.
+    #[serde(default = "default_idle_threshold")]
+    #[schemars(range(min = 1, max = 100000))]
+    pub idle_threshold: u32,
+    /// `ConnectionChurn` is found when the server opens more than this many new sessions per second.
+    #[serde(default = "default_churn")]
+    #[schemars(range(min = 1, max = 1000000))]
+    pub new_sessions_per_second: u32,
+}
+
+fn default_window() -> Duration {
+    Duration::from_secs(600)
+}
+fn default_idle_threshold() -> u32 {
+    5
+}
+fn default_churn() -> u32 {
+    20
+}
+
+impl Default for LeakDetection {
+    fn default() -> Self {
+        Self {
+            window: default_window(),
+            idle_threshold: default_idle_threshold(),
+            new_sessions_per_second: default_churn(),
+        }
+    }
+}
+
+/// Which pods sessions are attributed to.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct Workloads {
+    /// Pods in the policy's namespace that sessions may be attributed to; empty selects all.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pod_selector: Option<LabelSelector>,
+    /// Write `poolwarden.io/leak` annotations onto workloads found leaking.
+    #[serde(default = "default_true")]
+    pub annotate: bool,
+}
+
+fn default_true() -> bool {
+    true
+}
+
+impl Default for Workloads {
+    fn default() -> Self {
+        Self {
+            pod_selector: None,
+            annotate: true,
+        }
+    }
+}

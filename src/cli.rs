@@ -1,0 +1,63 @@
+//! The command line.
+
+use std::path::PathBuf;
+
+use clap::{Parser, Subcommand, ValueEnum};
+
+use crate::api::Duration;
+use crate::standalone::Output;
+
+/// poolwarden finds the PostgreSQL sessions applications leak, names the workload that leaked
+/// them, and ends the ones a PoolPolicy condemns.
+#[derive(Parser, Debug)]
+#[command(name = "poolwarden", version, about, long_about = None)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+    /// Log format on stderr.
+    #[arg(long, global = true, value_enum, default_value_t = LogFormat::Text, env = "POOLWARDEN_LOG_FORMAT")]
+    pub log_format: LogFormat,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum Command {
+    /// Print the PoolPolicy CustomResourceDefinition (YAML), as committed in crds/.
+    Crd,
+    /// Look at a database once and report sessions, leaks and what would be terminated.
+    /// Never terminates anything.
+    Check(Standalone),
+    /// Watch a database on the policy's interval; in Enforce mode, terminate what it condemns.
+    Run {
+        #[command(flatten)]
+        standalone: Standalone,
+        /// Override the policy's interval, e.g. 5s.
+        #[arg(long)]
+        interval: Option<Duration>,
+        /// Stop after this many cycles (default: until Ctrl-C).
+        #[arg(long)]
+        cycles: Option<u64>,
+    },
+    /// A guided demo on a throwaway local PostgreSQL: leaking sessions that reproduce real
+    /// post-mortems, then poolwarden finding and ending them. Cleans up after itself.
+    Demo,
+}
+
+/// Where and what to check, outside Kubernetes.
+#[derive(clap::Args, Debug)]
+pub struct Standalone {
+    /// postgres://user:password@host:5432/dbname?sslmode=verify-full&sslrootcert=/path/ca.pem
+    #[arg(long, env = "POOLWARDEN_DATABASE_URL", hide_env_values = true)]
+    pub database_url: String,
+    /// A PoolPolicy manifest (or just its spec) in YAML; `spec.database` is ignored.
+    #[arg(long)]
+    pub policy: PathBuf,
+    /// How to print the report.
+    #[arg(long, value_enum, default_value_t = Output::Table)]
+    pub output: Output,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum LogFormat {
+    Text,
+    Json,
+}

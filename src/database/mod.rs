@@ -1,0 +1,29 @@
+//! The database seam: observe a snapshot, terminate a verified list.
+//!
+//! Everything above this module speaks [`Snapshot`] and [`SessionIdentity`]; only
+//! [`postgres`] knows SQL. A second engine (MySQL's `PROCESSLIST` and `KILL CONNECTION`) joins by
+//! implementing [`Engine`], without touching the deciding or reporting code.
+
+mod error;
+mod model;
+pub mod postgres;
+
+pub use error::DatabaseError;
+pub use model::{
+    CLIENT_BACKEND, MonitorRole, Protection, ServerFacts, Session, SessionIdentity, SessionState,
+    Snapshot, elapsed,
+};
+
+/// A database server poolwarden can watch and act on.
+pub trait Engine {
+    /// Takes one consistent look at the server.
+    fn observe(&mut self) -> impl Future<Output = Result<Snapshot, DatabaseError>> + Send;
+
+    /// Terminates the sessions that still match their identity exactly, without waiting for them to
+    /// exit, and returns the pids actually signalled. A session that changed since the snapshot is
+    /// silently left alone: it is not an error, it is the race the check exists for.
+    fn terminate(
+        &mut self,
+        sessions: &[SessionIdentity],
+    ) -> impl Future<Output = Result<Vec<i32>, DatabaseError>> + Send;
+}

@@ -1,0 +1,217 @@
+//! What poolwarden sees of a database server, independent of the engine that produced it.
+//!
+//! Every timestamp comes from the database's own clock, and every age is measured against
+//! [`Snapshot::observed_at`], also the database's clock: the operator's clock never decides whether
+//! a session is old enough to end.
+
+use std::net::IpAddr;
+use std::time::Duration;
+
+use jiff::Timestamp;
+use serde::Serialize;
+
+/// One look at the server: its sessions and the facts needed to judge them.
+#[derive(Clone, Debug, Serialize)]
+pub struct Snapshot {
+    /// The database's `now()` when the snapshot was taken; ages are measured from here.
+    pub observed_at: Timestamp,
+    /// The backend serving poolwarden's own monitoring connection: never a candidate.
+    pub own_pid: i32,
+    pub server: ServerFacts,
+    pub monitor: MonitorRole,
+    /// Every backend the server reports, client backends and background processes alike.
+    pub sessions: Vec<Session>,
+    /// Sessions ever opened on the server (Σ `pg_stat_database.sessions`, PostgreSQL 14+): the
+    /// difference between two snapshots measures churn that polling alone cannot see.
+    pub sessions_opened_total: Option<i64>,
+}
+
+/// The server's identity and connection limits.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
+pub struct ServerFacts {
+    pub version: String,
+    pub version_num: u32,
+    pub max_connections: u32,
+    /// `superuser_reserved_connections`.
+    pub superuser_reserved_connections: u32,
+    /// `reserved_connections` (PostgreSQL 16+; 0 before).
+    pub reserved_connections: u32,
+}
+
+impl ServerFacts {
+    /// Connection slots ordinary application roles can use.
+    pub fn usable_connections(&self) -> u32 {
+        self.max_connections
+            .saturating_sub(self.superuser_reserved_connections)
+            .saturating_sub(self.reserved_connections)
+    }
+
+    pub fn reserved_total(&self) -> u32 {
+        self.superuser_reserved_connections + self.reserved_connections
+    }
+}
+
+/// What the monitoring role may do.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
+pub struct MonitorRole {
+    pub name: String,
+    pub is_superuser: bool,
+    /// Member of `pg_signal_backend`: may terminate other roles' (non-superuser) sessions.
+    pub can_signal_backends: bool,
+    /// Member of `pg_read_all_stats` (via `pg_monitor`): sees other roles' session states.
+    pub can_read_all_stats: bool,
+}
+
+impl MonitorRole {
+    /// Whether PostgreSQL will let this role terminate `session` (see `pg_signal_backend()`).
+    pub fn may_terminate(&self, session: &Session) -> Result<(), Protection> {
+        if self.is_superuser {
+            return Ok(());
+        }
+        if session.user_is_superuser {
+            return Err(Protection::SuperuserSession);
+        }
+        if self.can_signal_backends || session.user.as_deref() == Some(self.name.as_str()) {
+            return Ok(());
+        }
+        Err(Protection::MissingSignalPrivilege)
+    }
+}
+
+/// Why a session that the policy condemns cannot be terminated by poolwarden.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize)]
+pub enum Protection {
+    /// Only a superuser may end a superuser's session.
+    SuperuserSession,
+    /// The monitoring role is not a member of `pg_signal_backend`.
+    MissingSignalPrivilege,
+}
+
+impl Protection {
+    pub fn advice(self) -> &'static str {
+        match self {
+            Protection::SuperuserSession => {
+                "the application connects as a superuser; only a superuser may end its sessions. \
+                 Give the application its own non-superuser role"
+            }
+            Protection::MissingSignalPrivilege => {
+                "the monitoring role may not end other roles' sessions: GRANT pg_signal_backend TO it"
+            }
+        }
+    }
+}
+
+/// One backend as `pg_stat_activity` shows it.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct Session {
+    pub pid: i32,
+    /// `client backend` for application sessions; background workers, WAL senders and the like
+    /// carry other names and are never touched.
+    pub backend_type: String,
+    pub database: Option<String>,
+    pub user: Option<String>,
+    pub user_is_superuser: bool,
+    pub application_name: String,
+    pub client_addr: Option<IpAddr>,
+    pub backend_start: Timestamp,
+    pub xact_start: Option<Timestamp>,
+    pub state: SessionState,
+    pub state_change: Option<Timestamp>,
+}
+
+pub const CLIENT_BACKEND: &str = "client backend";
+
+impl Session {
+    pub fn is_client_backend(&self) -> bool {
+        self.backend_type == CLIENT_BACKEND
+    }
+
+    /// How long the session has been in its current state, by the database's clock.
+    pub fn in_state_for(&self, observed_at: Timestamp) -> Duration {
+        self.state_change
+            .map_or(Duration::ZERO, |changed| elapsed(changed, observed_at))
+    }
+
+    /// How long the session has been connected, by the database's clock.
+    pub fn connected_for(&self, observed_at: Timestamp) -> Duration {
+        elapsed(self.backend_start, observed_at)
+    }
+
+    /// What a termination must find unchanged to proceed.
+    pub fn identity(&self) -> Option<SessionIdentity> {
+        Some(SessionIdentity {
+            pid: self.pid,
+            backend_start: self.backend_start,
+            state: self.state.as_pg_str()?.to_owned(),
+            state_change: self.state_change?,
+        })
+    }
+}
+
+/// `later - earlier`, never negative: a session that changed state while we looked is young.
+pub fn elapsed(earlier: Timestamp, later: Timestamp) -> Duration {
+    let span = later.as_duration() - earlier.as_duration();
+    Duration::try_from(span).unwrap_or(Duration::ZERO)
+}
+
+/// The session as it was in the snapshot. A termination proceeds only if the server still shows
+/// exactly this: the same pid with the same start (not a reused pid), in the same state since the
+/// same moment (it did nothing since we looked).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct SessionIdentity {
+    pub pid: i32,
+    pub backend_start: Timestamp,
+    pub state: String,
+    pub state_change: Timestamp,
+}
+
+/// `pg_stat_activity.state`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum SessionState {
+    Active,
+    Idle,
+    IdleInTransaction,
+    IdleInTransactionAborted,
+    FastpathFunctionCall,
+    Disabled,
+    /// NULL: a background process, or a session the monitoring role may not inspect.
+    Unknown,
+}
+
+impl SessionState {
+    pub fn from_pg(state: Option<&str>) -> Self {
+        match state {
+            Some("active") => Self::Active,
+            Some("idle") => Self::Idle,
+            Some("idle in transaction") => Self::IdleInTransaction,
+            Some("idle in transaction (aborted)") => Self::IdleInTransactionAborted,
+            Some("fastpath function call") => Self::FastpathFunctionCall,
+            Some("disabled") => Self::Disabled,
+            _ => Self::Unknown,
+        }
+    }
+
+    pub fn as_pg_str(self) -> Option<&'static str> {
+        Some(match self {
+            Self::Active => "active",
+            Self::Idle => "idle",
+            Self::IdleInTransaction => "idle in transaction",
+            Self::IdleInTransactionAborted => "idle in transaction (aborted)",
+            Self::FastpathFunctionCall => "fastpath function call",
+            Self::Disabled => "disabled",
+            Self::Unknown => return None,
+        })
+    }
+
+    pub fn is_idle_in_transaction(self) -> bool {
+        matches!(
+            self,
+            Self::IdleInTransaction | Self::IdleInTransactionAborted
+        )
+    }
+
+    pub fn label(self) -> &'static str {
+        self.as_pg_str().unwrap_or("unknown")
+    }
+}

@@ -1,0 +1,96 @@
+//! The annotations each workload should carry, compared with what it carries now.
+//!
+//! Only confirmed findings are written; a workload's annotations go once its findings have cleared
+//! for a window (see [`super::memory`]). A workload annotated by another policy is left to it.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use serde::Serialize;
+
+use super::attribution::Source;
+use super::cluster::{ClusterView, WorkloadRef};
+use super::findings::Subject;
+use super::memory::Finding;
+
+/// The finding kinds, comma separated, e.g. `IdleAccumulation,PoolSaturation`.
+pub const LEAK: &str = "poolwarden.io/leak";
+/// One human line: counts, oldest age, likely cause.
+pub const LEAK_DETAIL: &str = "poolwarden.io/leak-detail";
+/// `namespace/name` of the policy that wrote the annotations.
+pub const POLICY: &str = "poolwarden.io/policy";
+/// Set by the application's owners: its pool size plus overflow per pod.
+pub const POOL_MAX: &str = "poolwarden.io/pool-max";
+
+/// The keys poolwarden writes (and removes).
+pub const OWNED: [&str; 3] = [LEAK, LEAK_DETAIL, POLICY];
+
+/// A change to one workload's annotations: `None` values remove the key.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct AnnotationChange {
+    pub workload: WorkloadRef,
+    pub annotations: BTreeMap<String, Option<String>>,
+}
+
+impl AnnotationChange {
+    pub fn is_removal(&self) -> bool {
+        self.annotations.values().all(Option::is_none)
+    }
+}
+
+/// What to change so every known workload carries exactly what its findings say.
+pub fn plan(findings: &[Finding], cluster: &ClusterView, annotate: bool) -> Vec<AnnotationChange> {
+    let Some(policy) = cluster.policy.as_deref() else {
+        return Vec::new();
+    };
+    let mut changes = Vec::new();
+    for info in &cluster.workloads {
+        let ours = info.annotations.get(POLICY).is_none_or(|p| p == policy);
+        if !ours {
+            continue;
+        }
+        let confirmed: Vec<&Finding> = findings
+            .iter()
+            .filter(|f| f.confirmed)
+            .filter(|f| matches!(&f.subject, Subject::Source { source: Source::Workload(w) } if *w == info.workload))
+            .collect();
+        let desired: BTreeMap<&str, String> = if confirmed.is_empty() || !annotate {
+            BTreeMap::new()
+        } else {
+            let kinds: BTreeSet<&str> = confirmed.iter().map(|f| f.kind.as_str()).collect();
+            let first = confirmed[0];
+            BTreeMap::from([
+                (LEAK, kinds.into_iter().collect::<Vec<_>>().join(",")),
+                (
+                    LEAK_DETAIL,
+                    format!(
+                        "{}: {}; likely cause: {}",
+                        first.kind.as_str(),
+                        first.evidence,
+                        first.kind.likely_cause()
+                    ),
+                ),
+                (POLICY, policy.to_owned()),
+            ])
+        };
+        let mut change = BTreeMap::new();
+        for key in OWNED {
+            let now = info.annotations.get(key);
+            match desired.get(key) {
+                Some(want) if now != Some(want) => {
+                    change.insert(key.to_owned(), Some(want.clone()));
+                }
+                None if now.is_some() => {
+                    change.insert(key.to_owned(), None);
+                }
+                _ => {}
+            }
+        }
+        if !change.is_empty() {
+            changes.push(AnnotationChange {
+                workload: info.workload.clone(),
+                annotations: change,
+            });
+        }
+    }
+    changes
+}

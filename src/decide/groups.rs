@@ -1,0 +1,103 @@
+//! Sessions counted per source (workload, or application and address) and per pod.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::time::Duration;
+
+use serde::Serialize;
+
+use super::attribution::{Attribution, Source, Via};
+use crate::database::{Session, SessionState};
+
+/// Counts of sessions by state.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct StateCounts {
+    pub total: u32,
+    pub active: u32,
+    pub idle: u32,
+    pub idle_in_transaction: u32,
+    pub other: u32,
+}
+
+impl StateCounts {
+    pub fn add(&mut self, state: SessionState) {
+        self.total += 1;
+        match state {
+            SessionState::Active => self.active += 1,
+            SessionState::Idle => self.idle += 1,
+            s if s.is_idle_in_transaction() => self.idle_in_transaction += 1,
+            _ => self.other += 1,
+        }
+    }
+}
+
+/// One source's governed sessions.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Group {
+    pub source: Source,
+    /// How its sessions were attributed (the least trusted way wins, so orphans show).
+    pub via: Via,
+    pub counts: StateCounts,
+    pub pods: BTreeSet<String>,
+    pub oldest_idle: Duration,
+    pub oldest_idle_in_transaction: Duration,
+    pub oldest_connection: Duration,
+}
+
+/// A governed session with its attribution: the unit everything after scope works on.
+pub struct Governed<'a> {
+    pub session: &'a Session,
+    pub attribution: Attribution,
+}
+
+/// How much an attribution is worth; a group shows its least trusted one, so orphans stand out.
+fn trust(via: Via) -> u8 {
+    match via {
+        Via::Orphaned => 0,
+        Via::Unattributed => 1,
+        Via::ApplicationName => 2,
+        Via::PodIp => 3,
+    }
+}
+
+/// Groups governed sessions by source, biggest first.
+pub fn by_source(governed: &[Governed<'_>], observed_at: jiff::Timestamp) -> Vec<Group> {
+    let mut groups: BTreeMap<&Source, Group> = BTreeMap::new();
+    for g in governed {
+        let s = g.session;
+        let group = groups
+            .entry(&g.attribution.source)
+            .or_insert_with(|| Group {
+                source: g.attribution.source.clone(),
+                via: g.attribution.via,
+                counts: StateCounts::default(),
+                pods: BTreeSet::new(),
+                oldest_idle: Duration::ZERO,
+                oldest_idle_in_transaction: Duration::ZERO,
+                oldest_connection: Duration::ZERO,
+            });
+        if trust(g.attribution.via) < trust(group.via) {
+            group.via = g.attribution.via;
+        }
+        group.counts.add(s.state);
+        group.pods.insert(g.attribution.pod.clone());
+        let age = s.in_state_for(observed_at);
+        match s.state {
+            SessionState::Idle => group.oldest_idle = group.oldest_idle.max(age),
+            st if st.is_idle_in_transaction() => {
+                group.oldest_idle_in_transaction = group.oldest_idle_in_transaction.max(age);
+            }
+            _ => {}
+        }
+        group.oldest_connection = group.oldest_connection.max(s.connected_for(observed_at));
+    }
+    let mut groups: Vec<Group> = groups.into_values().collect();
+    groups.sort_by(|a, b| {
+        b.counts
+            .total
+            .cmp(&a.counts.total)
+            .then(a.source.cmp(&b.source))
+    });
+    groups
+}

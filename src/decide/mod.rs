@@ -1,0 +1,178 @@
+//! Deciding: a pure function from what was observed to what to do.
+//!
+//! In: a [`Snapshot`] (ages by the database's clock), the compiled policy [`Rules`], the
+//! [`ClusterView`] (empty outside Kubernetes) and the [`Memory`] of earlier cycles.
+//! Out: a [`Decision`]: the sessions to terminate with their reasons, per-source groups, findings
+//! with the window applied, capacity, workload annotations to change, and the next memory.
+//! No IO happens here; every safety rule is tested without a database or a cluster.
+
+mod annotations;
+mod attribution;
+mod capacity;
+mod cluster;
+mod findings;
+mod groups;
+mod memory;
+mod rules;
+mod scope;
+mod terminations;
+
+#[cfg(test)]
+mod tests;
+
+pub use annotations::{AnnotationChange, LEAK, LEAK_DETAIL, OWNED, POLICY, POOL_MAX};
+pub use attribution::{Attribution, Source, Via};
+pub use capacity::Capacity;
+pub use cluster::{ClusterView, DepartedPod, PodInfo, WorkloadInfo, WorkloadRef};
+pub use findings::{FindingKind, Subject};
+pub use groups::{Group, StateCounts};
+pub use memory::{Finding, Memory};
+pub use rules::{InvalidSpec, Rules};
+pub use scope::Exclusion;
+pub use terminations::{Protected, Reason, Termination};
+
+use std::collections::BTreeMap;
+
+use serde::Serialize;
+
+use crate::api::Mode;
+use crate::database::{Protection, Snapshot};
+use groups::Governed;
+
+/// Everything a decision depends on.
+pub struct Inputs<'a> {
+    pub snapshot: &'a Snapshot,
+    pub rules: &'a Rules,
+    pub cluster: &'a ClusterView,
+    pub memory: &'a Memory,
+}
+
+/// What to do, and everything needed to report it.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Decision {
+    pub observed_at: jiff::Timestamp,
+    pub mode: Mode,
+    /// Sessions to terminate now. Always empty in `DryRun`.
+    pub terminate: Vec<Termination>,
+    /// What `Enforce` would terminate now. Always empty in `Enforce`.
+    pub dry_run: Vec<Termination>,
+    /// Condemned, but over this cycle's `maxTerminationsPerCycle`: next cycle.
+    pub deferred: Vec<Termination>,
+    /// Condemned, but poolwarden may not end them (superuser sessions, missing privilege).
+    pub protected: Vec<Protected>,
+    /// Governed sessions by source, biggest first.
+    pub groups: Vec<Group>,
+    /// Governed sessions by state.
+    pub in_scope: StateCounts,
+    /// Client sessions the policy does not govern, by why.
+    pub out_of_scope: BTreeMap<Exclusion, u32>,
+    pub findings: Vec<Finding>,
+    pub capacity: Capacity,
+    pub annotations: Vec<AnnotationChange>,
+    /// Things a person should fix about poolwarden's own access.
+    pub warnings: Vec<String>,
+    /// Hand this to the next decision.
+    #[serde(skip)]
+    pub memory: Memory,
+}
+
+/// Decides. Pure: the same inputs always give the same decision.
+pub fn decide(inputs: Inputs<'_>) -> Decision {
+    let Inputs {
+        snapshot,
+        rules,
+        cluster,
+        memory,
+    } = inputs;
+    let now = snapshot.observed_at;
+    let attributor = attribution::Attributor::new(cluster);
+
+    let mut governed = Vec::new();
+    let mut out_of_scope: BTreeMap<Exclusion, u32> = BTreeMap::new();
+    for session in &snapshot.sessions {
+        match rules.scope.governs(session, snapshot) {
+            Ok(()) => governed.push(Governed {
+                session,
+                attribution: attributor.attribute(session),
+            }),
+            // Background processes are not connections anyone opened; do not count them.
+            Err(Exclusion::NotAClientBackend) => {}
+            Err(why) => *out_of_scope.entry(why).or_default() += 1,
+        }
+    }
+    let mut in_scope = StateCounts::default();
+    for g in &governed {
+        in_scope.add(g.session.state);
+    }
+
+    let condemned = governed
+        .iter()
+        .filter_map(|g| {
+            terminations::condemn(g.session, &g.attribution, now, rules)
+                .map(|r| (g.session, &g.attribution, r))
+        })
+        .collect();
+    let verdicts = terminations::select(condemned, snapshot, rules);
+
+    let groups = groups::by_source(&governed, now);
+    let mut observed = findings::observe(&governed, snapshot, cluster, rules);
+    let (rate, churn) = findings::churn(&governed, snapshot, memory.last_sample, rules);
+    observed.extend(churn);
+    let (mut capacity, overbooked) =
+        capacity::assess(snapshot, in_scope.total, &groups, cluster, rules);
+    capacity.new_sessions_per_second = rate;
+    observed.extend(overbooked);
+
+    let (findings, tracked) = memory.advance(observed, now, rules.window);
+    let annotations = annotations::plan(&findings, cluster, rules.annotate);
+    let sample = snapshot.sessions_opened_total.map(|n| (now, n));
+    let next_memory = Memory::with(tracked, sample, memory.terminations_total);
+
+    let (terminate, dry_run) = match rules.mode {
+        Mode::Enforce => (verdicts.selected, Vec::new()),
+        Mode::DryRun => (Vec::new(), verdicts.selected),
+    };
+    Decision {
+        observed_at: now,
+        mode: rules.mode,
+        terminate,
+        dry_run,
+        deferred: verdicts.deferred,
+        warnings: warnings(snapshot, &verdicts.protected),
+        protected: verdicts.protected,
+        groups,
+        in_scope,
+        out_of_scope,
+        findings,
+        capacity,
+        annotations,
+        memory: next_memory,
+    }
+}
+
+fn warnings(snapshot: &Snapshot, protected: &[Protected]) -> Vec<String> {
+    let mut warnings = Vec::new();
+    if !snapshot.monitor.can_read_all_stats && !snapshot.monitor.is_superuser {
+        warnings.push(format!(
+            "role {} cannot see other roles' session states: GRANT pg_monitor TO {}",
+            snapshot.monitor.name, snapshot.monitor.name
+        ));
+    }
+    for protection in [
+        Protection::SuperuserSession,
+        Protection::MissingSignalPrivilege,
+    ] {
+        let n = protected
+            .iter()
+            .filter(|p| p.protection == protection)
+            .count();
+        if n > 0 {
+            warnings.push(format!(
+                "{n} sessions cannot be terminated: {}",
+                protection.advice()
+            ));
+        }
+    }
+    warnings
+}

@@ -1,0 +1,141 @@
+//! Which sessions to end this cycle, and why.
+//!
+//! A session is condemned only if the policy governs it, it is idle (never active), and it has sat
+//! in that state past a timeout, or it was left behind by a pod that no longer exists. The
+//! longest-idle go first and `maxTerminationsPerCycle` caps the list: never a mass kill.
+
+use std::time::Duration;
+
+use serde::Serialize;
+
+use super::attribution::{Attribution, Source, Via};
+use super::rules::Rules;
+use crate::database::{Protection, Session, SessionIdentity, SessionState, Snapshot};
+
+/// Why a session is ended.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
+pub enum Reason {
+    IdleTimeout,
+    IdleInTransactionTimeout,
+    /// Left behind by a pod that no longer exists.
+    Orphaned,
+}
+
+impl Reason {
+    /// A bounded label for metrics and events.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Reason::IdleTimeout => "IdleTimeout",
+            Reason::IdleInTransactionTimeout => "IdleInTransactionTimeout",
+            Reason::Orphaned => "Orphaned",
+        }
+    }
+}
+
+/// A session to end, with everything needed to verify it is still the one we judged.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct Termination {
+    pub identity: SessionIdentity,
+    pub reason: Reason,
+    pub source: Source,
+    pub pod: String,
+    pub user: String,
+    pub database: String,
+    pub application_name: String,
+    pub in_state_for: Duration,
+}
+
+/// A condemned session poolwarden may not end, and what to do about it.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct Protected {
+    pub pid: i32,
+    pub source: Source,
+    pub reason: Reason,
+    pub protection: Protection,
+    pub in_state_for: Duration,
+}
+
+/// The outcome of judging every governed session.
+#[derive(Clone, Debug, Default, PartialEq, Serialize)]
+pub struct Verdicts {
+    /// Condemned and allowed, longest-idle first, within the cap.
+    pub selected: Vec<Termination>,
+    /// Condemned and allowed, but over this cycle's cap: next cycle.
+    pub deferred: Vec<Termination>,
+    pub protected: Vec<Protected>,
+}
+
+/// Why `session` should end, if it should.
+pub fn condemn(
+    session: &Session,
+    attribution: &Attribution,
+    observed_at: jiff::Timestamp,
+    rules: &Rules,
+) -> Option<Reason> {
+    let age = session.in_state_for(observed_at);
+    let past = |timeout: Option<Duration>| timeout.is_some_and(|t| age > t);
+    match session.state {
+        SessionState::Idle
+        | SessionState::IdleInTransaction
+        | SessionState::IdleInTransactionAborted
+            if attribution.via == Via::Orphaned =>
+        {
+            Some(Reason::Orphaned)
+        }
+        SessionState::Idle if past(rules.idle_timeout) => Some(Reason::IdleTimeout),
+        s if s.is_idle_in_transaction() && past(rules.idle_in_transaction_timeout) => {
+            Some(Reason::IdleInTransactionTimeout)
+        }
+        // Active, fast-path, disabled or unknown: never.
+        _ => None,
+    }
+}
+
+/// Sorts the condemned into selected (within the cap), deferred and protected.
+pub fn select(
+    condemned: Vec<(&Session, &Attribution, Reason)>,
+    snapshot: &Snapshot,
+    rules: &Rules,
+) -> Verdicts {
+    let mut verdicts = Verdicts::default();
+    let mut allowed = Vec::new();
+    for (session, attribution, reason) in condemned {
+        let in_state_for = session.in_state_for(snapshot.observed_at);
+        if let Err(protection) = snapshot.monitor.may_terminate(session) {
+            verdicts.protected.push(Protected {
+                pid: session.pid,
+                source: attribution.source.clone(),
+                reason,
+                protection,
+                in_state_for,
+            });
+            continue;
+        }
+        // Without a state and its timestamp there is nothing to re-verify against: leave it.
+        let Some(identity) = session.identity() else {
+            continue;
+        };
+        allowed.push(Termination {
+            identity,
+            reason,
+            source: attribution.source.clone(),
+            pod: attribution.pod.clone(),
+            user: session.user.clone().unwrap_or_default(),
+            database: session.database.clone().unwrap_or_default(),
+            application_name: session.application_name.clone(),
+            in_state_for,
+        });
+    }
+    allowed.sort_by(|a, b| {
+        b.in_state_for
+            .cmp(&a.in_state_for)
+            .then(a.identity.pid.cmp(&b.identity.pid))
+    });
+    let cap = rules.max_terminations_per_cycle.min(allowed.len());
+    verdicts.deferred = allowed.split_off(cap);
+    verdicts.selected = allowed;
+    verdicts
+        .protected
+        .sort_by_key(|p| std::cmp::Reverse(p.in_state_for));
+    verdicts
+}

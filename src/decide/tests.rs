@@ -1,0 +1,1806 @@
+//! The deciding function's rules (DESIGN.md §4–§6), pinned one test each.
+//!
+//! No database and no cluster: every input is built here. Every session age is relative to the
+//! snapshot's `observed_at` (the database's clock), which is fixed at [`t0`] unless a test moves it.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::net::IpAddr;
+use std::time::Duration;
+
+use jiff::{SignedDuration, Timestamp};
+
+use super::*;
+use crate::api::PoolPolicySpec;
+use crate::database::{
+    CLIENT_BACKEND, MonitorRole, ServerFacts, Session, SessionIdentity, SessionState,
+};
+
+// ------------------------------------------------------------------------------------------------
+// Time
+
+const MIN: i64 = 60;
+const HOUR: i64 = 3600;
+
+/// When every snapshot is taken unless a test says otherwise.
+fn t0() -> Timestamp {
+    "2026-01-01T12:00:00Z".parse().unwrap()
+}
+
+/// `secs` seconds before [`t0`].
+fn ago(secs: i64) -> Timestamp {
+    t0() - SignedDuration::from_secs(secs)
+}
+
+/// `secs` seconds after [`t0`].
+fn later(secs: i64) -> Timestamp {
+    t0() + SignedDuration::from_secs(secs)
+}
+
+fn secs(n: i64) -> Duration {
+    Duration::from_secs(u64::try_from(n).unwrap())
+}
+
+// ------------------------------------------------------------------------------------------------
+// Snapshots and sessions
+
+const OWN_PID: i32 = 1;
+const MONITOR: &str = "pw_monitor";
+
+/// A moment relative to the snapshot the session appears in, or a fixed one.
+#[derive(Clone, Copy)]
+enum When {
+    Ago(i64),
+    At(Timestamp),
+    Never,
+}
+
+impl When {
+    fn resolve(self, observed_at: Timestamp) -> Option<Timestamp> {
+        match self {
+            When::Ago(secs) => Some(observed_at - SignedDuration::from_secs(secs)),
+            When::At(at) => Some(at),
+            When::Never => None,
+        }
+    }
+}
+
+/// A client backend of role `app` on database `orders`, from a local socket, idle since just now
+/// and connected for two hours (or a minute longer than it has been in its state).
+#[derive(Clone)]
+struct SessionBuilder {
+    session: Session,
+    state_change: When,
+    backend_start: Option<When>,
+}
+
+fn session(pid: i32) -> SessionBuilder {
+    SessionBuilder {
+        session: Session {
+            pid,
+            backend_type: CLIENT_BACKEND.to_owned(),
+            database: Some("orders".to_owned()),
+            user: Some("app".to_owned()),
+            user_is_superuser: false,
+            application_name: "app".to_owned(),
+            client_addr: None,
+            backend_start: t0(), // resolved in `build`
+            xact_start: None,
+            state: SessionState::Idle,
+            state_change: None, // resolved in `build`
+        },
+        state_change: When::Ago(0),
+        backend_start: None,
+    }
+}
+
+impl SessionBuilder {
+    fn state(mut self, state: SessionState) -> Self {
+        self.session.state = state;
+        self
+    }
+
+    fn idle(self, secs: i64) -> Self {
+        self.state(SessionState::Idle).in_state_for(secs)
+    }
+
+    fn idle_in_transaction(self, secs: i64) -> Self {
+        self.state(SessionState::IdleInTransaction)
+            .in_state_for(secs)
+    }
+
+    fn active(self, secs: i64) -> Self {
+        self.state(SessionState::Active).in_state_for(secs)
+    }
+
+    /// `state_change = observed_at - secs`.
+    fn in_state_for(mut self, secs: i64) -> Self {
+        self.state_change = When::Ago(secs);
+        self
+    }
+
+    fn in_state_since(mut self, at: Timestamp) -> Self {
+        self.state_change = When::At(at);
+        self
+    }
+
+    fn without_state_change(mut self) -> Self {
+        self.state_change = When::Never;
+        self
+    }
+
+    fn started_ago(mut self, secs: i64) -> Self {
+        self.backend_start = Some(When::Ago(secs));
+        self
+    }
+
+    fn started_at(mut self, at: Timestamp) -> Self {
+        self.backend_start = Some(When::At(at));
+        self
+    }
+
+    fn user(mut self, user: &str) -> Self {
+        self.session.user = Some(user.to_owned());
+        self
+    }
+
+    fn database(mut self, database: &str) -> Self {
+        self.session.database = Some(database.to_owned());
+        self
+    }
+
+    fn application_name(mut self, name: &str) -> Self {
+        self.session.application_name = name.to_owned();
+        self
+    }
+
+    fn client_addr(mut self, addr: &str) -> Self {
+        self.session.client_addr = Some(ip(addr));
+        self
+    }
+
+    fn backend_type(mut self, backend_type: &str) -> Self {
+        self.session.backend_type = backend_type.to_owned();
+        self
+    }
+
+    fn superuser(mut self) -> Self {
+        self.session.user_is_superuser = true;
+        self
+    }
+
+    fn build(&self, observed_at: Timestamp) -> Session {
+        let mut session = self.session.clone();
+        session.state_change = self.state_change.resolve(observed_at);
+        session.backend_start = match self.backend_start {
+            Some(when) => when
+                .resolve(observed_at)
+                .expect("a session always has a start"),
+            None => {
+                let two_hours_ago = observed_at - SignedDuration::from_secs(2 * HOUR);
+                let before_its_state =
+                    session.state_change.unwrap_or(observed_at) - SignedDuration::from_secs(MIN);
+                two_hours_ago.min(before_its_state)
+            }
+        };
+        session
+    }
+}
+
+/// A snapshot at [`t0`] of a server with `max_connections = 100` and 3 superuser-reserved slots,
+/// seen by a monitoring role with `pg_monitor` and `pg_signal_backend` that is not a superuser.
+struct SnapshotBuilder {
+    observed_at: Timestamp,
+    server: ServerFacts,
+    monitor: MonitorRole,
+    sessions: Vec<SessionBuilder>,
+    sessions_opened_total: Option<i64>,
+}
+
+fn snapshot() -> SnapshotBuilder {
+    SnapshotBuilder {
+        observed_at: t0(),
+        server: ServerFacts {
+            version: "17.2".to_owned(),
+            version_num: 170_002,
+            max_connections: 100,
+            superuser_reserved_connections: 3,
+            reserved_connections: 0,
+        },
+        monitor: MonitorRole {
+            name: MONITOR.to_owned(),
+            is_superuser: false,
+            can_signal_backends: true,
+            can_read_all_stats: true,
+        },
+        sessions: Vec::new(),
+        sessions_opened_total: None,
+    }
+}
+
+impl SnapshotBuilder {
+    fn at(mut self, observed_at: Timestamp) -> Self {
+        self.observed_at = observed_at;
+        self
+    }
+
+    fn with(mut self, session: SessionBuilder) -> Self {
+        self.sessions.push(session);
+        self
+    }
+
+    fn with_all(mut self, sessions: impl IntoIterator<Item = SessionBuilder>) -> Self {
+        self.sessions.extend(sessions);
+        self
+    }
+
+    fn monitor_is_superuser(mut self) -> Self {
+        self.monitor.is_superuser = true;
+        self
+    }
+
+    fn monitor_without_pg_signal_backend(mut self) -> Self {
+        self.monitor.can_signal_backends = false;
+        self
+    }
+
+    fn monitor_without_pg_read_all_stats(mut self) -> Self {
+        self.monitor.can_read_all_stats = false;
+        self
+    }
+
+    fn reserved_connections(mut self, n: u32) -> Self {
+        self.server.reserved_connections = n;
+        self
+    }
+
+    fn sessions_opened(mut self, total: i64) -> Self {
+        self.sessions_opened_total = Some(total);
+        self
+    }
+
+    fn build(&self) -> Snapshot {
+        Snapshot {
+            observed_at: self.observed_at,
+            own_pid: OWN_PID,
+            server: self.server.clone(),
+            monitor: self.monitor.clone(),
+            sessions: self
+                .sessions
+                .iter()
+                .map(|s| s.build(self.observed_at))
+                .collect(),
+            sessions_opened_total: self.sessions_opened_total,
+        }
+    }
+}
+
+// ------------------------------------------------------------------------------------------------
+// Policies
+
+/// Parses a PoolPolicy spec from YAML and compiles it.
+fn rules(yaml: &str) -> Rules {
+    let spec: PoolPolicySpec =
+        serde_saphyr::from_str(yaml).unwrap_or_else(|e| panic!("bad test YAML: {e}\n{yaml}"));
+    Rules::compile(&spec).unwrap_or_else(|e| panic!("{e}\n{yaml}"))
+}
+
+/// The message `Rules::compile` rejects a spec with.
+fn rejection(yaml: &str) -> String {
+    let spec: PoolPolicySpec =
+        serde_saphyr::from_str(yaml).unwrap_or_else(|e| panic!("bad test YAML: {e}\n{yaml}"));
+    Rules::compile(&spec)
+        .expect_err("the spec should be rejected")
+        .to_string()
+}
+
+const ENFORCE: &str = "
+mode: Enforce
+idle: {idleTimeout: 30m, idleInTransactionTimeout: 5m}
+leakDetection: {window: 10m}
+";
+
+const DRY_RUN: &str = "
+mode: DryRun
+idle: {idleTimeout: 30m, idleInTransactionTimeout: 5m}
+leakDetection: {window: 10m}
+";
+
+// ------------------------------------------------------------------------------------------------
+// The cluster: Deployment shop/orders-api, pod n at 10.0.0.n, running for a day.
+
+const POLICY_NAME: &str = "shop/orders-db";
+
+fn ip(addr: &str) -> IpAddr {
+    addr.parse().unwrap()
+}
+
+fn orders_api() -> WorkloadRef {
+    WorkloadRef {
+        namespace: "shop".to_owned(),
+        kind: "Deployment".to_owned(),
+        name: "orders-api".to_owned(),
+    }
+}
+
+fn deployment() -> Source {
+    Source::Workload(orders_api())
+}
+
+fn about(source: Source) -> Subject {
+    Subject::Source { source }
+}
+
+fn client(application: &str, address: Option<&str>) -> Source {
+    Source::Client {
+        application: application.to_owned(),
+        address: address.map(ip),
+    }
+}
+
+fn pod_name(n: u8) -> String {
+    format!("orders-api-7c9d8f6b5-{n}")
+}
+
+fn pod_ip(n: u8) -> String {
+    format!("10.0.0.{n}")
+}
+
+fn pod(n: u8) -> PodInfo {
+    PodInfo {
+        name: pod_name(n),
+        ips: vec![ip(&pod_ip(n))],
+        started_at: Some(ago(24 * HOUR)),
+        workload: orders_api(),
+    }
+}
+
+/// Pod `n` of orders-api, gone at `departed_at` after two days of running.
+fn departed(n: u8, departed_at: Timestamp) -> DepartedPod {
+    DepartedPod {
+        name: pod_name(n),
+        ips: vec![ip(&pod_ip(n))],
+        started_at: Some(ago(48 * HOUR)),
+        departed_at,
+        workload: orders_api(),
+    }
+}
+
+fn workload(max_replicas: u32, pool_max: Option<u32>) -> WorkloadInfo {
+    WorkloadInfo {
+        workload: orders_api(),
+        max_replicas,
+        pool_max,
+        annotations: BTreeMap::new(),
+    }
+}
+
+/// Pods 1, 2 and 3 of orders-api; no workload facts, no policy name.
+fn cluster() -> ClusterView {
+    ClusterView {
+        pods: vec![pod(1), pod(2), pod(3)],
+        ..ClusterView::default()
+    }
+}
+
+// ------------------------------------------------------------------------------------------------
+// Deciding and reading the decision
+
+fn decide_standalone(snapshot: &Snapshot, rules: &Rules) -> Decision {
+    decide_with(snapshot, rules, &ClusterView::default(), &Memory::default())
+}
+
+fn decide_with(
+    snapshot: &Snapshot,
+    rules: &Rules,
+    cluster: &ClusterView,
+    memory: &Memory,
+) -> Decision {
+    decide(Inputs {
+        snapshot,
+        rules,
+        cluster,
+        memory,
+    })
+}
+
+fn pids(terminations: &[Termination]) -> Vec<i32> {
+    terminations.iter().map(|t| t.identity.pid).collect()
+}
+
+fn reasons(terminations: &[Termination]) -> Vec<Reason> {
+    terminations.iter().map(|t| t.reason).collect()
+}
+
+fn findings(decision: &Decision, kind: FindingKind) -> Vec<&Finding> {
+    decision
+        .findings
+        .iter()
+        .filter(|f| f.kind == kind)
+        .collect()
+}
+
+/// The one finding of `kind`; panics if there is none or more than one.
+fn the_finding(decision: &Decision, kind: FindingKind) -> &Finding {
+    let found = findings(decision, kind);
+    assert_eq!(
+        found.len(),
+        1,
+        "expected one {kind:?} finding, got {found:#?}"
+    );
+    found[0]
+}
+
+fn group<'d>(decision: &'d Decision, source: &Source) -> &'d Group {
+    decision
+        .groups
+        .iter()
+        .find(|g| &g.source == source)
+        .unwrap_or_else(|| panic!("no group for {source}: {:#?}", decision.groups))
+}
+
+fn sorted(mut pids: Vec<i32>) -> Vec<i32> {
+    pids.sort_unstable();
+    pids
+}
+
+// ================================================================================================
+// Safety (DESIGN.md §4)
+// ================================================================================================
+
+#[test]
+fn only_client_backends_are_ever_candidates() {
+    let snap = snapshot()
+        .with(session(10).backend_type("walsender").idle(10 * HOUR))
+        .with(
+            session(11)
+                .backend_type("autovacuum worker")
+                .idle(10 * HOUR),
+        )
+        .with(
+            session(12)
+                .backend_type("background worker")
+                .idle_in_transaction(10 * HOUR),
+        )
+        .with(session(13).idle(10 * HOUR))
+        .build();
+    let d = decide_standalone(&snap, &rules(ENFORCE));
+    assert_eq!(pids(&d.terminate), [13]);
+    assert!(d.deferred.is_empty() && d.protected.is_empty());
+    assert_eq!(d.in_scope.total, 1);
+
+    // Not even when it comes from a departed pod's address, where orphans skip the timeouts.
+    let departed_cluster = ClusterView {
+        departed: vec![departed(4, ago(MIN))],
+        ..cluster()
+    };
+    let snap = snapshot()
+        .with(
+            session(14)
+                .backend_type("walsender")
+                .client_addr(&pod_ip(4))
+                .idle(10),
+        )
+        .build();
+    let d = decide_with(
+        &snap,
+        &rules(ENFORCE),
+        &departed_cluster,
+        &Memory::default(),
+    );
+    assert!(d.terminate.is_empty(), "{:#?}", d.terminate);
+}
+
+#[test]
+fn poolwardens_own_session_and_other_poolwardens_are_never_terminated() {
+    let snap = snapshot()
+        .with(
+            session(OWN_PID)
+                .application_name("monitoring")
+                .idle(10 * HOUR),
+        )
+        .with(session(20).application_name("poolwarden").idle(10 * HOUR))
+        .with(session(21).idle(10 * HOUR))
+        .build();
+    let d = decide_standalone(&snap, &rules(ENFORCE));
+    assert_eq!(pids(&d.terminate), [21]);
+    assert_eq!(d.out_of_scope.get(&Exclusion::OwnSession), Some(&1));
+    assert_eq!(d.out_of_scope.get(&Exclusion::PoolwardenSession), Some(&1));
+}
+
+#[test]
+fn excluded_users_and_applications_are_never_terminated() {
+    let policy = rules(
+        r#"
+mode: Enforce
+scope: {excludeUsers: [postgres], excludeApplications: [psql, "pg_dump*"]}
+idle: {idleTimeout: 30m}
+"#,
+    );
+    let snap = snapshot()
+        .with(session(30).user("postgres").idle(HOUR))
+        .with(session(31).application_name("pg_dump").idle(HOUR))
+        .with(session(32).application_name("pg_dumpall").idle(HOUR))
+        .with(session(33).application_name("psql").idle(HOUR))
+        // A glob without a wildcard matches the whole name only.
+        .with(session(34).application_name("psql-nightly").idle(HOUR))
+        .with(session(35).idle(HOUR))
+        .build();
+    let d = decide_standalone(&snap, &policy);
+    assert_eq!(pids(&d.terminate), [34, 35]);
+    assert_eq!(d.out_of_scope.get(&Exclusion::ExcludedUser), Some(&1));
+    assert_eq!(
+        d.out_of_scope.get(&Exclusion::ExcludedApplication),
+        Some(&3)
+    );
+}
+
+#[test]
+fn sessions_outside_the_scopes_databases_and_users_are_never_terminated_only_counted() {
+    let policy = rules(
+        "
+mode: Enforce
+scope: {databases: [orders], users: [app]}
+idle: {idleTimeout: 30m}
+",
+    );
+    let snap = snapshot()
+        .with(session(40).database("billing").idle(HOUR))
+        .with(session(41).user("reporting").idle(HOUR))
+        .with(session(42).database("billing").user("reporting").idle(HOUR))
+        .with(session(43).idle(HOUR))
+        .build();
+    let d = decide_standalone(&snap, &policy);
+    assert_eq!(pids(&d.terminate), [43]);
+    assert_eq!(d.out_of_scope.get(&Exclusion::OtherDatabase), Some(&2));
+    assert_eq!(d.out_of_scope.get(&Exclusion::OtherUser), Some(&1));
+    assert_eq!(d.in_scope.total, 1);
+    assert_eq!(d.capacity.scope_sessions, 1);
+    assert_eq!(d.capacity.client_sessions, 4);
+}
+
+#[test]
+fn active_fastpath_disabled_and_unknown_sessions_are_never_terminated_however_old() {
+    let three_days = 3 * 24 * HOUR;
+    let snap = snapshot()
+        .with(session(50).active(three_days))
+        .with(
+            session(51)
+                .state(SessionState::FastpathFunctionCall)
+                .in_state_for(three_days),
+        )
+        .with(
+            session(52)
+                .state(SessionState::Disabled)
+                .in_state_for(three_days),
+        )
+        .with(
+            session(53)
+                .state(SessionState::Unknown)
+                .in_state_for(three_days),
+        )
+        .with(session(54).idle(31 * MIN))
+        .build();
+    for policy in [ENFORCE, DRY_RUN] {
+        let d = decide_standalone(&snap, &rules(policy));
+        let condemned: Vec<i32> = [&d.terminate, &d.dry_run, &d.deferred]
+            .into_iter()
+            .flat_map(|list| pids(list))
+            .collect();
+        assert_eq!(condemned, [54]);
+        assert!(d.protected.is_empty());
+    }
+}
+
+#[test]
+fn sessions_without_a_state_change_are_never_terminated() {
+    let departed_cluster = ClusterView {
+        departed: vec![departed(4, ago(5 * MIN))],
+        ..cluster()
+    };
+    let snap = snapshot()
+        .with(session(60).state(SessionState::Idle).without_state_change())
+        .with(
+            session(61)
+                .state(SessionState::IdleInTransaction)
+                .without_state_change(),
+        )
+        // An orphan skips the timeouts, but there is still nothing to re-verify it against.
+        .with(
+            session(62)
+                .state(SessionState::Idle)
+                .without_state_change()
+                .client_addr(&pod_ip(4))
+                .started_ago(HOUR),
+        )
+        .with(session(63).idle(31 * MIN))
+        .build();
+    let d = decide_with(
+        &snap,
+        &rules(ENFORCE),
+        &departed_cluster,
+        &Memory::default(),
+    );
+    assert_eq!(pids(&d.terminate), [63]);
+    assert!(d.deferred.is_empty());
+    assert!(d.protected.is_empty());
+}
+
+#[test]
+fn dry_run_never_terminates_and_reports_what_enforce_would() {
+    let snap = snapshot()
+        .with(session(70).idle(HOUR))
+        .with(session(71).idle_in_transaction(10 * MIN))
+        .with(session(72).idle(MIN))
+        .build();
+
+    let dry = decide_standalone(&snap, &rules(DRY_RUN));
+    assert_eq!(dry.mode, Mode::DryRun);
+    assert!(dry.terminate.is_empty());
+    assert_eq!(pids(&dry.dry_run), [70, 71]);
+
+    let enforce = decide_standalone(&snap, &rules(ENFORCE));
+    assert_eq!(enforce.mode, Mode::Enforce);
+    assert!(enforce.dry_run.is_empty());
+    assert_eq!(enforce.terminate, dry.dry_run);
+
+    // A policy that does not say is a dry run.
+    let unspecified = decide_standalone(&snap, &rules("idle: {idleTimeout: 30m}"));
+    assert!(unspecified.terminate.is_empty());
+    assert_eq!(pids(&unspecified.dry_run), [70]);
+}
+
+#[test]
+fn max_terminations_per_cycle_caps_the_list_longest_idle_first() {
+    let yaml = "
+idle: {idleTimeout: 30m, idleInTransactionTimeout: 5m, maxTerminationsPerCycle: 3}
+";
+    let snap = snapshot()
+        .with(session(80).idle(40 * MIN))
+        .with(session(81).idle(2 * HOUR))
+        .with(session(82).idle(31 * MIN))
+        .with(session(83).idle(5 * HOUR))
+        .with(session(84).idle(HOUR))
+        .with(session(85).idle_in_transaction(6 * MIN))
+        .with(session(86).idle(2 * HOUR))
+        .with(session(87).idle(10 * MIN)) // not past any timeout
+        .build();
+
+    let d = decide_standalone(&snap, &rules(&format!("mode: Enforce\n{yaml}")));
+    assert_eq!(pids(&d.terminate), [83, 81, 86]);
+    assert_eq!(pids(&d.deferred), [84, 80, 82, 85]);
+
+    let d = decide_standalone(&snap, &rules(&format!("mode: DryRun\n{yaml}")));
+    assert_eq!(pids(&d.dry_run), [83, 81, 86]);
+    assert_eq!(pids(&d.deferred), [84, 80, 82, 85]);
+}
+
+#[test]
+fn a_superusers_sessions_are_protected_unless_the_monitor_is_a_superuser() {
+    let sessions = [
+        session(90).user("postgres").superuser().idle(HOUR),
+        session(91).idle(HOUR),
+    ];
+
+    let snap = snapshot().with_all(sessions.clone()).build();
+    let d = decide_standalone(&snap, &rules(ENFORCE));
+    assert_eq!(pids(&d.terminate), [91]);
+    assert_eq!(d.protected.len(), 1);
+    assert_eq!(d.protected[0].pid, 90);
+    assert_eq!(d.protected[0].protection, Protection::SuperuserSession);
+    assert_eq!(d.protected[0].reason, Reason::IdleTimeout);
+    assert!(
+        d.warnings
+            .iter()
+            .any(|w| w.contains("superuser") && w.contains("non-superuser role")),
+        "{:#?}",
+        d.warnings
+    );
+
+    let snap = snapshot().monitor_is_superuser().with_all(sessions).build();
+    let d = decide_standalone(&snap, &rules(ENFORCE));
+    assert_eq!(pids(&d.terminate), [90, 91]);
+    assert!(d.protected.is_empty());
+    assert!(d.warnings.is_empty(), "{:#?}", d.warnings);
+}
+
+#[test]
+fn without_pg_signal_backend_only_the_monitors_own_roles_sessions_are_terminable() {
+    let snap = snapshot()
+        .monitor_without_pg_signal_backend()
+        .with(session(100).user("app").idle(3 * HOUR))
+        .with(session(101).user(MONITOR).idle(2 * HOUR))
+        .with(session(102).user("postgres").superuser().idle(HOUR))
+        .build();
+    let d = decide_standalone(&snap, &rules(ENFORCE));
+    assert_eq!(pids(&d.terminate), [101]);
+    let protected: Vec<(i32, Protection)> =
+        d.protected.iter().map(|p| (p.pid, p.protection)).collect();
+    assert_eq!(
+        protected,
+        [
+            (100, Protection::MissingSignalPrivilege),
+            (102, Protection::SuperuserSession)
+        ]
+    );
+    assert!(
+        d.warnings
+            .iter()
+            .any(|w| w.contains("GRANT pg_signal_backend")),
+        "{:#?}",
+        d.warnings
+    );
+    assert!(
+        d.warnings.iter().any(|w| w.contains("superuser")),
+        "{:#?}",
+        d.warnings
+    );
+}
+
+#[test]
+fn a_monitor_that_cannot_read_all_stats_is_told_to_get_pg_monitor() {
+    let snap = snapshot().monitor_without_pg_read_all_stats().build();
+    let d = decide_standalone(&snap, &rules(ENFORCE));
+    assert!(
+        d.warnings
+            .iter()
+            .any(|w| w.contains("GRANT pg_monitor TO pw_monitor")),
+        "{:#?}",
+        d.warnings
+    );
+}
+
+#[test]
+fn timeouts_are_strict_a_session_idle_for_exactly_the_timeout_is_spared() {
+    let snap = snapshot()
+        .with(session(110).idle(30 * MIN))
+        .with(session(111).idle(30 * MIN + 1))
+        .with(session(112).idle_in_transaction(5 * MIN))
+        .with(session(113).idle_in_transaction(5 * MIN + 1))
+        .with(
+            session(114)
+                .state(SessionState::IdleInTransactionAborted)
+                .in_state_for(5 * MIN + 1),
+        )
+        .build();
+    let d = decide_standalone(&snap, &rules(ENFORCE));
+    assert_eq!(pids(&d.terminate), [111, 113, 114]);
+    assert_eq!(
+        reasons(&d.terminate),
+        [
+            Reason::IdleTimeout,
+            Reason::IdleInTransactionTimeout,
+            Reason::IdleInTransactionTimeout
+        ]
+    );
+}
+
+#[test]
+fn ages_are_measured_by_the_database_clock_not_the_wall_clock() {
+    // Decades before the wall clock: by the wall clock this session has been idle for years.
+    let past: Timestamp = "2001-01-01T00:00:00Z".parse().unwrap();
+    let snap = snapshot().at(past).with(session(120).idle(1)).build();
+    let d = decide_standalone(&snap, &rules(ENFORCE));
+    assert!(d.terminate.is_empty(), "{:#?}", d.terminate);
+
+    // Decades after it: by the wall clock this session has not even begun to idle.
+    let future: Timestamp = "2100-01-01T00:00:00Z".parse().unwrap();
+    let snap = snapshot()
+        .at(future)
+        .with(session(121).idle(31 * MIN))
+        .build();
+    let d = decide_standalone(&snap, &rules(ENFORCE));
+    assert_eq!(pids(&d.terminate), [121]);
+    assert_eq!(d.terminate[0].in_state_for, secs(31 * MIN));
+    assert_eq!(d.observed_at, future);
+}
+
+#[test]
+fn a_termination_carries_the_sessions_identity_exactly_as_observed() {
+    let started: Timestamp = "2026-01-01T09:15:30.123456Z".parse().unwrap();
+    let changed: Timestamp = "2026-01-01T11:40:00.5Z".parse().unwrap();
+    let snap = snapshot()
+        .with(
+            session(130)
+                .user("orders")
+                .application_name("orders-worker")
+                .started_at(started)
+                .state(SessionState::IdleInTransaction)
+                .in_state_since(changed),
+        )
+        .with(
+            session(131)
+                .started_at(started)
+                .state(SessionState::IdleInTransactionAborted)
+                .in_state_since(changed),
+        )
+        .with(
+            session(132)
+                .started_at(started)
+                .state(SessionState::Idle)
+                .in_state_since(ago(HOUR)),
+        )
+        .build();
+    let d = decide_standalone(&snap, &rules(ENFORCE));
+    assert_eq!(pids(&d.terminate), [132, 130, 131]);
+
+    let identities: Vec<&SessionIdentity> = d.terminate.iter().map(|t| &t.identity).collect();
+    assert_eq!(
+        identities,
+        [
+            &SessionIdentity {
+                pid: 132,
+                backend_start: started,
+                state: "idle".to_owned(),
+                state_change: ago(HOUR),
+            },
+            &SessionIdentity {
+                pid: 130,
+                backend_start: started,
+                state: "idle in transaction".to_owned(),
+                state_change: changed,
+            },
+            &SessionIdentity {
+                pid: 131,
+                backend_start: started,
+                state: "idle in transaction (aborted)".to_owned(),
+                state_change: changed,
+            },
+        ]
+    );
+    let t = &d.terminate[1];
+    assert_eq!(t.reason, Reason::IdleInTransactionTimeout);
+    assert_eq!(t.user, "orders");
+    assert_eq!(t.database, "orders");
+    assert_eq!(t.application_name, "orders-worker");
+    assert_eq!(t.source, client("orders-worker", None));
+    assert_eq!(t.in_state_for, Duration::from_millis(19 * 60_000 + 59_500));
+}
+
+#[test]
+fn a_zero_idle_timeout_is_rejected_naming_the_field() {
+    let message = rejection("idle: {idleTimeout: 0s}");
+    assert!(message.contains("spec.idle.idleTimeout"), "{message}");
+    let message = rejection("idle: {idleInTransactionTimeout: 0s}");
+    assert!(
+        message.contains("spec.idle.idleInTransactionTimeout"),
+        "{message}"
+    );
+}
+
+#[test]
+fn a_bad_glob_is_rejected_naming_the_field_and_the_glob() {
+    let message = rejection(r#"scope: {excludeApplications: ["["]}"#);
+    assert!(
+        message.contains("spec.scope.excludeApplications"),
+        "{message}"
+    );
+    assert!(message.contains(r#""[""#), "{message}");
+}
+
+#[test]
+fn a_per_pod_budget_above_the_total_budget_is_rejected_naming_the_field() {
+    let message = rejection("budgets: {maxConnections: 10, maxConnectionsPerPod: 11}");
+    assert!(
+        message.contains("spec.budgets.maxConnectionsPerPod"),
+        "{message}"
+    );
+    // Equal is fine.
+    rules("budgets: {maxConnections: 10, maxConnectionsPerPod: 10}");
+}
+
+#[test]
+fn a_zero_termination_cap_is_rejected_naming_the_field() {
+    let message = rejection("idle: {maxTerminationsPerCycle: 0}");
+    assert!(
+        message.contains("spec.idle.maxTerminationsPerCycle"),
+        "{message}"
+    );
+}
+
+#[test]
+fn a_zero_per_pod_budget_is_rejected_naming_the_field() {
+    // A policy file for `poolwarden check` never meets the CRD schema's `minimum: 1`.
+    let message = rejection("budgets: {maxConnectionsPerPod: 0}");
+    assert!(
+        message.contains("spec.budgets.maxConnectionsPerPod"),
+        "{message}"
+    );
+}
+
+#[test]
+fn every_problem_of_a_spec_is_reported_at_once() {
+    let message = rejection(
+        r#"
+idle: {idleTimeout: 0s}
+scope: {excludeApplications: ["["]}
+"#,
+    );
+    assert!(message.contains("spec.idle.idleTimeout"), "{message}");
+    assert!(
+        message.contains("spec.scope.excludeApplications"),
+        "{message}"
+    );
+}
+
+// ================================================================================================
+// Attribution (DESIGN.md §5)
+// ================================================================================================
+
+#[test]
+fn a_session_from_a_pod_ip_that_started_after_the_pod_belongs_to_its_deployment() {
+    let snap = snapshot()
+        .with(session(200).client_addr(&pod_ip(1)).idle(HOUR))
+        .build();
+    let d = decide_with(&snap, &rules(ENFORCE), &cluster(), &Memory::default());
+    let g = group(&d, &deployment());
+    assert_eq!(g.via, Via::PodIp);
+    assert_eq!(g.pods, BTreeSet::from([pod_name(1)]));
+    assert_eq!(d.terminate[0].source, deployment());
+    assert_eq!(d.terminate[0].pod, pod_name(1));
+}
+
+#[test]
+fn a_session_older_than_the_pod_on_its_ip_is_not_that_pods() {
+    // Pod 1 was restarted ten minutes ago and got an address that was in use before.
+    let restarted = ClusterView {
+        pods: vec![PodInfo {
+            started_at: Some(ago(10 * MIN)),
+            ..pod(1)
+        }],
+        ..ClusterView::default()
+    };
+    let snap = snapshot()
+        .with(
+            session(210)
+                .client_addr(&pod_ip(1))
+                .started_ago(HOUR)
+                .idle(MIN),
+        )
+        .with(
+            session(211)
+                .client_addr(&pod_ip(1))
+                .started_ago(5 * MIN)
+                .idle(MIN),
+        )
+        .build();
+    let d = decide_with(&snap, &rules(ENFORCE), &restarted, &Memory::default());
+
+    let old = group(&d, &client("app", Some(&pod_ip(1))));
+    assert_eq!(old.via, Via::Unattributed);
+    assert_eq!(old.counts.total, 1);
+    let new = group(&d, &deployment());
+    assert_eq!(new.via, Via::PodIp);
+    assert_eq!(new.counts.total, 1);
+}
+
+#[test]
+fn an_application_name_equal_to_a_pod_name_attributes_the_session_to_that_pod() {
+    let restarted = ClusterView {
+        pods: vec![PodInfo {
+            started_at: Some(ago(10 * MIN)),
+            ..pod(2)
+        }],
+        ..ClusterView::default()
+    };
+    let snap = snapshot()
+        // Through a NAT: the address is the node's, the name is the pod's.
+        .with(
+            session(220)
+                .application_name(&pod_name(2))
+                .client_addr("192.168.7.7")
+                .started_ago(MIN),
+        )
+        .with(session(221).application_name(&pod_name(2)).started_ago(MIN))
+        // Same name, but older than the pod: a previous pod of that name.
+        .with(
+            session(222)
+                .application_name(&pod_name(2))
+                .client_addr("192.168.7.8")
+                .started_ago(HOUR),
+        )
+        .build();
+    let d = decide_with(&snap, &rules(DRY_RUN), &restarted, &Memory::default());
+
+    let g = group(&d, &deployment());
+    assert_eq!(g.via, Via::ApplicationName);
+    assert_eq!(g.counts.total, 2);
+    assert_eq!(g.pods, BTreeSet::from([pod_name(2)]));
+    let stale = group(&d, &client(&pod_name(2), Some("192.168.7.8")));
+    assert_eq!(stale.via, Via::Unattributed);
+}
+
+#[test]
+fn a_groups_via_is_its_least_trusted_attribution_whatever_the_session_order() {
+    let by_ip = session(225).client_addr(&pod_ip(1));
+    let by_name = session(226)
+        .application_name(&pod_name(2))
+        .client_addr("192.168.7.7");
+    for sessions in [
+        [by_ip.clone(), by_name.clone()],
+        [by_name.clone(), by_ip.clone()],
+    ] {
+        let snap = snapshot().with_all(sessions).build();
+        let d = decide_with(&snap, &rules(DRY_RUN), &cluster(), &Memory::default());
+        let g = group(&d, &deployment());
+        assert_eq!(g.counts.total, 2);
+        assert_eq!(
+            g.via,
+            Via::ApplicationName,
+            "pids in order {:?}",
+            snap.sessions.iter().map(|s| s.pid).collect::<Vec<_>>()
+        );
+    }
+}
+
+#[test]
+fn an_idle_orphan_is_terminated_at_once_but_an_active_one_is_not() {
+    let with_departed = ClusterView {
+        departed: vec![departed(4, ago(2 * MIN))],
+        ..cluster()
+    };
+    let snap = snapshot()
+        .with(
+            session(230)
+                .client_addr(&pod_ip(4))
+                .started_ago(HOUR)
+                .idle(30),
+        )
+        .with(
+            session(231)
+                .client_addr(&pod_ip(4))
+                .started_ago(HOUR)
+                .active(HOUR),
+        )
+        // Opened after the pod left: someone else's.
+        .with(
+            session(232)
+                .client_addr(&pod_ip(4))
+                .started_ago(MIN)
+                .idle(30),
+        )
+        .with(
+            session(233)
+                .client_addr(&pod_ip(4))
+                .started_ago(HOUR)
+                .idle_in_transaction(30),
+        )
+        .build();
+    let d = decide_with(&snap, &rules(ENFORCE), &with_departed, &Memory::default());
+
+    assert_eq!(pids(&d.terminate), [230, 233]);
+    assert_eq!(reasons(&d.terminate), [Reason::Orphaned, Reason::Orphaned]);
+    assert!(d.terminate.iter().all(|t| t.pod == pod_name(4)));
+    assert!(d.terminate.iter().all(|t| t.source == deployment()));
+
+    let orphans = group(&d, &deployment());
+    assert_eq!(orphans.via, Via::Orphaned);
+    assert_eq!(orphans.counts.total, 3);
+    let stranger = group(&d, &client("app", Some(&pod_ip(4))));
+    assert_eq!(stranger.via, Via::Unattributed);
+}
+
+#[test]
+fn sessions_matching_no_pod_are_grouped_by_application_and_address() {
+    let snap = snapshot()
+        .with(
+            session(240)
+                .application_name("billing-cron")
+                .client_addr("192.168.1.10"),
+        )
+        .with(
+            session(241)
+                .application_name("billing-cron")
+                .client_addr("192.168.1.10"),
+        )
+        .with(
+            session(242)
+                .application_name("billing-cron")
+                .client_addr("192.168.1.11"),
+        )
+        .with(session(243).application_name(""))
+        .build();
+    let d = decide_with(&snap, &rules(DRY_RUN), &cluster(), &Memory::default());
+
+    let sources: Vec<(&Source, u32, Via)> = d
+        .groups
+        .iter()
+        .map(|g| (&g.source, g.counts.total, g.via))
+        .collect();
+    assert_eq!(
+        sources,
+        [
+            (
+                &client("billing-cron", Some("192.168.1.10")),
+                2,
+                Via::Unattributed
+            ),
+            (&client("", None), 1, Via::Unattributed),
+            (
+                &client("billing-cron", Some("192.168.1.11")),
+                1,
+                Via::Unattributed
+            ),
+        ]
+    );
+}
+
+// ================================================================================================
+// Findings (DESIGN.md §6) and the window
+// ================================================================================================
+
+const LEAKS: &str = "
+leakDetection: {window: 10m, idleThreshold: 5, newSessionsPerSecond: 20}
+";
+
+/// Sessions `range` on pod `n`, each idle for `idle` seconds.
+fn idle_on_pod(n: u8, range: std::ops::Range<i32>, idle: i64) -> Vec<SessionBuilder> {
+    range
+        .map(|pid| session(pid).client_addr(&pod_ip(n)).idle(idle))
+        .collect()
+}
+
+#[test]
+fn idle_accumulation_of_six_old_idle_sessions_on_one_pod_is_found_and_confirmed_at_once() {
+    let snap = snapshot()
+        .with_all(idle_on_pod(1, 300..306, HOUR))
+        .with_all(idle_on_pod(2, 310..314, HOUR))
+        .build();
+    let d = decide_with(&snap, &rules(LEAKS), &cluster(), &Memory::default());
+
+    let f = the_finding(&d, FindingKind::IdleAccumulation);
+    assert_eq!(f.subject, about(deployment()));
+    assert_eq!(sorted(f.pids.clone()), (300..306).collect::<Vec<_>>());
+    assert!(f.evidence.contains(&pod_name(1)), "{}", f.evidence);
+    // Five sessions idle for an hour prove the condition has held for 50 minutes.
+    assert_eq!(f.held_for, secs(50 * MIN));
+    assert!(f.present && f.confirmed && f.started);
+}
+
+#[test]
+fn idle_accumulation_needs_the_threshold_on_one_pod_past_the_window() {
+    let decide_for = |sessions: Vec<SessionBuilder>| {
+        let snap = snapshot().with_all(sessions).build();
+        decide_with(&snap, &rules(LEAKS), &cluster(), &Memory::default())
+    };
+    let four = decide_for(idle_on_pod(1, 300..304, HOUR));
+    assert!(findings(&four, FindingKind::IdleAccumulation).is_empty());
+
+    let five = decide_for(idle_on_pod(1, 300..305, HOUR));
+    assert_eq!(findings(&five, FindingKind::IdleAccumulation).len(), 1);
+
+    let spread = decide_for(
+        [
+            idle_on_pod(1, 300..303, HOUR),
+            idle_on_pod(2, 310..313, HOUR),
+        ]
+        .concat(),
+    );
+    assert!(findings(&spread, FindingKind::IdleAccumulation).is_empty());
+
+    let young = decide_for(idle_on_pod(1, 300..306, 9 * MIN));
+    assert!(findings(&young, FindingKind::IdleAccumulation).is_empty());
+
+    // Past the window, but not yet for a whole window: found, not confirmed.
+    let recent = decide_for(idle_on_pod(1, 300..306, 15 * MIN));
+    let f = the_finding(&recent, FindingKind::IdleAccumulation);
+    assert_eq!(f.held_for, secs(5 * MIN));
+    assert!(f.present && !f.confirmed && !f.started);
+}
+
+#[test]
+fn idle_in_transaction_is_found_past_its_timeout() {
+    let policy = rules(
+        "
+idle: {idleInTransactionTimeout: 5m}
+leakDetection: {window: 10m}
+",
+    );
+    let snap = snapshot()
+        .with(
+            session(320)
+                .client_addr(&pod_ip(1))
+                .idle_in_transaction(6 * MIN),
+        )
+        .with(
+            session(321)
+                .client_addr(&pod_ip(2))
+                .idle_in_transaction(4 * MIN),
+        )
+        .build();
+    let d = decide_with(&snap, &policy, &cluster(), &Memory::default());
+    let f = the_finding(&d, FindingKind::IdleInTransaction);
+    assert_eq!(f.subject, about(deployment()));
+    assert_eq!(f.pids, [320]);
+    assert_eq!(f.held_for, secs(MIN));
+    assert!(f.present && !f.confirmed);
+
+    let snap = snapshot()
+        .with(
+            session(321)
+                .client_addr(&pod_ip(2))
+                .idle_in_transaction(5 * MIN),
+        )
+        .build();
+    let d = decide_with(&snap, &policy, &cluster(), &Memory::default());
+    assert!(findings(&d, FindingKind::IdleInTransaction).is_empty());
+}
+
+/// `count` sessions idle in a transaction for a minute on pod `n`, the oldest started
+/// `oldest_start` before `t0`, one more each minute after.
+fn pool_on_pod(n: u8, count: i32, oldest_start: i64) -> Vec<SessionBuilder> {
+    (0..count)
+        .map(|i| {
+            session(400 + i)
+                .client_addr(&pod_ip(n))
+                .started_at(ago(oldest_start - i64::from(i) * MIN))
+                .state(SessionState::IdleInTransaction)
+                .in_state_since(ago(MIN))
+        })
+        .collect()
+}
+
+#[test]
+fn pool_saturation_holds_since_the_budget_th_oldest_session_started() {
+    let policy = rules(
+        "
+budgets: {maxConnectionsPerPod: 25}
+leakDetection: {window: 10m}
+",
+    );
+    // 30 sessions started 60, 59, … 31 minutes ago: the 25th oldest 36 minutes ago.
+    let snap = snapshot().with_all(pool_on_pod(1, 30, 60 * MIN)).build();
+    let d = decide_with(&snap, &policy, &cluster(), &Memory::default());
+    let f = the_finding(&d, FindingKind::PoolSaturation);
+    assert_eq!(f.subject, about(deployment()));
+    assert_eq!(f.held_for, secs(36 * MIN));
+    assert!(f.confirmed);
+    assert!(
+        f.evidence.contains("holds 30 sessions, its budget is 25"),
+        "{}",
+        f.evidence
+    );
+
+    let below = snapshot().with_all(pool_on_pod(1, 24, 60 * MIN)).build();
+    let d = decide_with(&below, &policy, &cluster(), &Memory::default());
+    assert!(findings(&d, FindingKind::PoolSaturation).is_empty());
+}
+
+#[test]
+fn pool_saturation_is_confirmed_only_once_it_has_held_for_the_window() {
+    let policy = rules(
+        "
+budgets: {maxConnectionsPerPod: 25}
+leakDetection: {window: 10m}
+",
+    );
+    // 25 sessions, the last of them started 5 minutes ago.
+    let pool = pool_on_pod(1, 25, 29 * MIN);
+    let first = snapshot().with_all(pool.clone()).build();
+    let d1 = decide_with(&first, &policy, &cluster(), &Memory::default());
+    let f = the_finding(&d1, FindingKind::PoolSaturation);
+    assert_eq!(f.held_for, secs(5 * MIN));
+    assert!(f.present && !f.confirmed && !f.started);
+
+    let second = snapshot().at(later(6 * MIN)).with_all(pool).build();
+    let d2 = decide_with(&second, &policy, &cluster(), &d1.memory);
+    let f = the_finding(&d2, FindingKind::PoolSaturation);
+    assert_eq!(f.held_for, secs(11 * MIN));
+    assert!(f.present && f.confirmed && f.started);
+}
+
+#[test]
+fn a_workloads_pool_max_overrides_the_policys_per_pod_budget() {
+    let with_pool_max = |pool_max| ClusterView {
+        workloads: vec![workload(2, Some(pool_max))],
+        ..cluster()
+    };
+    let snap = snapshot().with_all(pool_on_pod(1, 25, 60 * MIN)).build();
+
+    // The policy allows 50 per pod, the application declares 25: saturated.
+    let generous = rules("budgets: {maxConnectionsPerPod: 50}");
+    let d = decide_with(&snap, &generous, &with_pool_max(25), &Memory::default());
+    let f = the_finding(&d, FindingKind::PoolSaturation);
+    assert!(f.evidence.contains("its budget is 25"), "{}", f.evidence);
+
+    // The policy allows 25 per pod, the application declares 30: not saturated.
+    let strict = rules("budgets: {maxConnectionsPerPod: 25}");
+    let d = decide_with(&snap, &strict, &with_pool_max(30), &Memory::default());
+    assert!(findings(&d, FindingKind::PoolSaturation).is_empty());
+
+    // Without the declaration, the policy's budget applies.
+    let d = decide_with(&snap, &strict, &cluster(), &Memory::default());
+    assert_eq!(findings(&d, FindingKind::PoolSaturation).len(), 1);
+}
+
+#[test]
+fn a_zero_pool_max_on_a_workload_does_not_crash_the_decision() {
+    // `poolwarden.io/pool-max: "0"` is written by application owners, not checked by any schema.
+    let declared_zero = ClusterView {
+        workloads: vec![workload(2, Some(0))],
+        ..cluster()
+    };
+    let snap = snapshot()
+        .with(session(450).client_addr(&pod_ip(1)).idle(HOUR))
+        .build();
+    let d = decide_with(&snap, &rules(ENFORCE), &declared_zero, &Memory::default());
+    assert_eq!(pids(&d.terminate), [450]);
+}
+
+/// A long-lived client outside the cluster, connected long before either snapshot.
+fn reporting_client() -> SessionBuilder {
+    session(500)
+        .application_name("reporting")
+        .client_addr("192.168.1.10")
+        .started_at(ago(5 * HOUR))
+        .idle(MIN)
+}
+
+fn churn_between(opened_before: i64, opened_after: i64) -> (Decision, Decision) {
+    let policy = rules(LEAKS);
+    let first = snapshot()
+        .sessions_opened(opened_before)
+        .with(reporting_client())
+        .build();
+    let d1 = decide_with(&first, &policy, &cluster(), &Memory::default());
+    let second = snapshot()
+        .at(later(10))
+        .sessions_opened(opened_after)
+        .with(reporting_client())
+        .with(
+            session(501)
+                .client_addr(&pod_ip(1))
+                .started_ago(1)
+                .active(0),
+        )
+        .with(session(502).client_addr(&pod_ip(2)).started_ago(3).idle(2))
+        .build();
+    let d2 = decide_with(&second, &policy, &cluster(), &d1.memory);
+    (d1, d2)
+}
+
+#[test]
+fn connection_churn_is_measured_between_decisions_and_blamed_on_the_new_backends() {
+    let (d1, d2) = churn_between(5_000, 6_000);
+    assert!(findings(&d1, FindingKind::ConnectionChurn).is_empty());
+    assert_eq!(d1.capacity.new_sessions_per_second, None);
+
+    assert_eq!(d2.capacity.new_sessions_per_second, Some(100.0));
+    let f = the_finding(&d2, FindingKind::ConnectionChurn);
+    assert_eq!(f.subject, about(deployment()));
+    assert_eq!(sorted(f.pids.clone()), [501, 502]);
+    assert!(
+        f.evidence.contains("100.0 new sessions/s"),
+        "{}",
+        f.evidence
+    );
+}
+
+#[test]
+fn connection_churn_at_or_below_the_threshold_is_not_a_finding() {
+    let (_, d) = churn_between(5_000, 5_100);
+    assert_eq!(d.capacity.new_sessions_per_second, Some(10.0));
+    assert!(findings(&d, FindingKind::ConnectionChurn).is_empty());
+
+    let (_, d) = churn_between(5_000, 5_200);
+    assert_eq!(d.capacity.new_sessions_per_second, Some(20.0));
+    assert!(findings(&d, FindingKind::ConnectionChurn).is_empty());
+}
+
+#[test]
+fn connection_churn_needs_a_previous_sample() {
+    let snap = snapshot()
+        .sessions_opened(1_000_000)
+        .with(session(501).client_addr(&pod_ip(1)).started_ago(1))
+        .build();
+    let d = decide_with(&snap, &rules(LEAKS), &cluster(), &Memory::default());
+    assert_eq!(d.capacity.new_sessions_per_second, None);
+    assert!(findings(&d, FindingKind::ConnectionChurn).is_empty());
+}
+
+#[test]
+fn sessions_of_a_departed_pod_are_an_orphaned_finding() {
+    let gone_at = ago(2 * MIN);
+    let with_departed = ClusterView {
+        departed: vec![departed(4, gone_at)],
+        ..cluster()
+    };
+    let snap = snapshot()
+        .with(
+            session(600)
+                .client_addr(&pod_ip(4))
+                .started_ago(HOUR)
+                .idle(5 * MIN),
+        )
+        .with(
+            session(601)
+                .client_addr(&pod_ip(4))
+                .started_ago(HOUR)
+                .active(5 * MIN),
+        )
+        .with(session(602).client_addr(&pod_ip(1)).idle(5 * MIN))
+        .build();
+    let d = decide_with(&snap, &rules(DRY_RUN), &with_departed, &Memory::default());
+    let f = the_finding(&d, FindingKind::Orphaned);
+    assert_eq!(f.subject, about(deployment()));
+    assert_eq!(sorted(f.pids.clone()), [600, 601]);
+    assert!(f.evidence.contains(&pod_name(4)), "{}", f.evidence);
+    assert_eq!(f.held_for, secs(2 * MIN));
+    assert!(!f.confirmed);
+}
+
+#[test]
+fn overbooked_when_max_replicas_times_pool_max_exceeds_the_usable_connections() {
+    let overbooked = ClusterView {
+        workloads: vec![workload(8, Some(15))],
+        ..cluster()
+    };
+    let d = decide_with(
+        &snapshot().build(),
+        &rules(LEAKS),
+        &overbooked,
+        &Memory::default(),
+    );
+    let f = the_finding(&d, FindingKind::Overbooked);
+    assert_eq!(f.subject, Subject::Server);
+    assert!(f.evidence.contains("120"), "{}", f.evidence);
+    assert!(f.evidence.contains("97"), "{}", f.evidence);
+    assert!(
+        f.evidence.contains("Deployment/orders-api (8 x 15)"),
+        "{}",
+        f.evidence
+    );
+    assert!(f.confirmed, "a matter of configuration needs no waiting");
+    assert_eq!(d.capacity.booked_connections, Some(120));
+
+    let fits = ClusterView {
+        workloads: vec![workload(6, Some(15))],
+        ..cluster()
+    };
+    let d = decide_with(
+        &snapshot().build(),
+        &rules(LEAKS),
+        &fits,
+        &Memory::default(),
+    );
+    assert!(findings(&d, FindingKind::Overbooked).is_empty());
+    assert_eq!(d.capacity.booked_connections, Some(90));
+}
+
+#[test]
+fn overbooked_outside_kubernetes_counts_every_client_at_the_policys_per_pod_budget() {
+    let policy = rules("budgets: {maxConnectionsPerPod: 25}");
+    let clients = |n: u8| {
+        (1..=n)
+            .map(|i| session(700 + i32::from(i)).client_addr(&format!("192.168.1.{i}")))
+            .collect::<Vec<_>>()
+    };
+
+    let d = decide_standalone(&snapshot().with_all(clients(4)).build(), &policy);
+    let f = the_finding(&d, FindingKind::Overbooked);
+    assert!(f.evidence.contains("100"), "{}", f.evidence);
+    assert!(f.evidence.contains("97"), "{}", f.evidence);
+    assert_eq!(d.capacity.booked_connections, Some(100));
+
+    let d = decide_standalone(&snapshot().with_all(clients(3)).build(), &policy);
+    assert!(findings(&d, FindingKind::Overbooked).is_empty());
+    assert_eq!(d.capacity.booked_connections, Some(75));
+}
+
+#[test]
+fn overbooked_when_the_policys_own_budget_exceeds_the_usable_connections() {
+    let d = decide_standalone(
+        &snapshot().build(),
+        &rules("budgets: {maxConnections: 120}"),
+    );
+    let f = the_finding(&d, FindingKind::Overbooked);
+    assert!(f.evidence.contains("120"), "{}", f.evidence);
+    assert!(f.evidence.contains("97"), "{}", f.evidence);
+
+    let d = decide_standalone(&snapshot().build(), &rules("budgets: {maxConnections: 97}"));
+    assert!(findings(&d, FindingKind::Overbooked).is_empty());
+}
+
+const STUCK_TX: &str = "
+idle: {idleInTransactionTimeout: 5m}
+leakDetection: {window: 10m}
+";
+
+/// A session of pod 1 idle in a transaction since `since`.
+fn stuck_since(pid: i32, since: Timestamp) -> SessionBuilder {
+    session(pid)
+        .client_addr(&pod_ip(1))
+        .state(SessionState::IdleInTransaction)
+        .in_state_since(since)
+}
+
+#[test]
+fn an_unconfirmed_finding_that_disappears_for_one_cycle_restarts_its_clock() {
+    let policy = rules(STUCK_TX);
+    // t0: idle in transaction for 6 minutes, one minute past the timeout.
+    let first = snapshot().with(stuck_since(800, ago(6 * MIN))).build();
+    let d1 = decide_with(&first, &policy, &cluster(), &Memory::default());
+    assert_eq!(
+        the_finding(&d1, FindingKind::IdleInTransaction).held_for,
+        secs(MIN)
+    );
+
+    // t0 + 5m: gone.
+    let gap = snapshot().at(later(5 * MIN)).build();
+    let d2 = decide_with(&gap, &policy, &cluster(), &d1.memory);
+    assert!(d2.findings.is_empty(), "{:#?}", d2.findings);
+
+    // t0 + 10m: another one, again a minute past the timeout.
+    let third = snapshot()
+        .at(later(10 * MIN))
+        .with(stuck_since(801, later(4 * MIN)))
+        .build();
+    let d3 = decide_with(&third, &policy, &cluster(), &d2.memory);
+    let f = the_finding(&d3, FindingKind::IdleInTransaction);
+    assert_eq!(f.held_for, secs(MIN));
+    assert!(!f.confirmed);
+
+    // Without the gap, the streak would have held since t0 - 1m: 11 minutes, confirmed.
+    let d3 = decide_with(&third, &policy, &cluster(), &d1.memory);
+    let f = the_finding(&d3, FindingKind::IdleInTransaction);
+    assert_eq!(f.held_for, secs(11 * MIN));
+    assert!(f.confirmed);
+}
+
+#[test]
+fn a_finding_is_started_only_in_the_cycle_it_is_first_confirmed() {
+    let policy = rules(STUCK_TX);
+    let stuck = stuck_since(810, ago(6 * MIN));
+    let mut memory = Memory::default();
+    let mut seen = Vec::new();
+    for at in [0, 5 * MIN, 9 * MIN, 10 * MIN] {
+        let snap = snapshot().at(later(at)).with(stuck.clone()).build();
+        let d = decide_with(&snap, &policy, &cluster(), &memory);
+        let f = the_finding(&d, FindingKind::IdleInTransaction);
+        seen.push((f.held_for, f.confirmed, f.started));
+        memory = d.memory;
+    }
+    assert_eq!(
+        seen,
+        [
+            (secs(MIN), false, false),
+            (secs(6 * MIN), false, false),
+            (secs(10 * MIN), true, true),
+            (secs(11 * MIN), true, false),
+        ]
+    );
+}
+
+#[test]
+fn a_confirmed_finding_stays_until_it_has_been_gone_for_a_full_window() {
+    let policy = rules(STUCK_TX);
+    let stuck = stuck_since(820, ago(20 * MIN));
+
+    let d1 = decide_with(
+        &snapshot().with(stuck.clone()).build(),
+        &policy,
+        &cluster(),
+        &Memory::default(),
+    );
+    let f = the_finding(&d1, FindingKind::IdleInTransaction);
+    assert!(f.present && f.confirmed && f.started);
+
+    // Last seen at t0 + 30s.
+    let d2 = decide_with(
+        &snapshot().at(later(30)).with(stuck).build(),
+        &policy,
+        &cluster(),
+        &d1.memory,
+    );
+    let f = the_finding(&d2, FindingKind::IdleInTransaction);
+    assert!(f.present && f.confirmed && !f.started);
+
+    let d3 = decide_with(
+        &snapshot().at(later(60)).build(),
+        &policy,
+        &cluster(),
+        &d2.memory,
+    );
+    let f = the_finding(&d3, FindingKind::IdleInTransaction);
+    assert!(!f.present && f.confirmed && !f.started);
+    assert_eq!(f.pids, [820]);
+
+    let d4 = decide_with(
+        &snapshot().at(later(30 + 10 * MIN - 1)).build(),
+        &policy,
+        &cluster(),
+        &d3.memory,
+    );
+    let f = the_finding(&d4, FindingKind::IdleInTransaction);
+    assert!(!f.present && f.confirmed);
+
+    let d5 = decide_with(
+        &snapshot().at(later(30 + 10 * MIN)).build(),
+        &policy,
+        &cluster(),
+        &d4.memory,
+    );
+    assert!(d5.findings.is_empty(), "{:#?}", d5.findings);
+}
+
+// ================================================================================================
+// Annotations (DESIGN.md §7)
+// ================================================================================================
+
+/// orders-api with 3 replicas, under policy shop/orders-db, carrying `annotations`.
+fn annotated_cluster(annotations: &[(&str, &str)]) -> ClusterView {
+    ClusterView {
+        policy: Some(POLICY_NAME.to_owned()),
+        workloads: vec![WorkloadInfo {
+            annotations: annotations
+                .iter()
+                .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+                .collect(),
+            ..workload(3, None)
+        }],
+        ..cluster()
+    }
+}
+
+/// A snapshot at `t0` whose pod 1 has been idle in a transaction for 20 minutes: confirmed.
+fn leaking() -> Snapshot {
+    snapshot().with(stuck_since(900, ago(20 * MIN))).build()
+}
+
+fn applied(change: &AnnotationChange) -> Vec<(&str, &str)> {
+    change
+        .annotations
+        .iter()
+        .filter_map(|(k, v)| v.as_deref().map(|v| (k.as_str(), v)))
+        .collect()
+}
+
+#[test]
+fn a_confirmed_finding_annotates_its_deployment_once() {
+    let policy = rules(STUCK_TX);
+    let d = decide_with(
+        &leaking(),
+        &policy,
+        &annotated_cluster(&[]),
+        &Memory::default(),
+    );
+    assert_eq!(d.annotations.len(), 1, "{:#?}", d.annotations);
+    let change = &d.annotations[0];
+    assert_eq!(change.workload, orders_api());
+    assert_eq!(
+        change
+            .annotations
+            .keys()
+            .map(String::as_str)
+            .collect::<Vec<_>>(),
+        [LEAK, LEAK_DETAIL, POLICY]
+    );
+    assert_eq!(
+        change.annotations[LEAK].as_deref(),
+        Some("IdleInTransaction")
+    );
+    assert_eq!(change.annotations[POLICY].as_deref(), Some(POLICY_NAME));
+    let detail = change.annotations[LEAK_DETAIL].as_deref().unwrap();
+    assert!(detail.starts_with("IdleInTransaction: "), "{detail}");
+    assert!(detail.contains("likely cause"), "{detail}");
+
+    // The same decision again, once the workload carries them: nothing to change.
+    let already = annotated_cluster(&applied(change));
+    let again = decide_with(&leaking(), &policy, &already, &Memory::default());
+    assert!(again.annotations.is_empty(), "{:#?}", again.annotations);
+}
+
+#[test]
+fn an_unconfirmed_finding_is_not_annotated() {
+    let snap = snapshot().with(stuck_since(901, ago(6 * MIN))).build();
+    let d = decide_with(
+        &snap,
+        &rules(STUCK_TX),
+        &annotated_cluster(&[]),
+        &Memory::default(),
+    );
+    assert_eq!(findings(&d, FindingKind::IdleInTransaction).len(), 1);
+    assert!(d.annotations.is_empty(), "{:#?}", d.annotations);
+}
+
+#[test]
+fn annotations_are_removed_once_the_finding_has_cleared_for_a_window() {
+    let policy = rules(STUCK_TX);
+    let d1 = decide_with(
+        &leaking(),
+        &policy,
+        &annotated_cluster(&[]),
+        &Memory::default(),
+    );
+    let annotated = annotated_cluster(&applied(&d1.annotations[0]));
+
+    // A minute after the leak is gone, the finding is still held: the annotations stay.
+    let quiet = snapshot().at(later(MIN)).build();
+    let d2 = decide_with(&quiet, &policy, &annotated, &d1.memory);
+    assert!(d2.annotations.is_empty(), "{:#?}", d2.annotations);
+
+    // A window after it was last seen, they go.
+    let cleared = snapshot().at(later(10 * MIN)).build();
+    let d3 = decide_with(&cleared, &policy, &annotated, &d2.memory);
+    assert_eq!(
+        d3.annotations,
+        [AnnotationChange {
+            workload: orders_api(),
+            annotations: OWNED.iter().map(|k| ((*k).to_owned(), None)).collect(),
+        }]
+    );
+    assert!(d3.annotations[0].is_removal());
+}
+
+#[test]
+fn a_workload_annotated_by_another_policy_is_left_alone() {
+    let policy = rules(STUCK_TX);
+    let theirs = annotated_cluster(&[(POLICY, "other/db"), (LEAK, "Orphaned")]);
+    let d = decide_with(&leaking(), &policy, &theirs, &Memory::default());
+    assert!(d.annotations.is_empty(), "{:#?}", d.annotations);
+    let d = decide_with(&snapshot().build(), &policy, &theirs, &Memory::default());
+    assert!(d.annotations.is_empty(), "{:#?}", d.annotations);
+}
+
+#[test]
+fn with_annotate_false_annotations_are_only_ever_removed() {
+    let policy = rules(&format!("{STUCK_TX}workloads: {{annotate: false}}\n"));
+    let d = decide_with(
+        &leaking(),
+        &policy,
+        &annotated_cluster(&[]),
+        &Memory::default(),
+    );
+    assert!(d.findings.iter().any(|f| f.confirmed));
+    assert!(d.annotations.is_empty(), "{:#?}", d.annotations);
+
+    let ours = annotated_cluster(&[
+        (LEAK, "IdleInTransaction"),
+        (LEAK_DETAIL, "an old line"),
+        (POLICY, POLICY_NAME),
+    ]);
+    let d = decide_with(&leaking(), &policy, &ours, &Memory::default());
+    assert_eq!(d.annotations.len(), 1, "{:#?}", d.annotations);
+    assert!(d.annotations[0].is_removal());
+    assert_eq!(d.annotations[0].annotations.len(), 3);
+}
+
+// ================================================================================================
+// Capacity
+// ================================================================================================
+
+#[test]
+fn capacity_counts_client_sessions_against_the_usable_connections() {
+    // 96 application sessions, poolwarden's own, and two background processes.
+    let snap = snapshot()
+        .with_all((100..196).map(session))
+        .with(session(OWN_PID).application_name("poolwarden").active(0))
+        .with(session(2).backend_type("walsender").active(HOUR))
+        .with(session(3).backend_type("autovacuum launcher"))
+        .build();
+    let d = decide_standalone(&snap, &rules("budgets: {maxConnections: 90}"));
+    let c = &d.capacity;
+    assert_eq!(c.max_connections, 100);
+    assert_eq!(c.reserved_connections, 3);
+    assert_eq!(c.usable_connections, 97);
+    assert_eq!(c.client_sessions, 97);
+    assert_eq!(c.utilization_percent, 100);
+    assert_eq!(c.scope_sessions, 96);
+    assert_eq!(c.scope_budget, Some(90));
+
+    let half = snapshot().with_all((100..148).map(session)).build();
+    let d = decide_standalone(&half, &rules("{}"));
+    assert_eq!(d.capacity.client_sessions, 48);
+    assert!(
+        (49..=50).contains(&d.capacity.utilization_percent),
+        "{}",
+        d.capacity.utilization_percent
+    );
+}
+
+#[test]
+fn reserved_connections_of_postgres_16_are_not_usable_by_applications() {
+    let snap = snapshot().reserved_connections(2).build();
+    let d = decide_standalone(&snap, &rules("{}"));
+    assert_eq!(d.capacity.reserved_connections, 5);
+    assert_eq!(d.capacity.usable_connections, 95);
+}

@@ -1,0 +1,272 @@
+//! `poolwarden demo`: a throwaway PostgreSQL, sessions that reproduce the leaks poolwarden was
+//! born from, then `check` and an `Enforce` run that finds and ends them, and the proof that the
+//! healthy sessions were left alone. It cleans up after itself.
+
+use std::io::Write;
+use std::net::Ipv4Addr;
+use std::time::Duration;
+
+use crate::sandbox::{Sandbox, SandboxError, SandboxOptions, Session, SessionSpec};
+use crate::standalone::{self, Output, RunOptions, StandaloneError};
+
+/// The demo's policy, printed for the reader and usable as a starting point.
+pub const DEMO_POLICY: &str = "\
+apiVersion: poolwarden.io/v1alpha1
+kind: PoolPolicy
+metadata:
+  name: orders-db
+spec:
+  mode: Enforce
+  interval: 2s
+  scope:
+    databases: [orders]
+    excludeApplications: [psql]     # a DBA's console is never touched
+  idle:
+    idleTimeout: 4s                 # seconds, for the demo; think 30m in production
+    idleInTransactionTimeout: 3s
+    maxTerminationsPerCycle: 20     # a brake: never a mass kill
+  budgets:
+    maxConnectionsPerPod: 25        # pool_size + max_overflow
+  leakDetection:
+    window: 3s
+    idleThreshold: 5
+";
+
+#[derive(Debug, thiserror::Error)]
+pub enum DemoError {
+    #[error("the demo's PostgreSQL: {0}")]
+    Sandbox(#[from] SandboxError),
+    #[error(transparent)]
+    Standalone(#[from] StandaloneError),
+    #[error("cannot write the demo policy: {0}")]
+    Io(#[from] std::io::Error),
+}
+
+/// The demo's sessions, in groups that share a fate.
+struct Group {
+    label: &'static str,
+    sessions: Vec<Session>,
+    leaking: bool,
+}
+
+/// Runs the whole demo, narrating to `out`.
+pub async fn run(out: &mut (impl Write + Send)) -> Result<(), DemoError> {
+    writeln!(
+        out,
+        "Starting a throwaway PostgreSQL (max_connections 50)..."
+    )?;
+    let sandbox = Sandbox::start(SandboxOptions {
+        max_connections: 50,
+        ..SandboxOptions::default()
+    })
+    .await?;
+    let result = play(&sandbox, out).await;
+    sandbox.stop();
+    writeln!(out, "\nThe throwaway PostgreSQL is stopped and removed.")?;
+    result
+}
+
+async fn play(sandbox: &Sandbox, out: &mut (impl Write + Send)) -> Result<(), DemoError> {
+    sandbox.create_database("orders").await?;
+    sandbox.create_role("shop", "shop", &[]).await?;
+    sandbox
+        .create_role(
+            "poolwarden_monitor",
+            "monitor",
+            &["pg_monitor", "pg_signal_backend"],
+        )
+        .await?;
+    writeln!(
+        out,
+        "Listening on 127.0.0.1:{}; monitoring role poolwarden_monitor (pg_monitor, pg_signal_backend).\n",
+        sandbox.port()
+    )?;
+
+    let groups = open_sessions(sandbox, out).await?;
+    let pooled = groups
+        .iter()
+        .find(|g| g.label.contains("pooled"))
+        .and_then(|g| g.sessions.first());
+
+    writeln!(out, "\nLetting the leaks age for 7 seconds...")?;
+    tokio::select! {
+        _ = tokio::time::sleep(Duration::from_secs(7)) => {}
+        _ = keep_busy(pooled) => {}
+    }
+
+    let policy_path =
+        std::env::temp_dir().join(format!("poolwarden-demo-{}.yaml", std::process::id()));
+    std::fs::write(&policy_path, DEMO_POLICY)?;
+    let policy = standalone::load(&policy_path);
+    let _ = std::fs::remove_file(&policy_path);
+    let policy = policy.map_err(StandaloneError::from)?;
+    writeln!(
+        out,
+        "\nThe policy (the same YAML works with kubectl apply):\n{DEMO_POLICY}"
+    )?;
+
+    let url = sandbox.url("poolwarden_monitor", "monitor", "orders");
+    writeln!(
+        out,
+        "$ poolwarden check --database-url {url} --policy orders-db.yaml\n"
+    )?;
+    standalone::check(&url, &policy, Output::Table, out).await?;
+
+    writeln!(
+        out,
+        "$ poolwarden run --database-url {url} --policy orders-db.yaml --cycles 3\n"
+    )?;
+    let options = RunOptions {
+        interval: Duration::from_secs(2),
+        cycles: Some(3),
+        output: Output::Table,
+    };
+    tokio::select! {
+        result = standalone::run(&url, &policy.rules, options, out) => { result?; }
+        _ = keep_busy(pooled) => {}
+    }
+
+    writeln!(out, "\nWho is still connected:")?;
+    let mut as_expected = true;
+    for group in &groups {
+        let mut alive = 0;
+        for session in &group.sessions {
+            alive += usize::from(session.is_alive().await);
+        }
+        let total = group.sessions.len();
+        let verdict = match (group.leaking, alive) {
+            (true, 0) => "all terminated".to_owned(),
+            (false, a) if a == total => "untouched".to_owned(),
+            (_, a) => {
+                as_expected = false;
+                format!("{a} of {total} still open (unexpected!)")
+            }
+        };
+        writeln!(out, "  {:<62} {verdict}", group.label)?;
+    }
+    writeln!(
+        out,
+        "\n{}",
+        if as_expected {
+            "Every leaked session was ended; every healthy one was left alone."
+        } else {
+            "Something unexpected happened: see above."
+        }
+    )?;
+    Ok(())
+}
+
+async fn open(sandbox: &Sandbox, app: &str, addr: Ipv4Addr) -> Result<Session, SandboxError> {
+    sandbox
+        .open_session(
+            &SessionSpec::new("shop", "shop", "orders")
+                .application(app)
+                .from_addr(addr),
+        )
+        .await
+}
+
+async fn open_many(
+    sandbox: &Sandbox,
+    app: &str,
+    addr: Ipv4Addr,
+    n: usize,
+) -> Result<Vec<Session>, SandboxError> {
+    let mut sessions = Vec::with_capacity(n);
+    for _ in 0..n {
+        sessions.push(open(sandbox, app, addr).await?);
+    }
+    Ok(sessions)
+}
+
+async fn open_sessions(sandbox: &Sandbox, out: &mut impl Write) -> Result<Vec<Group>, DemoError> {
+    writeln!(
+        out,
+        "Opening sessions that reproduce the post-mortems (addresses stand in for pods):"
+    )?;
+    writeln!(
+        out,
+        "  obslog-api        127.0.0.21  6 idle: a pool inherited by fork()ed workers (seed 000)"
+    )?;
+    let inherited = open_many(sandbox, "obslog-api", Ipv4Addr::new(127, 0, 0, 21), 6).await?;
+
+    writeln!(
+        out,
+        "  reports-api       127.0.0.22  25 idle in transaction: pool_size 10 + max_overflow 15,"
+    )?;
+    writeln!(
+        out,
+        "                                pinned by a session handed to BackgroundTasks (seed 001)"
+    )?;
+    let pinned = open_many(sandbox, "reports-api", Ipv4Addr::new(127, 0, 0, 22), 25).await?;
+    for s in &pinned {
+        s.begin_idle_in_transaction().await?;
+    }
+
+    writeln!(
+        out,
+        "  vabhub-scheduler  127.0.0.23  1 aborted transaction a singleton service holds (seed 003)"
+    )?;
+    let held = open_many(sandbox, "vabhub-scheduler", Ipv4Addr::new(127, 0, 0, 23), 1).await?;
+    held[0].abort_transaction().await?;
+
+    writeln!(
+        out,
+        "  storefront        127.0.0.24  healthy: 2 running queries, 1 pooled session in use every second"
+    )?;
+    let running = open_many(sandbox, "storefront", Ipv4Addr::new(127, 0, 0, 24), 2).await?;
+    for s in &running {
+        s.start_active(120.0);
+    }
+    let pooled = open_many(sandbox, "storefront", Ipv4Addr::new(127, 0, 0, 24), 1).await?;
+
+    writeln!(
+        out,
+        "  psql              127.0.0.1   a DBA's idle console (excluded by the policy)"
+    )?;
+    let console = vec![
+        sandbox
+            .open_session(&SessionSpec::new("shop", "shop", "orders").application("psql"))
+            .await?,
+    ];
+
+    let group = |label, sessions, leaking| Group {
+        label,
+        sessions,
+        leaking,
+    };
+    Ok(vec![
+        group(
+            "obslog-api: 6 idle sessions inherited across fork()",
+            inherited,
+            true,
+        ),
+        group(
+            "reports-api: 25 pinned sessions idle in transaction",
+            pinned,
+            true,
+        ),
+        group(
+            "vabhub-scheduler: 1 aborted transaction held open",
+            held,
+            true,
+        ),
+        group("storefront: 2 running queries", running, false),
+        group(
+            "storefront: 1 pooled session, busy every second",
+            pooled,
+            false,
+        ),
+        group("psql: a DBA's idle console (excluded)", console, false),
+    ])
+}
+
+/// A healthy pool reuses its sessions: use the pooled one every second, forever.
+async fn keep_busy(session: Option<&Session>) {
+    loop {
+        if let Some(s) = session {
+            let _ = s.touch().await;
+        }
+        tokio::time::sleep(Duration::from_secs(1)).await;
+    }
+}

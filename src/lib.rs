@@ -1,0 +1,17 @@
+//! poolwarden finds the PostgreSQL sessions applications leak, names the workload that leaked them,
+//! and ends the ones a policy condemns.
+//!
+//! One direction through the code:
+//! [`database`] observes a snapshot → [`decide`] (pure) → [`act`] terminates → [`report`] tells.
+
+pub mod act;
+pub mod api;
+pub mod cli;
+pub mod cycle;
+pub mod database;
+pub mod decide;
+pub mod demo;
+pub mod report;
+pub mod sandbox;
+pub mod standalone;
+pub mod telemetry;

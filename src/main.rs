@@ -1,0 +1,63 @@
+//! The `poolwarden` binary: parse the command line, hand over to the library.
+
+use std::error::Error;
+use std::process::ExitCode;
+
+use clap::Parser;
+use poolwarden::cli::{Cli, Command};
+use poolwarden::standalone::{self, RunOptions};
+use poolwarden::{api, demo, telemetry};
+
+#[tokio::main]
+async fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match run(cli).await {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run(cli: Cli) -> Result<(), Box<dyn Error>> {
+    match cli.command {
+        Command::Crd => print!("{}", api::crd_yaml()),
+        Command::Check(args) => {
+            telemetry::init(cli.log_format, "warn");
+            let policy = standalone::load(&args.policy)?;
+            standalone::check(
+                &args.database_url,
+                &policy,
+                args.output,
+                &mut std::io::stdout(),
+            )
+            .await?;
+        }
+        Command::Run {
+            standalone: args,
+            interval,
+            cycles,
+        } => {
+            telemetry::init(cli.log_format, "warn");
+            let policy = standalone::load(&args.policy)?;
+            let options = RunOptions {
+                interval: interval.unwrap_or(policy.spec.interval).into(),
+                cycles,
+                output: args.output,
+            };
+            standalone::run(
+                &args.database_url,
+                &policy.rules,
+                options,
+                &mut std::io::stdout(),
+            )
+            .await?;
+        }
+        Command::Demo => {
+            telemetry::init(cli.log_format, "warn");
+            demo::run(&mut std::io::stdout()).await?;
+        }
+    }
+    Ok(())
+}

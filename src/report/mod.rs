@@ -1,0 +1,8 @@
+//! Telling people what a cycle saw and did: a table for the terminal, JSON for machines.
+
+mod json;
+mod table;
+mod text;
+
+pub use json::to_json;
+pub use text::{cycle_line, render};

@@ -1,0 +1,262 @@
+//! The human report of a cycle: capacity, sessions by source, findings with their likely cause,
+//! and what was (or would be) terminated.
+
+use std::fmt::Write;
+
+use super::table::Table;
+use crate::api::{Mode, human};
+use crate::cycle::Cycle;
+use crate::decide::{Decision, Exclusion, Termination};
+
+/// The full report, as `poolwarden check` prints it.
+pub fn render(target: &str, cycle: &Cycle) -> String {
+    let d = &cycle.decision;
+    let server = &cycle.snapshot.server;
+    let mut out = String::new();
+    let _ = writeln!(
+        out,
+        "poolwarden — {target} (PostgreSQL {}), observed {}",
+        server.version,
+        d.observed_at.strftime("%Y-%m-%d %H:%M:%S UTC")
+    );
+    let _ = writeln!(
+        out,
+        "mode: {}\n",
+        match d.mode {
+            Mode::DryRun => "DryRun (reports only; nothing is terminated)",
+            Mode::Enforce => "Enforce",
+        }
+    );
+
+    capacity(&mut out, d);
+    sources(&mut out, d);
+    findings(&mut out, d);
+    terminations(&mut out, cycle);
+    for w in &d.warnings {
+        let _ = writeln!(out, "warning: {w}");
+    }
+    out
+}
+
+fn capacity(out: &mut String, d: &Decision) {
+    let c = &d.capacity;
+    let _ = writeln!(out, "Capacity");
+    let _ = writeln!(
+        out,
+        "  client sessions  {} of {} usable ({}%)  [max_connections {}, {} reserved]  {}",
+        c.client_sessions,
+        c.usable_connections,
+        c.utilization_percent,
+        c.max_connections,
+        c.reserved_connections,
+        bar(c.utilization_percent)
+    );
+    let s = &d.in_scope;
+    let _ = writeln!(
+        out,
+        "  governed         {}: {} active, {} idle, {} idle in transaction, {} other{}",
+        s.total,
+        s.active,
+        s.idle,
+        s.idle_in_transaction,
+        s.other,
+        c.scope_budget
+            .map(|b| format!("  (budget {b})"))
+            .unwrap_or_default()
+    );
+    if !d.out_of_scope.is_empty() {
+        let parts: Vec<String> = d
+            .out_of_scope
+            .iter()
+            .map(|(why, n)| format!("{n} {}", exclusion(*why)))
+            .collect();
+        let _ = writeln!(out, "  not governed     {}", parts.join(", "));
+    }
+    if let Some(booked) = c.booked_connections {
+        let _ = writeln!(out, "  pools may open   {booked} connections in all");
+    }
+    if let Some(rate) = c.new_sessions_per_second {
+        let _ = writeln!(out, "  new sessions     {rate:.1}/s");
+    }
+    out.push('\n');
+}
+
+fn exclusion(why: Exclusion) -> &'static str {
+    match why {
+        Exclusion::NotAClientBackend => "background",
+        Exclusion::OwnSession => "poolwarden (this one)",
+        Exclusion::PoolwardenSession => "poolwarden (another instance)",
+        Exclusion::OtherDatabase => "other database",
+        Exclusion::OtherUser => "other user",
+        Exclusion::ExcludedUser => "excluded user",
+        Exclusion::ExcludedApplication => "excluded application",
+    }
+}
+
+fn bar(percent: u32) -> String {
+    let filled = (percent.min(100) / 5) as usize;
+    format!("[{}{}]", "#".repeat(filled), ".".repeat(20 - filled))
+}
+
+fn sources(out: &mut String, d: &Decision) {
+    if d.groups.is_empty() {
+        let _ = writeln!(out, "No governed sessions.\n");
+        return;
+    }
+    let _ = writeln!(out, "Sessions by source");
+    let mut t = Table::new(&[
+        "source",
+        "pods",
+        "total",
+        "active",
+        "idle",
+        "idle in tx",
+        "oldest idle",
+        "oldest in tx",
+    ])
+    .numeric(&[1, 2, 3, 4, 5]);
+    let age = |a: std::time::Duration| {
+        if a.is_zero() {
+            "-".to_owned()
+        } else {
+            human(a)
+        }
+    };
+    for g in &d.groups {
+        t.row(vec![
+            g.source.to_string(),
+            g.pods.len().to_string(),
+            g.counts.total.to_string(),
+            g.counts.active.to_string(),
+            g.counts.idle.to_string(),
+            g.counts.idle_in_transaction.to_string(),
+            age(g.oldest_idle),
+            age(g.oldest_idle_in_transaction),
+        ]);
+    }
+    out.push_str(&t.render("  "));
+    out.push('\n');
+}
+
+fn findings(out: &mut String, d: &Decision) {
+    if d.findings.is_empty() {
+        let _ = writeln!(out, "Findings: none\n");
+        return;
+    }
+    let _ = writeln!(out, "Findings");
+    for f in &d.findings {
+        let status = match (f.confirmed, f.present) {
+            (true, true) => "LEAK   ".to_owned(),
+            (true, false) => "clearing".to_owned(),
+            (false, _) => "watch  ".to_owned(),
+        };
+        let _ = writeln!(out, "  {status} {:<18} {}", f.kind.as_str(), f.subject);
+        let _ = writeln!(out, "           {}", f.evidence);
+        if !f.pids.is_empty() {
+            let pids: Vec<String> = f.pids.iter().map(i32::to_string).collect();
+            let _ = writeln!(out, "           sessions: {}", pids.join(", "));
+        }
+        let _ = writeln!(out, "           likely cause: {}", f.kind.likely_cause());
+    }
+    out.push('\n');
+}
+
+fn terminations(out: &mut String, cycle: &Cycle) {
+    let d = &cycle.decision;
+    let o = &cycle.outcome;
+    let (title, list): (&str, &[Termination]) = match d.mode {
+        Mode::Enforce => ("Terminated", &o.terminated),
+        Mode::DryRun => ("Would terminate (Enforce mode)", &d.dry_run),
+    };
+    if list.is_empty() && o.changed.is_empty() && d.deferred.is_empty() && o.error.is_none() {
+        let _ = writeln!(out, "{title}: nothing\n");
+    } else {
+        let _ = writeln!(out, "{title}: {} sessions", list.len());
+        termination_table(out, list);
+    }
+    if !o.changed.is_empty() {
+        let pids: Vec<String> = o
+            .changed
+            .iter()
+            .map(|t| t.identity.pid.to_string())
+            .collect();
+        let _ = writeln!(
+            out,
+            "  left alone, changed since the snapshot: {}",
+            pids.join(", ")
+        );
+    }
+    if let Some(e) = &o.error {
+        let _ = writeln!(out, "  termination failed: {e}");
+    }
+    if !d.deferred.is_empty() {
+        let _ = writeln!(
+            out,
+            "  {} more over this cycle's cap (maxTerminationsPerCycle); next cycle",
+            d.deferred.len()
+        );
+    }
+    if !d.protected.is_empty() {
+        let _ = writeln!(out, "  {} condemned but protected:", d.protected.len());
+        for p in d.protected.iter().take(10) {
+            let _ = writeln!(
+                out,
+                "    pid {} ({}, {} for {}): {}",
+                p.pid,
+                p.source,
+                p.reason.as_str(),
+                human(p.in_state_for),
+                p.protection.advice()
+            );
+        }
+    }
+    out.push('\n');
+}
+
+fn termination_table(out: &mut String, list: &[Termination]) {
+    if list.is_empty() {
+        return;
+    }
+    let mut t =
+        Table::new(&["pid", "reason", "for", "source", "pod", "user", "database"]).numeric(&[0]);
+    for term in list {
+        t.row(vec![
+            term.identity.pid.to_string(),
+            term.reason.as_str().to_owned(),
+            human(term.in_state_for),
+            term.source.to_string(),
+            term.pod.clone(),
+            term.user.clone(),
+            term.database.clone(),
+        ]);
+    }
+    out.push_str(&t.render("  "));
+}
+
+/// One line per `run` cycle.
+pub fn cycle_line(cycle: &Cycle) -> String {
+    let d = &cycle.decision;
+    let c = &d.capacity;
+    let confirmed = d.findings.iter().filter(|f| f.confirmed).count();
+    let acted = match d.mode {
+        Mode::Enforce => format!("terminated {}", cycle.outcome.terminated.len()),
+        Mode::DryRun => format!("would terminate {}", d.dry_run.len()),
+    };
+    format!(
+        "{}  sessions {}/{} ({}%)  governed {} (idle {}, idle in tx {})  leaks {}  {}{}",
+        d.observed_at.strftime("%H:%M:%S"),
+        c.client_sessions,
+        c.usable_connections,
+        c.utilization_percent,
+        d.in_scope.total,
+        d.in_scope.idle,
+        d.in_scope.idle_in_transaction,
+        confirmed,
+        acted,
+        if d.deferred.is_empty() {
+            String::new()
+        } else {
+            format!(" (+{} deferred)", d.deferred.len())
+        }
+    )
+}

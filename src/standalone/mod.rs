@@ -1,0 +1,205 @@
+//! `poolwarden check` and `poolwarden run`: the same cycle against a database URL and a policy
+//! file, with no cluster. Attribution is by `application_name` and client address only.
+
+mod policy_file;
+
+pub use policy_file::{PolicyFile, PolicyFileError, load};
+
+use std::collections::BTreeMap;
+use std::io::Write;
+use std::time::Duration;
+
+use crate::api::{Mode, count, human};
+use crate::cycle::{self, Cycle};
+use crate::database::DatabaseError;
+use crate::database::postgres::{ConnectOptions, Postgres};
+use crate::decide::Termination;
+use crate::decide::{ClusterView, Memory, Rules};
+use crate::report;
+
+/// How to print.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum Output {
+    Table,
+    Json,
+}
+
+/// Why a standalone command stopped.
+#[derive(Debug, thiserror::Error)]
+pub enum StandaloneError {
+    #[error(transparent)]
+    Policy(#[from] PolicyFileError),
+    #[error(transparent)]
+    Database(#[from] DatabaseError),
+}
+
+/// One look, reported. Never terminates: `check` shows what `run` would do.
+pub async fn check(
+    url: &str,
+    policy: &PolicyFile,
+    output: Output,
+    out: &mut impl Write,
+) -> Result<Cycle, StandaloneError> {
+    let mut rules = policy.rules.clone();
+    let policy_mode = rules.mode;
+    rules.mode = Mode::DryRun;
+    let mut pg = Postgres::connect(url, ConnectOptions::default()).await?;
+    let cycle =
+        cycle::run_once(&mut pg, &rules, &ClusterView::default(), &Memory::default()).await?;
+    let target = pg.target().display().to_owned();
+    let text = match output {
+        Output::Table => {
+            let mut text = report::render(&target, &cycle);
+            if policy_mode == Mode::Enforce && !cycle.decision.dry_run.is_empty() {
+                text.push_str("The policy's mode is Enforce: `poolwarden run` terminates these.\n");
+            }
+            text
+        }
+        Output::Json => report::to_json(&target, &cycle) + "\n",
+    };
+    let _ = out.write_all(text.as_bytes());
+    Ok(cycle)
+}
+
+/// How `run` loops.
+#[derive(Clone, Copy, Debug)]
+pub struct RunOptions {
+    pub interval: Duration,
+    /// Stop after this many cycles; `None` runs until Ctrl-C.
+    pub cycles: Option<u64>,
+    pub output: Output,
+}
+
+/// Observes, decides and acts on every interval until Ctrl-C (or `cycles`), saying what it does.
+/// A failure to connect at the start ends the run; later failures are reported and retried.
+pub async fn run(
+    url: &str,
+    rules: &Rules,
+    options: RunOptions,
+    out: &mut (impl Write + Send),
+) -> Result<RunSummary, StandaloneError> {
+    let mut pg = Postgres::connect(url, ConnectOptions::default()).await?;
+    let target = pg.target().display().to_owned();
+    let mode = match rules.mode {
+        Mode::Enforce => "Enforce: condemned sessions are terminated",
+        Mode::DryRun => "DryRun: nothing is terminated",
+    };
+    if options.output == Output::Table {
+        let _ = writeln!(
+            out,
+            "poolwarden run — {target}, every {}, {mode}. Ctrl-C stops.",
+            crate::api::Duration::from(options.interval)
+        );
+    }
+    let cluster = ClusterView::default();
+    let mut memory = Memory::default();
+    let mut summary = RunSummary::default();
+    let mut failures = 0u32;
+    loop {
+        match cycle::run_once(&mut pg, rules, &cluster, &memory).await {
+            Ok(cycle) => {
+                failures = 0;
+                summary.cycles += 1;
+                summary.terminated += cycle.outcome.terminated.len() as u64;
+                report_cycle(&target, &cycle, options.output, out);
+                memory = cycle.next_memory();
+            }
+            Err(e) => {
+                failures += 1;
+                summary.failed_cycles += 1;
+                if !e.is_transient() {
+                    return Err(e.into());
+                }
+                let _ = writeln!(out, "cycle failed ({}), retrying: {e}", e.category());
+            }
+        }
+        if options
+            .cycles
+            .is_some_and(|n| summary.cycles + u64::from(summary.failed_cycles) >= n)
+        {
+            break;
+        }
+        // Back off after failures, up to eight intervals.
+        let wait = options.interval * 2u32.pow(failures.min(3));
+        tokio::select! {
+            _ = tokio::time::sleep(wait) => {}
+            _ = tokio::signal::ctrl_c() => {
+                let _ = writeln!(out, "interrupted");
+                break;
+            }
+        }
+    }
+    if options.output == Output::Table {
+        let _ = writeln!(
+            out,
+            "done: {}, {} terminated, {}",
+            count(summary.cycles as usize, "cycle"),
+            count(summary.terminated as usize, "session"),
+            count(summary.failed_cycles as usize, "failed cycle")
+        );
+    }
+    Ok(summary)
+}
+
+/// What a run did in all.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct RunSummary {
+    pub cycles: u64,
+    pub failed_cycles: u32,
+    pub terminated: u64,
+}
+
+fn report_cycle(target: &str, cycle: &Cycle, output: Output, out: &mut impl Write) {
+    if output == Output::Json {
+        let line = report::to_json(target, cycle).replace('\n', "");
+        let _ = writeln!(out, "{line}");
+        return;
+    }
+    let _ = writeln!(out, "{}", report::cycle_line(cycle));
+    for f in cycle.decision.findings.iter().filter(|f| f.started) {
+        let _ = writeln!(
+            out,
+            "  leak confirmed: {} on {}: {}",
+            f.kind.as_str(),
+            f.subject,
+            f.evidence
+        );
+    }
+    let (terminated, verb) = match cycle.decision.mode {
+        Mode::Enforce => (&cycle.outcome.terminated, "terminated"),
+        Mode::DryRun => (&cycle.decision.dry_run, "would terminate"),
+    };
+    // One line per source and reason: readable at 20 sessions a cycle, and every pid is named.
+    let mut by_source: BTreeMap<(String, &str), Vec<&Termination>> = BTreeMap::new();
+    for t in terminated {
+        by_source
+            .entry((t.source.to_string(), t.reason.as_str()))
+            .or_default()
+            .push(t);
+    }
+    for ((source, reason), list) in by_source {
+        let longest = list
+            .iter()
+            .map(|t| t.in_state_for)
+            .max()
+            .unwrap_or_default();
+        let pids: Vec<String> = list.iter().map(|t| t.identity.pid.to_string()).collect();
+        let _ = writeln!(
+            out,
+            "  {verb} {} from {source} ({reason}, up to {}): pid {}",
+            count(list.len(), "session"),
+            human(longest),
+            pids.join(", ")
+        );
+    }
+    if !cycle.outcome.changed.is_empty() {
+        let _ = writeln!(
+            out,
+            "  left alone (changed since the snapshot): {}",
+            cycle.outcome.changed.len()
+        );
+    }
+    if let Some(e) = &cycle.outcome.error {
+        let _ = writeln!(out, "  termination failed: {e}");
+    }
+}

@@ -1,0 +1,251 @@
+//! The real `poolwarden` binary, run as a user would: `check`, `run`, `demo`, and its errors.
+
+mod support;
+
+use std::process::{Command, Output};
+
+use poolwarden::sandbox::Sandbox;
+use serde_json::Value;
+use support::*;
+
+const POLICY: &str = "\
+apiVersion: poolwarden.io/v1alpha1
+kind: PoolPolicy
+metadata: {name: orders-db}
+spec:
+  mode: Enforce
+  idle: {idleTimeout: 400ms, idleInTransactionTimeout: 400ms}
+  budgets: {maxConnectionsPerPod: 8}
+  leakDetection: {window: 300ms, idleThreshold: 5}
+";
+
+fn poolwarden(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_poolwarden"))
+        .args(args)
+        .env_remove("POOLWARDEN_DATABASE_URL")
+        .output()
+        .expect("the binary runs")
+}
+
+fn policy_file(dir: &Sandbox, text: &str) -> String {
+    let path = dir.dir().join(format!("policy-{}.yaml", text.len()));
+    std::fs::write(&path, text).unwrap();
+    path.display().to_string()
+}
+
+fn stderr(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}
+
+#[tokio::test]
+async fn check_json_names_the_seed_findings_and_their_sessions_and_terminates_nothing() {
+    let sb = sandbox().await;
+    // Seed 000: a forked worker's inherited pool, idle.
+    let mut inherited = Vec::new();
+    for _ in 0..6 {
+        inherited.push(open(&sb, "fits-worker", 21).await);
+    }
+    // Seed 001: a pool pinned at its cap, idle in transaction.
+    let mut pinned = Vec::new();
+    for _ in 0..8 {
+        let s = open(&sb, "reports-api", 22).await;
+        s.begin_idle_in_transaction().await.unwrap();
+        pinned.push(s);
+    }
+    // Healthy: a running query.
+    let busy = open(&sb, "storefront", 24).await;
+    busy.start_active(10.0);
+    sb.wait_for_state(busy.pid(), "active", std::time::Duration::from_secs(5))
+        .await
+        .unwrap();
+    pause(1200).await;
+
+    let policy = policy_file(&sb, POLICY);
+    let out = poolwarden(&[
+        "check",
+        "--database-url",
+        &monitor_url(&sb),
+        "--policy",
+        &policy,
+        "--output",
+        "json",
+    ]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let report: Value = serde_json::from_slice(&out.stdout).expect("JSON on stdout");
+
+    let finding = |kind: &str, source: &str| {
+        report["findings"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|f| f["kind"] == kind && f["subject"]["source"]["application"] == source)
+            .unwrap_or_else(|| panic!("no {kind} for {source} in {:#}", report["findings"]))
+            .clone()
+    };
+    let pids = |v: &Value| -> Vec<i64> {
+        let mut p: Vec<i64> = v["pids"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|x| x.as_i64().unwrap())
+            .collect();
+        p.sort();
+        p
+    };
+    let sorted = |sessions: &[poolwarden::sandbox::Session]| -> Vec<i64> {
+        let mut p: Vec<i64> = sessions.iter().map(|s| i64::from(s.pid())).collect();
+        p.sort();
+        p
+    };
+    assert_eq!(
+        pids(&finding("IdleAccumulation", "fits-worker")),
+        sorted(&inherited)
+    );
+    assert_eq!(
+        pids(&finding("IdleInTransaction", "reports-api")),
+        sorted(&pinned)
+    );
+    assert_eq!(
+        pids(&finding("PoolSaturation", "reports-api")),
+        sorted(&pinned)
+    );
+    assert!(
+        finding("PoolSaturation", "reports-api")["confirmed"]
+            .as_bool()
+            .unwrap()
+    );
+
+    // check never terminates, even for an Enforce policy; it says what run would do.
+    assert_eq!(report["mode"], "DryRun");
+    assert!(report["terminate"].as_array().unwrap().is_empty());
+    assert_eq!(report["dryRun"].as_array().unwrap().len(), 14);
+    assert!(
+        report["dryRun"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|t| t["identity"]["pid"] != busy.pid())
+    );
+    for s in inherited.iter().chain(&pinned) {
+        assert!(s.is_alive().await);
+    }
+}
+
+#[tokio::test]
+async fn run_enforces_for_the_given_cycles_and_says_what_it_did() {
+    let sb = sandbox().await;
+    let leaked = open(&sb, "fits-worker", 21).await;
+    pause(600).await;
+    let policy = policy_file(&sb, POLICY);
+    let out = poolwarden(&[
+        "run",
+        "--database-url",
+        &monitor_url(&sb),
+        "--policy",
+        &policy,
+        "--interval",
+        "1s",
+        "--cycles",
+        "2",
+    ]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        text.contains("terminated 1 session from fits-worker@127.0.0.21 (IdleTimeout, up to"),
+        "{text}"
+    );
+    assert!(text.contains(&format!("pid {}", leaked.pid())), "{text}");
+    assert!(
+        text.contains("done: 2 cycles, 1 session terminated, 0 failed cycles"),
+        "{text}"
+    );
+    assert!(gone(&sb, leaked.pid()).await);
+}
+
+#[tokio::test]
+async fn each_failure_gets_one_clear_line_and_a_nonzero_exit_and_nothing_is_terminated() {
+    let sb = sandbox().await;
+    let leaked = open(&sb, "fits-worker", 21).await;
+    pause(600).await;
+    let good_policy = policy_file(&sb, POLICY);
+    let url = monitor_url(&sb);
+    let closed_port = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        l.local_addr().unwrap().port()
+    };
+    let unreachable =
+        format!("postgres://monitor:monitor@127.0.0.1:{closed_port}/app?sslmode=disable");
+    let wrong_password = url.replace("monitor:monitor@", "monitor:nope@");
+    let typo_policy = policy_file(&sb, "mode: Enforce\nidle: {idleTimout: 1s}\n");
+    let bad_yaml = policy_file(&sb, "mode: [Enforce\n");
+
+    let cases: [(&str, &str, &str); 6] = [
+        ("mysql://x@y/z", &good_policy, "invalid database URL"),
+        (&unreachable, &good_policy, "cannot reach the database"),
+        (&wrong_password, &good_policy, "authentication failed"),
+        (&url, &typo_policy, "idle.idleTimout"),
+        (&url, &bad_yaml, "not valid YAML"),
+        (&url, "/nonexistent/policy.yaml", "cannot read policy file"),
+    ];
+    for command in ["check", "run"] {
+        for (db, policy, expected) in cases {
+            let out = poolwarden(
+                &[
+                    command,
+                    "--database-url",
+                    db,
+                    "--policy",
+                    policy,
+                    "--cycles",
+                    "1",
+                ][..if command == "check" { 5 } else { 7 }],
+            );
+            assert_eq!(
+                out.status.code(),
+                Some(1),
+                "{command} {db} {policy}: {}",
+                stderr(&out)
+            );
+            let err = stderr(&out);
+            assert!(
+                err.starts_with("error: ") && err.contains(expected),
+                "{command}: {err}"
+            );
+            assert_eq!(err.trim_end().lines().count(), 1, "one line: {err}");
+            assert!(!err.contains("nope"), "never echo a password: {err}");
+        }
+    }
+    assert!(leaked.is_alive().await);
+}
+
+#[test]
+fn crd_prints_the_committed_definition() {
+    let out = poolwarden(&["crd"]);
+    assert!(out.status.success());
+    let committed =
+        std::fs::read(concat!(env!("CARGO_MANIFEST_DIR"), "/crds/poolpolicy.yaml")).unwrap();
+    assert_eq!(out.stdout, committed);
+}
+
+#[test]
+fn the_demo_ends_every_leak_and_spares_every_healthy_session() {
+    let out = poolwarden(&["demo"]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{text}\n{}", stderr(&out));
+    assert!(
+        text.contains("Every leaked session was ended; every healthy one was left alone."),
+        "{text}"
+    );
+    assert!(
+        text.contains("The throwaway PostgreSQL is stopped and removed."),
+        "{text}"
+    );
+    for finding in [
+        "IdleAccumulation",
+        "IdleInTransaction",
+        "PoolSaturation",
+        "Overbooked",
+    ] {
+        assert!(text.contains(finding), "the demo shows {finding}");
+    }
+}

@@ -1,0 +1,427 @@
+//! The observe → decide → act cycle against a real PostgreSQL, started by the test itself.
+//! Every safety rule that involves the database is exercised here for real.
+
+mod support;
+
+use std::collections::BTreeSet;
+
+use poolwarden::cycle;
+use poolwarden::database::{DatabaseError, Engine, Protection, SessionState};
+use poolwarden::decide::{self, ClusterView, Inputs, Memory, Reason};
+use support::*;
+
+const QUICK_IDLE: &str = "
+mode: Enforce
+idle: {idleTimeout: 300ms, idleInTransactionTimeout: 300ms}
+";
+
+#[tokio::test]
+async fn an_idle_session_past_its_timeout_is_terminated_in_enforce() {
+    let sb = sandbox().await;
+    let leaked = open(&sb, "worker", 11).await;
+    pause(600).await;
+
+    let mut pg = connect(&monitor_url(&sb)).await;
+    let c = cycle(&mut pg, &rules(QUICK_IDLE)).await;
+
+    let ended: Vec<i32> = c
+        .outcome
+        .terminated
+        .iter()
+        .map(|t| t.identity.pid)
+        .collect();
+    assert_eq!(ended, vec![leaked.pid()]);
+    assert_eq!(c.outcome.terminated[0].reason, Reason::IdleTimeout);
+    assert!(gone(&sb, leaked.pid()).await);
+    assert!(!leaked.is_alive().await);
+}
+
+#[tokio::test]
+async fn dry_run_reports_the_same_session_and_leaves_it_alone() {
+    let sb = sandbox().await;
+    let leaked = open(&sb, "worker", 11).await;
+    pause(600).await;
+
+    let mut pg = connect(&monitor_url(&sb)).await;
+    let c = cycle(&mut pg, &rules(&QUICK_IDLE.replace("Enforce", "DryRun"))).await;
+
+    assert!(c.outcome.terminated.is_empty());
+    let would: Vec<i32> = c.decision.dry_run.iter().map(|t| t.identity.pid).collect();
+    assert_eq!(would, vec![leaked.pid()]);
+    pause(200).await;
+    assert!(leaked.is_alive().await);
+}
+
+#[tokio::test]
+async fn sessions_idle_in_transaction_and_aborted_are_terminated() {
+    let sb = sandbox().await;
+    let open_tx = open(&sb, "api", 12).await;
+    open_tx.begin_idle_in_transaction().await.unwrap();
+    let aborted = open(&sb, "api", 12).await;
+    aborted.abort_transaction().await.unwrap();
+    pause(600).await;
+
+    let mut pg = connect(&monitor_url(&sb)).await;
+    let c = cycle(&mut pg, &rules(QUICK_IDLE)).await;
+
+    let ended: BTreeSet<i32> = c
+        .outcome
+        .terminated
+        .iter()
+        .map(|t| t.identity.pid)
+        .collect();
+    assert_eq!(ended, BTreeSet::from([open_tx.pid(), aborted.pid()]));
+    assert!(
+        c.outcome
+            .terminated
+            .iter()
+            .all(|t| t.reason == Reason::IdleInTransactionTimeout)
+    );
+    let states: BTreeSet<String> = c
+        .outcome
+        .terminated
+        .iter()
+        .map(|t| t.identity.state.clone())
+        .collect();
+    assert_eq!(
+        states,
+        BTreeSet::from([
+            "idle in transaction".to_owned(),
+            "idle in transaction (aborted)".to_owned()
+        ])
+    );
+    assert!(gone(&sb, open_tx.pid()).await && gone(&sb, aborted.pid()).await);
+}
+
+#[tokio::test]
+async fn an_active_session_is_never_terminated_however_long_it_runs() {
+    let sb = sandbox().await;
+    let busy = open(&sb, "report", 13).await;
+    busy.start_active(5.0);
+    sb.wait_for_state(busy.pid(), "active", std::time::Duration::from_secs(5))
+        .await
+        .unwrap();
+    pause(600).await;
+
+    let mut pg = connect(&monitor_url(&sb)).await;
+    let c = cycle(&mut pg, &rules(QUICK_IDLE)).await;
+
+    let seen = c
+        .snapshot
+        .sessions
+        .iter()
+        .find(|s| s.pid == busy.pid())
+        .expect("visible");
+    assert_eq!(seen.state, SessionState::Active);
+    assert!(c.outcome.terminated.is_empty());
+    assert!(c.decision.deferred.is_empty() && c.decision.protected.is_empty());
+    assert!(busy.is_alive().await);
+}
+
+#[tokio::test]
+async fn excluded_users_and_applications_are_never_terminated() {
+    let sb = sandbox().await;
+    let console = open(&sb, "psql", 14).await;
+    let dump = open(&sb, "pg_dump 15", 14).await;
+    let batch = sb
+        .open_session(
+            &poolwarden::sandbox::SessionSpec::new("batch", "batch", APP_DB).application("nightly"),
+        )
+        .await
+        .unwrap();
+    let leaked = open(&sb, "worker", 11).await;
+    pause(600).await;
+
+    let policy = format!(
+        "{QUICK_IDLE}scope: {{excludeUsers: [batch], excludeApplications: [psql, 'pg_dump*']}}\n"
+    );
+    let mut pg = connect(&monitor_url(&sb)).await;
+    let c = cycle(&mut pg, &rules(&policy)).await;
+
+    let ended: Vec<i32> = c
+        .outcome
+        .terminated
+        .iter()
+        .map(|t| t.identity.pid)
+        .collect();
+    assert_eq!(ended, vec![leaked.pid()]);
+    for s in [&console, &dump, &batch] {
+        assert!(s.is_alive().await);
+    }
+    assert_eq!(
+        c.decision.out_of_scope[&decide::Exclusion::ExcludedApplication],
+        2
+    );
+    assert_eq!(c.decision.out_of_scope[&decide::Exclusion::ExcludedUser], 1);
+}
+
+#[tokio::test]
+async fn poolwarden_never_terminates_its_own_session_or_another_poolwardens() {
+    let sb = sandbox().await;
+    // Another poolwarden instance's monitoring connection, idle between its cycles.
+    let other = open(&sb, "poolwarden", 15).await;
+    pause(600).await;
+
+    // Even as superuser, with every governed session condemned on sight.
+    let mut pg = connect(&(sb.superuser_url() + "?sslmode=disable")).await;
+    let first = cycle(&mut pg, &rules(QUICK_IDLE)).await;
+    pause(600).await;
+    // Our own connection is idle between cycles now, for longer than the timeout.
+    let second = cycle(&mut pg, &rules(QUICK_IDLE)).await;
+
+    for c in [&first, &second] {
+        assert!(
+            c.outcome.terminated.is_empty(),
+            "{:?}",
+            c.outcome.terminated
+        );
+        assert!(c.outcome.error.is_none());
+    }
+    assert!(other.is_alive().await);
+    assert_eq!(
+        second.decision.out_of_scope[&decide::Exclusion::OwnSession],
+        1
+    );
+    assert_eq!(
+        second.decision.out_of_scope[&decide::Exclusion::PoolwardenSession],
+        1
+    );
+}
+
+#[tokio::test]
+async fn a_session_that_works_between_snapshot_and_kill_survives() {
+    let sb = sandbox().await;
+    let woke = open(&sb, "worker", 11).await;
+    let still = open(&sb, "worker", 11).await;
+    pause(600).await;
+
+    let mut pg = connect(&monitor_url(&sb)).await;
+    let snapshot = pg.observe().await.unwrap();
+    // The race: one session runs a query after we looked and before we act.
+    woke.touch().await.unwrap();
+    let rules = rules(QUICK_IDLE);
+    let decision = decide::decide(Inputs {
+        snapshot: &snapshot,
+        rules: &rules,
+        cluster: &ClusterView::default(),
+        memory: &Memory::default(),
+    });
+    assert_eq!(
+        decision.terminate.len(),
+        2,
+        "both were condemned on the snapshot"
+    );
+    let outcome = poolwarden::act::terminate(&mut pg, &decision).await;
+
+    let ended: Vec<i32> = outcome.terminated.iter().map(|t| t.identity.pid).collect();
+    let spared: Vec<i32> = outcome.changed.iter().map(|t| t.identity.pid).collect();
+    assert_eq!(ended, vec![still.pid()]);
+    assert_eq!(spared, vec![woke.pid()]);
+    assert!(woke.is_alive().await);
+    assert!(gone(&sb, still.pid()).await);
+}
+
+#[tokio::test]
+async fn a_reused_pid_or_changed_start_time_is_never_signalled() {
+    let sb = sandbox().await;
+    let s = open(&sb, "worker", 11).await;
+    pause(600).await;
+    let mut pg = connect(&monitor_url(&sb)).await;
+    let snapshot = pg.observe().await.unwrap();
+    let mut identity = snapshot
+        .sessions
+        .iter()
+        .find(|x| x.pid == s.pid())
+        .and_then(|x| x.identity())
+        .unwrap();
+    // Same pid, different backend start: what a reused pid looks like.
+    identity.backend_start -= jiff::SignedDuration::from_micros(1);
+    let signalled = pg.terminate(&[identity.clone()]).await.unwrap();
+    assert!(signalled.is_empty());
+    // Same pid and start, different state: the session moved on.
+    identity.backend_start += jiff::SignedDuration::from_micros(1);
+    identity.state = "idle in transaction".into();
+    assert!(pg.terminate(&[identity]).await.unwrap().is_empty());
+    assert!(s.is_alive().await);
+}
+
+#[tokio::test]
+async fn the_cap_ends_only_the_oldest_offenders_each_cycle() {
+    let sb = sandbox().await;
+    let mut sessions = Vec::new();
+    for _ in 0..5 {
+        sessions.push(open(&sb, "worker", 11).await);
+        pause(60).await;
+    }
+    pause(600).await;
+
+    let policy = "mode: Enforce\nidle: {idleTimeout: 300ms, maxTerminationsPerCycle: 2}\n";
+    let mut pg = connect(&monitor_url(&sb)).await;
+    let c = cycle(&mut pg, &rules(policy)).await;
+
+    let ended: Vec<i32> = c
+        .outcome
+        .terminated
+        .iter()
+        .map(|t| t.identity.pid)
+        .collect();
+    assert_eq!(
+        ended,
+        vec![sessions[0].pid(), sessions[1].pid()],
+        "the two idle longest, oldest first"
+    );
+    assert_eq!(c.decision.deferred.len(), 3);
+    for s in &sessions[2..] {
+        assert!(s.is_alive().await);
+    }
+}
+
+#[tokio::test]
+async fn a_monitor_without_pg_signal_backend_is_told_so_and_terminates_nothing() {
+    let sb = sandbox().await;
+    let leaked = open(&sb, "worker", 11).await;
+    pause(600).await;
+
+    let mut pg = connect(&(sb.url("watcher", "watcher", APP_DB) + "?sslmode=disable")).await;
+    let c = cycle(&mut pg, &rules(QUICK_IDLE)).await;
+
+    assert!(c.outcome.terminated.is_empty());
+    assert!(
+        c.outcome.error.is_none(),
+        "decide must not even try: {:?}",
+        c.outcome.error
+    );
+    assert_eq!(c.decision.protected.len(), 1);
+    assert_eq!(
+        c.decision.protected[0].protection,
+        Protection::MissingSignalPrivilege
+    );
+    assert!(
+        c.decision
+            .warnings
+            .iter()
+            .any(|w| w.contains("GRANT pg_signal_backend"))
+    );
+    assert!(leaked.is_alive().await);
+
+    // Were it to try anyway, PostgreSQL says no, and poolwarden names it. (A fresh snapshot: the
+    // liveness check above was activity, and a session that moved on is never signalled.)
+    let identity = pg
+        .observe()
+        .await
+        .unwrap()
+        .sessions
+        .iter()
+        .find(|s| s.pid == leaked.pid())
+        .unwrap()
+        .identity()
+        .unwrap();
+    let err = pg.terminate(&[identity]).await.unwrap_err();
+    assert!(matches!(err, DatabaseError::PermissionDenied(_)), "{err:?}");
+    assert_eq!(err.category(), "PermissionDenied");
+    assert!(leaked.is_alive().await);
+}
+
+#[tokio::test]
+async fn a_superuser_session_is_reported_with_advice_not_terminated() {
+    let sb = sandbox().await;
+    let as_postgres = sb
+        .open_session(
+            &poolwarden::sandbox::SessionSpec::new("postgres", "postgres", APP_DB)
+                .application("legacy"),
+        )
+        .await
+        .unwrap();
+    let leaked = open(&sb, "worker", 11).await;
+    pause(600).await;
+
+    let mut pg = connect(&monitor_url(&sb)).await;
+    let c = cycle(&mut pg, &rules(QUICK_IDLE)).await;
+
+    let ended: Vec<i32> = c
+        .outcome
+        .terminated
+        .iter()
+        .map(|t| t.identity.pid)
+        .collect();
+    assert_eq!(ended, vec![leaked.pid()], "the ordinary session still goes");
+    assert!(c.outcome.error.is_none());
+    assert_eq!(c.decision.protected.len(), 1);
+    assert_eq!(c.decision.protected[0].pid, as_postgres.pid());
+    assert_eq!(
+        c.decision.protected[0].protection,
+        Protection::SuperuserSession
+    );
+    assert!(as_postgres.is_alive().await);
+}
+
+#[tokio::test]
+async fn the_snapshot_reads_addresses_states_and_server_limits() {
+    let sb = sandbox_with(poolwarden::sandbox::SandboxOptions {
+        max_connections: 40,
+        ..Default::default()
+    })
+    .await;
+    let s = open(&sb, "orders-api-7d9f-x2x", 42).await;
+    let mut pg = connect(&monitor_url(&sb)).await;
+    let snapshot = pg.observe().await.unwrap();
+
+    let seen = snapshot.sessions.iter().find(|x| x.pid == s.pid()).unwrap();
+    assert_eq!(seen.client_addr, Some("127.0.0.42".parse().unwrap()));
+    assert_eq!(seen.application_name, "orders-api-7d9f-x2x");
+    assert_eq!(seen.state, SessionState::Idle);
+    assert_eq!(seen.user.as_deref(), Some("app"));
+    assert!(seen.is_client_backend());
+    assert_eq!(snapshot.server.max_connections, 40);
+    assert_eq!(snapshot.server.superuser_reserved_connections, 3);
+    assert!(snapshot.server.version_num >= 120000);
+    assert!(snapshot.monitor.can_signal_backends && snapshot.monitor.can_read_all_stats);
+    assert!(!snapshot.monitor.is_superuser);
+    assert!(snapshot.sessions_opened_total.is_some_and(|n| n > 0));
+    // Background processes are in the snapshot, and decide leaves them out.
+    assert!(snapshot.sessions.iter().any(|x| !x.is_client_backend()));
+    // Ages come from the database clock: never negative, never in the future.
+    assert!(
+        snapshot
+            .sessions
+            .iter()
+            .all(|x| x.backend_start <= snapshot.observed_at)
+    );
+}
+
+#[tokio::test]
+async fn churn_is_measured_from_the_servers_session_counter_across_cycles() {
+    let sb = sandbox().await;
+    let mut pg = connect(&monitor_url(&sb)).await;
+    let rules = rules("leakDetection: {newSessionsPerSecond: 5}\n");
+    let first = cycle::run_once(&mut pg, &rules, &ClusterView::default(), &Memory::default())
+        .await
+        .unwrap();
+    // NullPool-style: 30 short sessions, and one that stays around to be seen.
+    for _ in 0..30 {
+        drop(open(&sb, "celery-worker", 31).await);
+    }
+    let _lingering = open(&sb, "celery-worker", 31).await;
+    let second = cycle::run_once(
+        &mut pg,
+        &rules,
+        &ClusterView::default(),
+        &first.next_memory(),
+    )
+    .await
+    .unwrap();
+
+    let rate = second
+        .decision
+        .capacity
+        .new_sessions_per_second
+        .expect("measured");
+    assert!(rate > 5.0, "{rate}");
+    let churn = second
+        .decision
+        .findings
+        .iter()
+        .find(|f| f.kind == decide::FindingKind::ConnectionChurn)
+        .expect("churn found");
+    assert_eq!(churn.subject.to_string(), "celery-worker@127.0.0.31");
+}

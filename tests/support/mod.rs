@@ -1,0 +1,92 @@
+//! Shared set-up for the integration tests: a throwaway PostgreSQL with an application role, a
+//! monitoring role, and helpers to open sessions and run poolwarden's cycle against them.
+#![allow(dead_code)] // each test binary uses its own subset
+
+use std::net::Ipv4Addr;
+use std::time::Duration;
+
+use poolwarden::cycle::{self, Cycle};
+use poolwarden::database::postgres::{ConnectOptions, Postgres};
+use poolwarden::decide::{ClusterView, Memory, Rules};
+use poolwarden::sandbox::{Sandbox, SandboxOptions, Session, SessionSpec};
+
+pub const APP_DB: &str = "app";
+
+/// A sandbox with database `app`, application role `app` and roles for monitoring:
+/// `monitor` (pg_monitor + pg_signal_backend) and `watcher` (pg_monitor only).
+pub async fn sandbox() -> Sandbox {
+    sandbox_with(SandboxOptions::default()).await
+}
+
+pub async fn sandbox_with(options: SandboxOptions) -> Sandbox {
+    let sb = Sandbox::start(options).await.expect("sandbox starts");
+    sb.create_database(APP_DB).await.unwrap();
+    sb.create_role("app", "app", &[]).await.unwrap();
+    sb.create_role("batch", "batch", &[]).await.unwrap();
+    sb.create_role("monitor", "monitor", &["pg_monitor", "pg_signal_backend"])
+        .await
+        .unwrap();
+    sb.create_role("watcher", "watcher", &["pg_monitor"])
+        .await
+        .unwrap();
+    sb
+}
+
+pub fn monitor_url(sb: &Sandbox) -> String {
+    sb.url("monitor", "monitor", APP_DB) + "?sslmode=disable"
+}
+
+/// A session of role `app` named `application`, from `127.0.0.<host>`.
+pub async fn open(sb: &Sandbox, application: &str, host: u8) -> Session {
+    sb.open_session(
+        &SessionSpec::new("app", "app", APP_DB)
+            .application(application)
+            .from_addr(Ipv4Addr::new(127, 0, 0, host)),
+    )
+    .await
+    .expect("session opens")
+}
+
+/// Compiles a policy spec written in YAML.
+pub fn rules(yaml: &str) -> Rules {
+    let spec = serde_saphyr::from_str(yaml).expect("policy YAML parses");
+    Rules::compile(&spec).expect("policy compiles")
+}
+
+/// poolwarden's monitoring connection, as `url`'s role.
+pub async fn connect(url: &str) -> Postgres {
+    Postgres::connect(url, ConnectOptions::default())
+        .await
+        .expect("monitoring connection")
+}
+
+/// One observe → decide → act cycle with no cluster and no memory.
+pub async fn cycle(pg: &mut Postgres, rules: &Rules) -> Cycle {
+    cycle::run_once(pg, rules, &ClusterView::default(), &Memory::default())
+        .await
+        .expect("cycle runs")
+}
+
+/// Waits until the server no longer shows `pid` (a terminated backend exits asynchronously).
+pub async fn gone(sb: &Sandbox, pid: i32) -> bool {
+    let admin = sb.admin().await.unwrap();
+    for _ in 0..100 {
+        let n: i64 = admin
+            .query_one(
+                "SELECT count(*) FROM pg_stat_activity WHERE pid = $1",
+                &[&pid],
+            )
+            .await
+            .unwrap()
+            .get(0);
+        if n == 0 {
+            return true;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    false
+}
+
+pub async fn pause(millis: u64) {
+    tokio::time::sleep(Duration::from_millis(millis)).await;
+}
