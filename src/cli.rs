@@ -37,6 +37,8 @@ pub enum Command {
         #[arg(long)]
         cycles: Option<u64>,
     },
+    /// Reconcile PoolPolicies in a Kubernetes cluster (the container's default command).
+    Controller(ControllerArgs),
     /// A guided demo on a throwaway local PostgreSQL: leaking sessions that reproduce real
     /// post-mortems, then poolwarden finding and ending them. Cleans up after itself.
     Demo,
@@ -60,4 +62,39 @@ pub struct Standalone {
 pub enum LogFormat {
     Text,
     Json,
+}
+
+/// `poolwarden controller`.
+#[derive(clap::Args, Debug)]
+pub struct ControllerArgs {
+    /// Watch only these namespaces (repeat the flag); all namespaces when none is given.
+    #[arg(
+        long = "namespace",
+        value_name = "NAMESPACE",
+        env = "POOLWARDEN_NAMESPACES",
+        value_delimiter = ','
+    )]
+    pub namespaces: Vec<String>,
+    /// Address of /metrics, /healthz and /readyz.
+    #[arg(long, default_value = "0.0.0.0:8080")]
+    pub http_addr: std::net::SocketAddr,
+    /// Elect a leader on a Lease so that exactly one replica acts; turn off only for one replica.
+    #[arg(long, default_value_t = true, action = clap::ArgAction::Set)]
+    pub leader_election: bool,
+    /// Name of the Lease.
+    #[arg(long, default_value = "poolwarden")]
+    pub lease_name: String,
+    /// Namespace of the Lease (defaults to the pod's own, from POD_NAMESPACE).
+    #[arg(long, env = "POD_NAMESPACE", default_value = "default")]
+    pub lease_namespace: String,
+    /// Seconds a leader's claim lasts without renewal; a successor waits this long at most.
+    #[arg(long, default_value_t = 15)]
+    pub lease_duration: u64,
+    /// This replica's name in the election (defaults to POD_NAME, else host name and pid).
+    #[arg(long)]
+    pub identity: Option<String>,
+    /// Watch Secrets (metadata only) so that a rotated credential takes effect at once; without
+    /// it, poolwarden only needs `get` on Secrets and picks changes up on the next cycle.
+    #[arg(long, default_value_t = true, action = clap::ArgAction::Set)]
+    pub watch_secrets: bool,
 }

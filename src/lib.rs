@@ -7,6 +7,7 @@
 pub mod act;
 pub mod api;
 pub mod cli;
+pub mod controller;
 pub mod cycle;
 pub mod database;
 pub mod decide;

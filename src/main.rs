@@ -6,7 +6,7 @@ use std::process::ExitCode;
 use clap::Parser;
 use poolwarden::cli::{Cli, Command};
 use poolwarden::standalone::{self, RunOptions};
-use poolwarden::{api, demo, telemetry};
+use poolwarden::{api, controller, demo, telemetry};
 
 #[tokio::main]
 async fn main() -> ExitCode {
@@ -52,6 +52,25 @@ async fn run(cli: Cli) -> Result<(), Box<dyn Error>> {
                 options,
                 &mut std::io::stdout(),
             )
+            .await?;
+        }
+        Command::Controller(args) => {
+            telemetry::init(cli.log_format, "info");
+            let namespaces = if args.namespaces.is_empty() {
+                controller::Namespaces::All
+            } else {
+                controller::Namespaces::Only(args.namespaces)
+            };
+            controller::run(controller::Config {
+                namespaces,
+                http_addr: args.http_addr,
+                leader_election: args.leader_election,
+                lease_name: args.lease_name,
+                lease_namespace: args.lease_namespace,
+                lease_duration_secs: args.lease_duration,
+                identity: args.identity.unwrap_or_else(controller::default_identity),
+                watch_secrets: args.watch_secrets,
+            })
             .await?;
         }
         Command::Demo => {

@@ -65,7 +65,7 @@ pub fn plan(findings: &[Finding], cluster: &ClusterView, annotate: bool) -> Vec<
                     format!(
                         "{}: {}; likely cause: {}",
                         first.kind.as_str(),
-                        first.evidence,
+                        first.summary,
                         first.kind.likely_cause()
                     ),
                 ),

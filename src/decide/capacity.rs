@@ -103,6 +103,7 @@ pub fn assess(
         subject: Subject::Server,
         kind: FindingKind::Overbooked,
         evidence: reasons.join("; "),
+        summary: reasons.join("; "),
         pids: Vec::new(),
         // A matter of configuration, not of time: it holds as long as it is true.
         held_for: rules.window.max(Duration::from_secs(1)),

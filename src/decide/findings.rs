@@ -99,8 +99,11 @@ impl std::fmt::Display for Subject {
 pub struct Observed {
     pub subject: Subject,
     pub kind: FindingKind,
-    /// One human line of evidence.
+    /// One human line of evidence, ages included.
     pub evidence: String,
+    /// The evidence without ages, stable from cycle to cycle: what annotations and the status
+    /// carry, so that they are rewritten only when something really changes.
+    pub summary: String,
     /// The sessions that show it, at most a handful.
     pub pids: Vec<i32>,
     /// How long the snapshot alone proves it has held.
@@ -170,15 +173,16 @@ pub fn observe(
         {
             // The condition has held since the threshold-th oldest session crossed the window.
             let kth = ages[rules.idle_threshold as usize - 1];
+            let summary = format!(
+                "{} idle for more than {} on {pod}",
+                count(ages.len(), "session"),
+                human(rules.window)
+            );
             found.push(Observed {
                 subject: subject(),
                 kind: FindingKind::IdleAccumulation,
-                evidence: format!(
-                    "{} idle for more than {} on {pod} (oldest idle {})",
-                    count(ages.len(), "session"),
-                    human(rules.window),
-                    human(ages[0])
-                ),
+                evidence: format!("{summary} (oldest idle {})", human(ages[0])),
+                summary,
                 pids: pids.into_iter().take(EVIDENCE_PIDS).collect(),
                 held_for: kth.saturating_sub(rules.window),
             });
@@ -194,15 +198,16 @@ pub fn observe(
             .collect();
         if !stuck.is_empty() {
             stuck.sort_by(|a, b| b.cmp(a));
+            let summary = format!(
+                "{} idle in transaction for more than {}",
+                count(stuck.len(), "session"),
+                human(limit)
+            );
             found.push(Observed {
                 subject: subject(),
                 kind: FindingKind::IdleInTransaction,
-                evidence: format!(
-                    "{} idle in transaction for more than {} (oldest {})",
-                    count(stuck.len(), "session"),
-                    human(limit),
-                    human(stuck[0].0)
-                ),
+                evidence: format!("{summary} (oldest {})", human(stuck[0].0)),
+                summary,
                 pids: stuck.iter().map(|(_, p)| *p).take(EVIDENCE_PIDS).collect(),
                 held_for: stuck[0].0.saturating_sub(limit),
             });
@@ -228,15 +233,23 @@ pub fn observe(
                     .iter()
                     .filter(|g| g.session.state.is_idle_in_transaction())
                     .count();
+                let summary = format!(
+                    "{pod} holds {} sessions, its budget is {budget}",
+                    sessions.len()
+                );
                 found.push(Observed {
                     subject: subject(),
                     kind: FindingKind::PoolSaturation,
                     evidence: format!(
-                        "{pod} holds {} sessions, its budget is {budget} ({in_tx} idle in transaction), for at least {}",
-                        sessions.len(),
+                        "{summary} ({in_tx} idle in transaction), for at least {}",
                         human(held_for)
                     ),
-                    pids: sessions.iter().map(|g| g.session.pid).take(EVIDENCE_PIDS).collect(),
+                    summary,
+                    pids: sessions
+                        .iter()
+                        .map(|g| g.session.pid)
+                        .take(EVIDENCE_PIDS)
+                        .collect(),
                     held_for,
                 });
             }
@@ -255,20 +268,22 @@ pub fn observe(
                 .filter(|p| orphans.iter().any(|g| g.attribution.pod == p.name))
                 .map(|p| p.departed_at)
                 .min();
+            let summary = format!(
+                "{} from pods that no longer exist ({})",
+                count(orphans.len(), "session"),
+                orphans
+                    .iter()
+                    .map(|g| g.attribution.pod.as_str())
+                    .collect::<std::collections::BTreeSet<_>>()
+                    .into_iter()
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            );
             found.push(Observed {
                 subject: subject(),
                 kind: FindingKind::Orphaned,
-                evidence: format!(
-                    "{} from pods that no longer exist ({})",
-                    count(orphans.len(), "session"),
-                    orphans
-                        .iter()
-                        .map(|g| g.attribution.pod.as_str())
-                        .collect::<std::collections::BTreeSet<_>>()
-                        .into_iter()
-                        .collect::<Vec<_>>()
-                        .join(", ")
-                ),
+                evidence: summary.clone(),
+                summary,
                 pids: orphans
                     .iter()
                     .map(|g| g.session.pid)
@@ -316,6 +331,10 @@ pub fn churn(
             rules.churn_per_second
         )
     };
+    let summary = format!(
+        "more than {} new sessions/s on the server",
+        rules.churn_per_second
+    );
     let mut found: Vec<Observed> = fresh
         .iter()
         // A source responsible for at least a quarter of what we could see.
@@ -326,6 +345,7 @@ pub fn churn(
             },
             kind: FindingKind::ConnectionChurn,
             evidence: evidence(pids.len()),
+            summary: summary.clone(),
             pids: pids.iter().copied().take(EVIDENCE_PIDS).collect(),
             held_for: Duration::ZERO,
         })
@@ -338,6 +358,7 @@ pub fn churn(
                 "{rate:.1} new sessions/s on the server (threshold {}); they close too fast to be seen",
                 rules.churn_per_second
             ),
+            summary,
             pids: Vec::new(),
             held_for: Duration::ZERO,
         });

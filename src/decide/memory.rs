@@ -29,6 +29,7 @@ pub(super) struct Tracked {
     last_seen: Timestamp,
     confirmed: bool,
     evidence: String,
+    summary: String,
     pids: Vec<i32>,
 }
 
@@ -39,6 +40,8 @@ pub struct Finding {
     pub subject: Subject,
     pub kind: FindingKind,
     pub evidence: String,
+    /// The evidence without ages: stable across cycles (see [`super::findings::Observed`]).
+    pub summary: String,
     pub pids: Vec<i32>,
     /// How long it has held, as far as poolwarden can tell.
     pub held_for: Duration,
@@ -79,6 +82,7 @@ impl Memory {
                 subject: o.subject,
                 kind: o.kind,
                 evidence: o.evidence.clone(),
+                summary: o.summary.clone(),
                 pids: o.pids.clone(),
                 held_for,
                 confirmed,
@@ -92,6 +96,7 @@ impl Memory {
                     last_seen: now,
                     confirmed,
                     evidence: o.evidence,
+                    summary: o.summary,
                     pids: o.pids,
                 },
             );
@@ -106,6 +111,7 @@ impl Memory {
                     subject: key.0.clone(),
                     kind: key.1,
                     evidence: t.evidence.clone(),
+                    summary: t.summary.clone(),
                     pids: t.pids.clone(),
                     held_for: elapsed(t.since, now),
                     confirmed: true,

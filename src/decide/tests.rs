@@ -467,6 +467,8 @@ fn only_client_backends_are_ever_candidates() {
     assert_eq!(pids(&d.terminate), [13]);
     assert!(d.deferred.is_empty() && d.protected.is_empty());
     assert_eq!(d.in_scope.total, 1);
+    // Background processes are not connections anyone opened: not even counted as out of scope.
+    assert!(d.out_of_scope.is_empty(), "{:?}", d.out_of_scope);
 
     // Not even when it comes from a departed pod's address, where orphans skip the timeouts.
     let departed_cluster = ClusterView {
@@ -1039,6 +1041,8 @@ fn an_idle_orphan_is_terminated_at_once_but_an_active_one_is_not() {
         ..cluster()
     };
     let snap = snapshot()
+        // A healthy sibling on a running pod of the same Deployment.
+        .with(session(229).client_addr(&pod_ip(1)).idle(30))
         .with(
             session(230)
                 .client_addr(&pod_ip(4))
@@ -1072,9 +1076,11 @@ fn an_idle_orphan_is_terminated_at_once_but_an_active_one_is_not() {
     assert!(d.terminate.iter().all(|t| t.pod == pod_name(4)));
     assert!(d.terminate.iter().all(|t| t.source == deployment()));
 
+    // Orphans show in their Deployment's group even when a healthy session came first.
     let orphans = group(&d, &deployment());
     assert_eq!(orphans.via, Via::Orphaned);
-    assert_eq!(orphans.counts.total, 3);
+    assert_eq!(orphans.counts.total, 4);
+    assert_eq!(orphans.pods, BTreeSet::from([pod_name(1), pod_name(4)]));
     let stranger = group(&d, &client("app", Some(&pod_ip(4))));
     assert_eq!(stranger.via, Via::Unattributed);
 }
@@ -1141,18 +1147,25 @@ fn idle_on_pod(n: u8, range: std::ops::Range<i32>, idle: i64) -> Vec<SessionBuil
 
 #[test]
 fn idle_accumulation_of_six_old_idle_sessions_on_one_pod_is_found_and_confirmed_at_once() {
+    // Pod 1: six sessions idle for 2h, 1h50m, 1h40m, 1h30m, 1h20m and 1h10m.
+    let pod_1 = (0..6).map(|i| {
+        session(300 + i)
+            .client_addr(&pod_ip(1))
+            .idle(2 * HOUR - i64::from(i) * 10 * MIN)
+    });
     let snap = snapshot()
-        .with_all(idle_on_pod(1, 300..306, HOUR))
+        .with_all(pod_1)
         .with_all(idle_on_pod(2, 310..314, HOUR))
         .build();
     let d = decide_with(&snap, &rules(LEAKS), &cluster(), &Memory::default());
 
     let f = the_finding(&d, FindingKind::IdleAccumulation);
     assert_eq!(f.subject, about(deployment()));
-    assert_eq!(sorted(f.pids.clone()), (300..306).collect::<Vec<_>>());
+    assert_eq!(f.pids, [300, 301, 302, 303, 304, 305]);
     assert!(f.evidence.contains(&pod_name(1)), "{}", f.evidence);
-    // Five sessions idle for an hour prove the condition has held for 50 minutes.
-    assert_eq!(f.held_for, secs(50 * MIN));
+    assert!(f.evidence.starts_with("6 sessions idle"), "{}", f.evidence);
+    // Five sessions past the window since the fifth oldest (idle 1h20m) passed it: 1h10m ago.
+    assert_eq!(f.held_for, secs(HOUR + 10 * MIN));
     assert!(f.present && f.confirmed && f.started);
 }
 
@@ -1687,6 +1700,27 @@ fn a_confirmed_finding_annotates_its_deployment_once() {
     let already = annotated_cluster(&applied(change));
     let again = decide_with(&leaking(), &policy, &already, &Memory::default());
     assert!(again.annotations.is_empty(), "{:#?}", again.annotations);
+}
+
+#[test]
+fn annotations_are_not_rewritten_when_only_the_ages_have_changed() {
+    let policy = rules(STUCK_TX);
+    let d1 = decide_with(
+        &leaking(),
+        &policy,
+        &annotated_cluster(&[]),
+        &Memory::default(),
+    );
+    let annotated = annotated_cluster(&applied(&d1.annotations[0]));
+
+    // Thirty seconds later the same session is thirty seconds older; nothing else changed.
+    let next = snapshot()
+        .at(later(30))
+        .with(stuck_since(900, ago(20 * MIN)))
+        .build();
+    let d2 = decide_with(&next, &policy, &annotated, &d1.memory);
+    assert!(the_finding(&d2, FindingKind::IdleInTransaction).present);
+    assert!(d2.annotations.is_empty(), "{:#?}", d2.annotations);
 }
 
 #[test]

@@ -1,0 +1,208 @@
+//! Prometheus metrics (`/metrics`). Every label is bounded: policy names, workload names of the
+//! policy's namespace, states, reasons, finding kinds, error categories; never pids or error text.
+
+use std::collections::HashMap;
+use std::sync::Mutex;
+use std::sync::atomic::AtomicU64;
+
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::Histogram;
+use prometheus_client::registry::Registry;
+
+use crate::cycle::Cycle;
+use crate::decide::{Source, Subject};
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct PolicyLabels {
+    pub policy: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct SessionLabels {
+    pub policy: String,
+    /// `Kind/name`, or `unattributed`: addresses and application names are not bounded.
+    pub workload: String,
+    pub state: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ReasonLabels {
+    pub policy: String,
+    pub reason: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct FindingLabels {
+    pub policy: String,
+    pub kind: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ErrorLabels {
+    pub policy: String,
+    pub category: String,
+}
+
+/// The gauge label sets one policy last wrote.
+type Written = (Vec<SessionLabels>, Vec<FindingLabels>);
+
+/// Everything the controller measures.
+pub struct Metrics {
+    pub sessions: Family<SessionLabels, Gauge>,
+    pub terminations: Family<ReasonLabels, Counter>,
+    pub findings: Family<FindingLabels, Gauge>,
+    pub utilization: Family<PolicyLabels, Gauge<f64, AtomicU64>>,
+    pub reconcile_duration: Family<PolicyLabels, Histogram>,
+    pub reconcile_errors: Family<ErrorLabels, Counter>,
+    pub leader: Gauge,
+    pub monitoring_connections: Gauge,
+    /// Label sets last written per policy, so gauges of vanished workloads can be removed
+    /// (prometheus-client families have no "remove where").
+    written: Mutex<HashMap<String, Written>>,
+}
+
+impl Metrics {
+    /// Creates the metrics and registers them under `poolwarden_`.
+    pub fn register(registry: &mut Registry) -> Self {
+        let metrics = Self {
+            sessions: Family::default(),
+            terminations: Family::default(),
+            findings: Family::default(),
+            utilization: Family::default(),
+            reconcile_duration: Family::new_with_constructor(|| {
+                Histogram::new([
+                    0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
+                ])
+            }),
+            reconcile_errors: Family::default(),
+            leader: Gauge::default(),
+            monitoring_connections: Gauge::default(),
+            written: Mutex::default(),
+        };
+        let r = registry.sub_registry_with_prefix("poolwarden");
+        r.register(
+            "sessions",
+            "Client sessions governed by a policy, by workload and state",
+            metrics.sessions.clone(),
+        );
+        r.register(
+            "terminations",
+            "Sessions terminated, by reason",
+            metrics.terminations.clone(),
+        );
+        r.register(
+            "findings",
+            "Confirmed leak findings, by kind",
+            metrics.findings.clone(),
+        );
+        r.register(
+            "server_utilization_ratio",
+            "Client sessions over the connections usable by clients",
+            metrics.utilization.clone(),
+        );
+        r.register(
+            "reconcile_duration_seconds",
+            "Time one reconcile took",
+            metrics.reconcile_duration.clone(),
+        );
+        r.register(
+            "reconcile_errors",
+            "Reconciles that failed, by error category",
+            metrics.reconcile_errors.clone(),
+        );
+        r.register(
+            "leader",
+            "1 while this replica holds the lease and acts",
+            metrics.leader.clone(),
+        );
+        r.register(
+            "monitoring_connections",
+            "Database targets with an open monitoring connection (shared by their policies)",
+            metrics.monitoring_connections.clone(),
+        );
+        metrics
+    }
+
+    /// Records what a cycle saw and did.
+    pub fn record(&self, policy: &str, cycle: &Cycle) {
+        let d = &cycle.decision;
+        // Replace the policy's gauges: workloads and findings that went away must not linger.
+        self.forget(policy);
+        let mut sessions = Vec::new();
+        let mut findings = Vec::new();
+        for g in &d.groups {
+            let workload = match &g.source {
+                Source::Workload(w) => w.to_string(),
+                Source::Client { .. } => "unattributed".to_owned(),
+            };
+            for (state, n) in [
+                ("active", g.counts.active),
+                ("idle", g.counts.idle),
+                ("idle_in_transaction", g.counts.idle_in_transaction),
+                ("other", g.counts.other),
+            ] {
+                let labels = SessionLabels {
+                    policy: policy.to_owned(),
+                    workload: workload.clone(),
+                    state: state.to_owned(),
+                };
+                self.sessions.get_or_create(&labels).inc_by(i64::from(n));
+                sessions.push(labels);
+            }
+        }
+        for t in &cycle.outcome.terminated {
+            self.terminations
+                .get_or_create(&ReasonLabels {
+                    policy: policy.to_owned(),
+                    reason: t.reason.as_str().to_owned(),
+                })
+                .inc();
+        }
+        for f in d.findings.iter().filter(|f| f.confirmed) {
+            if matches!(f.subject, Subject::Source { .. } | Subject::Server) {
+                let labels = FindingLabels {
+                    policy: policy.to_owned(),
+                    kind: f.kind.as_str().to_owned(),
+                };
+                self.findings.get_or_create(&labels).inc();
+                findings.push(labels);
+            }
+        }
+        if let Ok(mut written) = self.written.lock() {
+            written.insert(policy.to_owned(), (sessions, findings));
+        }
+        self.utilization
+            .get_or_create(&PolicyLabels {
+                policy: policy.to_owned(),
+            })
+            .set(f64::from(d.capacity.utilization_percent) / 100.0);
+    }
+
+    pub fn error(&self, policy: &str, category: &str) {
+        self.reconcile_errors
+            .get_or_create(&ErrorLabels {
+                policy: policy.to_owned(),
+                category: category.to_owned(),
+            })
+            .inc();
+    }
+
+    /// Forgets a deleted policy's gauges.
+    pub fn forget(&self, policy: &str) {
+        let previous = self.written.lock().ok().and_then(|mut w| w.remove(policy));
+        if let Some((sessions, findings)) = previous {
+            for l in sessions {
+                self.sessions.remove(&l);
+            }
+            for l in findings {
+                self.findings.remove(&l);
+            }
+        }
+        self.utilization.remove(&PolicyLabels {
+            policy: policy.to_owned(),
+        });
+    }
+}

@@ -1,0 +1,278 @@
+//! The PoolPolicy status, built purely from what a reconcile saw: conditions with transition
+//! times that change only on transitions, and the rule for when the status is worth writing.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use jiff::Timestamp;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
+
+use crate::api::{LeakReport, PoolPolicyStatus, ServerStatus, SessionCounts, TerminationCounts};
+use crate::cycle::Cycle;
+use crate::database::DatabaseError;
+use crate::decide::Subject;
+
+/// Condition types.
+pub mod conditions {
+    /// The policy is being applied: the last cycle ran.
+    pub const READY: &str = "Ready";
+    /// The monitoring connection works.
+    pub const DATABASE_REACHABLE: &str = "DatabaseReachable";
+    /// The policy runs, but cannot do all it should (privileges, superuser sessions).
+    pub const DEGRADED: &str = "Degraded";
+}
+
+/// Condition reasons (bounded: they double as Event reasons and metric labels).
+pub mod reasons {
+    pub const RECONCILED: &str = "Reconciled";
+    pub const CONNECTED: &str = "Connected";
+    pub const AS_EXPECTED: &str = "AsExpected";
+    pub const INVALID_SPEC: &str = "InvalidSpec";
+    pub const SECRET_NOT_FOUND: &str = "SecretNotFound";
+    pub const SECRET_KEY_MISSING: &str = "SecretKeyMissing";
+    pub const NOT_CHECKED: &str = "NotChecked";
+    pub const PERMISSION_DENIED: &str = "PermissionDenied";
+    pub const SUPERUSER_SESSIONS: &str = "SuperuserSessions";
+    pub const TERMINATION_FAILED: &str = "TerminationFailed";
+}
+
+/// How the status is refreshed when nothing changes.
+pub const HEARTBEAT: Duration = Duration::from_secs(300);
+const TOP_LEAKS: usize = 5;
+
+/// What a reconcile ended with.
+pub enum Outcome<'a> {
+    Cycle {
+        cycle: &'a Cycle,
+        terminations_total: u64,
+    },
+    InvalidSpec(&'a str),
+    /// The Secret or its key is missing: `(reason, message)`.
+    Secret(&'static str, &'a str),
+    Database(&'a DatabaseError),
+}
+
+/// A condition whose `lastTransitionTime` moves only when its status does.
+fn condition(
+    previous: &[Condition],
+    type_: &str,
+    value: bool,
+    reason: &str,
+    message: String,
+    now: Timestamp,
+    generation: Option<i64>,
+) -> Condition {
+    let status = if value { "True" } else { "False" };
+    let since = previous
+        .iter()
+        .find(|c| c.type_ == type_ && c.status == status)
+        .map_or(Time(now), |c| c.last_transition_time.clone());
+    Condition {
+        type_: type_.to_owned(),
+        status: status.to_owned(),
+        reason: reason.to_owned(),
+        message,
+        last_transition_time: since,
+        observed_generation: generation,
+    }
+}
+
+/// The new status. Fields the outcome says nothing about keep their previous values.
+pub fn build(
+    previous: Option<&PoolPolicyStatus>,
+    generation: Option<i64>,
+    outcome: &Outcome<'_>,
+    now: Timestamp,
+) -> PoolPolicyStatus {
+    let mut status = previous.cloned().unwrap_or_default();
+    let before = status.conditions.clone();
+    let cond = |type_: &str, value: bool, reason: &str, message: String| {
+        condition(&before, type_, value, reason, message, now, generation)
+    };
+    status.observed_generation = generation;
+    status.conditions = match outcome {
+        Outcome::Cycle { cycle, .. } => {
+            let d = &cycle.decision;
+            let (degraded, reason, message) = degradation(cycle);
+            vec![
+                cond(
+                    conditions::READY,
+                    true,
+                    reasons::RECONCILED,
+                    format!(
+                        "{} client sessions, {} governed",
+                        d.capacity.client_sessions, d.in_scope.total
+                    ),
+                ),
+                cond(
+                    conditions::DATABASE_REACHABLE,
+                    true,
+                    reasons::CONNECTED,
+                    format!("PostgreSQL {}", cycle.snapshot.server.version),
+                ),
+                // Degraded reads the other way round: True means trouble.
+                cond(conditions::DEGRADED, degraded, reason, message),
+            ]
+        }
+        Outcome::InvalidSpec(message) => vec![
+            cond(
+                conditions::READY,
+                false,
+                reasons::INVALID_SPEC,
+                (*message).to_owned(),
+            ),
+            cond(
+                conditions::DATABASE_REACHABLE,
+                false,
+                reasons::NOT_CHECKED,
+                "the spec is invalid".into(),
+            ),
+        ],
+        Outcome::Secret(reason, message) => vec![
+            cond(conditions::READY, false, reason, (*message).to_owned()),
+            cond(
+                conditions::DATABASE_REACHABLE,
+                false,
+                reasons::NOT_CHECKED,
+                (*message).to_owned(),
+            ),
+        ],
+        Outcome::Database(error) => vec![
+            cond(
+                conditions::READY,
+                false,
+                error.category(),
+                error.to_string(),
+            ),
+            cond(
+                conditions::DATABASE_REACHABLE,
+                false,
+                error.category(),
+                error.to_string(),
+            ),
+        ],
+    };
+    if let Outcome::Cycle {
+        cycle,
+        terminations_total,
+    } = outcome
+    {
+        fill_observations(&mut status, cycle, *terminations_total);
+    }
+    status
+}
+
+fn degradation(cycle: &Cycle) -> (bool, &'static str, String) {
+    use crate::database::Protection;
+    let d = &cycle.decision;
+    if let Some(e) = &cycle.outcome.error {
+        let reason = if matches!(e, DatabaseError::PermissionDenied(_)) {
+            reasons::PERMISSION_DENIED
+        } else {
+            reasons::TERMINATION_FAILED
+        };
+        return (true, reason, e.to_string());
+    }
+    let count = |p: Protection| d.protected.iter().filter(|x| x.protection == p).count();
+    if count(Protection::MissingSignalPrivilege) > 0 {
+        return (
+            true,
+            reasons::PERMISSION_DENIED,
+            Protection::MissingSignalPrivilege.advice().to_owned(),
+        );
+    }
+    if count(Protection::SuperuserSession) > 0 {
+        return (
+            true,
+            reasons::SUPERUSER_SESSIONS,
+            format!(
+                "{} condemned sessions belong to superusers: {}",
+                count(Protection::SuperuserSession),
+                Protection::SuperuserSession.advice()
+            ),
+        );
+    }
+    if let Some(w) = d.warnings.first() {
+        return (true, reasons::PERMISSION_DENIED, w.clone());
+    }
+    (
+        false,
+        reasons::AS_EXPECTED,
+        "poolwarden can see and end every governed session".into(),
+    )
+}
+
+fn fill_observations(status: &mut PoolPolicyStatus, cycle: &Cycle, terminations_total: u64) {
+    let d = &cycle.decision;
+    let c = &d.capacity;
+    status.last_check_time = Some(Time(d.observed_at));
+    status.connections = Some(format!("{}/{}", c.client_sessions, c.usable_connections));
+    status.server = Some(ServerStatus {
+        version: cycle.snapshot.server.version.clone(),
+        max_connections: c.max_connections,
+        reserved_connections: c.reserved_connections,
+    });
+    status.sessions = Some(SessionCounts {
+        total: c.client_sessions,
+        in_scope: d.in_scope.total,
+        active: d.in_scope.active,
+        idle: d.in_scope.idle,
+        idle_in_transaction: d.in_scope.idle_in_transaction,
+    });
+    status.utilization_percent = Some(c.utilization_percent);
+    status.terminations = TerminationCounts {
+        last_cycle: cycle.outcome.terminated.len() as u32,
+        total: terminations_total,
+    };
+
+    // Confirmed findings, per source, worst first.
+    let mut leaks: BTreeMap<String, LeakReport> = BTreeMap::new();
+    for f in d.findings.iter().filter(|f| f.confirmed) {
+        let Subject::Source { source } = &f.subject else {
+            continue;
+        };
+        let sessions = d
+            .groups
+            .iter()
+            .find(|g| &g.source == source)
+            .map_or(0, |g| g.counts.total);
+        let entry = leaks
+            .entry(source.to_string())
+            .or_insert_with(|| LeakReport {
+                workload: source.to_string(),
+                findings: Vec::new(),
+                sessions,
+                detail: format!("{}: {}", f.kind.as_str(), f.summary),
+            });
+        entry.findings.push(f.kind.as_str().to_owned());
+    }
+    status.leaking_workloads = leaks.len() as u32;
+    let mut top: Vec<LeakReport> = leaks.into_values().collect();
+    top.sort_by(|a, b| {
+        b.sessions
+            .cmp(&a.sessions)
+            .then(a.workload.cmp(&b.workload))
+    });
+    top.truncate(TOP_LEAKS);
+    status.top_leaks = top;
+}
+
+/// Whether `new` is worth a write: it says something `old` does not, or the heartbeat is due.
+pub fn worth_writing(
+    old: Option<&PoolPolicyStatus>,
+    new: &PoolPolicyStatus,
+    now: Timestamp,
+) -> bool {
+    let Some(old) = old else { return true };
+    let strip = |s: &PoolPolicyStatus| PoolPolicyStatus {
+        last_check_time: None,
+        ..s.clone()
+    };
+    if strip(old) != strip(new) {
+        return true;
+    }
+    match &old.last_check_time {
+        Some(Time(last)) => crate::database::elapsed(*last, now) >= HEARTBEAT,
+        None => new.last_check_time.is_some(),
+    }
+}
