@@ -160,7 +160,8 @@ pub struct Scope {
 #[serde(rename_all = "camelCase")]
 pub struct IdleRules {
     /// A session in state `idle` for longer than this is terminated (Enforce) or reported (DryRun).
-    /// Leave unset to never end idle sessions.
+    /// Leave unset to never end idle sessions for being idle (sessions left behind by pods that
+    /// no longer exist are still ended in Enforce).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[x_kube(validation = Rule::new("duration(self) > duration('0s')").message("idleTimeout must be greater than 0; leave it out to never end idle sessions"))]
     pub idle_timeout: Option<Duration>,

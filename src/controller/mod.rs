@@ -17,6 +17,9 @@ mod secret;
 mod status;
 mod watch;
 
+#[cfg(test)]
+mod tests;
+
 pub use index::{ClusterIndex, MAX_REPLICAS};
 pub use patches::{FIELD_MANAGER, FINALIZER};
 pub use status::{conditions, reasons};

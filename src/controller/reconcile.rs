@@ -77,11 +77,15 @@ pub fn error_policy(policy: Arc<PoolPolicy>, error: &ReconcileError, ctx: Arc<Co
 }
 
 async fn apply(policy: Arc<PoolPolicy>, ctx: &Context) -> Result<Action, ReconcileError> {
+    let interval: Duration = policy.spec.interval.into();
+    // Only the leader reads, acts or writes; the others keep their caches warm and wait.
+    if !ctx.is_leader() {
+        return Ok(Action::requeue(interval));
+    }
     let started = Instant::now();
     let name = patches::policy_ref(&policy);
     let namespace = policy.namespace().unwrap_or_default();
     let uid = policy.uid().unwrap_or_default();
-    let interval: Duration = policy.spec.interval.into();
 
     let rules = match Rules::compile(&policy.spec) {
         Ok(rules) => rules,

@@ -276,3 +276,113 @@ pub fn worth_writing(
         None => new.last_check_time.is_some(),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::database::DatabaseError;
+
+    fn t(s: &str) -> Timestamp {
+        s.parse().unwrap()
+    }
+
+    fn find<'a>(s: &'a PoolPolicyStatus, type_: &str) -> &'a Condition {
+        s.conditions.iter().find(|c| c.type_ == type_).unwrap()
+    }
+
+    #[test]
+    fn transition_times_move_only_when_a_condition_flips() {
+        let down = DatabaseError::Unreachable {
+            target: "db:5432/orders".into(),
+            detail: "connection refused".into(),
+        };
+        let first = build(
+            None,
+            Some(1),
+            &Outcome::Database(&down),
+            t("2026-01-01T10:00:00Z"),
+        );
+        let ready = find(&first, conditions::READY);
+        assert_eq!(
+            (ready.status.as_str(), ready.reason.as_str()),
+            ("False", "Unreachable")
+        );
+        assert_eq!(ready.last_transition_time.0, t("2026-01-01T10:00:00Z"));
+
+        // Still down ten minutes later, for another reason: same transition time.
+        let refused = DatabaseError::AuthFailed {
+            target: "db:5432/orders".into(),
+            detail: "password authentication failed".into(),
+        };
+        let second = build(
+            Some(&first),
+            Some(1),
+            &Outcome::Database(&refused),
+            t("2026-01-01T10:10:00Z"),
+        );
+        let ready = find(&second, conditions::READY);
+        assert_eq!(ready.reason, "AuthFailed");
+        assert_eq!(ready.last_transition_time.0, t("2026-01-01T10:00:00Z"));
+
+        // Fixed spec problem: Ready flips, so its time moves.
+        let third = build(
+            Some(&second),
+            Some(2),
+            &Outcome::InvalidSpec("spec.idle.idleTimeout: bad"),
+            t("2026-01-01T10:20:00Z"),
+        );
+        assert_eq!(
+            find(&third, conditions::READY).last_transition_time.0,
+            t("2026-01-01T10:00:00Z")
+        );
+        assert_eq!(find(&third, conditions::READY).reason, "InvalidSpec");
+        assert_eq!(third.observed_generation, Some(2));
+    }
+
+    #[test]
+    fn a_failure_keeps_the_last_observations() {
+        let previous = PoolPolicyStatus {
+            connections: Some("42/97".into()),
+            leaking_workloads: 2,
+            ..PoolPolicyStatus::default()
+        };
+        let down = DatabaseError::ServerFull {
+            detail: "sorry, too many clients already".into(),
+        };
+        let s = build(
+            Some(&previous),
+            None,
+            &Outcome::Database(&down),
+            t("2026-01-01T10:00:00Z"),
+        );
+        assert_eq!(s.connections.as_deref(), Some("42/97"));
+        assert_eq!(s.leaking_workloads, 2);
+        assert_eq!(
+            find(&s, conditions::DATABASE_REACHABLE).reason,
+            "ServerFull"
+        );
+    }
+
+    #[test]
+    fn an_unchanged_status_is_written_only_on_the_heartbeat() {
+        let now = t("2026-01-01T10:00:00Z");
+        let old = PoolPolicyStatus {
+            last_check_time: Some(Time(now)),
+            connections: Some("5/97".into()),
+            ..PoolPolicyStatus::default()
+        };
+        let mut new = old.clone();
+        new.last_check_time = Some(Time(t("2026-01-01T10:00:30Z")));
+        assert!(!worth_writing(Some(&old), &new, t("2026-01-01T10:00:30Z")));
+        assert!(
+            worth_writing(Some(&old), &new, t("2026-01-01T10:05:00Z")),
+            "heartbeat"
+        );
+        new.connections = Some("6/97".into());
+        assert!(
+            worth_writing(Some(&old), &new, t("2026-01-01T10:00:30Z")),
+            "a change"
+        );
+        assert!(worth_writing(None, &new, now), "the first status");
+    }
+}

@@ -2,8 +2,8 @@
 //!
 //! 1. its `client_addr` is a running pod's IP and the session started after that pod did (IPs are
 //!    reused, so an older session from the same address belongs to someone else);
-//! 2. its address belonged to a pod that has since gone, and the session predates the departure:
-//!    an **orphan**, the clearest leak there is;
+//! 2. its address belonged to a pod that has since gone, and the session was opened before the
+//!    departure and has not moved since: an **orphan**, the clearest leak there is;
 //! 3. its `application_name` is a running pod's name (apps set `PGAPPNAME` from the downward API),
 //!    again only if the session started after the pod;
 //! 4. otherwise it is grouped by application name and address: outside Kubernetes that is all
@@ -121,8 +121,12 @@ impl<'a> Attributor<'a> {
             let orphaned_by = self.departed_by_ip.get(&addr).and_then(|pods| {
                 pods.iter()
                     .filter(|p| {
+                        // Opened while that pod lived, and untouched since it left: a session that
+                        // did anything after the departure has a live owner (an IP reused
+                        // quickly, or clocks that disagree), and must not be called an orphan.
                         session.backend_start < p.departed_at
                             && p.started_at.is_none_or(|s| session.backend_start >= s)
+                            && session.state_change.is_some_and(|c| c <= p.departed_at)
                     })
                     .max_by_key(|p| p.departed_at)
             });

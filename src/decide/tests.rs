@@ -1047,7 +1047,7 @@ fn an_idle_orphan_is_terminated_at_once_but_an_active_one_is_not() {
             session(230)
                 .client_addr(&pod_ip(4))
                 .started_ago(HOUR)
-                .idle(30),
+                .idle(5 * MIN),
         )
         .with(
             session(231)
@@ -1066,7 +1066,15 @@ fn an_idle_orphan_is_terminated_at_once_but_an_active_one_is_not() {
             session(233)
                 .client_addr(&pod_ip(4))
                 .started_ago(HOUR)
-                .idle_in_transaction(30),
+                .idle_in_transaction(5 * MIN),
+        )
+        // Old enough, but it did something after the pod left: a live owner (a reused IP, or
+        // clocks that disagree), never an orphan.
+        .with(
+            session(234)
+                .client_addr(&pod_ip(4))
+                .started_ago(HOUR)
+                .idle(30),
         )
         .build();
     let d = decide_with(&snap, &rules(ENFORCE), &with_departed, &Memory::default());
@@ -1083,6 +1091,7 @@ fn an_idle_orphan_is_terminated_at_once_but_an_active_one_is_not() {
     assert_eq!(orphans.pods, BTreeSet::from([pod_name(1), pod_name(4)]));
     let stranger = group(&d, &client("app", Some(&pod_ip(4))));
     assert_eq!(stranger.via, Via::Unattributed);
+    assert_eq!(stranger.counts.total, 2, "232 and 234");
 }
 
 #[test]
