@@ -40,6 +40,16 @@ impl ReconcileError {
         match self {
             Self::Kube(kube::Error::Api(e)) if e.code == 409 => "Conflict",
             Self::Kube(_) => "KubeApi",
+            // Two triggers raced to add the finalizer; the JSON patch's test failed. Retry now.
+            Self::Finalizer(e)
+                if matches!(
+                    e.as_ref(),
+                    finalizer::Error::AddFinalizer(kube::Error::Api(s)) | finalizer::Error::RemoveFinalizer(kube::Error::Api(s))
+                        if s.code == 409 || s.code == 422
+                ) =>
+            {
+                "Conflict"
+            }
             Self::Finalizer(_) => "Finalizer",
             Self::NoNamespace => "NoNamespace",
         }

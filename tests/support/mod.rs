@@ -2,6 +2,8 @@
 //! monitoring role, and helpers to open sessions and run poolwarden's cycle against them.
 #![allow(dead_code)] // each test binary uses its own subset
 
+pub mod kube;
+
 use std::net::Ipv4Addr;
 use std::time::Duration;
 

@@ -1,0 +1,493 @@
+//! End to end: the real `poolwarden controller` binary, over HTTP, against the Kubernetes API
+//! stand-in (tests/kube/standin.py) and a real PostgreSQL started by the test. Pod IPs are
+//! 127.0.0.x addresses, so sessions opened from them are the pods' sessions.
+
+mod support;
+
+use std::io::{Read, Write};
+use std::net::{Ipv4Addr, TcpStream};
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use k8s_openapi::api::apps::v1::{Deployment, ReplicaSet};
+use k8s_openapi::api::coordination::v1::Lease;
+use k8s_openapi::api::core::v1::{Pod, Secret};
+use k8s_openapi::api::events::v1::Event;
+use kube::api::{Api, DeleteParams, ListParams, PostParams};
+use poolwarden::api::PoolPolicy;
+use poolwarden::sandbox::{Sandbox, Session, SessionSpec};
+use serde_json::json;
+use support::kube::KubeStandin;
+
+const NS: &str = "shop";
+
+/// The controller binary, its log in a file; killed on drop.
+struct Controller {
+    child: Child,
+    port: u16,
+    log: std::path::PathBuf,
+}
+
+impl Controller {
+    fn start(kubeconfig: &Path, dir: &Path, identity: &str) -> Self {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let log = dir.join(format!("controller-{identity}.log"));
+        let child = Command::new(env!("CARGO_BIN_EXE_poolwarden"))
+            .args(["controller", "--http-addr", &format!("127.0.0.1:{port}")])
+            .args([
+                "--lease-namespace",
+                "default",
+                "--lease-duration",
+                "4",
+                "--identity",
+                identity,
+            ])
+            .env("KUBECONFIG", kubeconfig)
+            .env("RUST_LOG", "info,poolwarden=debug")
+            .env_remove("POD_NAMESPACE")
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(&log).unwrap())
+            .spawn()
+            .expect("the binary starts");
+        Self { child, port, log }
+    }
+
+    fn get(&self, path: &str) -> Option<(u16, String)> {
+        let mut stream = TcpStream::connect(("127.0.0.1", self.port)).ok()?;
+        stream.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
+        write!(stream, "GET {path} HTTP/1.0\r\nHost: localhost\r\n\r\n").ok()?;
+        let mut response = String::new();
+        stream.read_to_string(&mut response).ok()?;
+        let status = response.split_whitespace().nth(1)?.parse().ok()?;
+        let body = response
+            .split_once("\r\n\r\n")
+            .map(|(_, b)| b.to_owned())
+            .unwrap_or_default();
+        Some((status, body))
+    }
+
+    fn metric(&self, line_start: &str) -> Option<f64> {
+        let (_, body) = self.get("/metrics")?;
+        body.lines()
+            .find(|l| l.starts_with(line_start))
+            .and_then(|l| l.rsplit(' ').next())
+            .and_then(|v| v.parse().ok())
+    }
+
+    fn log(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// SIGTERM, then the exit status (within 20 s).
+    fn terminate(&mut self) -> std::process::ExitStatus {
+        let pid = nix::unistd::Pid::from_raw(self.child.id() as i32);
+        nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM).unwrap();
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                return status;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "no exit 20 s after SIGTERM:\n{}",
+                self.log()
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+}
+
+impl Drop for Controller {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        if std::thread::panicking() {
+            eprintln!(
+                "--- controller log ({}) ---\n{}",
+                self.log.display(),
+                self.log()
+            );
+        }
+    }
+}
+
+/// Polls `check` until it yields, or fails after `secs` seconds saying `what`.
+async fn eventually<T, F, Fut>(what: &str, secs: u64, mut check: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Option<T>>,
+{
+    let deadline = Instant::now() + Duration::from_secs(secs);
+    loop {
+        if let Some(v) = check().await {
+            return v;
+        }
+        assert!(Instant::now() < deadline, "timed out waiting for: {what}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+/// Whether the server still shows backend `pid`. Asked over the admin connection: a query on
+/// the session itself would count as activity and reset its idle clock.
+async fn alive(sb: &Sandbox, pid: i32) -> bool {
+    let admin = sb.admin().await.unwrap();
+    let n: i64 = admin
+        .query_one(
+            "SELECT count(*) FROM pg_stat_activity WHERE pid = $1",
+            &[&pid],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    n == 1
+}
+
+async fn database() -> Sandbox {
+    let sb = Sandbox::start(Default::default()).await.unwrap();
+    sb.create_database("orders").await.unwrap();
+    sb.create_role("app", "app", &[]).await.unwrap();
+    sb.create_role("monitor", "monitor", &["pg_monitor", "pg_signal_backend"])
+        .await
+        .unwrap();
+    sb
+}
+
+async fn session(sb: &Sandbox, host: u8) -> Session {
+    let spec = SessionSpec::new("app", "app", "orders")
+        .application("orders-api")
+        .from_addr(Ipv4Addr::new(127, 0, 0, host));
+    sb.open_session(&spec).await.unwrap()
+}
+
+/// Secret, Deployment → ReplicaSet → two pods (127.0.0.41, .42) in `shop`.
+async fn cluster(client: &kube::Client, sb: &Sandbox) {
+    let url = sb.url("monitor", "monitor", "orders") + "?sslmode=disable";
+    let secrets: Api<Secret> = Api::namespaced(client.clone(), NS);
+    let secret = serde_json::from_value(json!({
+        "apiVersion": "v1", "kind": "Secret",
+        "metadata": {"name": "orders-db-monitor", "namespace": NS},
+        "stringData": {"uri": url},
+    }))
+    .unwrap();
+    secrets
+        .create(&PostParams::default(), &secret)
+        .await
+        .unwrap();
+
+    let deployments: Api<Deployment> = Api::namespaced(client.clone(), NS);
+    let d = deployments
+        .create(
+            &PostParams::default(),
+            &serde_json::from_value(json!({
+                "apiVersion": "apps/v1", "kind": "Deployment",
+                "metadata": {"name": "orders-api", "namespace": NS},
+                "spec": {"selector": {"matchLabels": {"app": "orders-api"}},
+                         "template": {"metadata": {"labels": {"app": "orders-api"}},
+                                      "spec": {"containers": [{"name": "app", "image": "orders:1"}]}}},
+            }))
+            .unwrap(),
+        )
+        .await
+        .unwrap();
+    let owner = |kind: &str, name: &str, uid: &str| json!([{"apiVersion": "apps/v1", "kind": kind, "name": name, "uid": uid, "controller": true}]);
+    let replicasets: Api<ReplicaSet> = Api::namespaced(client.clone(), NS);
+    let rs = replicasets
+        .create(
+            &PostParams::default(),
+            &serde_json::from_value(json!({
+                "apiVersion": "apps/v1", "kind": "ReplicaSet",
+                "metadata": {"name": "orders-api-5c6d", "namespace": NS,
+                             "ownerReferences": owner("Deployment", "orders-api", d.metadata.uid.as_deref().unwrap())},
+                "spec": {"selector": {"matchLabels": {"app": "orders-api"}}},
+            }))
+            .unwrap(),
+        )
+        .await
+        .unwrap();
+    let pods: Api<Pod> = Api::namespaced(client.clone(), NS);
+    for (name, ip) in [
+        ("orders-api-5c6d-a", "127.0.0.41"),
+        ("orders-api-5c6d-b", "127.0.0.42"),
+    ] {
+        pods.create(
+            &PostParams::default(),
+            &serde_json::from_value(json!({
+                "apiVersion": "v1", "kind": "Pod",
+                "metadata": {"name": name, "namespace": NS, "labels": {"app": "orders-api"},
+                             "ownerReferences": owner("ReplicaSet", "orders-api-5c6d", rs.metadata.uid.as_deref().unwrap())},
+                "spec": {"containers": [{"name": "app", "image": "orders:1"}]},
+                "status": {"phase": "Running", "podIP": ip, "podIPs": [{"ip": ip}],
+                           "startTime": "2020-01-01T00:00:00Z"},
+            }))
+            .unwrap(),
+        )
+        .await
+        .unwrap();
+    }
+}
+
+async fn create_policy(client: &kube::Client) {
+    let policies: Api<PoolPolicy> = Api::namespaced(client.clone(), NS);
+    let policy: PoolPolicy = serde_json::from_value(json!({
+        "apiVersion": "poolwarden.io/v1alpha1", "kind": "PoolPolicy",
+        "metadata": {"name": "orders-db", "namespace": NS},
+        "spec": {
+            "database": {"connectionSecretRef": {"name": "orders-db-monitor"}},
+            "mode": "Enforce",
+            "interval": "1s",
+            // Idle sessions are left alone (the leak stays visible); open transactions are ended.
+            "idle": {"idleInTransactionTimeout": "1s"},
+            "leakDetection": {"window": "1s", "idleThreshold": 3},
+        },
+    }))
+    .unwrap();
+    policies
+        .create(&PostParams::default(), &policy)
+        .await
+        .unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_controller_ends_leaks_marks_the_workload_reports_and_cleans_up() {
+    let sb = database().await;
+    let kube = KubeStandin::start();
+    let client = kube.client().await;
+    let dir = tempfile::tempdir().unwrap();
+    cluster(&client, &sb).await;
+
+    // Pod a leaks: 4 sessions idle (an inherited pool) and 2 idle in transaction.
+    let mut idle = Vec::new();
+    for _ in 0..4 {
+        idle.push(session(&sb, 41).await);
+    }
+    let mut in_tx = Vec::new();
+    for _ in 0..2 {
+        let s = session(&sb, 41).await;
+        s.begin_idle_in_transaction().await.unwrap();
+        in_tx.push(s);
+    }
+    // Pod b is busy and healthy.
+    let busy = session(&sb, 42).await;
+    busy.start_active(120.0);
+    create_policy(&client).await;
+
+    let mut controller = Controller::start(&kube.kubeconfig(dir.path()), dir.path(), "replica-a");
+    eventually("/readyz says ready", 30, || async {
+        controller.get("/readyz").filter(|(s, _)| *s == 200)
+    })
+    .await;
+    assert_eq!(controller.get("/healthz").map(|(s, _)| s), Some(200));
+
+    // The open transactions are terminated; idle and busy sessions are not.
+    for s in &in_tx {
+        let pid = s.pid();
+        eventually(&format!("pid {pid} terminated"), 30, || async {
+            (!alive(&sb, pid).await).then_some(())
+        })
+        .await;
+    }
+    for s in idle.iter().chain([&busy]) {
+        assert!(alive(&sb, s.pid()).await);
+    }
+
+    // The Deployment carries the leak, written by this policy.
+    let deployments: Api<Deployment> = Api::namespaced(client.clone(), NS);
+    let annotations = eventually("the Deployment is annotated", 30, || async {
+        let d = deployments.get("orders-api").await.ok()?;
+        let a = d.metadata.annotations?;
+        a.get("poolwarden.io/leak")
+            .filter(|v| v.contains("IdleAccumulation"))?;
+        Some(a)
+    })
+    .await;
+    assert_eq!(annotations["poolwarden.io/policy"], "shop/orders-db");
+    assert!(
+        annotations["poolwarden.io/leak-detail"]
+            .contains("sessions idle for more than 1s on orders-api-5c6d-a")
+    );
+
+    // The Events exist.
+    let events: Api<Event> = Api::namespaced(client.clone(), NS);
+    let reasons = eventually(
+        "ConnectionLeak and SessionsTerminated events",
+        30,
+        || async {
+            let list = events.list(&ListParams::default()).await.ok()?;
+            let found: Vec<(String, String)> = list
+                .items
+                .iter()
+                .map(|e| {
+                    let regarding = e
+                        .regarding
+                        .as_ref()
+                        .and_then(|r| r.kind.clone())
+                        .unwrap_or_default();
+                    (e.reason.clone().unwrap_or_default(), regarding)
+                })
+                .collect();
+            let has =
+                |reason: &str, kind: &str| found.iter().any(|(r, k)| r == reason && k == kind);
+            (has("ConnectionLeak", "Deployment") && has("SessionsTerminated", "PoolPolicy"))
+                .then_some(found)
+        },
+    )
+    .await;
+    assert!(!reasons.is_empty());
+
+    // The status tells the story.
+    let policies: Api<PoolPolicy> = Api::namespaced(client.clone(), NS);
+    let status = eventually(
+        "the status shows the terminations and the leak",
+        30,
+        || async {
+            let p = policies.get("orders-db").await.ok()?;
+            let s = p.status?;
+            (s.terminations.total >= 2 && s.leaking_workloads >= 1).then_some(s)
+        },
+    )
+    .await;
+    let ready = status
+        .conditions
+        .iter()
+        .find(|c| c.type_ == "Ready")
+        .unwrap();
+    assert_eq!(
+        (ready.status.as_str(), ready.reason.as_str()),
+        ("True", "Reconciled")
+    );
+    assert!(
+        status
+            .conditions
+            .iter()
+            .any(|c| c.type_ == "DatabaseReachable" && c.status == "True")
+    );
+    assert_eq!(status.top_leaks[0].workload, "Deployment/orders-api");
+    assert!(
+        status.top_leaks[0]
+            .findings
+            .contains(&"IdleAccumulation".to_owned())
+    );
+    assert!(
+        status
+            .connections
+            .as_deref()
+            .is_some_and(|c| c.ends_with("/97"))
+    );
+    let p = policies.get("orders-db").await.unwrap();
+    assert_eq!(
+        p.metadata.finalizers,
+        Some(vec!["poolwarden.io/cleanup".to_owned()])
+    );
+
+    // Metrics, with bounded labels.
+    let terminated = controller
+        .metric("poolwarden_terminations_total{policy=\"shop/orders-db\",reason=\"IdleInTransactionTimeout\"}")
+        .unwrap();
+    assert_eq!(terminated, 2.0);
+    assert_eq!(controller.metric("poolwarden_leader"), Some(1.0));
+    assert_eq!(
+        controller.metric("poolwarden_monitoring_connections"),
+        Some(1.0)
+    );
+
+    // Deleting the policy takes its annotations back, then lets it go.
+    policies
+        .delete("orders-db", &DeleteParams::default())
+        .await
+        .unwrap();
+    eventually("the annotations are removed", 30, || async {
+        let d = deployments.get("orders-api").await.ok()?;
+        let a = d.metadata.annotations.unwrap_or_default();
+        (!a.keys().any(|k| k.starts_with("poolwarden.io/"))).then_some(())
+    })
+    .await;
+    eventually("the policy is gone", 30, || async {
+        policies
+            .get_opt("orders-db")
+            .await
+            .ok()?
+            .is_none()
+            .then_some(())
+    })
+    .await;
+
+    // SIGTERM: a clean exit, no monitoring session left behind, the lease released.
+    let exit = controller.terminate();
+    assert!(exit.success(), "{exit:?}\n{}", controller.log());
+    let admin = sb.admin().await.unwrap();
+    let ours: i64 = admin
+        .query_one(
+            "SELECT count(*) FROM pg_stat_activity WHERE application_name = 'poolwarden'",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(ours, 0, "the monitoring connection was closed");
+    let lease = Api::<Lease>::namespaced(client.clone(), "default")
+        .get("poolwarden")
+        .await
+        .unwrap();
+    let holder = lease
+        .spec
+        .and_then(|s| s.holder_identity)
+        .unwrap_or_default();
+    assert!(holder.is_empty(), "released, not held by {holder:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_second_replica_stays_passive_until_the_leader_goes_then_takes_over() {
+    let sb = database().await;
+    let kube = KubeStandin::start();
+    let client = kube.client().await;
+    let dir = tempfile::tempdir().unwrap();
+    cluster(&client, &sb).await;
+    create_policy(&client).await;
+    let kubeconfig = kube.kubeconfig(dir.path());
+    let leases: Api<Lease> = Api::namespaced(client.clone(), "default");
+    let holder = || async {
+        let lease = leases.get_opt("poolwarden").await.ok()??;
+        lease.spec?.holder_identity.filter(|h| !h.is_empty())
+    };
+
+    let mut first = Controller::start(&kubeconfig, dir.path(), "replica-a");
+    eventually("replica-a leads", 30, || async {
+        (first.metric("poolwarden_leader") == Some(1.0)).then_some(())
+    })
+    .await;
+    let second = Controller::start(&kubeconfig, dir.path(), "replica-b");
+    eventually("replica-b is ready", 30, || async {
+        second.get("/readyz").filter(|(s, _)| *s == 200)
+    })
+    .await;
+    // Passive for longer than a lease lasts, while the first renews.
+    for _ in 0..6 {
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        assert_eq!(second.metric("poolwarden_leader"), Some(0.0));
+        assert_eq!(holder().await.as_deref(), Some("replica-a"));
+    }
+
+    let exit = first.terminate();
+    assert!(exit.success(), "{exit:?}\n{}", first.log());
+    eventually("replica-b takes over", 30, || async {
+        (second.metric("poolwarden_leader") == Some(1.0)).then_some(())
+    })
+    .await;
+    assert_eq!(holder().await.as_deref(), Some("replica-b"));
+
+    // And acts: a new leak is ended by the new leader.
+    let s = session(&sb, 41).await;
+    s.begin_idle_in_transaction().await.unwrap();
+    eventually(
+        "the new leader terminates the open transaction",
+        30,
+        || async { (!alive(&sb, s.pid()).await).then_some(()) },
+    )
+    .await;
+    assert!(second.log().contains("leading: reconciling PoolPolicies"));
+}

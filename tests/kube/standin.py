@@ -1,0 +1,1075 @@
+"""A stateful stand-in for the Kubernetes API server, for poolwarden's end-to-end tests.
+
+Run it as ``python3 tests/kube/standin.py --port PORT`` (``--port 0`` picks a free port); it prints
+``ready http://127.0.0.1:PORT`` on stdout once it listens and exits cleanly on SIGTERM or SIGINT
+(and, with ``--watch-stdin``, when its standard input closes, i.e. when the test that started it
+dies). It serves plain HTTP with no authentication.
+
+It is built on kmock (PyPI ``kmock``): kmock's ``Server`` listens, its ``KubernetesScaffold``
+parses requests, answers API discovery (``/api``, ``/apis``, ``/apis/GROUP/VERSION``) and renders
+errors as Kubernetes ``Status`` bodies, its bundled catalogue of built-in resources tells kinds and
+scopes, and its ``ObjectsArray`` stores every object with its history. kmock's own stateful
+``KubernetesEmulator`` is too loose for kube-rs (no resourceVersion, uid or creationTimestamp;
+watches replay everything and ignore resourceVersion; no PUT, JSON patch, selectors, status
+subresource or optimistic concurrency; error reasons that are not Kubernetes' own), so the API
+semantics are implemented here, over those kmock parts.
+
+What it serves, for the built-in resources of kmock's catalogue and the custom resources of the
+CRDs in ``crds/`` (or given with ``--crd``):
+
+* list (cluster-wide and namespaced; ``labelSelector``, ``fieldSelector``; no paging), get,
+  create (``generateName`` too), replace, delete (finalizers hold an object with a
+  ``deletionTimestamp`` until an update empties them), delete collection;
+* watch from a ``resourceVersion`` (or from "now" with every object ADDED, for ``0``, empty or
+  ``sendInitialEvents``), with selectors, BOOKMARK events and ``timeoutSeconds``;
+* patches: JSON merge (RFC 7386), JSON patch (RFC 6902), strategic merge (as a JSON merge patch:
+  lists are replaced, not merged by key) and server-side apply: a deep merge that creates the
+  object if missing, with field ownership by ``fieldManager`` kept in ``managedFields`` (a list
+  is one field): an apply removes the fields its manager applied before and omits now, and fails
+  with 409 Conflict to change a field another manager applied, unless ``force=true``;
+* the ``status`` subresource of every resource that has one: writes to it change only
+  ``.status``, writes to the main resource keep the stored ``.status``. ``status`` given on create
+  is kept for built-in resources (tests seed pods that way) and dropped for custom resources;
+* ``resourceVersion`` (one counter for the whole server), ``uid``, ``creationTimestamp``,
+  ``generation`` (bumped when anything but metadata and status changes), 409 Conflict on a stale
+  ``resourceVersion``, 409 AlreadyExists, 404 NotFound, ``dryRun``;
+* metadata-only answers (``Accept: ...;as=PartialObjectMetadata[List]``).
+
+Not served: paging (``limit`` is ignored and no ``continue`` is ever returned), ownership of the
+fields written by other means than apply (``managedFields`` only has Apply entries, and another
+write just takes from them the fields it changes), namespaces' existence (an object can be made
+in a namespace that does not exist; ``default`` and the ``kube-*`` namespaces exist), garbage
+collection of dependents, graceful pod deletion, admission or schema validation, the shared
+storage of ``v1`` and ``events.k8s.io/v1`` Events (they are two separate resources here), 410 Gone
+(the whole history is kept), subresources other than status.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import base64
+import bisect
+import contextlib
+import copy
+import datetime
+import json
+import pathlib
+import random
+import re
+import signal
+import string
+import sys
+import threading
+import traceback
+import uuid
+from collections.abc import Callable
+from typing import Any
+
+try:
+    import aiohttp.web
+    import attrs
+    import jsonpatch
+    import jsonpointer
+    import kmock
+    import yaml
+    from kmock._internal import parsing as kmock_parsing
+except ImportError as e:  # pragma: no cover
+    print(
+        f"standin: a Python package is missing ({e}); run scripts/setup (it installs tests/kube/requirements.txt)",
+        file=sys.stderr,
+        flush=True,
+    )
+    sys.exit(3)
+
+EXIT_MISSING_PACKAGES = 3
+REPO = pathlib.Path(__file__).resolve().parents[2]
+META_ONLY = "as=PartialObjectMetadata"
+META_API_VERSION = "meta.k8s.io/v1"
+ANSWER_JSON = "application/json"
+
+# kmock's own path parser chokes on the `namespaces` resource (`/api/v1/namespaces` has nothing
+# after it); this server routes by its own parser anyway, so only keep kmock's from failing.
+_kmock_parse_path = kmock_parsing.parse_path
+
+
+def _lenient_parse_path(path: str) -> Any:
+    try:
+        return _kmock_parse_path(path)
+    except ValueError:
+        return kmock_parsing.ParsedPath()
+
+
+kmock_parsing.parse_path = _lenient_parse_path
+
+
+# -------------------------------------------------------------------------------------------------
+# Small helpers
+
+
+def now_rfc3339() -> str:
+    return datetime.datetime.now(tz=datetime.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def deep(obj: Any) -> Any:
+    return copy.deepcopy(obj)
+
+
+def merge_patch(target: Any, patch: Any) -> Any:
+    """RFC 7386 JSON merge patch: objects merge recursively, ``null`` removes, the rest replaces."""
+    if not isinstance(patch, dict):
+        return deep(patch)
+    result = deep(target) if isinstance(target, dict) else {}
+    for key, value in patch.items():
+        if value is None:
+            result.pop(key, None)
+        else:
+            result[key] = merge_patch(result.get(key), value)
+    return result
+
+
+def apply_json_patch(doc: Any, ops: list[Any]) -> Any:
+    """RFC 6902, as the API server applies it: a `test` for null passes on a missing member (kube's
+    finalizer helper tests that `/metadata/finalizers` is null before adding the list)."""
+    doc = deep(doc)
+    for op in ops:
+        if isinstance(op, dict) and op.get("op") == "test" and op.get("value", 0) is None:
+            try:
+                jsonpointer.resolve_pointer(doc, op.get("path", ""))
+            except jsonpointer.JsonPointerException:
+                continue
+        doc = jsonpatch.apply_patch(doc, [op], in_place=True)
+    return doc
+
+
+def strip_directives(patch: Any) -> Any:
+    """Drops the `$patch`, `$setElementOrder/…`, `$retainKeys`… directives of strategic patches."""
+    if isinstance(patch, dict):
+        return {k: strip_directives(v) for k, v in patch.items() if not k.startswith("$")}
+    if isinstance(patch, list):
+        return [strip_directives(v) for v in patch]
+    return patch
+
+
+def field_value(obj: dict[str, Any], path: str) -> str:
+    value: Any = obj
+    for part in path.split("."):
+        value = value.get(part) if isinstance(value, dict) else None
+    if value is None:
+        return ""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    return str(value)
+
+
+# -------------------------------------------------------------------------------------------------
+# Errors, rendered by kmock as `Status` bodies
+
+
+def api_error(code: int, reason: str, message: str, kind: Kind | None = None, name: str = "") -> Exception:
+    details: dict[str, Any] = {}
+    if kind is not None:
+        details = {"group": kind.group, "kind": kind.plural}
+        if name:
+            details["name"] = name
+    return kmock.KubernetesError(status=code, reason=reason, message=message, details=details or {"causes": []})
+
+
+def not_found(kind: Kind, name: str) -> Exception:
+    return api_error(404, "NotFound", f'{kind.qualified} "{name}" not found', kind, name)
+
+
+def conflict(kind: Kind, name: str) -> Exception:
+    return api_error(
+        409,
+        "Conflict",
+        f'Operation cannot be fulfilled on {kind.qualified} "{name}": the object has been modified; '
+        "please apply your changes to the latest version and try again",
+        kind,
+        name,
+    )
+
+
+def bad_request(message: str) -> Exception:
+    return api_error(400, "BadRequest", message)
+
+
+def invalid(kind: Kind, name: str, message: str) -> Exception:
+    return api_error(422, "Invalid", f'{kind.kind} "{name}" is invalid: {message}', kind, name)
+
+
+# -------------------------------------------------------------------------------------------------
+# Selectors
+
+Predicate = Callable[[dict[str, Any]], bool]
+
+
+def split_terms(text: str) -> list[str]:
+    terms, depth, current = [], 0, ""
+    for ch in text:
+        if ch == "(":
+            depth += 1
+        elif ch == ")":
+            depth -= 1
+        if ch == "," and depth == 0:
+            terms.append(current)
+            current = ""
+        else:
+            current += ch
+    terms.append(current)
+    return [t.strip() for t in terms if t.strip()]
+
+
+_SET_TERM = re.compile(r"^(\S+)\s+(in|notin)\s+\((.*)\)$")
+
+
+def label_selector(text: str) -> Predicate:
+    checks: list[Callable[[dict[str, str]], bool]] = []
+    for term in split_terms(text):
+        if m := _SET_TERM.match(term):
+            key, op, values = m.group(1), m.group(2), {v.strip() for v in m.group(3).split(",")}
+            if op == "in":
+                checks.append(lambda labels, k=key, vs=values: labels.get(k) in vs)
+            else:
+                checks.append(lambda labels, k=key, vs=values: labels.get(k) not in vs)
+        elif term.startswith("!"):
+            absent = term[1:].strip()
+            checks.append(lambda labels, k=absent: k not in labels)
+        elif "!=" in term:
+            key, value = (p.strip() for p in term.split("!=", 1))
+            checks.append(lambda labels, k=key, v=value: labels.get(k) != v)
+        elif "=" in term:
+            key, value = (p.strip() for p in re.split("==?", term, maxsplit=1))
+            checks.append(lambda labels, k=key, v=value: labels.get(k) == v)
+        elif re.fullmatch(r"[A-Za-z0-9./_-]+", term):
+            checks.append(lambda labels, k=term: k in labels)
+        else:
+            raise bad_request(f"unable to parse requirement: {term!r}")
+
+    def predicate(obj: dict[str, Any]) -> bool:
+        labels = (obj.get("metadata") or {}).get("labels") or {}
+        return all(check(labels) for check in checks)
+
+    return predicate
+
+
+def field_selector(text: str) -> Predicate:
+    checks: list[Predicate] = []
+    for term in split_terms(text):
+        if "!=" in term:
+            path, value = (p.strip() for p in term.split("!=", 1))
+            checks.append(lambda obj, p=path, v=value: field_value(obj, p) != v)
+        elif "=" in term:
+            path, value = (p.strip() for p in re.split("==?", term, maxsplit=1))
+            checks.append(lambda obj, p=path, v=value: field_value(obj, p) == v)
+        else:
+            raise bad_request(f"invalid field selector: {term!r}")
+    return lambda obj: all(check(obj) for check in checks)
+
+
+# -------------------------------------------------------------------------------------------------
+# Resources
+
+
+@attrs.frozen
+class Kind:
+    group: str
+    version: str
+    plural: str
+    kind: str
+    namespaced: bool
+    status: bool  # has a `status` subresource
+    custom: bool  # a custom resource (from a CRD)
+
+    @property
+    def api_version(self) -> str:
+        return f"{self.group}/{self.version}" if self.group else self.version
+
+    @property
+    def qualified(self) -> str:
+        return f"{self.plural}.{self.group}" if self.group else self.plural
+
+    @property
+    def resource(self) -> kmock.resource:
+        return kmock.resource(self.group, self.version, self.plural)
+
+
+@attrs.frozen
+class Route:
+    kind: Kind
+    namespace: str | None
+    name: str | None
+    subresource: str | None
+
+
+@attrs.frozen
+class Change:
+    """One write, as watches see it: `new` is the object after it (its last state if deleted)."""
+
+    rv: int
+    kind: Kind
+    type: str  # ADDED, MODIFIED, DELETED
+    new: dict[str, Any]
+    old: dict[str, Any] | None
+
+
+# What the stand-in needs of crds/poolpolicy.yaml, for when that file cannot be read.
+POOLPOLICY_CRD: dict[str, Any] = {
+    "apiVersion": "apiextensions.k8s.io/v1",
+    "kind": "CustomResourceDefinition",
+    "metadata": {"name": "poolpolicies.poolwarden.io"},
+    "spec": {
+        "group": "poolwarden.io",
+        "names": {"kind": "PoolPolicy", "plural": "poolpolicies", "singular": "poolpolicy", "shortNames": ["pp"]},
+        "scope": "Namespaced",
+        "versions": [{"name": "v1alpha1", "served": True, "storage": True, "subresources": {"status": {}}}],
+    },
+}
+
+
+@attrs.define(kw_only=True)
+class Standin(kmock.KubernetesScaffold):
+    crds: list[pathlib.Path] = attrs.field(factory=list)
+    kinds: dict[tuple[str, str, str], Kind] = attrs.field(factory=dict, init=False)
+    objects: kmock.ObjectsArray = attrs.field(factory=kmock.ObjectsArray, init=False)
+    changes: dict[Kind, list[Change]] = attrs.field(factory=dict, init=False)
+    rv: int = attrs.field(default=0, init=False)
+    changed: asyncio.Condition = attrs.field(factory=asyncio.Condition, init=False)
+    state_lock: asyncio.Lock = attrs.field(factory=asyncio.Lock, init=False)
+    stopping: bool = attrs.field(default=False, init=False)
+
+    def __attrs_post_init__(self) -> None:
+        super().__attrs_post_init__()
+        self.resources.load_bundled()
+        for res in self.resources:
+            info = self.resources[res]
+            if res.plural and info.kind:
+                self.kinds[res.group, res.version, res.plural] = Kind(
+                    group=res.group,
+                    version=res.version,
+                    plural=res.plural,
+                    kind=info.kind,
+                    namespaced=bool(info.namespaced),
+                    status="status" in info.subresources,
+                    custom=False,
+                )
+        for namespace in ("default", "kube-system", "kube-public", "kube-node-lease"):
+            self.seed("", "v1", "namespaces", {"metadata": {"name": namespace}, "status": {"phase": "Active"}})
+        for path in self.crds:
+            for doc in yaml.safe_load_all(path.read_text()):
+                if doc and doc.get("kind") == "CustomResourceDefinition":
+                    self.register_crd(doc)
+                    self.seed("apiextensions.k8s.io", "v1", "customresourcedefinitions", doc)
+        if ("poolwarden.io", "v1alpha1", "poolpolicies") not in self.kinds:
+            # Without crds/poolpolicy.yaml (say, while it is being regenerated), its essentials.
+            self.register_crd(POOLPOLICY_CRD)
+
+    def register_crd(self, crd: dict[str, Any]) -> None:
+        spec = crd["spec"]
+        names = spec["names"]
+        for version in spec["versions"]:
+            kind = Kind(
+                group=spec["group"],
+                version=version["name"],
+                plural=names["plural"],
+                kind=names["kind"],
+                namespaced=spec.get("scope", "Namespaced") == "Namespaced",
+                status="status" in (version.get("subresources") or {}),
+                custom=True,
+            )
+            self.kinds[kind.group, kind.version, kind.plural] = kind
+            self.resources[kind.resource] = kmock.ResourceInfo(
+                kind=kind.kind,
+                singular=names.get("singular"),
+                namespaced=kind.namespaced,
+                verbs={"create", "delete", "deletecollection", "get", "list", "patch", "update", "watch"},
+                shortnames=set(names.get("shortNames") or []),
+                categories=set(names.get("categories") or []),
+                subresources={"status"} if kind.status else set(),
+            )
+
+    def seed(self, group: str, version: str, plural: str, obj: dict[str, Any]) -> None:
+        """Stores an object before the server starts (no watch event)."""
+        kind = self.kinds[group, version, plural]
+        obj = deep(obj)
+        self.rv += 1
+        meta = obj.setdefault("metadata", {})
+        obj.setdefault("apiVersion", kind.api_version)
+        obj.setdefault("kind", kind.kind)
+        meta.update(uid=str(uuid.uuid4()), creationTimestamp=now_rfc3339(), resourceVersion=str(self.rv), generation=1)
+        self.objects[kind.resource, meta.get("namespace"), meta["name"]] = obj
+
+    # ---------------------------------------------------------------------------------------------
+    # Routing
+
+    def route(self, path: str) -> Route | None:
+        parts = [p for p in path.split("/") if p]
+        if len(parts) >= 2 and parts[0] == "api":
+            group, version, rest = "", parts[1], parts[2:]
+        elif len(parts) >= 3 and parts[0] == "apis":
+            group, version, rest = parts[1], parts[2], parts[3:]
+        else:
+            return None
+        if not rest:
+            return None  # discovery
+        namespace = None
+        if rest[0] == "namespaces" and len(rest) >= 3 and (group, version, rest[2]) in self.kinds:
+            namespace, rest = rest[1], rest[2:]
+        kind = self.kinds.get((group, version, rest[0]))
+        if kind is None:
+            raise api_error(404, "NotFound", "the server could not find the requested resource")
+        if namespace is not None and not kind.namespaced:
+            raise api_error(404, "NotFound", "the server could not find the requested resource")
+        name = rest[1] if len(rest) > 1 else None
+        subresource = "/".join(rest[2:]) or None
+        if subresource is not None and not (subresource == "status" and kind.status):
+            raise api_error(404, "NotFound", "the server could not find the requested resource")
+        return Route(kind=kind, namespace=namespace, name=name, subresource=subresource)
+
+    async def _handle(self, request: kmock.Request) -> aiohttp.web.StreamResponse:
+        raw = request._raw_request
+        assert raw is not None
+        meta_only = META_ONLY in raw.headers.get("Accept", "")
+        log(f"{request.method.value} {raw.path_qs}{' (metadata only)' if meta_only else ''}")
+        try:
+            route = self.route(request.url.path)
+            if route is None:
+                return await super()._handle(request)
+            return await self.serve(request, route)
+        except kmock.KubernetesError as e:
+            log(f"  -> {e.status} {e.reason}: {e.message}")
+            raise
+        except Exception:
+            log(traceback.format_exc())
+            raise
+
+    async def serve(self, request: kmock.Request, route: Route) -> aiohttp.web.StreamResponse:
+        method = request.method.value
+        params = request.params
+        headers = request._raw_request.headers if request._raw_request is not None else {}
+        meta_only = META_ONLY in headers.get("Accept", "")
+        if method == "GET" and params.get("watch") in ("true", "1"):
+            return await self.watch(request, route, meta_only)
+        if method == "GET" and route.name is None:
+            return reply(self.list(route, params, meta_only))
+        if route.name is None and method == "POST":
+            if route.kind.namespaced and route.namespace is None:
+                raise api_error(
+                    405, "MethodNotAllowed", "the server does not allow this method on the requested resource"
+                )
+            return reply(await self.create(route, request.data, params), meta_only, status=201)
+        if route.name is None and method == "DELETE":
+            return reply(await self.delete_collection(route, params), meta_only)
+        if route.name is None:
+            raise api_error(405, "MethodNotAllowed", "the server does not allow this method on the requested resource")
+        if route.kind.namespaced and route.namespace is None:
+            raise api_error(404, "NotFound", "the server could not find the requested resource")
+        if method == "GET":
+            return reply(self.get(route), meta_only)
+        if method == "PUT":
+            return reply(await self.replace(route, request.data, params), meta_only)
+        if method == "PATCH":
+            content_type = headers.get("Content-Type", "").split(";")[0].strip().lower()
+            return reply(await self.patch(route, content_type, request.data, params), meta_only)
+        if method == "DELETE":
+            return reply(await self.delete(route, request.data, params), meta_only)
+        raise api_error(405, "MethodNotAllowed", "the server does not allow this method on the requested resource")
+
+    # ---------------------------------------------------------------------------------------------
+    # Storage
+
+    def current(self, kind: Kind, namespace: str | None, name: str) -> dict[str, Any] | None:
+        key = (kind.resource, namespace, name)
+        if key not in self.objects:
+            return None
+        obj = self.objects[key]
+        return None if obj.deleted else deep(obj.raw)
+
+    def existing(self, route: Route) -> dict[str, Any]:
+        assert route.name is not None
+        obj = self.current(route.kind, route.namespace, route.name)
+        if obj is None:
+            raise not_found(route.kind, route.name)
+        return obj
+
+    def all_of(self, kind: Kind, namespace: str | None) -> list[dict[str, Any]]:
+        found = []
+        for (resource, ns, _name), obj in self.objects.items():
+            if resource == kind.resource and not obj.deleted and (namespace is None or ns == namespace):
+                found.append(deep(obj.raw))
+        found.sort(key=lambda o: (o["metadata"].get("namespace") or "", o["metadata"]["name"]))
+        return found
+
+    async def commit(self, kind: Kind, type_: str, new: dict[str, Any], old: dict[str, Any] | None) -> dict[str, Any]:
+        """Stores a write under a new resourceVersion and tells the watches. Call under the lock."""
+        self.rv += 1
+        meta = new["metadata"]
+        meta["resourceVersion"] = str(self.rv)
+        key = (kind.resource, meta.get("namespace"), meta["name"])
+        if type_ == "DELETED":
+            self.objects[key].delete()
+        elif key in self.objects:
+            self.objects[key].history.append(deep(new))
+        else:
+            self.objects[key] = deep(new)
+        self.changes.setdefault(kind, []).append(Change(rv=self.rv, kind=kind, type=type_, new=deep(new), old=old))
+        async with self.changed:
+            self.changed.notify_all()
+        return new
+
+    # ---------------------------------------------------------------------------------------------
+    # Reads
+
+    def filters(self, route: Route, params: dict[str, str]) -> Predicate:
+        checks: list[Predicate] = []
+        if route.name is not None:
+            checks.append(lambda obj: obj["metadata"]["name"] == route.name)
+        if route.namespace is not None:
+            checks.append(lambda obj: obj["metadata"].get("namespace") == route.namespace)
+        if params.get("labelSelector"):
+            checks.append(label_selector(params["labelSelector"]))
+        if params.get("fieldSelector"):
+            checks.append(field_selector(params["fieldSelector"]))
+        return lambda obj: all(check(obj) for check in checks)
+
+    def list(self, route: Route, params: dict[str, str], meta_only: bool) -> dict[str, Any]:
+        keep = self.filters(route, params)
+        items = [obj for obj in self.all_of(route.kind, route.namespace) if keep(obj)]
+        if meta_only:
+            return {
+                "apiVersion": META_API_VERSION,
+                "kind": "PartialObjectMetadataList",
+                "metadata": {"resourceVersion": str(self.rv)},
+                "items": [metadata_of(obj) for obj in items],
+            }
+        return {
+            "apiVersion": route.kind.api_version,
+            "kind": f"{route.kind.kind}List",
+            "metadata": {"resourceVersion": str(self.rv)},
+            "items": items,
+        }
+
+    def get(self, route: Route) -> dict[str, Any]:
+        return self.existing(route)
+
+    async def watch(self, request: kmock.Request, route: Route, meta_only: bool) -> aiohttp.web.StreamResponse:
+        params = request.params
+        keep = self.filters(route, params)
+        bookmarks = params.get("allowWatchBookmarks") == "true"
+        timeout = float(params.get("timeoutSeconds") or 1800)
+        since = params.get("resourceVersion") or "0"
+        if not since.isdigit():
+            raise bad_request(f"invalid resourceVersion: {since!r}")
+        initial = since == "0" or params.get("sendInitialEvents") == "true"
+
+        def encode(type_: str, obj: dict[str, Any]) -> bytes:
+            if meta_only and type_ != "BOOKMARK":
+                obj = metadata_of(obj)
+            return json.dumps({"type": type_, "object": obj}).encode() + b"\n"
+
+        def translate(change: Change) -> bytes | None:
+            now_in = keep(change.new)
+            if change.type == "ADDED":
+                return encode("ADDED", change.new) if now_in else None
+            if change.type == "DELETED":
+                return encode("DELETED", change.new) if now_in else None
+            was_in = change.old is not None and keep(change.old)
+            if was_in and now_in:
+                return encode("MODIFIED", change.new)
+            if now_in:
+                return encode("ADDED", change.new)
+            if was_in:
+                return encode("DELETED", change.new)
+            return None
+
+        def bookmark(rv: int, annotations: dict[str, str] | None = None) -> bytes:
+            meta: dict[str, Any] = {"resourceVersion": str(rv)}
+            if annotations:
+                meta["annotations"] = annotations
+            obj = {"apiVersion": route.kind.api_version, "kind": route.kind.kind, "metadata": meta}
+            if meta_only:
+                obj.update(apiVersion=META_API_VERSION, kind="PartialObjectMetadata")
+            return encode("BOOKMARK", obj)
+
+        history = self.changes.setdefault(route.kind, [])
+        async with self.state_lock:
+            first: list[bytes] = []
+            if initial:
+                first = [encode("ADDED", obj) for obj in self.all_of(route.kind, route.namespace) if keep(obj)]
+                if params.get("sendInitialEvents") == "true" and bookmarks:
+                    first.append(bookmark(self.rv, {"k8s.io/initial-events-end": "true"}))
+                position = len(history)
+            else:
+                position = bisect.bisect_right(history, int(since), key=lambda change: change.rv)
+
+        raw = request._raw_request
+        assert raw is not None
+        response = aiohttp.web.StreamResponse(headers={"Content-Type": ANSWER_JSON})
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        sent_up_to = 0
+        try:
+            await response.prepare(raw)
+            for line in first:
+                await response.write(line)
+            while not self.stopping:
+                while position < len(history):
+                    change = history[position]
+                    position += 1
+                    if line := translate(change):
+                        await response.write(line)
+                # Every change of this kind up to here is sent (nothing awaited since the check).
+                sent_up_to = self.rv
+                left = deadline - loop.time()
+                if left <= 0:
+                    break
+                if raw.transport is None or raw.transport.is_closing():
+                    return response  # the client went away
+                async with self.changed:
+                    if position == len(history) and not self.stopping:
+                        # Short waits, to notice a client that went away while nothing happens.
+                        with contextlib.suppress(TimeoutError):
+                            await asyncio.wait_for(self.changed.wait(), min(left, 5.0))
+            if bookmarks and not self.stopping:
+                await response.write(bookmark(sent_up_to))
+            await response.write_eof()
+        except ConnectionError:
+            pass
+        return response
+
+    # ---------------------------------------------------------------------------------------------
+    # Writes
+
+    def prepare_new(self, route: Route, body: Any) -> dict[str, Any]:
+        kind = route.kind
+        if not isinstance(body, dict):
+            raise bad_request("the body of the request must be a JSON object")
+        obj = deep(body)
+        meta = obj.get("metadata")
+        if meta is None:
+            meta = obj["metadata"] = {}
+        if not isinstance(meta, dict):
+            raise bad_request("metadata must be an object")
+        if obj.get("apiVersion", kind.api_version) != kind.api_version or obj.get("kind", kind.kind) != kind.kind:
+            raise bad_request(
+                f"the object's apiVersion/kind {obj.get('apiVersion')}/{obj.get('kind')} "
+                f"does not match {kind.api_version}/{kind.kind}"
+            )
+        obj["apiVersion"], obj["kind"] = kind.api_version, kind.kind
+        if kind.namespaced:
+            if meta.get("namespace") not in (None, "", route.namespace):
+                raise bad_request(
+                    "the namespace of the provided object does not match the namespace sent on the request"
+                )
+            meta["namespace"] = route.namespace
+        else:
+            meta.pop("namespace", None)
+        if route.name is not None and meta.get("name") not in (None, "", route.name):
+            raise bad_request("the name of the object does not match the name on the URL")
+        if route.name is not None:
+            meta["name"] = route.name
+        if not meta.get("name"):
+            if not meta.get("generateName"):
+                raise invalid(kind, "", "metadata.name: Required value: name or generateName is required")
+            suffix = "".join(random.choices(string.ascii_lowercase + string.digits, k=5))
+            meta["name"] = meta["generateName"] + suffix
+        for field in ("uid", "resourceVersion", "deletionTimestamp", "deletionGracePeriodSeconds", "managedFields"):
+            meta.pop(field, None)
+        meta.update(uid=str(uuid.uuid4()), creationTimestamp=now_rfc3339(), generation=1)
+        if kind.custom and kind.status:
+            obj.pop("status", None)
+        return normalize(kind, obj)
+
+    async def create(self, route: Route, body: Any, params: dict[str, str]) -> dict[str, Any]:
+        obj = self.prepare_new(route, body)
+        meta = obj["metadata"]
+        async with self.state_lock:
+            if self.current(route.kind, meta.get("namespace"), meta["name"]) is not None:
+                raise api_error(
+                    409,
+                    "AlreadyExists",
+                    f'{route.kind.qualified} "{meta["name"]}" already exists',
+                    route.kind,
+                    meta["name"],
+                )
+            if params.get("dryRun"):
+                return obj
+            return await self.commit(route.kind, "ADDED", obj, None)
+
+    async def update(
+        self,
+        route: Route,
+        cur: dict[str, Any],
+        new: Any,
+        params: dict[str, str],
+        owners: Owners | None = None,
+    ) -> dict[str, Any]:
+        """Stores `new` as the next state of `cur`, the way the main resource or /status would.
+
+        `owners` are the fields each server-side-apply manager owns after an apply; for other
+        writes, the managers lose the fields that the write changes or removes.
+        """
+        kind = route.kind
+        assert route.name is not None
+        if not isinstance(new, dict) or not isinstance(new.get("metadata", {}), dict):
+            raise bad_request("the object must be a JSON object with an object for metadata")
+        given_rv = (new.get("metadata") or {}).get("resourceVersion")
+        if given_rv and given_rv != cur["metadata"]["resourceVersion"]:
+            raise conflict(kind, route.name)
+        if route.subresource == "status":
+            result = deep(cur)
+            if "status" in new:
+                result["status"] = deep(new["status"])
+            else:
+                result.pop("status", None)
+        else:
+            result = deep(new)
+            meta = result.setdefault("metadata", {})
+            if meta.get("name") not in (None, route.name):
+                raise bad_request("the name of the object does not match the name on the URL")
+            old_meta = cur["metadata"]
+            for field in (
+                "name",
+                "namespace",
+                "uid",
+                "creationTimestamp",
+                "deletionTimestamp",
+                "deletionGracePeriodSeconds",
+            ):
+                if field in old_meta:
+                    meta[field] = old_meta[field]
+                else:
+                    meta.pop(field, None)
+            meta["generation"] = old_meta.get("generation", 1)
+            result["apiVersion"], result["kind"] = kind.api_version, kind.kind
+            if kind.status:
+                if "status" in cur:
+                    result["status"] = deep(cur["status"])
+                else:
+                    result.pop("status", None)
+            normalize(kind, result)
+            if spec_of(result) != spec_of(cur):
+                meta["generation"] = old_meta.get("generation", 1) + 1
+        result["metadata"]["resourceVersion"] = cur["metadata"]["resourceVersion"]
+        if owners is None:
+            owners = read_owners(cur)
+            for key, paths in owners.items():
+                owners[key] = {p for p in paths if path_value(cur, p) == path_value(result, p)}
+        write_owners(result, {k: {p for p in v if path_value(result, p)[0]} for k, v in owners.items()}, kind)
+        if params.get("dryRun"):
+            return result
+        deleting = result["metadata"].get("deletionTimestamp")
+        if deleting and not result["metadata"].get("finalizers"):
+            return await self.commit(kind, "DELETED", result, cur)
+        if result == cur:
+            return result  # a no-op write keeps the resourceVersion, as Kubernetes does
+        return await self.commit(kind, "MODIFIED", result, cur)
+
+    async def replace(self, route: Route, body: Any, params: dict[str, str]) -> dict[str, Any]:
+        async with self.state_lock:
+            return await self.update(route, self.existing(route), body, params)
+
+    async def patch(self, route: Route, content_type: str, body: Any, params: dict[str, str]) -> dict[str, Any]:
+        kind = route.kind
+        assert route.name is not None
+        async with self.state_lock:
+            cur = self.current(kind, route.namespace, route.name)
+            if content_type == "application/apply-patch+yaml":
+                return await self.apply(route, cur, body, params)
+            if cur is None:
+                raise not_found(kind, route.name)
+            elif content_type in ("application/merge-patch+json", "application/strategic-merge-patch+json"):
+                if not isinstance(body, dict):
+                    raise bad_request("a merge patch must be a JSON object")
+                new = merge_patch(cur, strip_directives(body))
+            elif content_type == "application/json-patch+json":
+                if not isinstance(body, list):
+                    raise bad_request("a JSON patch must be a JSON array")
+                try:
+                    new = apply_json_patch(cur, body)
+                except (jsonpatch.JsonPatchException, jsonpointer.JsonPointerException, KeyError, TypeError) as e:
+                    raise invalid(kind, route.name, f"the JSON patch failed: {e}") from None
+            else:
+                raise api_error(
+                    415, "UnsupportedMediaType", f"the media type {content_type!r} is not supported for PATCH"
+                )
+            return await self.update(route, cur, new, params)
+
+    async def apply(
+        self, route: Route, cur: dict[str, Any] | None, body: Any, params: dict[str, str]
+    ) -> dict[str, Any]:
+        """Server-side apply, with field ownership by manager but without list merge keys: a
+        list is one field. An apply merges its fields in, removes the fields that the same
+        manager applied before and no longer does (unless another manager applied them too),
+        and, without `force`, fails with 409 Conflict to change a field another manager
+        applied. Call under the lock."""
+        kind = route.kind
+        assert route.name is not None
+        if not isinstance(body, dict) or not isinstance(body.get("metadata", {}), dict):
+            raise bad_request("an apply patch must be a JSON object")
+        manager = params.get("fieldManager")
+        if not manager:
+            raise invalid(kind, route.name, "fieldManager: Required value: is required for apply patch")
+        body = deep(body)
+        (body.get("metadata") or {}).pop("managedFields", None)
+        mine = (manager, route.subresource or "")
+        paths = {
+            p for p in leaf_paths(body) if (p[0] == "status") == (route.subresource == "status") or not kind.status
+        }
+        if cur is None:
+            if route.subresource is not None:
+                raise not_found(kind, route.name)
+            obj = self.prepare_new(route, merge_patch({}, body))
+            write_owners(obj, {mine: {p for p in paths if path_value(obj, p)[0]}}, kind)
+            if params.get("dryRun"):
+                return obj
+            return await self.commit(kind, "ADDED", obj, None)
+
+        owners = read_owners(cur)
+        others = {key: owned for key, owned in owners.items() if key != mine}
+        changed = {p for p in paths if path_value(cur, p) != path_value(body, p)}
+        clashes = sorted((key[0], p) for key, owned in others.items() for p in changed & owned)
+        if clashes and params.get("force") != "true":
+            listed = "\n".join(f'- conflict with "{who}": .{".".join(p)}' for who, p in clashes)
+            raise api_error(
+                409,
+                "Conflict",
+                f"Apply failed with {len(clashes)} conflict{'s' if len(clashes) > 1 else ''}: {listed}",
+                kind,
+                route.name,
+            )
+        base = deep(cur)
+        for p in owners.get(mine, set()) - paths:
+            if not any(p in owned for owned in others.values()):
+                delete_path(base, p)
+        new = merge_patch(base, body)
+        for key, owned in others.items():
+            owners[key] = owned - changed  # forced: the others lose what this apply changes
+        owners[mine] = paths
+        return await self.update(route, cur, new, params, owners=owners)
+
+    async def delete(self, route: Route, body: Any, params: dict[str, str]) -> dict[str, Any]:
+        kind = route.kind
+        assert route.name is not None
+        options = body if isinstance(body, dict) else {}
+        async with self.state_lock:
+            cur = self.existing(route)
+            pre = options.get("preconditions") or {}
+            if pre.get("uid") and pre["uid"] != cur["metadata"]["uid"]:
+                raise conflict(kind, route.name)
+            if pre.get("resourceVersion") and pre["resourceVersion"] != cur["metadata"]["resourceVersion"]:
+                raise conflict(kind, route.name)
+            if params.get("dryRun") or options.get("dryRun"):
+                return cur
+            return await self.remove(kind, cur)
+
+    async def remove(self, kind: Kind, cur: dict[str, Any]) -> dict[str, Any]:
+        """Deletes `cur`, or marks it for deletion while it has finalizers. Call under the lock."""
+        new = deep(cur)
+        meta = new["metadata"]
+        if meta.get("finalizers"):
+            if meta.get("deletionTimestamp"):
+                return cur
+            meta["deletionTimestamp"] = now_rfc3339()
+            meta["deletionGracePeriodSeconds"] = 0
+            return await self.commit(kind, "MODIFIED", new, cur)
+        return await self.commit(kind, "DELETED", new, cur)
+
+    async def delete_collection(self, route: Route, params: dict[str, str]) -> dict[str, Any]:
+        keep = self.filters(route, params)
+        async with self.state_lock:
+            doomed = [obj for obj in self.all_of(route.kind, route.namespace) if keep(obj)]
+            items = doomed if params.get("dryRun") else [await self.remove(route.kind, obj) for obj in doomed]
+        return {
+            "apiVersion": route.kind.api_version,
+            "kind": f"{route.kind.kind}List",
+            "metadata": {"resourceVersion": str(self.rv)},
+            "items": items,
+        }
+
+    async def shutdown(self) -> None:
+        self.stopping = True
+        async with self.changed:
+            self.changed.notify_all()
+
+
+# -------------------------------------------------------------------------------------------------
+# Field ownership for server-side apply, kept in metadata.managedFields (FieldsV1, lists atomic)
+
+Path = tuple[str, ...]
+Owners = dict[tuple[str, str], set[Path]]  # (manager, subresource) -> the fields it applied
+NOT_OWNED = {("apiVersion",), ("kind",), ("metadata", "name"), ("metadata", "namespace")}
+SERVER_FIELDS = {
+    "uid",
+    "resourceVersion",
+    "creationTimestamp",
+    "generation",
+    "managedFields",
+    "deletionTimestamp",
+    "deletionGracePeriodSeconds",
+    "selfLink",
+}
+
+
+def leaf_paths(obj: dict[str, Any], prefix: Path = ()) -> set[Path]:
+    found: set[Path] = set()
+    for key, value in obj.items():
+        path = prefix + (key,)
+        if path in NOT_OWNED or (prefix == ("metadata",) and key in SERVER_FIELDS):
+            continue
+        if isinstance(value, dict) and value:
+            found |= leaf_paths(value, path)
+        else:
+            found.add(path)
+    return found
+
+
+def path_value(obj: Any, path: Path) -> tuple[bool, Any]:
+    for key in path:
+        if not isinstance(obj, dict) or key not in obj:
+            return False, None
+        obj = obj[key]
+    return True, obj
+
+
+def delete_path(obj: dict[str, Any], path: Path) -> None:
+    parents = [obj]
+    for key in path[:-1]:
+        child = parents[-1].get(key)
+        if not isinstance(child, dict):
+            return
+        parents.append(child)
+    parents[-1].pop(path[-1], None)
+    for depth in range(len(path) - 1, 1, -1):  # drop the maps this emptied, below the top level
+        if parents[depth]:
+            break
+        parents[depth - 1].pop(path[depth - 1], None)
+
+
+def read_owners(obj: dict[str, Any]) -> Owners:
+    owners: Owners = {}
+    for entry in obj.get("metadata", {}).get("managedFields") or []:
+        if entry.get("operation") == "Apply" and entry.get("manager"):
+            key = (entry["manager"], entry.get("subresource", ""))
+            owners[key] = fields_to_paths(entry.get("fieldsV1") or {})
+    return owners
+
+
+def write_owners(obj: dict[str, Any], owners: Owners, kind: Kind) -> None:
+    entries = []
+    for (manager, subresource), paths in sorted(owners.items()):
+        if paths:
+            entry = {
+                "manager": manager,
+                "operation": "Apply",
+                "apiVersion": kind.api_version,
+                "fieldsType": "FieldsV1",
+                "fieldsV1": paths_to_fields(paths),
+            }
+            if subresource:
+                entry["subresource"] = subresource
+            entries.append(entry)
+    if entries:
+        obj["metadata"]["managedFields"] = entries
+    else:
+        obj["metadata"].pop("managedFields", None)
+
+
+def paths_to_fields(paths: set[Path]) -> dict[str, Any]:
+    tree: dict[str, Any] = {}
+    for path in sorted(paths):
+        node = tree
+        for key in path:
+            node = node.setdefault(f"f:{key}", {})
+    return tree
+
+
+def fields_to_paths(tree: dict[str, Any], prefix: Path = ()) -> set[Path]:
+    paths: set[Path] = set()
+    for key, child in tree.items():
+        if not key.startswith("f:"):
+            continue
+        path = prefix + (key[2:],)
+        paths |= fields_to_paths(child, path) if child else {path}
+    return paths
+
+
+def normalize(kind: Kind, obj: dict[str, Any]) -> dict[str, Any]:
+    """What the API server itself changes in a written object: a Secret's stringData moves to data."""
+    if kind.group == "" and kind.plural == "secrets" and isinstance(obj.get("stringData"), dict):
+        data = obj.get("data") if isinstance(obj.get("data"), dict) else {}
+        for key, value in obj.pop("stringData").items():
+            data[key] = base64.b64encode(str(value).encode()).decode()
+        obj["data"] = data
+    return obj
+
+
+def spec_of(obj: dict[str, Any]) -> dict[str, Any]:
+    return {k: v for k, v in obj.items() if k not in ("metadata", "status", "apiVersion", "kind")}
+
+
+def metadata_of(obj: dict[str, Any]) -> dict[str, Any]:
+    return {"apiVersion": META_API_VERSION, "kind": "PartialObjectMetadata", "metadata": obj.get("metadata", {})}
+
+
+def reply(obj: dict[str, Any], meta_only: bool = False, status: int = 200) -> aiohttp.web.Response:
+    if meta_only and obj.get("kind") != "Status" and "items" not in obj:
+        obj = metadata_of(obj)
+    return aiohttp.web.json_response(obj, status=status)
+
+
+_quiet = False
+
+
+def log(line: str) -> None:
+    if not _quiet:
+        print(f"standin: {line}", file=sys.stderr, flush=True)
+
+
+# -------------------------------------------------------------------------------------------------
+# Main
+
+
+async def serve(port: int, host: str, crds: list[pathlib.Path], watch_stdin: bool) -> None:
+    loop = asyncio.get_running_loop()
+    stop = asyncio.Event()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    if watch_stdin:
+
+        def wait_for_eof() -> None:
+            while sys.stdin.buffer.read(4096):
+                pass
+            loop.call_soon_threadsafe(stop.set)
+
+        threading.Thread(target=wait_for_eof, daemon=True).start()
+
+    handler = Standin(crds=crds)
+    async with handler, kmock.Server(handler, host=host, port=port) as server:
+        print(f"ready http://{host}:{server.port}", flush=True)
+        await stop.wait()
+        await handler.shutdown()
+    log("stopped")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--port", type=int, default=0, help="the port to listen on; 0 picks a free one")
+    parser.add_argument("--host", default="127.0.0.1")
+    parser.add_argument(
+        "--crd",
+        type=pathlib.Path,
+        action="append",
+        help="a CRD YAML file whose resources to serve (repeatable; default: crds/*.yaml of the repository)",
+    )
+    parser.add_argument("--watch-stdin", action="store_true", help="exit when standard input closes")
+    parser.add_argument("--quiet", action="store_true", help="do not log requests on stderr")
+    args = parser.parse_args()
+    global _quiet
+    _quiet = args.quiet
+    crds = args.crd if args.crd is not None else sorted((REPO / "crds").glob("*.yaml"))
+    asyncio.run(serve(args.port, args.host, crds, args.watch_stdin))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,859 @@
+//! The Kubernetes stand-in of the end-to-end tests (`tests/kube/standin.py`) answers kube-rs the
+//! way an API server does: lists and watches (also metadata-only), create, replace, patches of
+//! every kind, the status subresource, finalizers, Events and Leases.
+
+mod support;
+
+use std::convert::Infallible;
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures::{Stream, StreamExt};
+use k8s_openapi::api::apps::v1::{Deployment, ReplicaSet};
+use k8s_openapi::api::coordination::v1::Lease;
+use k8s_openapi::api::core::v1::{ObjectReference, Pod, Secret};
+use k8s_openapi::api::events::v1::Event as K8sEvent;
+use kube::api::{
+    Api, ApiResource, DeleteParams, DynamicObject, GroupVersionKind, ListParams, Patch,
+    PatchParams, PostParams,
+};
+use kube::core::PartialObjectMeta;
+use kube::runtime::controller::Action;
+use kube::runtime::events::{Event, EventType, Recorder, Reporter};
+use kube::runtime::finalizer::{self, finalizer};
+use kube::runtime::watcher::{self, Event as Seen};
+use kube::{Client, ResourceExt};
+use kube_lease_manager::LeaseManagerBuilder;
+use serde::de::DeserializeOwned;
+use serde_json::{Value, json};
+use support::kube::KubeStandin;
+
+const WAIT: Duration = Duration::from_secs(15);
+
+fn pool_policies() -> ApiResource {
+    ApiResource::from_gvk_with_plural(
+        &GroupVersionKind::gvk("poolwarden.io", "v1alpha1", "PoolPolicy"),
+        "poolpolicies",
+    )
+}
+
+fn pool_policy(name: &str, finalizers: &[&str]) -> DynamicObject {
+    let mut policy = DynamicObject::new(name, &pool_policies()).data(json!({
+        "spec": {
+            "database": {"connectionSecretRef": {"name": "db", "key": "uri"}},
+            "mode": "DryRun",
+        }
+    }));
+    if !finalizers.is_empty() {
+        policy.metadata.finalizers = Some(finalizers.iter().map(|f| f.to_string()).collect());
+    }
+    policy
+}
+
+fn object<K: DeserializeOwned>(value: Value) -> K {
+    serde_json::from_value(value).expect("the test's object deserialises")
+}
+
+fn deployment() -> Deployment {
+    object(json!({
+        "apiVersion": "apps/v1",
+        "kind": "Deployment",
+        "metadata": {"name": "web", "labels": {"app": "web"}},
+        "spec": {
+            "replicas": 2,
+            "selector": {"matchLabels": {"app": "web"}},
+            "template": {
+                "metadata": {"labels": {"app": "web"}},
+                "spec": {"containers": [{"name": "web", "image": "web:1"}]}
+            }
+        }
+    }))
+}
+
+fn owner(api_version: &str, kind: &str, name: &str, uid: &str) -> Value {
+    json!({
+        "apiVersion": api_version, "kind": kind, "name": name, "uid": uid,
+        "controller": true, "blockOwnerDeletion": true
+    })
+}
+
+fn pod(name: &str, ip: &str, rs: &ReplicaSet) -> Pod {
+    object(json!({
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": {
+            "name": name,
+            "labels": {"app": "web", "pod-template-hash": "5d8f7"},
+            "ownerReferences": [owner("apps/v1", "ReplicaSet", &rs.name_any(), &rs.uid().unwrap())]
+        },
+        "spec": {"containers": [{"name": "web", "image": "web:1"}]},
+        "status": {
+            "phase": "Running",
+            "podIP": ip,
+            "podIPs": [{"ip": ip}],
+            "startTime": "2026-01-02T03:04:05Z"
+        }
+    }))
+}
+
+/// kube's metadata-only watcher (deprecated in kube 5, which the controller may still use).
+#[allow(deprecated)]
+fn metadata_watcher<K>(
+    api: Api<K>,
+    config: watcher::Config,
+) -> impl Stream<Item = Result<Seen<PartialObjectMeta<K>>, watcher::Error>> + Unpin + Send
+where
+    K: kube::Resource + Clone + DeserializeOwned + std::fmt::Debug + Send + 'static,
+{
+    kube::runtime::metadata_watcher(api, config).boxed()
+}
+
+fn watch<K>(
+    api: Api<K>,
+    config: watcher::Config,
+) -> impl Stream<Item = Result<Seen<K>, watcher::Error>> + Unpin + Send
+where
+    K: kube::Resource + Clone + DeserializeOwned + std::fmt::Debug + Send + 'static,
+{
+    watcher::watcher(api, config).boxed()
+}
+
+/// Pulls events from a watcher until one satisfies `want`.
+async fn until<K, S>(stream: &mut S, what: &str, want: impl Fn(&Seen<K>) -> bool) -> Seen<K>
+where
+    S: Stream<Item = Result<Seen<K>, watcher::Error>> + Unpin,
+{
+    let wait = async {
+        loop {
+            match stream.next().await {
+                Some(Ok(event)) if want(&event) => return event,
+                Some(Ok(_)) => {}
+                Some(Err(e)) => panic!("the watch failed while waiting for {what}: {e}"),
+                None => panic!("the watch ended while waiting for {what}"),
+            }
+        }
+    };
+    tokio::time::timeout(WAIT, wait)
+        .await
+        .unwrap_or_else(|_| panic!("no {what} within {WAIT:?}"))
+}
+
+fn applied<K: ResourceExt>(name: &str) -> impl Fn(&Seen<K>) -> bool {
+    move |event| matches!(event, Seen::Apply(o) | Seen::InitApply(o) if o.name_any() == name)
+}
+
+fn deleted<K: ResourceExt>(name: &str) -> impl Fn(&Seen<K>) -> bool {
+    move |event| matches!(event, Seen::Delete(o) if o.name_any() == name)
+}
+
+fn api_error(result: Result<impl std::fmt::Debug, kube::Error>) -> Box<kube::core::Status> {
+    match result {
+        Err(kube::Error::Api(status)) => status,
+        other => panic!("expected an API error, got {other:?}"),
+    }
+}
+
+#[tokio::test]
+async fn watchers_see_workloads_and_policies_arrive_change_and_go() {
+    let kube = KubeStandin::start();
+    let client = kube.client().await;
+    let pods: Api<Pod> = Api::default_namespaced(client.clone());
+    let policies: Api<DynamicObject> =
+        Api::namespaced_with(client.clone(), "default", &pool_policies());
+
+    // Watchers started before anything exists: they see the objects arrive as they are made.
+    let mut pod_events = watch(Api::<Pod>::all(client.clone()), watcher::Config::default());
+    let mut policy_meta = metadata_watcher(
+        Api::<DynamicObject>::all_with(client.clone(), &pool_policies()),
+        watcher::Config::default(),
+    );
+    // kube 5's successor of metadata_watcher: an Api of PartialObjectMeta asks for metadata only.
+    let mut pod_meta = watch(
+        Api::<PartialObjectMeta<Pod>>::all(client.clone()),
+        watcher::Config::default(),
+    );
+    until(&mut pod_events, "the pods' initial list", |e| {
+        matches!(e, Seen::InitDone)
+    })
+    .await;
+    until(&mut policy_meta, "the policies' initial list", |e| {
+        matches!(e, Seen::InitDone)
+    })
+    .await;
+    until(&mut pod_meta, "the pods' initial metadata list", |e| {
+        matches!(e, Seen::InitDone)
+    })
+    .await;
+
+    let deployments: Api<Deployment> = Api::default_namespaced(client.clone());
+    let dep = deployments
+        .create(&PostParams::default(), &deployment())
+        .await
+        .unwrap();
+    assert_eq!(dep.namespace().as_deref(), Some("default"));
+    assert!(dep.uid().is_some_and(|uid| !uid.is_empty()));
+    assert!(dep.creation_timestamp().is_some());
+    let rs: ReplicaSet = object(json!({
+        "apiVersion": "apps/v1",
+        "kind": "ReplicaSet",
+        "metadata": {
+            "name": "web-5d8f7",
+            "labels": {"app": "web", "pod-template-hash": "5d8f7"},
+            "ownerReferences": [owner("apps/v1", "Deployment", "web", &dep.uid().unwrap())]
+        },
+        "spec": {
+            "selector": {"matchLabels": {"app": "web"}},
+            "template": {
+                "metadata": {"labels": {"app": "web"}},
+                "spec": {"containers": [{"name": "web", "image": "web:1"}]}
+            }
+        }
+    }));
+    let rs = Api::<ReplicaSet>::default_namespaced(client.clone())
+        .create(&PostParams::default(), &rs)
+        .await
+        .unwrap();
+    let rv_rs: u64 = rs.resource_version().unwrap().parse().unwrap();
+    let rv_dep: u64 = dep.resource_version().unwrap().parse().unwrap();
+    assert!(rv_rs > rv_dep, "resourceVersions increase");
+
+    let first = pods
+        .create(
+            &PostParams::default(),
+            &pod("web-5d8f7-a", "10.1.0.11", &rs),
+        )
+        .await
+        .unwrap();
+    let status = first
+        .status
+        .as_ref()
+        .expect("a pod keeps the status it is created with");
+    assert_eq!(status.pod_ip.as_deref(), Some("10.1.0.11"));
+    assert!(status.start_time.is_some());
+    pods.create(
+        &PostParams::default(),
+        &pod("web-5d8f7-b", "10.1.0.12", &rs),
+    )
+    .await
+    .unwrap();
+    let secret: Secret = object(json!({
+        "apiVersion": "v1", "kind": "Secret",
+        "metadata": {"name": "db"},
+        "stringData": {"uri": "postgresql://monitor@db/app"}
+    }));
+    Api::<Secret>::default_namespaced(client.clone())
+        .create(&PostParams::default(), &secret)
+        .await
+        .unwrap();
+    policies
+        .create(&PostParams::default(), &pool_policy("main", &[]))
+        .await
+        .unwrap();
+
+    let Seen::Apply(seen) = until(&mut pod_events, "pod a", applied("web-5d8f7-a")).await else {
+        unreachable!()
+    };
+    let owners = seen.metadata.owner_references.unwrap();
+    assert_eq!(owners[0].kind, "ReplicaSet");
+    assert_eq!(owners[0].uid, rs.uid().unwrap());
+    let ips = seen.status.unwrap().pod_ips.unwrap();
+    assert_eq!(ips[0].ip, "10.1.0.11");
+    until(&mut pod_events, "pod b", applied("web-5d8f7-b")).await;
+    let Seen::Apply(meta) = until(&mut policy_meta, "the policy's metadata", applied("main")).await
+    else {
+        unreachable!()
+    };
+    assert_eq!(meta.metadata.namespace.as_deref(), Some("default"));
+    let Seen::Apply(meta) = until(&mut pod_meta, "pod a's metadata", applied("web-5d8f7-a")).await
+    else {
+        unreachable!()
+    };
+    assert_eq!(meta.labels()["app"], "web");
+    assert!(meta.metadata.owner_references.is_some());
+
+    // A change and a deletion reach the running watchers.
+    pods.patch(
+        "web-5d8f7-a",
+        &PatchParams::default(),
+        &Patch::Merge(json!({"metadata": {"labels": {"leaking": "yes"}}})),
+    )
+    .await
+    .unwrap();
+    until(
+        &mut pod_events,
+        "the changed pod",
+        |e| matches!(e, Seen::Apply(p) if p.labels().get("leaking").is_some_and(|v| v == "yes")),
+    )
+    .await;
+    pods.delete("web-5d8f7-b", &DeleteParams::default())
+        .await
+        .unwrap();
+    until(
+        &mut pod_events,
+        "the pod's deletion",
+        deleted("web-5d8f7-b"),
+    )
+    .await;
+    policies
+        .delete("main", &DeleteParams::default())
+        .await
+        .unwrap();
+    until(&mut policy_meta, "the policy's deletion", deleted("main")).await;
+
+    // A watcher started later lists what exists, and honours label and field selectors.
+    let config = watcher::Config::default()
+        .labels("app=web,leaking in (yes)")
+        .fields("metadata.name=web-5d8f7-a");
+    let mut selected = watch(Api::<Pod>::all(client.clone()), config).boxed();
+    until(&mut selected, "the listed pod", applied("web-5d8f7-a")).await;
+    until(&mut selected, "the end of the list", |e| {
+        matches!(e, Seen::InitDone)
+    })
+    .await;
+    let listed = pods
+        .list(&ListParams::default().labels("app=web"))
+        .await
+        .unwrap();
+    assert_eq!(listed.items.len(), 1);
+    assert!(listed.metadata.resource_version.is_some());
+    let none = pods
+        .list(&ListParams::default().labels("app!=web"))
+        .await
+        .unwrap();
+    assert!(none.items.is_empty());
+
+    // The Secret's stringData became data, as the API server does it.
+    let secret = Api::<Secret>::default_namespaced(client.clone())
+        .get("db")
+        .await
+        .unwrap();
+    assert_eq!(
+        secret.data.unwrap()["uri"].0,
+        b"postgresql://monitor@db/app".to_vec()
+    );
+    assert!(secret.string_data.is_none());
+
+    // Cluster-wide lists of every kind the controller watches answer.
+    let rss = Api::<ReplicaSet>::all(client.clone())
+        .list(&ListParams::default())
+        .await
+        .unwrap();
+    assert_eq!(rss.items.len(), 1);
+    let metas = Api::<Pod>::all(client.clone())
+        .list_metadata(&ListParams::default())
+        .await
+        .unwrap();
+    assert_eq!(metas.items.len(), 1);
+    assert_eq!(metas.items[0].name_any(), "web-5d8f7-a");
+}
+
+#[tokio::test]
+async fn status_takes_server_side_apply_and_annotations_take_merge_patches() {
+    let kube = KubeStandin::start();
+    let client = kube.client().await;
+    let policies: Api<DynamicObject> =
+        Api::namespaced_with(client.clone(), "default", &pool_policies());
+    let created = policies
+        .create(&PostParams::default(), &pool_policy("main", &[]))
+        .await
+        .unwrap();
+    assert_eq!(created.metadata.generation, Some(1));
+
+    let status = json!({
+        "apiVersion": "poolwarden.io/v1alpha1",
+        "kind": "PoolPolicy",
+        "status": {
+            "observedGeneration": 1,
+            "connections": "3/100",
+            "leakingWorkloads": 1,
+            "conditions": [{"type": "Ready", "status": "True", "reason": "Checked",
+                            "message": "ok", "lastTransitionTime": "2026-01-02T03:04:05Z"}]
+        }
+    });
+    let applied = policies
+        .patch_status(
+            "main",
+            &PatchParams::apply("poolwarden").force(),
+            &Patch::Apply(&status),
+        )
+        .await
+        .unwrap();
+    assert_eq!(applied.data["status"]["connections"], "3/100");
+    let read = policies.get("main").await.unwrap();
+    assert_eq!(read.data["status"]["leakingWorkloads"], 1);
+    assert_eq!(read.data["status"]["conditions"][0]["type"], "Ready");
+    assert_eq!(read.data["spec"]["mode"], "DryRun", "the spec is untouched");
+    assert_eq!(
+        read.metadata.generation,
+        Some(1),
+        "a status write is no new generation"
+    );
+
+    // Writes to the main resource leave the status alone, and a spec change is a new generation.
+    let patched = policies
+        .patch(
+            "main",
+            &PatchParams::default(),
+            &Patch::Merge(json!({"spec": {"mode": "Enforce"}, "status": {"connections": "0/0"}})),
+        )
+        .await
+        .unwrap();
+    assert_eq!(patched.data["spec"]["mode"], "Enforce");
+    assert_eq!(patched.data["status"]["connections"], "3/100");
+    assert_eq!(patched.metadata.generation, Some(2));
+
+    // The status subresource also takes merge patches and replaces, and only changes the status.
+    let merged = policies
+        .patch_status(
+            "main",
+            &PatchParams::default(),
+            &Patch::Merge(json!({"spec": {"mode": "DryRun"}, "status": {"connections": "4/100"}})),
+        )
+        .await
+        .unwrap();
+    assert_eq!(merged.data["status"]["connections"], "4/100");
+    assert_eq!(merged.data["status"]["leakingWorkloads"], 1);
+    assert_eq!(merged.data["spec"]["mode"], "Enforce");
+
+    // Server-side apply creates a missing object.
+    let ssa = PatchParams::apply("poolwarden").force();
+    let other = policies
+        .patch(
+            "other",
+            &ssa,
+            &Patch::Apply(json!({
+                "apiVersion": "poolwarden.io/v1alpha1",
+                "kind": "PoolPolicy",
+                "metadata": {"name": "other"},
+                "spec": {"mode": "DryRun"}
+            })),
+        )
+        .await
+        .unwrap();
+    assert!(other.uid().is_some());
+
+    // Annotations: set with a merge patch, then removed with null.
+    let deployments: Api<Deployment> = Api::default_namespaced(client.clone());
+    deployments
+        .create(&PostParams::default(), &deployment())
+        .await
+        .unwrap();
+    let annotated = deployments
+        .patch(
+            "web",
+            &PatchParams::default(),
+            &Patch::Merge(json!({"metadata": {"annotations": {
+                "poolwarden.io/leaking": "true", "keep": "me"
+            }}})),
+        )
+        .await
+        .unwrap();
+    assert_eq!(annotated.annotations()["poolwarden.io/leaking"], "true");
+    deployments
+        .patch(
+            "web",
+            &PatchParams::default(),
+            &Patch::Merge(json!({"metadata": {"annotations": {"poolwarden.io/leaking": null}}})),
+        )
+        .await
+        .unwrap();
+    let read = deployments.get("web").await.unwrap();
+    assert!(!read.annotations().contains_key("poolwarden.io/leaking"));
+    assert_eq!(read.annotations()["keep"], "me");
+    assert_eq!(
+        read.spec.unwrap().replicas,
+        Some(2),
+        "a merge patch keeps the rest"
+    );
+
+    // A JSON patch, with a failing test that changes nothing.
+    let json_patch = Patch::Json::<()>(
+        serde_json::from_value(json!([
+            {"op": "test", "path": "/metadata/annotations/keep", "value": "me"},
+            {"op": "replace", "path": "/spec/replicas", "value": 3},
+            {"op": "add", "path": "/metadata/labels/tier", "value": "front"},
+            {"op": "remove", "path": "/metadata/annotations/keep"}
+        ]))
+        .unwrap(),
+    );
+    let patched = deployments
+        .patch("web", &PatchParams::default(), &json_patch)
+        .await
+        .unwrap();
+    assert_eq!(patched.spec.as_ref().unwrap().replicas, Some(3));
+    assert_eq!(patched.labels()["tier"], "front");
+    assert!(!patched.annotations().contains_key("keep"));
+    let failing = Patch::Json::<()>(
+        serde_json::from_value(json!([
+            {"op": "test", "path": "/spec/replicas", "value": 7},
+            {"op": "replace", "path": "/spec/replicas", "value": 9}
+        ]))
+        .unwrap(),
+    );
+    let status = api_error(
+        deployments
+            .patch("web", &PatchParams::default(), &failing)
+            .await,
+    );
+    assert_eq!(status.code, 422);
+    let read = deployments.get("web").await.unwrap();
+    assert_eq!(read.spec.unwrap().replicas, Some(3));
+}
+
+#[tokio::test]
+async fn a_finalizer_holds_a_deleted_policy_until_it_is_removed() {
+    let kube = KubeStandin::start();
+    let client = kube.client().await;
+    let policies: Api<DynamicObject> =
+        Api::namespaced_with(client.clone(), "default", &pool_policies());
+    policies
+        .create(
+            &PostParams::default(),
+            &pool_policy("held", &["poolwarden.io/cleanup"]),
+        )
+        .await
+        .unwrap();
+    let mut events = watch(
+        Api::<DynamicObject>::all_with(client.clone(), &pool_policies()),
+        watcher::Config::default(),
+    );
+    until(&mut events, "the listed policy", applied("held")).await;
+
+    let answer = policies
+        .delete("held", &DeleteParams::default())
+        .await
+        .unwrap();
+    let marked = answer
+        .left()
+        .expect("the held object comes back, not a Status");
+    assert!(marked.metadata.deletion_timestamp.is_some());
+    let read = policies.get("held").await.unwrap();
+    assert!(read.metadata.deletion_timestamp.is_some());
+    until(
+        &mut events,
+        "the deletion mark",
+        |e| matches!(e, Seen::Apply(o) if o.metadata.deletion_timestamp.is_some()),
+    )
+    .await;
+
+    policies
+        .patch(
+            "held",
+            &PatchParams::default(),
+            &Patch::Merge(json!({"metadata": {"finalizers": null}})),
+        )
+        .await
+        .unwrap();
+    until(&mut events, "the deletion", deleted("held")).await;
+    let status = api_error(policies.get("held").await);
+    assert_eq!(status.code, 404);
+    assert_eq!(status.reason, "NotFound");
+    assert!(status.is_not_found());
+
+    // kube's finalizer helper: its JSON patches add the finalizer, then remove it after cleanup.
+    const FINALIZER: &str = "poolwarden.io/cleanup";
+    let policy = policies
+        .create(&PostParams::default(), &pool_policy("helped", &[]))
+        .await
+        .unwrap();
+    let reconcile = |event: finalizer::Event<DynamicObject>| async move {
+        match event {
+            finalizer::Event::Apply(_) => Ok::<_, Infallible>(Action::await_change()),
+            finalizer::Event::Cleanup(_) => Ok(Action::await_change()),
+        }
+    };
+    finalizer(&policies, FINALIZER, Arc::new(policy), reconcile)
+        .await
+        .unwrap();
+    let policy = policies.get("helped").await.unwrap();
+    assert_eq!(policy.finalizers(), [FINALIZER]);
+    finalizer(&policies, FINALIZER, Arc::new(policy), reconcile)
+        .await
+        .unwrap();
+    policies
+        .delete("helped", &DeleteParams::default())
+        .await
+        .unwrap();
+    let deleting = policies.get("helped").await.unwrap();
+    assert!(deleting.metadata.deletion_timestamp.is_some());
+    finalizer(&policies, FINALIZER, Arc::new(deleting), reconcile)
+        .await
+        .unwrap();
+    until(
+        &mut events,
+        "the helped policy's deletion",
+        deleted("helped"),
+    )
+    .await;
+    assert!(policies.get_opt("helped").await.unwrap().is_none());
+}
+
+#[tokio::test]
+async fn events_are_recorded_and_leases_are_replaced_optimistically() {
+    let kube = KubeStandin::start();
+    let client = kube.client().await;
+
+    // Events through kube's Recorder (events.k8s.io/v1); the same event again is a series.
+    let recorder = Recorder::new(
+        client.clone(),
+        Reporter {
+            controller: "poolwarden".into(),
+            instance: Some("poolwarden-0".into()),
+        },
+    );
+    let reference = ObjectReference {
+        api_version: Some("poolwarden.io/v1alpha1".into()),
+        kind: Some("PoolPolicy".into()),
+        name: Some("main".into()),
+        namespace: Some("default".into()),
+        uid: Some("0f0e0d0c-0000-4000-8000-000000000001".into()),
+        ..ObjectReference::default()
+    };
+    let event = Event {
+        type_: EventType::Warning,
+        reason: "LeakDetected".into(),
+        note: Some("web leaks idle sessions".into()),
+        action: "Terminate".into(),
+        secondary: None,
+    };
+    recorder.publish(&event, &reference).await.unwrap();
+    recorder.publish(&event, &reference).await.unwrap();
+    let events: Api<K8sEvent> = Api::default_namespaced(client.clone());
+    let listed = events.list(&ListParams::default()).await.unwrap();
+    assert_eq!(listed.items.len(), 1);
+    let recorded = &listed.items[0];
+    assert_eq!(recorded.reason.as_deref(), Some("LeakDetected"));
+    assert_eq!(recorded.type_.as_deref(), Some("Warning"));
+    assert_eq!(
+        recorded.regarding.as_ref().unwrap().name.as_deref(),
+        Some("main")
+    );
+    assert_eq!(recorded.series.as_ref().map(|s| s.count), Some(2));
+
+    // Leases: create, replace, and a replace from a stale resourceVersion is a conflict.
+    let leases: Api<Lease> = Api::default_namespaced(client.clone());
+    let lease: Lease = object(json!({
+        "apiVersion": "coordination.k8s.io/v1", "kind": "Lease",
+        "metadata": {"name": "poolwarden-leader"},
+        "spec": {"holderIdentity": "poolwarden-0", "leaseDurationSeconds": 15,
+                 "renewTime": "2026-01-02T03:04:05.123456Z"}
+    }));
+    let created = leases.create(&PostParams::default(), &lease).await.unwrap();
+    let mut renewed = created.clone();
+    renewed.spec.as_mut().unwrap().lease_duration_seconds = Some(30);
+    let replaced = leases
+        .replace("poolwarden-leader", &PostParams::default(), &renewed)
+        .await
+        .unwrap();
+    assert_eq!(
+        replaced.spec.as_ref().unwrap().lease_duration_seconds,
+        Some(30)
+    );
+    assert_ne!(replaced.resource_version(), created.resource_version());
+    let mut stale = created.clone();
+    stale.spec.as_mut().unwrap().holder_identity = Some("poolwarden-1".into());
+    let status = api_error(
+        leases
+            .replace("poolwarden-leader", &PostParams::default(), &stale)
+            .await,
+    );
+    assert_eq!(status.code, 409);
+    assert!(status.is_conflict());
+    let read = leases.get("poolwarden-leader").await.unwrap();
+    assert_eq!(
+        read.spec.unwrap().holder_identity.as_deref(),
+        Some("poolwarden-0")
+    );
+
+    // A duplicate create is AlreadyExists.
+    let status = api_error(leases.create(&PostParams::default(), &lease).await);
+    assert_eq!(status.code, 409);
+    assert!(status.is_already_exists());
+}
+
+#[tokio::test]
+async fn server_side_apply_tracks_the_fields_of_each_manager() {
+    let kube = KubeStandin::start();
+    let client = kube.client().await;
+    let deployments: Api<Deployment> = Api::default_namespaced(client.clone());
+    deployments
+        .create(&PostParams::default(), &deployment())
+        .await
+        .unwrap();
+    let annotations = |values: Value| {
+        Patch::Apply(json!({
+            "apiVersion": "apps/v1", "kind": "Deployment",
+            "metadata": {"name": "web", "annotations": values}
+        }))
+    };
+    let poolwarden = PatchParams::apply("poolwarden");
+    let other = PatchParams::apply("other");
+
+    deployments
+        .patch(
+            "web",
+            &poolwarden,
+            &annotations(json!({"a": "1", "b": "2"})),
+        )
+        .await
+        .unwrap();
+    deployments
+        .patch("web", &other, &annotations(json!({"c": "3", "b": "2"})))
+        .await
+        .unwrap();
+    // poolwarden no longer applies `a` and `b`: `a` goes, `b` stays since `other` applies it too.
+    let read = deployments
+        .patch("web", &poolwarden, &annotations(json!({"d": "4"})))
+        .await
+        .unwrap();
+    let keys: Vec<&String> = read.annotations().keys().collect();
+    assert_eq!(keys, ["b", "c", "d"]);
+    assert_eq!(
+        read.spec.as_ref().unwrap().replicas,
+        Some(2),
+        "the rest stays"
+    );
+    let managers: Vec<String> = read
+        .metadata
+        .managed_fields
+        .unwrap()
+        .into_iter()
+        .filter_map(|entry| entry.manager)
+        .collect();
+    assert_eq!(managers, ["other", "poolwarden"]);
+
+    // Changing a field another manager applied is a conflict, unless forced.
+    let status = api_error(
+        deployments
+            .patch("web", &poolwarden, &annotations(json!({"c": "changed"})))
+            .await,
+    );
+    assert_eq!(status.code, 409);
+    assert!(status.message.contains("other"), "{}", status.message);
+    let forced = deployments
+        .patch(
+            "web",
+            &PatchParams::apply("poolwarden").force(),
+            &annotations(json!({"c": "changed"})),
+        )
+        .await
+        .unwrap();
+    assert_eq!(forced.annotations()["c"], "changed");
+    assert!(!forced.annotations().contains_key("d"));
+}
+
+#[tokio::test]
+async fn kube_lease_manager_elects_one_leader_at_a_time() {
+    let kube = KubeStandin::start();
+    let client = kube.client().await;
+    let manager = |identity: &str| {
+        LeaseManagerBuilder::new(client.clone(), "poolwarden-leader")
+            .with_namespace("default")
+            .with_identity(identity)
+            .with_duration(5)
+            .with_grace(1)
+            .build()
+    };
+    let a = manager("poolwarden-a").await.unwrap();
+    let b = manager("poolwarden-b").await.unwrap();
+    let leads = tokio::time::timeout(WAIT, a.changed()).await.unwrap();
+    assert!(leads.unwrap(), "the first manager takes the free lease");
+    let waiting = tokio::time::timeout(Duration::from_millis(1500), b.changed()).await;
+    assert!(
+        waiting.is_err(),
+        "the second manager waits while the lease is held"
+    );
+    a.release().await.unwrap();
+    let leads = tokio::time::timeout(WAIT, b.changed()).await.unwrap();
+    assert!(
+        leads.unwrap(),
+        "the second manager takes the released lease"
+    );
+    let lease = Api::<Lease>::default_namespaced(client)
+        .get("poolwarden-leader")
+        .await
+        .unwrap();
+    let spec = lease.spec.unwrap();
+    assert_eq!(spec.holder_identity.as_deref(), Some("poolwarden-b"));
+    assert_eq!(spec.lease_transitions, Some(2));
+}
+
+#[tokio::test]
+async fn watches_resume_where_they_timed_out() {
+    let kube = KubeStandin::start();
+    let client = kube.client().await;
+    let secrets: Api<Secret> = Api::default_namespaced(client.clone());
+    // The server ends each watch after a second; the watcher resumes from the last bookmark.
+    let mut events = watch(secrets.clone(), watcher::Config::default().timeout(1));
+    until(&mut events, "the initial list", |e| {
+        matches!(e, Seen::InitDone)
+    })
+    .await;
+    for i in 0..3 {
+        tokio::time::sleep(Duration::from_millis(1200)).await;
+        let name = format!("s{i}");
+        let secret: Secret = object(json!({"metadata": {"name": name}, "data": {}}));
+        secrets
+            .create(&PostParams::default(), &secret)
+            .await
+            .unwrap();
+        until(&mut events, &name, applied(&name)).await;
+    }
+    let watches = kube.log_text().matches("watch=true").count();
+    assert!(watches >= 3, "{watches} watch requests");
+}
+
+#[tokio::test]
+async fn the_kubeconfig_points_a_client_at_the_standin() {
+    let kube = KubeStandin::start();
+    let dir = tempfile::tempdir().unwrap();
+    let path = kube.kubeconfig(dir.path());
+    let kubeconfig = kube::config::Kubeconfig::read_from(&path).unwrap();
+    let config = kube::Config::from_custom_kubeconfig(kubeconfig, &Default::default())
+        .await
+        .unwrap();
+    assert_eq!(config.default_namespace, "default");
+    let client = Client::try_from(config).unwrap();
+    let pods: Api<Pod> = Api::default_namespaced(client);
+    assert!(
+        pods.list(&ListParams::default())
+            .await
+            .unwrap()
+            .items
+            .is_empty()
+    );
+    let status = api_error(pods.get("missing").await);
+    assert_eq!(status.reason, "NotFound");
+    assert_eq!(status.code, 404);
+    assert!(kube.url().starts_with("http://127.0.0.1:"));
+}
+
+#[tokio::test]
+async fn api_discovery_finds_the_policies_and_the_builtins() {
+    let kube = KubeStandin::start();
+    let client = kube.client().await;
+    let gvk = GroupVersionKind::gvk("poolwarden.io", "v1alpha1", "PoolPolicy");
+    let (resource, capabilities) = kube::discovery::pinned_kind(&client, &gvk).await.unwrap();
+    assert_eq!(resource.plural, "poolpolicies");
+    assert_eq!(capabilities.scope, kube::discovery::Scope::Namespaced);
+    let subresources: Vec<&str> = capabilities
+        .subresources
+        .iter()
+        .map(|(r, _)| r.plural.as_str())
+        .collect();
+    assert_eq!(subresources, ["status"]);
+    let discovery = kube::Discovery::new(client).run().await.unwrap();
+    for (group, kind) in [
+        ("apps", "ReplicaSet"),
+        ("", "Pod"),
+        ("coordination.k8s.io", "Lease"),
+    ] {
+        assert!(
+            discovery.groups().any(|g| g.name() == group
+                && g.recommended_resources()
+                    .iter()
+                    .any(|(r, _)| r.kind == kind)),
+            "{group}/{kind} is discovered"
+        );
+    }
+}
