@@ -18,6 +18,7 @@ use kube::api::{Api, DeleteParams, ListParams, PostParams};
 use poolwarden::api::PoolPolicy;
 use poolwarden::sandbox::{Sandbox, Session, SessionSpec};
 use serde_json::json;
+use support::alive;
 use support::kube::KubeStandin;
 
 const NS: &str = "shop";
@@ -130,21 +131,6 @@ where
         assert!(Instant::now() < deadline, "timed out waiting for: {what}");
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
-}
-
-/// Whether the server still shows backend `pid`. Asked over the admin connection: a query on
-/// the session itself would count as activity and reset its idle clock.
-async fn alive(sb: &Sandbox, pid: i32) -> bool {
-    let admin = sb.admin().await.unwrap();
-    let n: i64 = admin
-        .query_one(
-            "SELECT count(*) FROM pg_stat_activity WHERE pid = $1",
-            &[&pid],
-        )
-        .await
-        .unwrap()
-        .get(0);
-    n == 1
 }
 
 async fn database() -> Sandbox {

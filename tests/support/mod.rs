@@ -69,19 +69,25 @@ pub async fn cycle(pg: &mut Postgres, rules: &Rules) -> Cycle {
         .expect("cycle runs")
 }
 
+/// Whether the server still shows backend `pid`. Asked over the admin connection: a query on
+/// the session itself would count as activity and reset its idle clock.
+pub async fn alive(sb: &Sandbox, pid: i32) -> bool {
+    let admin = sb.admin().await.unwrap();
+    let n: i64 = admin
+        .query_one(
+            "SELECT count(*) FROM pg_stat_activity WHERE pid = $1",
+            &[&pid],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    n == 1
+}
+
 /// Waits until the server no longer shows `pid` (a terminated backend exits asynchronously).
 pub async fn gone(sb: &Sandbox, pid: i32) -> bool {
-    let admin = sb.admin().await.unwrap();
     for _ in 0..100 {
-        let n: i64 = admin
-            .query_one(
-                "SELECT count(*) FROM pg_stat_activity WHERE pid = $1",
-                &[&pid],
-            )
-            .await
-            .unwrap()
-            .get(0);
-        if n == 0 {
+        if !alive(sb, pid).await {
             return true;
         }
         tokio::time::sleep(Duration::from_millis(20)).await;
