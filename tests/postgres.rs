@@ -425,3 +425,40 @@ async fn churn_is_measured_from_the_servers_session_counter_across_cycles() {
         .expect("churn found");
     assert_eq!(churn.subject.to_string(), "celery-worker@127.0.0.31");
 }
+
+#[tokio::test]
+async fn when_the_server_is_full_the_open_connection_still_acts_and_a_new_one_says_server_full() {
+    // 10 slots, 3 reserved for superusers: 7 for everyone else.
+    let sb = sandbox_with(poolwarden::sandbox::SandboxOptions {
+        max_connections: 10,
+        ..Default::default()
+    })
+    .await;
+    let mut pg = connect(&monitor_url(&sb)).await;
+    let mut leaked = Vec::new();
+    for _ in 0..6 {
+        leaked.push(open(&sb, "worker", 11).await);
+    }
+    pause(600).await;
+
+    let err = poolwarden::database::postgres::Postgres::connect(
+        &monitor_url(&sb),
+        poolwarden::database::postgres::ConnectOptions::default(),
+    )
+    .await
+    .err()
+    .expect("no slot left for a new connection");
+    assert!(matches!(err, DatabaseError::ServerFull { .. }), "{err:?}");
+    assert_eq!(err.category(), "ServerFull");
+    assert!(
+        err.to_string().contains("pg_use_reserved_connections"),
+        "{err}"
+    );
+
+    // The connection poolwarden kept open observes and terminates all the same.
+    let c = cycle(&mut pg, &rules(QUICK_IDLE)).await;
+    assert_eq!(c.decision.capacity.client_sessions, 7);
+    assert_eq!(c.decision.capacity.usable_connections, 7);
+    assert_eq!(c.decision.capacity.utilization_percent, 100);
+    assert_eq!(c.outcome.terminated.len(), 6);
+}
