@@ -3,7 +3,7 @@
 //! Only confirmed findings are written; a workload's annotations go once its findings have cleared
 //! for a window (see [`super::memory`]). A workload annotated by another policy is left to it.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 use serde::Serialize;
 
@@ -42,17 +42,23 @@ pub fn plan(findings: &[Finding], cluster: &ClusterView, annotate: bool) -> Vec<
     let Some(policy) = cluster.policy.as_deref() else {
         return Vec::new();
     };
+    // Confirmed findings by workload, in their order: one pass, not one per workload.
+    let mut by_workload: HashMap<&WorkloadRef, Vec<&Finding>> = HashMap::new();
+    for f in findings.iter().filter(|f| f.confirmed) {
+        if let Subject::Source {
+            source: Source::Workload(w),
+        } = &f.subject
+        {
+            by_workload.entry(w).or_default().push(f);
+        }
+    }
     let mut changes = Vec::new();
     for info in &cluster.workloads {
         let ours = info.annotations.get(POLICY).is_none_or(|p| p == policy);
         if !ours {
             continue;
         }
-        let confirmed: Vec<&Finding> = findings
-            .iter()
-            .filter(|f| f.confirmed)
-            .filter(|f| matches!(&f.subject, Subject::Source { source: Source::Workload(w) } if *w == info.workload))
-            .collect();
+        let confirmed: &[&Finding] = by_workload.get(&info.workload).map_or(&[], Vec::as_slice);
         let desired: BTreeMap<&str, String> = if confirmed.is_empty() || !annotate {
             BTreeMap::new()
         } else {

@@ -6,7 +6,7 @@ use serde::Serialize;
 
 use super::attribution::Source;
 use super::cluster::ClusterView;
-use super::findings::{FindingKind, Observed, Subject, per_pod_budget};
+use super::findings::{Budgets, FindingKind, Observed, Subject};
 use super::groups::Group;
 use super::rules::Rules;
 use crate::database::Snapshot;
@@ -39,6 +39,7 @@ pub fn assess(
     scope_sessions: u32,
     groups: &[Group],
     cluster: &ClusterView,
+    budgets: &Budgets<'_>,
     rules: &Rules,
 ) -> (Capacity, Option<Observed>) {
     let client_sessions = snapshot
@@ -57,7 +58,7 @@ pub fn assess(
     let mut bookings: Vec<(String, u64)> = Vec::new();
     if cluster.workloads.is_empty() {
         for group in groups {
-            if let Some(budget) = per_pod_budget(&group.source, cluster, rules) {
+            if let Some(budget) = budgets.per_pod(&group.source) {
                 bookings.push((
                     group.source.to_string(),
                     group.pods.len() as u64 * u64::from(budget),
@@ -67,7 +68,7 @@ pub fn assess(
     } else {
         for info in &cluster.workloads {
             let source = Source::Workload(info.workload.clone());
-            if let Some(budget) = per_pod_budget(&source, cluster, rules) {
+            if let Some(budget) = budgets.per_pod(&source) {
                 bookings.push((
                     format!("{} ({} x {budget})", info.workload, info.max_replicas),
                     u64::from(info.max_replicas) * u64::from(budget),

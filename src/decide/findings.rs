@@ -10,7 +10,7 @@ use std::time::Duration;
 use serde::Serialize;
 
 use super::attribution::{Source, Via};
-use super::cluster::ClusterView;
+use super::cluster::{ClusterView, WorkloadRef};
 use super::groups::Governed;
 use super::rules::Rules;
 use crate::api::{count, human};
@@ -112,21 +112,39 @@ pub struct Observed {
 
 const EVIDENCE_PIDS: usize = 10;
 
-/// The per-pod budget for a source: the workload's `poolwarden.io/pool-max`, else the policy's.
-pub fn per_pod_budget(source: &Source, cluster: &ClusterView, rules: &Rules) -> Option<u32> {
-    let declared = match source {
-        Source::Workload(w) => cluster
-            .workloads
-            .iter()
-            .find(|info| &info.workload == w)
-            .and_then(|info| info.pool_max),
-        Source::Client { .. } => None,
-    };
-    // A budget of zero is no budget at all (an annotation typo must not condemn a whole pod).
-    declared
-        .filter(|b| *b > 0)
-        .or(rules.max_connections_per_pod)
-        .filter(|b| *b > 0)
+/// Per-pod budgets: a workload's `poolwarden.io/pool-max`, else the policy's. Built once per
+/// decision, so that a source's budget is a lookup rather than a scan of every workload (with
+/// thousands of workloads, the scans per source made deciding quadratic).
+pub struct Budgets<'a> {
+    declared: HashMap<&'a WorkloadRef, Option<u32>>,
+    policy: Option<u32>,
+}
+
+impl<'a> Budgets<'a> {
+    pub fn new(cluster: &'a ClusterView, rules: &Rules) -> Self {
+        let mut declared = HashMap::with_capacity(cluster.workloads.len());
+        for info in &cluster.workloads {
+            // A workload listed twice counts with its first entry, as a scan would find it.
+            declared.entry(&info.workload).or_insert(info.pool_max);
+        }
+        Self {
+            declared,
+            policy: rules.max_connections_per_pod,
+        }
+    }
+
+    /// The per-pod budget for a source.
+    pub fn per_pod(&self, source: &Source) -> Option<u32> {
+        let declared = match source {
+            Source::Workload(w) => self.declared.get(w).copied().flatten(),
+            Source::Client { .. } => None,
+        };
+        // A budget of zero is no budget at all (an annotation typo must not condemn a whole pod).
+        declared
+            .filter(|b| *b > 0)
+            .or(self.policy)
+            .filter(|b| *b > 0)
+    }
 }
 
 /// Findings about sources, from the governed sessions.
@@ -134,6 +152,7 @@ pub fn observe(
     governed: &[Governed<'_>],
     snapshot: &Snapshot,
     cluster: &ClusterView,
+    budgets: &Budgets<'_>,
     rules: &Rules,
 ) -> Vec<Observed> {
     let now = snapshot.observed_at;
@@ -214,7 +233,7 @@ pub fn observe(
         }
 
         // PoolSaturation: a pod holds at least its per-pod budget.
-        if let Some(budget) = per_pod_budget(source, cluster, rules) {
+        if let Some(budget) = budgets.per_pod(source) {
             let saturated = by_pod
                 .iter()
                 .filter(|(_, sessions)| sessions.len() >= budget as usize)

@@ -116,11 +116,12 @@ pub fn decide(inputs: Inputs<'_>) -> Decision {
     let verdicts = terminations::select(condemned, snapshot, rules);
 
     let groups = groups::by_source(&governed, now);
-    let mut observed = findings::observe(&governed, snapshot, cluster, rules);
+    let budgets = findings::Budgets::new(cluster, rules);
+    let mut observed = findings::observe(&governed, snapshot, cluster, &budgets, rules);
     let (rate, churn) = findings::churn(&governed, snapshot, memory.last_sample, rules);
     observed.extend(churn);
     let (mut capacity, overbooked) =
-        capacity::assess(snapshot, in_scope.total, &groups, cluster, rules);
+        capacity::assess(snapshot, in_scope.total, &groups, cluster, &budgets, rules);
     capacity.new_sessions_per_second = rate;
     observed.extend(overbooked);
 

@@ -67,8 +67,9 @@ impl Postgres {
     /// Runs the bare `SELECT * FROM pg_stat_activity` (for benchmarks), returning the row count.
     pub async fn bare_activity_query(&mut self) -> Result<usize, DatabaseError> {
         let client = self.client().await?;
+        // Sent the way the snapshot's statements are, so that the two compare like for like.
         let rows = client
-            .query(BARE_QUERY, &[])
+            .query_typed(BARE_QUERY, &[])
             .await
             .map_err(connect::classify_query_error)?;
         Ok(rows.len())

@@ -6,6 +6,7 @@
 //! `pg_stat_activity` and run for rows the join would have discarded.
 
 use tokio_postgres::Client;
+use tokio_postgres::types::Type;
 
 use super::connect::classify_query_error;
 use crate::database::{DatabaseError, SessionIdentity};
@@ -38,8 +39,17 @@ pub async fn verified(
     let starts: Vec<jiff::Timestamp> = sessions.iter().map(|s| s.backend_start).collect();
     let states: Vec<&str> = sessions.iter().map(|s| s.state.as_str()).collect();
     let changes: Vec<jiff::Timestamp> = sessions.iter().map(|s| s.state_change).collect();
+    // `query_typed`: parse, bind and execute in one go, one round trip.
     let rows = client
-        .query(TERMINATE_VERIFIED, &[&pids, &starts, &states, &changes])
+        .query_typed(
+            TERMINATE_VERIFIED,
+            &[
+                (&pids, Type::INT4_ARRAY),
+                (&starts, Type::TIMESTAMPTZ_ARRAY),
+                (&states, Type::TEXT_ARRAY),
+                (&changes, Type::TIMESTAMPTZ_ARRAY),
+            ],
+        )
         .await
         .map_err(classify_query_error)?;
     Ok(rows
