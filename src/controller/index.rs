@@ -328,21 +328,8 @@ impl ClusterIndex {
         }
         // Workloads still annotated by this policy must be in view, or their annotations would
         // outlive the leak.
-        for ((kind, ns, name), owner) in &self.owners {
-            if ns == namespace
-                && owner
-                    .annotations
-                    .get(crate::decide::POLICY)
-                    .is_some_and(|p| p == policy)
-            {
-                replicas
-                    .entry(WorkloadRef {
-                        namespace: ns.clone(),
-                        kind: kind.clone(),
-                        name: name.clone(),
-                    })
-                    .or_default();
-            }
+        for workload in self.annotated_by(namespace, policy) {
+            replicas.entry(workload).or_default();
         }
 
         let workloads = replicas
