@@ -2,7 +2,7 @@
 # CA bundle: TLS trusts the web PKI roots compiled into the binary, or the sslrootcert file a
 # database URL names. scripts/image builds the binary and then this image:
 #
-#   cargo build --release --locked --target x86_64-unknown-linux-musl
+#   cargo build --release --locked --no-default-features --target x86_64-unknown-linux-musl
 #   buildah build --isolation chroot -t poolwarden:0.1.0 .    # or: docker build -t poolwarden:0.1.0 .
 FROM scratch
 

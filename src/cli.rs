@@ -41,6 +41,8 @@ pub enum Command {
     Controller(ControllerArgs),
     /// A guided demo on a throwaway local PostgreSQL: leaking sessions that reproduce real
     /// post-mortems, then poolwarden finding and ending them. Cleans up after itself.
+    /// (Not in the operator's image: built with the `demo` feature, which `cargo run` has.)
+    #[cfg(feature = "demo")]
     Demo,
 }
 

@@ -6,8 +6,8 @@ use std::io::Write;
 use std::net::Ipv4Addr;
 use std::time::Duration;
 
-use crate::sandbox::{Sandbox, SandboxError, SandboxOptions, Session, SessionSpec};
 use crate::standalone::{self, Output, RunOptions, StandaloneError};
+use poolwarden_sandbox::{ClientSession, Sandbox, SandboxError, SandboxOptions, SessionSpec};
 
 /// The demo's policy, printed for the reader and usable as a starting point.
 pub const DEMO_POLICY: &str = "\
@@ -45,7 +45,7 @@ pub enum DemoError {
 /// The demo's sessions, in groups that share a fate.
 struct Group {
     label: &'static str,
-    sessions: Vec<Session>,
+    sessions: Vec<ClientSession>,
     leaking: bool,
 }
 
@@ -156,7 +156,7 @@ async fn play(sandbox: &Sandbox, out: &mut (impl Write + Send)) -> Result<(), De
     Ok(())
 }
 
-async fn open(sandbox: &Sandbox, app: &str, addr: Ipv4Addr) -> Result<Session, SandboxError> {
+async fn open(sandbox: &Sandbox, app: &str, addr: Ipv4Addr) -> Result<ClientSession, SandboxError> {
     sandbox
         .open_session(
             &SessionSpec::new("shop", "shop", "orders")
@@ -171,7 +171,7 @@ async fn open_many(
     app: &str,
     addr: Ipv4Addr,
     n: usize,
-) -> Result<Vec<Session>, SandboxError> {
+) -> Result<Vec<ClientSession>, SandboxError> {
     let mut sessions = Vec::with_capacity(n);
     for _ in 0..n {
         sessions.push(open(sandbox, app, addr).await?);
@@ -262,7 +262,7 @@ async fn open_sessions(sandbox: &Sandbox, out: &mut impl Write) -> Result<Vec<Gr
 }
 
 /// A healthy pool reuses its sessions: use the pooled one every second, forever.
-async fn keep_busy(session: Option<&Session>) {
+async fn keep_busy(session: Option<&ClientSession>) {
     loop {
         if let Some(s) = session {
             let _ = s.touch().await;

@@ -11,8 +11,8 @@ pub mod controller;
 pub mod cycle;
 pub mod database;
 pub mod decide;
+#[cfg(feature = "demo")]
 pub mod demo;
 pub mod report;
-pub mod sandbox;
 pub mod standalone;
 pub mod telemetry;

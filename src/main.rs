@@ -5,8 +5,10 @@ use std::process::ExitCode;
 
 use clap::Parser;
 use poolwarden::cli::{Cli, Command};
+#[cfg(feature = "demo")]
+use poolwarden::demo;
 use poolwarden::standalone::{self, RunOptions};
-use poolwarden::{api, controller, demo, telemetry};
+use poolwarden::{api, controller, telemetry};
 
 #[tokio::main]
 async fn main() -> ExitCode {
@@ -73,6 +75,7 @@ async fn run(cli: Cli) -> Result<(), Box<dyn Error>> {
             })
             .await?;
         }
+        #[cfg(feature = "demo")]
         Command::Demo => {
             telemetry::init(cli.log_format, "warn");
             demo::run(&mut std::io::stdout()).await?;

@@ -4,7 +4,7 @@ mod support;
 
 use std::process::{Command, Output};
 
-use poolwarden::sandbox::Sandbox;
+use poolwarden_sandbox::Sandbox;
 use serde_json::Value;
 use support::*;
 
@@ -92,7 +92,7 @@ async fn check_json_names_the_seed_findings_and_their_sessions_and_terminates_no
         p.sort();
         p
     };
-    let sorted = |sessions: &[poolwarden::sandbox::Session]| -> Vec<i64> {
+    let sorted = |sessions: &[poolwarden_sandbox::ClientSession]| -> Vec<i64> {
         let mut p: Vec<i64> = sessions.iter().map(|s| i64::from(s.pid())).collect();
         p.sort();
         p

@@ -16,7 +16,7 @@ use k8s_openapi::api::core::v1::{Pod, Secret};
 use k8s_openapi::api::events::v1::Event;
 use kube::api::{Api, DeleteParams, ListParams, PostParams};
 use poolwarden::api::PoolPolicy;
-use poolwarden::sandbox::{Sandbox, Session, SessionSpec};
+use poolwarden_sandbox::{ClientSession, Sandbox, SessionSpec};
 use serde_json::json;
 use support::alive;
 use support::kube::KubeStandin;
@@ -143,7 +143,7 @@ async fn database() -> Sandbox {
     sb
 }
 
-async fn session(sb: &Sandbox, host: u8) -> Session {
+async fn session(sb: &Sandbox, host: u8) -> ClientSession {
     let spec = SessionSpec::new("app", "app", "orders")
         .application("orders-api")
         .from_addr(Ipv4Addr::new(127, 0, 0, host));

@@ -125,7 +125,7 @@ async fn excluded_users_and_applications_are_never_terminated() {
     let dump = open(&sb, "pg_dump 15", 14).await;
     let batch = sb
         .open_session(
-            &poolwarden::sandbox::SessionSpec::new("batch", "batch", APP_DB).application("nightly"),
+            &poolwarden_sandbox::SessionSpec::new("batch", "batch", APP_DB).application("nightly"),
         )
         .await
         .unwrap();
@@ -327,7 +327,7 @@ async fn a_superuser_session_is_reported_with_advice_not_terminated() {
     let sb = sandbox().await;
     let as_postgres = sb
         .open_session(
-            &poolwarden::sandbox::SessionSpec::new("postgres", "postgres", APP_DB)
+            &poolwarden_sandbox::SessionSpec::new("postgres", "postgres", APP_DB)
                 .application("legacy"),
         )
         .await
@@ -357,7 +357,7 @@ async fn a_superuser_session_is_reported_with_advice_not_terminated() {
 
 #[tokio::test]
 async fn the_snapshot_reads_addresses_states_and_server_limits() {
-    let sb = sandbox_with(poolwarden::sandbox::SandboxOptions {
+    let sb = sandbox_with(poolwarden_sandbox::SandboxOptions {
         max_connections: 40,
         ..Default::default()
     })
@@ -429,7 +429,7 @@ async fn churn_is_measured_from_the_servers_session_counter_across_cycles() {
 #[tokio::test]
 async fn when_the_server_is_full_the_open_connection_still_acts_and_a_new_one_says_server_full() {
     // 10 slots, 3 reserved for superusers: 7 for everyone else.
-    let sb = sandbox_with(poolwarden::sandbox::SandboxOptions {
+    let sb = sandbox_with(poolwarden_sandbox::SandboxOptions {
         max_connections: 10,
         ..Default::default()
     })

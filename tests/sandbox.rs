@@ -7,7 +7,7 @@ use std::str::FromStr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use poolwarden::sandbox::{Sandbox, SandboxError, SandboxOptions, SessionSpec};
+use poolwarden_sandbox::{Sandbox, SandboxError, SandboxOptions, SessionSpec};
 use rustls::pki_types::CertificateDer;
 use rustls::pki_types::pem::PemObject;
 use tokio_postgres::config::SslMode;

@@ -4,7 +4,7 @@ mod support;
 
 use poolwarden::database::DatabaseError;
 use poolwarden::database::postgres::{ConnectOptions, Postgres};
-use poolwarden::sandbox::SandboxOptions;
+use poolwarden_sandbox::SandboxOptions;
 use support::*;
 
 async fn ssl_in_use(pg: &mut Postgres) -> bool {

@@ -64,7 +64,7 @@ const BARE_TERMINATE: &str = "SELECT pg_terminate_backend(pid) FROM unnest($1::i
 /// Opens `count` idle sessions, then terminates them with [`BARE_TERMINATE`] over `client`:
 /// `(statement ms, until none is left ms)`.
 async fn bare(
-    sb: &poolwarden::sandbox::Sandbox,
+    sb: &poolwarden_sandbox::Sandbox,
     client: &tokio_postgres::Client,
     admin: &tokio_postgres::Client,
     count: usize,

@@ -24,7 +24,7 @@ use super::index::ClusterIndex;
 use super::metrics::Metrics;
 use super::reconcile::reconcile;
 use crate::api::PoolPolicy;
-use crate::sandbox::{Sandbox, SandboxOptions, SessionSpec};
+use poolwarden_sandbox::{Sandbox, SandboxOptions, SessionSpec};
 
 type ApiHandle = Handle<Request<Body>, Response<Body>>;
 

@@ -10,7 +10,7 @@ use std::time::Duration;
 use poolwarden::cycle::{self, Cycle};
 use poolwarden::database::postgres::{ConnectOptions, Postgres};
 use poolwarden::decide::{ClusterView, Memory, Rules};
-use poolwarden::sandbox::{Sandbox, SandboxOptions, Session, SessionSpec};
+use poolwarden_sandbox::{ClientSession, Sandbox, SandboxOptions, SessionSpec};
 
 pub const APP_DB: &str = "app";
 
@@ -39,7 +39,7 @@ pub fn monitor_url(sb: &Sandbox) -> String {
 }
 
 /// A session of role `app` named `application`, from `127.0.0.<host>`.
-pub async fn open(sb: &Sandbox, application: &str, host: u8) -> Session {
+pub async fn open(sb: &Sandbox, application: &str, host: u8) -> ClientSession {
     sb.open_session(
         &SessionSpec::new("app", "app", APP_DB)
             .application(application)

@@ -13,7 +13,7 @@ use tokio_postgres::{Client, NoTls};
 
 use super::SandboxError;
 
-/// How long [`Session::is_alive`] waits for a running [`Session::start_active`] query to end.
+/// How long [`ClientSession::is_alive`] waits for a running [`ClientSession::start_active`] query to end.
 /// A terminated backend fails its query within milliseconds; a healthy one keeps sleeping.
 const BUSY_GRACE: Duration = Duration::from_millis(250);
 
@@ -54,8 +54,8 @@ impl SessionSpec {
 }
 
 /// One open session. Its connection task runs until the session is dropped (or, after
-/// [`Session::start_active`], until that query ends) or the server closes it.
-pub struct Session {
+/// [`ClientSession::start_active`], until that query ends) or the server closes it.
+pub struct ClientSession {
     // Shared with the task of start_active, which must outlive the call.
     client: Arc<Client>,
     pid: i32,
@@ -63,16 +63,16 @@ pub struct Session {
     busy: Arc<watch::Sender<usize>>,
 }
 
-impl std::fmt::Debug for Session {
+impl std::fmt::Debug for ClientSession {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Session")
+        f.debug_struct("ClientSession")
             .field("pid", &self.pid)
             .finish_non_exhaustive()
     }
 }
 
-impl Session {
-    pub(super) async fn open(port: u16, spec: &SessionSpec) -> Result<Session, SandboxError> {
+impl ClientSession {
+    pub(super) async fn open(port: u16, spec: &SessionSpec) -> Result<ClientSession, SandboxError> {
         let context = || {
             format!(
                 "opening a session as {:?} on database {:?} from {}",
@@ -114,7 +114,7 @@ impl Session {
         let pid = row
             .try_get(0)
             .map_err(|e| SandboxError::postgres(format!("{}: reading its pid", context()), e))?;
-        Ok(Session {
+        Ok(ClientSession {
             client: Arc::new(client),
             pid,
             busy: Arc::new(watch::Sender::new(0)),
@@ -198,7 +198,7 @@ impl Session {
     /// Whether the server still answers `SELECT 1` on this session (an aborted transaction's
     /// refusal is an answer).
     ///
-    /// While a [`Session::start_active`] query runs, `SELECT 1` would wait behind it; instead
+    /// While a [`ClientSession::start_active`] query runs, `SELECT 1` would wait behind it; instead
     /// this waits a quarter second for that query to end (a terminated backend fails it at
     /// once) and, if it still runs, answers whether the connection is open.
     pub async fn is_alive(&self) -> bool {

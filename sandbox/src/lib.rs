@@ -5,7 +5,7 @@
 //! the sandbox (or calling [`Sandbox::stop`]) kills the server and deletes the directory, so a
 //! test that panics leaves nothing behind.
 //!
-//! The point of the sandbox is to manufacture the sessions poolwarden hunts for: [`Session`]s in
+//! The point of the sandbox is to manufacture the sessions poolwarden hunts for: [`ClientSession`]s in
 //! every state (`idle`, `idle in transaction`, `idle in transaction (aborted)`, `active`), each
 //! with its own `application_name` and its own client address. Every address in 127.0.0.0/8 is
 //! loopback on Linux, so binding a session's socket to, say, 127.0.0.12 makes
@@ -32,7 +32,7 @@ use tokio_postgres::error::{DbError, SqlState};
 use tokio_postgres::{Client, NoTls};
 
 use server::{Binaries, Cluster, StartFailure};
-pub use session::{Session, SessionSpec};
+pub use session::{ClientSession, SessionSpec};
 use tls::TlsFiles;
 
 /// Password of the bootstrap superuser `postgres`.
@@ -339,8 +339,8 @@ impl Sandbox {
 
     /// Opens one session whose TCP socket is bound to `spec.source`, so that
     /// `pg_stat_activity.client_addr` shows that address.
-    pub async fn open_session(&self, spec: &SessionSpec) -> Result<Session, SandboxError> {
-        Session::open(self.port, spec).await
+    pub async fn open_session(&self, spec: &SessionSpec) -> Result<ClientSession, SandboxError> {
+        ClientSession::open(self.port, spec).await
     }
 
     /// Creates a login role; each of `grants` is what goes between `GRANT` and `TO`, e.g.
@@ -376,7 +376,7 @@ impl Sandbox {
     }
 
     /// Waits until `pg_stat_activity` shows backend `pid` in `state` (e.g. `"active"` after
-    /// [`Session::start_active`], whose query reaches the server a moment later).
+    /// [`ClientSession::start_active`], whose query reaches the server a moment later).
     pub async fn wait_for_state(
         &self,
         pid: i32,
