@@ -9,10 +9,10 @@ use std::sync::{Arc, Mutex};
 
 use tokio::sync::Mutex as AsyncMutex;
 
-use crate::database::DatabaseError;
-use crate::database::postgres::{ConnectOptions, Postgres, Target};
+use crate::database::postgres::ConnectOptions;
+use crate::database::{AnyEngine, DatabaseError};
 
-pub type SharedEngine = Arc<AsyncMutex<Postgres>>;
+pub type SharedEngine = Arc<AsyncMutex<AnyEngine>>;
 
 #[derive(Default)]
 pub struct Engines {
@@ -35,10 +35,10 @@ impl Engines {
             state.gc();
             return Ok(engine);
         }
-        let engine = Arc::new(AsyncMutex::new(Postgres::new(Target::parse(
+        let engine = Arc::new(AsyncMutex::new(AnyEngine::for_url(
             url,
             ConnectOptions::default(),
-        )?)));
+        )?));
         state.by_url.insert(url.to_owned(), engine.clone());
         state.users.insert(uid.to_owned(), url.to_owned());
         state.gc();

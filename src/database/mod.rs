@@ -2,12 +2,15 @@
 //!
 //! Everything above this module speaks [`Snapshot`] and [`SessionIdentity`]; only
 //! [`postgres`] knows SQL. A second engine (MySQL's `PROCESSLIST` and `KILL CONNECTION`) joins by
-//! implementing [`Engine`], without touching the deciding or reporting code.
+//! implementing [`Engine`] and becoming a variant of [`AnyEngine`] (chosen by the URL's scheme),
+//! without touching the deciding, reporting or controller code.
 
+mod any;
 mod error;
 mod model;
 pub mod postgres;
 
+pub use any::AnyEngine;
 pub use error::DatabaseError;
 pub use model::{
     CLIENT_BACKEND, MonitorRole, Protection, ServerFacts, Session, SessionIdentity, SessionState,

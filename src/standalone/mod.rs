@@ -11,8 +11,8 @@ use std::time::Duration;
 
 use crate::api::{Mode, count, human};
 use crate::cycle::{self, Cycle};
-use crate::database::DatabaseError;
-use crate::database::postgres::{ConnectOptions, Postgres};
+use crate::database::postgres::ConnectOptions;
+use crate::database::{AnyEngine, DatabaseError};
 use crate::decide::Termination;
 use crate::decide::{ClusterView, Memory, Rules};
 use crate::report;
@@ -43,10 +43,15 @@ pub async fn check(
     let mut rules = policy.rules.clone();
     let policy_mode = rules.mode;
     rules.mode = Mode::DryRun;
-    let mut pg = Postgres::connect(url, ConnectOptions::default()).await?;
-    let cycle =
-        cycle::run_once(&mut pg, &rules, &ClusterView::default(), &Memory::default()).await?;
-    let target = pg.target().display().to_owned();
+    let mut engine = AnyEngine::connect(url, ConnectOptions::default()).await?;
+    let cycle = cycle::run_once(
+        &mut engine,
+        &rules,
+        &ClusterView::default(),
+        &Memory::default(),
+    )
+    .await?;
+    let target = engine.display().to_owned();
     let text = match output {
         Output::Table => {
             let mut text = report::render(&target, &cycle);
@@ -78,8 +83,8 @@ pub async fn run(
     options: RunOptions,
     out: &mut (impl Write + Send),
 ) -> Result<RunSummary, StandaloneError> {
-    let mut pg = Postgres::connect(url, ConnectOptions::default()).await?;
-    let target = pg.target().display().to_owned();
+    let mut engine = AnyEngine::connect(url, ConnectOptions::default()).await?;
+    let target = engine.display().to_owned();
     let mode = match rules.mode {
         Mode::Enforce => "Enforce: condemned sessions are terminated",
         Mode::DryRun => "DryRun: nothing is terminated",
@@ -96,7 +101,7 @@ pub async fn run(
     let mut summary = RunSummary::default();
     let mut failures = 0u32;
     loop {
-        match cycle::run_once(&mut pg, rules, &cluster, &memory).await {
+        match cycle::run_once(&mut engine, rules, &cluster, &memory).await {
             Ok(cycle) => {
                 failures = 0;
                 summary.cycles += 1;

@@ -1,0 +1,53 @@
+//! The engine a database URL names, chosen by its scheme.
+//!
+//! Everything that starts from a URL (`check`, `run`, the controller's Secret) goes through
+//! [`AnyEngine`], so that adding an engine is one variant here and nothing above this module
+//! changes. Today: `postgres://` and `postgresql://`.
+
+use super::postgres::{ConnectOptions, Postgres, Target};
+use super::{DatabaseError, Engine, SessionIdentity, Snapshot};
+
+/// One of the engines poolwarden speaks.
+pub enum AnyEngine {
+    Postgres(Postgres),
+}
+
+impl AnyEngine {
+    /// Parses `url` and prepares the engine its scheme names; nothing is connected yet.
+    pub fn for_url(url: &str, options: ConnectOptions) -> Result<Self, DatabaseError> {
+        Ok(Self::Postgres(Postgres::new(Target::parse(url, options)?)))
+    }
+
+    /// Parses `url` and connects once, so that a bad URL, password or address fails right here.
+    pub async fn connect(url: &str, options: ConnectOptions) -> Result<Self, DatabaseError> {
+        Ok(Self::Postgres(Postgres::connect(url, options).await?))
+    }
+
+    /// The target without credentials, for people to read.
+    pub fn display(&self) -> &str {
+        match self {
+            Self::Postgres(pg) => pg.target().display(),
+        }
+    }
+
+    /// A short, bounded engine name (a metric label).
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Self::Postgres(_) => "postgres",
+        }
+    }
+}
+
+impl Engine for AnyEngine {
+    async fn observe(&mut self) -> Result<Snapshot, DatabaseError> {
+        match self {
+            Self::Postgres(pg) => pg.observe().await,
+        }
+    }
+
+    async fn terminate(&mut self, sessions: &[SessionIdentity]) -> Result<Vec<i32>, DatabaseError> {
+        match self {
+            Self::Postgres(pg) => pg.terminate(sessions).await,
+        }
+    }
+}
