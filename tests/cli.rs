@@ -16,7 +16,7 @@ spec:
   mode: Enforce
   idle: {idleTimeout: 400ms, idleInTransactionTimeout: 400ms}
   budgets: {maxConnectionsPerPod: 8}
-  leakDetection: {window: 300ms, idleThreshold: 5}
+  leakDetection: {window: 300ms, strandedIdleAge: 300ms, idleThreshold: 5}
 ";
 
 fn poolwarden(args: &[&str]) -> Output {

@@ -182,6 +182,9 @@ fn snapshot(count: usize, cluster: &ClusterView, now: Timestamp, seed: u64) -> S
             xact_start,
             state,
             state_change,
+            backend_xmin: xact_start.map(|_| 1000 + j as u32),
+            xmin_age: xact_start.map(|_| 50),
+            blocked_by: Vec::new(),
         });
     }
     Snapshot {
@@ -202,6 +205,7 @@ fn snapshot(count: usize, cluster: &ClusterView, now: Timestamp, seed: u64) -> S
         },
         sessions,
         sessions_opened_total: Some(10_000_000),
+        churn: None,
     }
 }
 

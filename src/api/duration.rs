@@ -132,6 +132,22 @@ impl JsonSchema for Duration {
     }
 }
 
+/// Serialises a duration as a number of seconds (`90.5`), for `--output json`.
+pub fn seconds<S: Serializer>(d: &std::time::Duration, s: S) -> Result<S::Ok, S::Error> {
+    s.serialize_f64(d.as_secs_f64())
+}
+
+/// [`seconds`] for an optional duration (`null` when absent).
+pub fn option_seconds<S: Serializer>(
+    d: &Option<std::time::Duration>,
+    s: S,
+) -> Result<S::Ok, S::Error> {
+    match d {
+        Some(d) => s.serialize_some(&d.as_secs_f64()),
+        None => s.serialize_none(),
+    }
+}
+
 /// `1 session`, `3 sessions`.
 pub fn count(n: usize, noun: &str) -> String {
     if n == 1 {

@@ -4,7 +4,7 @@ mod duration;
 mod spec;
 mod status;
 
-pub use duration::{Duration, ParseDurationError, count, human};
+pub use duration::{Duration, ParseDurationError, count, human, option_seconds, seconds};
 pub use spec::{
     Budgets, DatabaseTarget, IdleRules, LeakDetection, Mode, PoolPolicy, PoolPolicySpec, Scope,
     SecretKeyRef, Workloads,

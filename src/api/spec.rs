@@ -53,7 +53,7 @@ use super::status::PoolPolicyStatus;
 #[schemars(transform = require_database)]
 pub struct PoolPolicySpec {
     /// The PostgreSQL server to govern. Required in a cluster; `poolwarden check` and `run` take the
-    /// URL from `--database-url` instead and ignore this field.
+    /// URL from `--database-url` instead and ignore this field (a policy file may leave it out).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub database: Option<DatabaseTarget>,
 
@@ -170,7 +170,15 @@ pub struct IdleRules {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[x_kube(validation = Rule::new("duration(self) > duration('0s')").message("idleInTransactionTimeout must be greater than 0; leave it out to never end such sessions"))]
     pub idle_in_transaction_timeout: Option<Duration>,
-    /// A brake: at most this many sessions are terminated per cycle, the longest-idle first.
+    /// A session whose transaction has been open for longer than this (by `xact_start`, however
+    /// recently it ran a statement) is terminated or reported, but only while it sits idle in that
+    /// transaction: a session running a statement is never ended. Leave unset to never end
+    /// sessions for the age of their transaction.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[x_kube(validation = Rule::new("duration(self) > duration('0s')").message("maxTransactionAge must be greater than 0; leave it out to never end sessions for their transaction's age"))]
+    pub max_transaction_age: Option<Duration>,
+    /// A brake: at most this many sessions are terminated per cycle. Sessions that block others
+    /// go first, then the longest-idle.
     #[serde(default = "default_max_terminations")]
     #[schemars(range(min = 1, max = 10000))]
     pub max_terminations_per_cycle: u32,
@@ -185,6 +193,7 @@ impl Default for IdleRules {
         Self {
             idle_timeout: None,
             idle_in_transaction_timeout: None,
+            max_transaction_age: None,
             max_terminations_per_cycle: default_max_terminations(),
         }
     }
@@ -206,42 +215,85 @@ pub struct Budgets {
     pub max_connections_per_pod: Option<u32>,
 }
 
-/// How leaks are recognised.
+/// How leaks are recognised. Detection needs no termination timeout: with nothing set here,
+/// every kind of leak is reported with these defaults, and only `spec.idle` decides what
+/// `Enforce` ends.
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq, KubeSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct LeakDetection {
-    /// A finding must hold this long before its workload is annotated, and be gone this long
-    /// before the annotation is removed. Idle sessions older than this count as accumulated.
+    /// A finding must hold this long before its workload is annotated (and before `run` calls it
+    /// confirmed rather than suspected), and be gone this long before the annotation is removed.
+    /// Default 10m.
     #[serde(default = "default_window")]
     #[x_kube(validation = Rule::new("duration(self) > duration('0s')").message("window must be greater than 0"))]
     pub window: Duration,
-    /// `IdleAccumulation` is found when one pod holds at least this many sessions idle for longer
-    /// than the window.
-    #[serde(default = "default_idle_threshold")]
+    /// An idle session is stranded once it has been idle for longer than this: longer than a
+    /// healthy pool keeps a spare connection (HikariCP retires its connections after
+    /// `maxLifetime`, 30m by default; pgx closes idle ones after `MaxConnIdleTime`, 30m). A pod
+    /// with two or more stranded sessions while it keeps using others is `IdleAccumulation`
+    /// (forked workers that inherited a pool). Default 30m.
+    #[serde(default = "default_stranded_idle_age")]
+    #[x_kube(validation = Rule::new("duration(self) > duration('0s')").message("strandedIdleAge must be greater than 0"))]
+    pub stranded_idle_age: Duration,
+    /// Also `IdleAccumulation` when one pod holds at least this many stranded sessions even while
+    /// the application is idle as a whole. Unset by default: an application with no traffic
+    /// keeps its pool idle, and that is no leak.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(range(min = 1, max = 100000))]
-    pub idle_threshold: u32,
-    /// `ConnectionChurn` is found when the server opens more than this many new sessions per second.
+    pub idle_threshold: Option<u32>,
+    /// A session idle in a transaction (or in an aborted one) for longer than this is
+    /// `IdleInTransaction`: a transaction nobody commits. Default 2m.
+    #[serde(default = "default_idle_in_transaction_age")]
+    #[x_kube(validation = Rule::new("duration(self) > duration('0s')").message("idleInTransactionAge must be greater than 0"))]
+    pub idle_in_transaction_age: Duration,
+    /// A transaction open for longer than this (by `xact_start`, the server's clock), whether or
+    /// not its session ran a statement recently, is `LongTransaction`, reported with the oldest
+    /// snapshot (`backend_xmin`) it holds and the sessions waiting on its locks. Default 10m.
+    #[serde(default = "default_transaction_age")]
+    #[x_kube(validation = Rule::new("duration(self) > duration('0s')").message("transactionAge must be greater than 0"))]
+    pub transaction_age: Duration,
+    /// `ConnectionChurn` is found when the server opens more than this many new sessions per
+    /// second (`pg_stat_database.sessions`, PostgreSQL 14+). Default 10.
     #[serde(default = "default_churn")]
     #[schemars(range(min = 1, max = 1000000))]
     pub new_sessions_per_second: u32,
+    /// `ServerSaturation` is found when client sessions fill at least this percentage of the
+    /// connections the server accepts from applications (`max_connections` minus the reserved
+    /// slots). Default 90.
+    #[serde(default = "default_saturation_percent")]
+    #[schemars(range(min = 1, max = 100))]
+    pub server_saturation_percent: u32,
 }
 
 fn default_window() -> Duration {
     Duration::from_secs(600)
 }
-fn default_idle_threshold() -> u32 {
-    5
+fn default_stranded_idle_age() -> Duration {
+    Duration::from_secs(30 * 60)
+}
+fn default_idle_in_transaction_age() -> Duration {
+    Duration::from_secs(120)
+}
+fn default_transaction_age() -> Duration {
+    Duration::from_secs(600)
 }
 fn default_churn() -> u32 {
-    20
+    10
+}
+fn default_saturation_percent() -> u32 {
+    90
 }
 
 impl Default for LeakDetection {
     fn default() -> Self {
         Self {
             window: default_window(),
-            idle_threshold: default_idle_threshold(),
+            stranded_idle_age: default_stranded_idle_age(),
+            idle_threshold: None,
+            idle_in_transaction_age: default_idle_in_transaction_age(),
+            transaction_age: default_transaction_age(),
             new_sessions_per_second: default_churn(),
+            server_saturation_percent: default_saturation_percent(),
         }
     }
 }

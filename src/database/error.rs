@@ -1,5 +1,35 @@
 //! Database failures, sorted into the few kinds a person (or a condition) needs to tell apart.
 
+/// What avoids being locked out of a full PostgreSQL server, for its version (`server_version_num`)
+/// when known, else for the version its refusal reveals.
+///
+/// PostgreSQL 16 added `reserved_connections` and the role `pg_use_reserved_connections`; before
+/// that only superusers may use the reserved slots, so the cure is to be connected already, and
+/// to leave room below `max_connections` with per-role connection limits.
+pub fn server_full_advice(version_num: Option<u32>, refusal: &str) -> &'static str {
+    const SIXTEEN: &str = "grant the monitoring role pg_use_reserved_connections (and set \
+         reserved_connections) so that it may use the reserved slots; poolwarden keeps retrying";
+    const FIFTEEN: &str = "before PostgreSQL 16 only superusers may use the reserved slots: keep \
+         poolwarden connected before an incident (it keeps its connection and retries), and leave \
+         headroom with ALTER ROLE <application role> CONNECTION LIMIT n";
+    const UNKNOWN: &str = "on PostgreSQL 16+, grant the monitoring role \
+         pg_use_reserved_connections; before 16, keep poolwarden connected before an incident and \
+         leave headroom with ALTER ROLE <application role> CONNECTION LIMIT n";
+    match version_num {
+        Some(v) if v >= 160_000 => SIXTEEN,
+        Some(_) => FIFTEEN,
+        // PostgreSQL 16 names the new role (or the SUPERUSER attribute) in its refusal; 15 and
+        // older speak of "non-replication superuser connections".
+        None if refusal.contains("pg_use_reserved_connections")
+            || refusal.contains("SUPERUSER attribute") =>
+        {
+            SIXTEEN
+        }
+        None if refusal.contains("non-replication superuser") => FIFTEEN,
+        None => UNKNOWN,
+    }
+}
+
 /// Why talking to the database failed.
 #[derive(Debug, thiserror::Error)]
 pub enum DatabaseError {
@@ -11,11 +41,13 @@ pub enum DatabaseError {
     Unreachable { target: String, detail: String },
     #[error("authentication failed for {target}: {detail}")]
     AuthFailed { target: String, detail: String },
-    #[error(
-        "the server is full and refused a new connection ({detail}); a monitoring role that may use \
-         reserved slots (PostgreSQL 16: pg_use_reserved_connections) avoids this"
-    )]
-    ServerFull { detail: String },
+    /// The server refused a new connection for want of a free slot. `advice` says what avoids it
+    /// on this server (it depends on the engine and its version, see [`server_full_advice`]).
+    #[error("the server is full and refused a new connection ({detail}); {advice}")]
+    ServerFull {
+        detail: String,
+        advice: &'static str,
+    },
     #[error("permission denied: {0}")]
     PermissionDenied(String),
     #[error("the connection to the database was lost: {0}")]
@@ -48,5 +80,31 @@ impl DatabaseError {
                 | Self::ConnectionLost(_)
                 | Self::Query(_)
         )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_advice_for_a_full_server_fits_its_version() {
+        let fifteen = server_full_advice(Some(150_008), "sorry, too many clients already");
+        assert!(fifteen.contains("CONNECTION LIMIT"), "{fifteen}");
+        assert!(!fifteen.contains("grant the monitoring role"), "{fifteen}");
+        let sixteen = server_full_advice(Some(160_002), "sorry, too many clients already");
+        assert!(sixteen.contains("pg_use_reserved_connections"), "{sixteen}");
+        // Not connected yet: the refusal's own words tell the version.
+        let refused_by_15 = "remaining connection slots are reserved for non-replication \
+                             superuser connections";
+        assert_eq!(server_full_advice(None, refused_by_15), fifteen);
+        let refused_by_16 = "remaining connection slots are reserved for roles with privileges \
+                             of the \"pg_use_reserved_connections\" role";
+        assert_eq!(server_full_advice(None, refused_by_16), sixteen);
+        let unknown = server_full_advice(None, "sorry, too many clients already");
+        assert!(
+            unknown.contains("16+") && unknown.contains("CONNECTION LIMIT"),
+            "{unknown}"
+        );
     }
 }

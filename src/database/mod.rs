@@ -11,10 +11,10 @@ mod model;
 pub mod postgres;
 
 pub use any::AnyEngine;
-pub use error::DatabaseError;
+pub use error::{DatabaseError, server_full_advice};
 pub use model::{
-    CLIENT_BACKEND, MonitorRole, Protection, ServerFacts, Session, SessionIdentity, SessionState,
-    Snapshot, elapsed,
+    CLIENT_BACKEND, ChurnSample, MonitorRole, Protection, ServerFacts, Session, SessionIdentity,
+    SessionState, Snapshot, elapsed,
 };
 
 /// A database server poolwarden can watch and act on.

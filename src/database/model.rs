@@ -24,6 +24,45 @@ pub struct Snapshot {
     /// Sessions ever opened on the server (Σ `pg_stat_database.sessions`, PostgreSQL 14+): the
     /// difference between two snapshots measures churn that polling alone cannot see.
     pub sessions_opened_total: Option<i64>,
+    /// Quick looks at the backends that appeared while the snapshot was taken, when the engine
+    /// took them (see [`ChurnSample`]); `None` when it did not (a quiet server, or an engine that
+    /// cannot).
+    pub churn: Option<ChurnSample>,
+}
+
+/// Several quick looks at new backends within one observation, so that sessions living a few
+/// milliseconds can be seen at all and attributed to whoever opens them.
+///
+/// A backend seen in one look and gone by a later one *appeared and vanished*: it is short-lived,
+/// the signature of `NullPool` or an engine per request. A new backend still there at the last
+/// look persists: a pool refilling after a reset, which is not churn.
+#[derive(Clone, Debug, Default, PartialEq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ChurnSample {
+    /// The database's clock at the first and the last look.
+    pub started_at: Timestamp,
+    pub ended_at: Timestamp,
+    /// How many looks were taken.
+    pub looks: u32,
+    /// Sessions opened on the server by the first and by the last look (PostgreSQL 14+), so
+    /// that even a single observation (`poolwarden check`) can measure a rate.
+    pub opened_at_start: Option<i64>,
+    pub opened_at_end: Option<i64>,
+    /// New backends that appeared and vanished between the looks, as first seen.
+    pub short_lived: Vec<Session>,
+    /// New backends still there at the last look.
+    pub persisted: u32,
+}
+
+impl ChurnSample {
+    /// New sessions per second between the first and the last look, when the engine counts them.
+    pub fn rate(&self) -> Option<f64> {
+        let (Some(start), Some(end)) = (self.opened_at_start, self.opened_at_end) else {
+            return None;
+        };
+        let seconds = elapsed(self.started_at, self.ended_at).as_secs_f64();
+        (seconds > 0.0 && end >= start).then(|| (end - start) as f64 / seconds)
+    }
 }
 
 /// The server's identity and connection limits.
@@ -114,9 +153,20 @@ pub struct Session {
     pub application_name: String,
     pub client_addr: Option<IpAddr>,
     pub backend_start: Timestamp,
+    /// When the session's current transaction began; `None` outside a transaction.
     pub xact_start: Option<Timestamp>,
     pub state: SessionState,
     pub state_change: Option<Timestamp>,
+    /// The oldest snapshot the session holds (PostgreSQL's `backend_xmin`): vacuum cannot remove
+    /// row versions newer than it. `None` when it holds none, or on engines without the notion.
+    pub backend_xmin: Option<u32>,
+    /// How many transactions ago `backend_xmin` was (PostgreSQL's `age(backend_xmin)`): what the
+    /// session holds vacuum back by.
+    pub xmin_age: Option<u32>,
+    /// For a session waiting on a lock, the sessions it waits for (`pg_blocking_pids`, asked only
+    /// of sessions waiting on a lock, since it is not free); empty otherwise.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub blocked_by: Vec<i32>,
 }
 
 pub const CLIENT_BACKEND: &str = "client backend";
@@ -135,6 +185,12 @@ impl Session {
     /// How long the session has been connected, by the database's clock.
     pub fn connected_for(&self, observed_at: Timestamp) -> Duration {
         elapsed(self.backend_start, observed_at)
+    }
+
+    /// How long its current transaction has been open, by the database's clock, whether or not
+    /// it ran a statement since; `None` outside a transaction.
+    pub fn in_transaction_for(&self, observed_at: Timestamp) -> Option<Duration> {
+        self.xact_start.map(|start| elapsed(start, observed_at))
     }
 
     /// What a termination must find unchanged to proceed.

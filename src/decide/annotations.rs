@@ -72,7 +72,7 @@ pub fn plan(findings: &[Finding], cluster: &ClusterView, annotate: bool) -> Vec<
                         "{}: {}; likely cause: {}",
                         first.kind.as_str(),
                         first.summary,
-                        first.kind.likely_cause()
+                        first.cause
                     ),
                 ),
                 (POLICY, policy.to_owned()),

@@ -1,14 +1,7 @@
-//! How full the server is, and whether the pools pointed at it can overfill it (`Overbooked`).
-
-use std::time::Duration;
+//! How full the server is, as one snapshot shows it.
 
 use serde::Serialize;
 
-use super::attribution::Source;
-use super::cluster::ClusterView;
-use super::findings::{Budgets, FindingKind, Observed, Subject};
-use super::groups::Group;
-use super::rules::Rules;
 use crate::database::Snapshot;
 
 /// The server's connection capacity as seen in one snapshot.
@@ -29,19 +22,12 @@ pub struct Capacity {
     pub scope_budget: Option<u32>,
     /// Σ (max replicas × per-pod budget) over the workloads (or clients) seen, when budgets are known.
     pub booked_connections: Option<u64>,
-    /// New sessions per second since the previous snapshot, when measurable.
+    /// New sessions per second, when measurable.
     pub new_sessions_per_second: Option<f64>,
 }
 
-/// Measures capacity and checks for `Overbooked`.
-pub fn assess(
-    snapshot: &Snapshot,
-    scope_sessions: u32,
-    groups: &[Group],
-    cluster: &ClusterView,
-    budgets: &Budgets<'_>,
-    rules: &Rules,
-) -> (Capacity, Option<Observed>) {
+/// Measures capacity; bookings and the churn rate are filled in by their detectors.
+pub fn measure(snapshot: &Snapshot, scope_sessions: u32, scope_budget: Option<u32>) -> Capacity {
     let client_sessions = snapshot
         .sessions
         .iter()
@@ -53,73 +39,15 @@ pub fn assess(
     } else {
         ((u64::from(client_sessions) * 100).div_ceil(u64::from(usable))) as u32
     };
-
-    // Who is booked: every known workload in a cluster; every client seen outside one.
-    let mut bookings: Vec<(String, u64)> = Vec::new();
-    if cluster.workloads.is_empty() {
-        for group in groups {
-            if let Some(budget) = budgets.per_pod(&group.source) {
-                bookings.push((
-                    group.source.to_string(),
-                    group.pods.len() as u64 * u64::from(budget),
-                ));
-            }
-        }
-    } else {
-        for info in &cluster.workloads {
-            let source = Source::Workload(info.workload.clone());
-            if let Some(budget) = budgets.per_pod(&source) {
-                bookings.push((
-                    format!("{} ({} x {budget})", info.workload, info.max_replicas),
-                    u64::from(info.max_replicas) * u64::from(budget),
-                ));
-            }
-        }
-    }
-    let booked = (!bookings.is_empty()).then(|| bookings.iter().map(|(_, n)| n).sum::<u64>());
-
-    let mut reasons = Vec::new();
-    if let Some(booked) = booked
-        && booked > u64::from(usable)
-    {
-        bookings.sort_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(&b.0)));
-        let top: Vec<String> = bookings
-            .iter()
-            .take(3)
-            .map(|(who, n)| format!("{who}: {n}"))
-            .collect();
-        reasons.push(format!(
-            "pools may open {booked} connections but the server accepts {usable} from applications (largest: {})",
-            top.join(", ")
-        ));
-    }
-    if let Some(budget) = rules.max_connections
-        && budget > usable
-    {
-        reasons.push(format!(
-            "the policy's budget of {budget} connections exceeds the {usable} the server accepts from applications"
-        ));
-    }
-    let overbooked = (!reasons.is_empty()).then(|| Observed {
-        subject: Subject::Server,
-        kind: FindingKind::Overbooked,
-        evidence: reasons.join("; "),
-        summary: reasons.join("; "),
-        pids: Vec::new(),
-        // A matter of configuration, not of time: it holds as long as it is true.
-        held_for: rules.window.max(Duration::from_secs(1)),
-    });
-
-    let capacity = Capacity {
+    Capacity {
         client_sessions,
         max_connections: snapshot.server.max_connections,
         reserved_connections: snapshot.server.reserved_total(),
         usable_connections: usable,
         utilization_percent,
         scope_sessions,
-        scope_budget: rules.max_connections,
-        booked_connections: booked,
+        scope_budget,
+        booked_connections: None,
         new_sessions_per_second: None,
-    };
-    (capacity, overbooked)
+    }
 }

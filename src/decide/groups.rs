@@ -40,8 +40,23 @@ pub struct Group {
     pub via: Via,
     pub counts: StateCounts,
     pub pods: BTreeSet<String>,
+    #[serde(rename = "oldestIdleSeconds", serialize_with = "crate::api::seconds")]
     pub oldest_idle: Duration,
+    #[serde(
+        rename = "oldestIdleInTransactionSeconds",
+        serialize_with = "crate::api::seconds"
+    )]
     pub oldest_idle_in_transaction: Duration,
+    /// The oldest open transaction, by `xact_start`, whatever its session's state.
+    #[serde(
+        rename = "oldestTransactionSeconds",
+        serialize_with = "crate::api::seconds"
+    )]
+    pub oldest_transaction: Duration,
+    #[serde(
+        rename = "oldestConnectionSeconds",
+        serialize_with = "crate::api::seconds"
+    )]
     pub oldest_connection: Duration,
 }
 
@@ -75,6 +90,7 @@ pub fn by_source(governed: &[Governed<'_>], observed_at: jiff::Timestamp) -> Vec
                 pods: BTreeSet::new(),
                 oldest_idle: Duration::ZERO,
                 oldest_idle_in_transaction: Duration::ZERO,
+                oldest_transaction: Duration::ZERO,
                 oldest_connection: Duration::ZERO,
             });
         if trust(g.attribution.via) < trust(group.via) {
@@ -89,6 +105,9 @@ pub fn by_source(governed: &[Governed<'_>], observed_at: jiff::Timestamp) -> Vec
                 group.oldest_idle_in_transaction = group.oldest_idle_in_transaction.max(age);
             }
             _ => {}
+        }
+        if let Some(age) = s.in_transaction_for(observed_at) {
+            group.oldest_transaction = group.oldest_transaction.max(age);
         }
         group.oldest_connection = group.oldest_connection.max(s.connected_for(observed_at));
     }

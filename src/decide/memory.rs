@@ -1,8 +1,9 @@
-//! What one cycle hands the next: findings in progress and the last session counter sample.
+//! What one cycle hands the next: findings in progress, the last session counter sample, the
+//! churn tally, and the sources seen during the window.
 //!
-//! A finding is *confirmed* once it has held for the whole window (by the snapshot's own evidence
-//! or across cycles) and stays confirmed until it has been gone for a window: no annotation
-//! flapping on a single quiet or noisy cycle.
+//! A [`Sighting`] becomes a [`Finding`]: *suspected* until it has held for the whole window (by
+//! the snapshot's own evidence or across cycles), then *confirmed*, and it stays confirmed until
+//! it has been gone for a window: no annotation flapping on a single quiet or noisy cycle.
 
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -10,8 +11,12 @@ use std::time::Duration;
 use jiff::Timestamp;
 use serde::Serialize;
 
-use super::findings::{FindingKind, Observed, Subject};
+use super::attribution::Source;
+use super::findings::{FindingKind, Sighting, Subject};
 use crate::database::elapsed;
+
+/// Pods (or client addresses) of each source, with when each was last seen.
+pub type SeenSources = BTreeMap<Source, BTreeMap<String, Timestamp>>;
 
 /// Carried from one decision to the next; `Memory::default()` for the first.
 #[derive(Clone, Debug, Default, PartialEq, Serialize)]
@@ -19,6 +24,10 @@ pub struct Memory {
     tracked: BTreeMap<(Subject, FindingKind), Tracked>,
     /// `(observed_at, sessions_opened_total)` of the previous snapshot.
     pub(super) last_sample: Option<(Timestamp, i64)>,
+    /// Short-lived sessions per source while the current churn lasts.
+    pub(super) churn_tally: BTreeMap<Source, u64>,
+    /// Sources seen during the last window, for `Overbooked`.
+    pub(super) seen: SeenSources,
     /// Sessions terminated since this memory began.
     pub terminations_total: u64,
 }
@@ -28,9 +37,7 @@ pub(super) struct Tracked {
     since: Timestamp,
     last_seen: Timestamp,
     confirmed: bool,
-    evidence: String,
-    summary: String,
-    pids: Vec<i32>,
+    sighting: Sighting,
 }
 
 /// A finding after the window is applied.
@@ -40,17 +47,55 @@ pub struct Finding {
     pub subject: Subject,
     pub kind: FindingKind,
     pub evidence: String,
-    /// The evidence without ages: stable across cycles (see [`super::findings::Observed`]).
+    /// The evidence without ages: stable across cycles (see [`Sighting::summary`]).
     pub summary: String,
+    /// What usually causes what was seen, and what to do.
+    pub cause: String,
+    /// How many sessions show it.
+    pub sessions: u32,
+    /// The sessions that show it, at most a handful.
     pub pids: Vec<i32>,
     /// How long it has held, as far as poolwarden can tell.
+    #[serde(rename = "heldForSeconds", serialize_with = "crate::api::seconds")]
     pub held_for: Duration,
     /// Held for the whole window: workloads are annotated for confirmed findings only.
     pub confirmed: bool,
+    /// For a suspected finding, how much longer it must hold to be confirmed.
+    #[serde(
+        rename = "confirmsInSeconds",
+        serialize_with = "crate::api::option_seconds"
+    )]
+    pub confirms_in: Option<Duration>,
     /// Seen in this snapshot; `false` for a confirmed finding that is clearing.
     pub present: bool,
     /// Confirmed in this cycle: the moment to raise a `ConnectionLeak` Event.
     pub started: bool,
+}
+
+impl Finding {
+    fn new(
+        sighting: Sighting,
+        held_for: Duration,
+        confirmed: bool,
+        window: Duration,
+        present: bool,
+        started: bool,
+    ) -> Self {
+        Self {
+            subject: sighting.subject,
+            kind: sighting.kind,
+            evidence: sighting.evidence,
+            summary: sighting.summary,
+            cause: sighting.cause,
+            sessions: sighting.sessions,
+            pids: sighting.pids,
+            held_for,
+            confirmed,
+            confirms_in: (!confirmed).then(|| window.saturating_sub(held_for)),
+            present,
+            started,
+        }
+    }
 }
 
 fn before(now: Timestamp, d: Duration) -> Timestamp {
@@ -64,40 +109,36 @@ impl Memory {
     /// Applies the window to this snapshot's findings; returns them and the next memory.
     pub(super) fn advance(
         &self,
-        observed: Vec<Observed>,
+        sightings: Vec<Sighting>,
         now: Timestamp,
         window: Duration,
     ) -> (Vec<Finding>, BTreeMap<(Subject, FindingKind), Tracked>) {
         let mut next = BTreeMap::new();
         let mut findings = Vec::new();
-        for o in observed {
-            let key = (o.subject.clone(), o.kind);
-            let proven_since = before(now, o.held_for);
+        for sighting in sightings {
+            let key = (sighting.subject.clone(), sighting.kind);
+            let proven_since = before(now, sighting.held_for);
             let previous = self.tracked.get(&key);
             let since = previous.map_or(proven_since, |p| p.since.min(proven_since));
             let was_confirmed = previous.is_some_and(|p| p.confirmed);
             let held_for = elapsed(since, now);
             let confirmed = was_confirmed || held_for >= window;
-            findings.push(Finding {
-                subject: o.subject,
-                kind: o.kind,
-                evidence: o.evidence.clone(),
-                summary: o.summary.clone(),
-                pids: o.pids.clone(),
+            let started = confirmed && !was_confirmed;
+            findings.push(Finding::new(
+                sighting.clone(),
                 held_for,
                 confirmed,
-                present: true,
-                started: confirmed && !was_confirmed,
-            });
+                window,
+                true,
+                started,
+            ));
             next.insert(
                 key,
                 Tracked {
                     since,
                     last_seen: now,
                     confirmed,
-                    evidence: o.evidence,
-                    summary: o.summary,
-                    pids: o.pids,
+                    sighting,
                 },
             );
         }
@@ -107,17 +148,15 @@ impl Memory {
             }
             // Unconfirmed streaks break at once; confirmed findings clear only after a window.
             if t.confirmed && elapsed(t.last_seen, now) < window {
-                findings.push(Finding {
-                    subject: key.0.clone(),
-                    kind: key.1,
-                    evidence: t.evidence.clone(),
-                    summary: t.summary.clone(),
-                    pids: t.pids.clone(),
-                    held_for: elapsed(t.since, now),
-                    confirmed: true,
-                    present: false,
-                    started: false,
-                });
+                let held_for = elapsed(t.since, now);
+                findings.push(Finding::new(
+                    t.sighting.clone(),
+                    held_for,
+                    true,
+                    window,
+                    false,
+                    false,
+                ));
                 next.insert(key.clone(), t.clone());
             }
         }
@@ -133,13 +172,38 @@ impl Memory {
     pub(super) fn with(
         tracked: BTreeMap<(Subject, FindingKind), Tracked>,
         last_sample: Option<(Timestamp, i64)>,
+        churn_tally: BTreeMap<Source, u64>,
+        seen: SeenSources,
         terminations_total: u64,
     ) -> Self {
         Self {
             tracked,
             last_sample,
+            churn_tally,
+            seen,
             terminations_total,
         }
+    }
+
+    /// The sources seen during the window up to `now`: the previous ones still within it, and
+    /// `current` (source, pod) pairs seen now.
+    pub(super) fn seen_until<'a>(
+        &self,
+        current: impl IntoIterator<Item = (&'a Source, &'a str)>,
+        now: Timestamp,
+        window: Duration,
+    ) -> SeenSources {
+        let mut seen = self.seen.clone();
+        for pods in seen.values_mut() {
+            pods.retain(|_, last| elapsed(*last, now) < window);
+        }
+        seen.retain(|_, pods| !pods.is_empty());
+        for (source, pod) in current {
+            seen.entry(source.clone())
+                .or_default()
+                .insert(pod.to_owned(), now);
+        }
+        seen
     }
 
     /// Counts terminations the act step performed.

@@ -24,10 +24,10 @@ pub use annotations::{AnnotationChange, LEAK, LEAK_DETAIL, OWNED, POLICY, POOL_M
 pub use attribution::{Attribution, Source, Via};
 pub use capacity::Capacity;
 pub use cluster::{ClusterView, DepartedPod, PodInfo, WorkloadInfo, WorkloadRef};
-pub use findings::{FindingKind, Subject};
+pub use findings::{CHECKED_OUT_NOTE, FindingKind, Sighting, Subject};
 pub use groups::{Group, StateCounts};
 pub use memory::{Finding, Memory};
-pub use rules::{InvalidSpec, Rules};
+pub use rules::{Detection, InvalidSpec, Rules};
 pub use scope::Exclusion;
 pub use terminations::{Protected, Reason, Termination};
 
@@ -106,6 +106,7 @@ pub fn decide(inputs: Inputs<'_>) -> Decision {
         in_scope.add(g.session.state);
     }
 
+    let blocks = findings::blockers(snapshot);
     let condemned = governed
         .iter()
         .filter_map(|g| {
@@ -113,22 +114,73 @@ pub fn decide(inputs: Inputs<'_>) -> Decision {
                 .map(|r| (g.session, &g.attribution, r))
         })
         .collect();
-    let verdicts = terminations::select(condemned, snapshot, rules);
+    let verdicts = terminations::select(condemned, snapshot, &blocks, rules);
 
     let groups = groups::by_source(&governed, now);
     let budgets = findings::Budgets::new(cluster, rules);
-    let mut observed = findings::observe(&governed, snapshot, cluster, &budgets, rules);
-    let (rate, churn) = findings::churn(&governed, snapshot, memory.last_sample, rules);
-    observed.extend(churn);
-    let (mut capacity, overbooked) =
-        capacity::assess(snapshot, in_scope.total, &groups, cluster, &budgets, rules);
-    capacity.new_sessions_per_second = rate;
-    observed.extend(overbooked);
+    let mut sightings = findings::about_sources(
+        &governed,
+        &findings::Context {
+            snapshot,
+            cluster,
+            budgets: &budgets,
+            rules,
+            blocks: &blocks,
+        },
+    );
 
-    let (findings, tracked) = memory.advance(observed, now, rules.window);
+    // Churn: the short-lived sessions of the snapshot's sample, through the same scope and
+    // attribution as the rest.
+    let short_lived: Vec<Governed<'_>> = snapshot
+        .churn
+        .iter()
+        .flat_map(|c| &c.short_lived)
+        .filter(|s| rules.scope.governs(s, snapshot).is_ok())
+        .map(|session| Governed {
+            session,
+            attribution: attributor.attribute(session),
+        })
+        .collect();
+    let churn = findings::churn(
+        &short_lived,
+        snapshot,
+        memory.last_sample,
+        &memory.churn_tally,
+        rules,
+    );
+    sightings.extend(churn.sightings);
+
+    let mut capacity = capacity::measure(snapshot, in_scope.total, rules.max_connections);
+    capacity.new_sessions_per_second = churn.rate;
+    sightings.extend(findings::server_saturation(&capacity, &groups, rules));
+    let seen = memory.seen_until(
+        governed
+            .iter()
+            .map(|g| (&g.attribution.source, g.attribution.pod.as_str())),
+        now,
+        rules.window,
+    );
+    let (booked, overbooked) = findings::overbooked(
+        capacity.usable_connections,
+        &groups,
+        cluster,
+        &budgets,
+        rules,
+        &seen,
+    );
+    capacity.booked_connections = booked;
+    sightings.extend(overbooked);
+
+    let (findings, tracked) = memory.advance(sightings, now, rules.window);
     let annotations = annotations::plan(&findings, cluster, rules.annotate);
     let sample = snapshot.sessions_opened_total.map(|n| (now, n));
-    let next_memory = Memory::with(tracked, sample, memory.terminations_total);
+    let next_memory = Memory::with(
+        tracked,
+        sample,
+        churn.tally,
+        seen,
+        memory.terminations_total,
+    );
 
     let (terminate, dry_run) = match rules.mode {
         Mode::Enforce => (verdicts.selected, Vec::new()),
@@ -154,6 +206,14 @@ pub fn decide(inputs: Inputs<'_>) -> Decision {
 
 fn warnings(snapshot: &Snapshot, protected: &[Protected]) -> Vec<String> {
     let mut warnings = Vec::new();
+    if snapshot.monitor.is_superuser {
+        warnings.push(format!(
+            "the monitoring URL logs in as {}, a superuser: poolwarden needs only pg_monitor and \
+             pg_signal_backend, and a superuser's connection may end anyone's session, \
+             superusers' included. Use a role of its own (examples/monitoring-role.sql)",
+            snapshot.monitor.name
+        ));
+    }
     if !snapshot.monitor.can_read_all_stats && !snapshot.monitor.is_superuser {
         warnings.push(format!(
             "role {} cannot see other roles' session states: GRANT pg_monitor TO {}",

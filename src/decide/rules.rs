@@ -17,13 +17,24 @@ pub struct Rules {
     pub scope: CompiledScope,
     pub idle_timeout: Option<Duration>,
     pub idle_in_transaction_timeout: Option<Duration>,
+    pub max_transaction_age: Option<Duration>,
     pub max_terminations_per_cycle: usize,
     pub max_connections: Option<u32>,
     pub max_connections_per_pod: Option<u32>,
     pub window: Duration,
-    pub idle_threshold: u32,
-    pub churn_per_second: f64,
+    pub detect: Detection,
     pub annotate: bool,
+}
+
+/// The ages and rates that make a finding: detection, apart from what `Enforce` ends.
+#[derive(Clone, Debug)]
+pub struct Detection {
+    pub stranded_idle_age: Duration,
+    pub idle_threshold: Option<u32>,
+    pub idle_in_transaction_age: Duration,
+    pub transaction_age: Duration,
+    pub churn_per_second: f64,
+    pub saturation_percent: u32,
 }
 
 /// Why a spec cannot be applied: one line per problem.
@@ -55,6 +66,42 @@ impl Rules {
             spec.idle.idle_in_transaction_timeout,
             &mut problems,
         );
+        let max_transaction_age = positive(
+            "spec.idle.maxTransactionAge",
+            spec.idle.max_transaction_age,
+            &mut problems,
+        );
+        let detection = &spec.leak_detection;
+        for (name, age) in [
+            (
+                "spec.leakDetection.strandedIdleAge",
+                detection.stranded_idle_age,
+            ),
+            (
+                "spec.leakDetection.idleInTransactionAge",
+                detection.idle_in_transaction_age,
+            ),
+            (
+                "spec.leakDetection.transactionAge",
+                detection.transaction_age,
+            ),
+        ] {
+            if age.is_zero() {
+                problems.push(format!("{name} must be greater than 0"));
+            }
+        }
+        if detection.idle_threshold == Some(0) {
+            problems.push(
+                "spec.leakDetection.idleThreshold must be at least 1 (leave it out to turn it off)"
+                    .into(),
+            );
+        }
+        if detection.new_sessions_per_second == 0 {
+            problems.push("spec.leakDetection.newSessionsPerSecond must be at least 1".into());
+        }
+        if !(1..=100).contains(&detection.server_saturation_percent) {
+            problems.push("spec.leakDetection.serverSaturationPercent must be 1 to 100".into());
+        }
         if spec.idle.max_terminations_per_cycle == 0 {
             problems.push("spec.idle.maxTerminationsPerCycle must be at least 1 (use mode DryRun to never terminate)".into());
         }
@@ -92,12 +139,19 @@ impl Rules {
                 scope,
                 idle_timeout,
                 idle_in_transaction_timeout,
+                max_transaction_age,
                 max_terminations_per_cycle: spec.idle.max_terminations_per_cycle as usize,
                 max_connections: spec.budgets.max_connections,
                 max_connections_per_pod: spec.budgets.max_connections_per_pod,
-                window: spec.leak_detection.window.into(),
-                idle_threshold: spec.leak_detection.idle_threshold.max(1),
-                churn_per_second: f64::from(spec.leak_detection.new_sessions_per_second),
+                window: detection.window.into(),
+                detect: Detection {
+                    stranded_idle_age: detection.stranded_idle_age.into(),
+                    idle_threshold: detection.idle_threshold,
+                    idle_in_transaction_age: detection.idle_in_transaction_age.into(),
+                    transaction_age: detection.transaction_age.into(),
+                    churn_per_second: f64::from(detection.new_sessions_per_second),
+                    saturation_percent: detection.server_saturation_percent,
+                },
                 annotate: spec.workloads.annotate,
             }),
             _ => Err(InvalidSpec(problems)),

@@ -1,9 +1,11 @@
 //! Which sessions to end this cycle, and why.
 //!
 //! A session is condemned only if the policy governs it, it is idle (never active), and it has sat
-//! in that state past a timeout, or it was left behind by a pod that no longer exists. The
-//! longest-idle go first and `maxTerminationsPerCycle` caps the list: never a mass kill.
+//! in that state past a timeout, its transaction is older than `maxTransactionAge` while it sits
+//! idle in it, or it was left behind by a pod that no longer exists. Sessions that block others
+//! go first, then the longest-idle, and `maxTerminationsPerCycle` caps the list: never a mass kill.
 
+use std::collections::HashMap;
 use std::time::Duration;
 
 use serde::Serialize;
@@ -17,6 +19,8 @@ use crate::database::{Protection, Session, SessionIdentity, SessionState, Snapsh
 pub enum Reason {
     IdleTimeout,
     IdleInTransactionTimeout,
+    /// Idle in a transaction older than `maxTransactionAge`.
+    TransactionTooOld,
     /// Left behind by a pod that no longer exists.
     Orphaned,
 }
@@ -27,6 +31,7 @@ impl Reason {
         match self {
             Reason::IdleTimeout => "IdleTimeout",
             Reason::IdleInTransactionTimeout => "IdleInTransactionTimeout",
+            Reason::TransactionTooOld => "TransactionTooOld",
             Reason::Orphaned => "Orphaned",
         }
     }
@@ -34,6 +39,7 @@ impl Reason {
 
 /// A session to end, with everything needed to verify it is still the one we judged.
 #[derive(Clone, Debug, PartialEq, Serialize)]
+#[serde(rename_all = "camelCase")]
 pub struct Termination {
     pub identity: SessionIdentity,
     pub reason: Reason,
@@ -42,16 +48,24 @@ pub struct Termination {
     pub user: String,
     pub database: String,
     pub application_name: String,
+    #[serde(rename = "inStateForSeconds", serialize_with = "crate::api::seconds")]
     pub in_state_for: Duration,
+    /// How many sessions wait on its locks: blockers go first.
+    pub blocks: u32,
+    /// Idle inside a transaction: the application's pool counts it as checked out, and will
+    /// until the process restarts, even once the session is gone.
+    pub checked_out: bool,
 }
 
 /// A condemned session poolwarden may not end, and what to do about it.
 #[derive(Clone, Debug, PartialEq, Serialize)]
+#[serde(rename_all = "camelCase")]
 pub struct Protected {
     pub pid: i32,
     pub source: Source,
     pub reason: Reason,
     pub protection: Protection,
+    #[serde(rename = "inStateForSeconds", serialize_with = "crate::api::seconds")]
     pub in_state_for: Duration,
 }
 
@@ -86,15 +100,28 @@ pub fn condemn(
         s if s.is_idle_in_transaction() && past(rules.idle_in_transaction_timeout) => {
             Some(Reason::IdleInTransactionTimeout)
         }
+        // Only while idle in that transaction: the termination re-checks the state and its
+        // timestamp, so a session that started a statement since the snapshot is left alone.
+        s if s.is_idle_in_transaction()
+            && rules.max_transaction_age.is_some_and(|limit| {
+                session
+                    .in_transaction_for(observed_at)
+                    .is_some_and(|age| age > limit)
+            }) =>
+        {
+            Some(Reason::TransactionTooOld)
+        }
         // Active, fast-path, disabled or unknown: never.
         _ => None,
     }
 }
 
-/// Sorts the condemned into selected (within the cap), deferred and protected.
+/// Sorts the condemned into selected (within the cap), deferred and protected. `blocks` says how
+/// many sessions wait on each pid's locks.
 pub fn select(
     condemned: Vec<(&Session, &Attribution, Reason)>,
     snapshot: &Snapshot,
+    blocks: &HashMap<i32, u32>,
     rules: &Rules,
 ) -> Verdicts {
     let mut verdicts = Verdicts::default();
@@ -124,11 +151,14 @@ pub fn select(
             database: session.database.clone().unwrap_or_default(),
             application_name: session.application_name.clone(),
             in_state_for,
+            blocks: blocks.get(&session.pid).copied().unwrap_or(0),
+            checked_out: session.state.is_idle_in_transaction(),
         });
     }
     allowed.sort_by(|a, b| {
-        b.in_state_for
-            .cmp(&a.in_state_for)
+        b.blocks
+            .cmp(&a.blocks)
+            .then(b.in_state_for.cmp(&a.in_state_for))
             .then(a.identity.pid.cmp(&b.identity.pid))
     });
     let cap = rules.max_terminations_per_cycle.min(allowed.len());

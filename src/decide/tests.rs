@@ -12,7 +12,7 @@ use jiff::{SignedDuration, Timestamp};
 use super::*;
 use crate::api::PoolPolicySpec;
 use crate::database::{
-    CLIENT_BACKEND, MonitorRole, ServerFacts, Session, SessionIdentity, SessionState,
+    CLIENT_BACKEND, ChurnSample, MonitorRole, ServerFacts, Session, SessionIdentity, SessionState,
 };
 
 // ------------------------------------------------------------------------------------------------
@@ -87,6 +87,9 @@ fn session(pid: i32) -> SessionBuilder {
             xact_start: None,
             state: SessionState::Idle,
             state_change: None, // resolved in `build`
+            backend_xmin: None,
+            xmin_age: None,
+            blocked_by: Vec::new(),
         },
         state_change: When::Ago(0),
         backend_start: None,
@@ -194,6 +197,7 @@ struct SnapshotBuilder {
     monitor: MonitorRole,
     sessions: Vec<SessionBuilder>,
     sessions_opened_total: Option<i64>,
+    churn: Option<crate::database::ChurnSample>,
 }
 
 fn snapshot() -> SnapshotBuilder {
@@ -214,6 +218,7 @@ fn snapshot() -> SnapshotBuilder {
         },
         sessions: Vec::new(),
         sessions_opened_total: None,
+        churn: None,
     }
 }
 
@@ -270,6 +275,7 @@ impl SnapshotBuilder {
                 .map(|s| s.build(self.observed_at))
                 .collect(),
             sessions_opened_total: self.sessions_opened_total,
+            churn: self.churn.clone(),
         }
     }
 }
@@ -702,7 +708,13 @@ fn a_superusers_sessions_are_protected_unless_the_monitor_is_a_superuser() {
     let d = decide_standalone(&snap, &rules(ENFORCE));
     assert_eq!(pids(&d.terminate), [90, 91]);
     assert!(d.protected.is_empty());
-    assert!(d.warnings.is_empty(), "{:#?}", d.warnings);
+    // Nothing is protected from a superuser's connection: that itself is worth a warning.
+    assert_eq!(d.warnings.len(), 1, "{:#?}", d.warnings);
+    assert!(
+        d.warnings[0].contains("monitoring URL logs in as pw_monitor, a superuser"),
+        "{}",
+        d.warnings[0]
+    );
 }
 
 #[test]
@@ -1144,7 +1156,7 @@ fn sessions_matching_no_pod_are_grouped_by_application_and_address() {
 // ================================================================================================
 
 const LEAKS: &str = "
-leakDetection: {window: 10m, idleThreshold: 5, newSessionsPerSecond: 20}
+leakDetection: {window: 10m, newSessionsPerSecond: 20}
 ";
 
 /// Sessions `range` on pod `n`, each idle for `idle` seconds.
@@ -1154,67 +1166,171 @@ fn idle_on_pod(n: u8, range: std::ops::Range<i32>, idle: i64) -> Vec<SessionBuil
         .collect()
 }
 
-#[test]
-fn idle_accumulation_of_six_old_idle_sessions_on_one_pod_is_found_and_confirmed_at_once() {
-    // Pod 1: six sessions idle for 2h, 1h50m, 1h40m, 1h30m, 1h20m and 1h10m.
-    let pod_1 = (0..6).map(|i| {
-        session(300 + i)
-            .client_addr(&pod_ip(1))
-            .idle(2 * HOUR - i64::from(i) * 10 * MIN)
-    });
-    let snap = snapshot()
-        .with_all(pod_1)
-        .with_all(idle_on_pod(2, 310..314, HOUR))
-        .build();
-    let d = decide_with(&snap, &rules(LEAKS), &cluster(), &Memory::default());
+/// The fork leak of seed 000 on pod 1: four forked workers' sessions idle for `stranded`
+/// seconds, the parent's session busy a moment ago.
+fn forked_workers(stranded: i64) -> Vec<SessionBuilder> {
+    let mut sessions = idle_on_pod(1, 300..304, stranded);
+    sessions.push(session(305).client_addr(&pod_ip(1)).idle(1));
+    sessions
+}
 
+#[test]
+fn sessions_stranded_idle_while_their_pod_keeps_working_are_idle_accumulation_by_default() {
+    let d = decide_with(
+        &snapshot().with_all(forked_workers(31 * MIN)).build(),
+        &rules("{}"),
+        &cluster(),
+        &Memory::default(),
+    );
     let f = the_finding(&d, FindingKind::IdleAccumulation);
     assert_eq!(f.subject, about(deployment()));
-    assert_eq!(f.pids, [300, 301, 302, 303, 304, 305]);
-    assert!(f.evidence.contains(&pod_name(1)), "{}", f.evidence);
-    assert!(f.evidence.starts_with("6 sessions idle"), "{}", f.evidence);
-    // Five sessions past the window since the fifth oldest (idle 1h20m) passed it: 1h10m ago.
-    assert_eq!(f.held_for, secs(HOUR + 10 * MIN));
-    assert!(f.present && f.confirmed && f.started);
+    assert_eq!(sorted(f.pids.clone()), [300, 301, 302, 303]);
+    assert_eq!(f.sessions, 4);
+    assert!(
+        f.evidence.starts_with(&format!(
+            "4 sessions stranded idle for more than 30m00s on {}, which keeps using 1 other session",
+            pod_name(1)
+        )),
+        "{}",
+        f.evidence
+    );
+    // Stranded since the second oldest passed the age: a minute ago. Suspected, not confirmed.
+    assert_eq!(f.held_for, secs(MIN));
+    assert_eq!(f.confirms_in, Some(secs(9 * MIN)));
+    assert!(f.present && !f.confirmed);
+    assert!(
+        d.terminate.is_empty() && d.dry_run.is_empty(),
+        "no timeout, no termination"
+    );
+
+    // Two hours on, it has held far longer than the window.
+    let d = decide_with(
+        &snapshot().with_all(forked_workers(2 * HOUR)).build(),
+        &rules("{}"),
+        &cluster(),
+        &Memory::default(),
+    );
+    let f = the_finding(&d, FindingKind::IdleAccumulation);
+    assert!(f.confirmed && f.started);
 }
 
 #[test]
-fn idle_accumulation_needs_the_threshold_on_one_pod_past_the_window() {
+fn a_lifo_pool_whose_spares_are_replaced_within_their_lifetime_is_no_leak() {
+    // HikariCP-like: 10 connections, 2 busy, 8 spares idle until maxLifetime (30m) replaces them.
+    let lifo = |spares_idle: i64| {
+        let mut sessions: Vec<SessionBuilder> = (0..8)
+            .map(|i| {
+                session(310 + i)
+                    .client_addr(&pod_ip(1))
+                    .started_ago(spares_idle + 1)
+                    .idle(spares_idle)
+            })
+            .collect();
+        sessions.push(session(318).client_addr(&pod_ip(1)).active(0));
+        sessions.push(session(319).client_addr(&pod_ip(1)).idle(0));
+        snapshot().with_all(sessions).build()
+    };
+    for idle in [11 * MIN, 20 * MIN, 29 * MIN + 30] {
+        let d = decide_with(&lifo(idle), &rules("{}"), &cluster(), &Memory::default());
+        assert!(d.findings.is_empty(), "idle {idle}s: {:#?}", d.findings);
+    }
+}
+
+#[test]
+fn an_application_idle_as_a_whole_or_a_recycling_pool_is_no_leak() {
+    // Every session idle for hours, none in use: the pool waits for traffic.
+    let idle_app = snapshot()
+        .with_all(idle_on_pod(1, 320..325, 3 * HOUR))
+        .build();
+    let d = decide_with(&idle_app, &rules("{}"), &cluster(), &Memory::default());
+    assert!(d.findings.is_empty(), "{:#?}", d.findings);
+
+    // A pool that recycles its connections every 10 minutes: never stranded.
+    let mut recycling: Vec<SessionBuilder> = (0..4)
+        .map(|i| {
+            session(330 + i)
+                .client_addr(&pod_ip(1))
+                .started_ago(10 * MIN - i64::from(i) * MIN)
+                .idle(10 * MIN - i64::from(i) * MIN - 1)
+        })
+        .collect();
+    recycling.push(session(334).client_addr(&pod_ip(1)).active(0));
+    let d = decide_with(
+        &snapshot().with_all(recycling).build(),
+        &rules("{}"),
+        &cluster(),
+        &Memory::default(),
+    );
+    assert!(d.findings.is_empty(), "{:#?}", d.findings);
+}
+
+#[test]
+fn idle_accumulation_needs_two_stranded_sessions_on_one_pod() {
     let decide_for = |sessions: Vec<SessionBuilder>| {
         let snap = snapshot().with_all(sessions).build();
-        decide_with(&snap, &rules(LEAKS), &cluster(), &Memory::default())
+        decide_with(&snap, &rules("{}"), &cluster(), &Memory::default())
     };
-    let four = decide_for(idle_on_pod(1, 300..304, HOUR));
-    assert!(findings(&four, FindingKind::IdleAccumulation).is_empty());
+    let busy_on = |n: u8, pid: i32| session(pid).client_addr(&pod_ip(n)).active(0);
 
-    let five = decide_for(idle_on_pod(1, 300..305, HOUR));
-    assert_eq!(findings(&five, FindingKind::IdleAccumulation).len(), 1);
+    let one = decide_for(vec![
+        session(340).client_addr(&pod_ip(1)).idle(HOUR),
+        busy_on(1, 341),
+    ]);
+    assert!(findings(&one, FindingKind::IdleAccumulation).is_empty());
 
-    let spread = decide_for(
-        [
-            idle_on_pod(1, 300..303, HOUR),
-            idle_on_pod(2, 310..313, HOUR),
-        ]
-        .concat(),
-    );
+    // Spread over two pods, one stranded each.
+    let spread = decide_for(vec![
+        session(342).client_addr(&pod_ip(1)).idle(HOUR),
+        session(343).client_addr(&pod_ip(2)).idle(HOUR),
+        busy_on(1, 344),
+        busy_on(2, 345),
+    ]);
     assert!(findings(&spread, FindingKind::IdleAccumulation).is_empty());
 
-    let young = decide_for(idle_on_pod(1, 300..306, 9 * MIN));
+    // Idle for exactly the age: not yet stranded.
+    let young = decide_for([idle_on_pod(1, 346..348, 30 * MIN), vec![busy_on(1, 348)]].concat());
     assert!(findings(&young, FindingKind::IdleAccumulation).is_empty());
-
-    // Past the window, but not yet for a whole window: found, not confirmed.
-    let recent = decide_for(idle_on_pod(1, 300..306, 15 * MIN));
-    let f = the_finding(&recent, FindingKind::IdleAccumulation);
-    assert_eq!(f.held_for, secs(5 * MIN));
-    assert!(f.present && !f.confirmed && !f.started);
 }
 
 #[test]
-fn idle_in_transaction_is_found_past_its_timeout() {
+fn with_an_idle_threshold_that_many_stranded_sessions_are_idle_accumulation_even_at_rest() {
+    let policy = rules("leakDetection: {strandedIdleAge: 10m, idleThreshold: 5}");
+    let decide_for = |sessions: Vec<SessionBuilder>| {
+        let snap = snapshot().with_all(sessions).build();
+        decide_with(&snap, &policy, &cluster(), &Memory::default())
+    };
+    let four = decide_for(idle_on_pod(1, 350..354, HOUR));
+    assert!(findings(&four, FindingKind::IdleAccumulation).is_empty());
+
+    // Idle for 2h, 1h50m, … 1h10m: held since the fifth oldest (1h20m) passed 10m.
+    let six = decide_for(
+        (0..6)
+            .map(|i| {
+                session(360 + i)
+                    .client_addr(&pod_ip(1))
+                    .idle(2 * HOUR - i64::from(i) * 10 * MIN)
+            })
+            .collect(),
+    );
+    let f = the_finding(&six, FindingKind::IdleAccumulation);
+    assert_eq!(f.pids, [360, 361, 362, 363, 364, 365]);
+    assert!(
+        f.evidence
+            .starts_with("6 sessions idle for more than 10m00s"),
+        "{}",
+        f.evidence
+    );
+    assert_eq!(f.held_for, secs(HOUR + 10 * MIN));
+    assert!(f.confirmed && f.started);
+}
+
+#[test]
+fn idle_in_transaction_is_found_past_its_detection_age_whatever_the_timeouts() {
+    // The termination timeout is 30m; detection has its own age.
     let policy = rules(
         "
-idle: {idleInTransactionTimeout: 5m}
-leakDetection: {window: 10m}
+idle: {idleInTransactionTimeout: 30m}
+leakDetection: {window: 10m, idleInTransactionAge: 5m}
 ",
     );
     let snap = snapshot()
@@ -1233,8 +1349,11 @@ leakDetection: {window: 10m}
     let f = the_finding(&d, FindingKind::IdleInTransaction);
     assert_eq!(f.subject, about(deployment()));
     assert_eq!(f.pids, [320]);
+    assert_eq!(f.sessions, 1);
     assert_eq!(f.held_for, secs(MIN));
+    assert_eq!(f.confirms_in, Some(secs(9 * MIN)));
     assert!(f.present && !f.confirmed);
+    assert!(d.dry_run.is_empty(), "detecting is not condemning");
 
     let snap = snapshot()
         .with(
@@ -1245,6 +1364,43 @@ leakDetection: {window: 10m}
         .build();
     let d = decide_with(&snap, &policy, &cluster(), &Memory::default());
     assert!(findings(&d, FindingKind::IdleInTransaction).is_empty());
+}
+
+#[test]
+fn a_policy_of_nothing_reports_idle_in_transaction_after_two_minutes() {
+    let policy = rules("{}");
+    let snap = snapshot()
+        .with(session(322).idle_in_transaction(2 * MIN + 1))
+        .with(session(323).idle_in_transaction(2 * MIN))
+        .build();
+    let d = decide_standalone(&snap, &policy);
+    let f = the_finding(&d, FindingKind::IdleInTransaction);
+    assert_eq!(f.subject, about(client("app", None)));
+    assert_eq!(f.pids, [322]);
+    assert!(d.dry_run.is_empty() && d.terminate.is_empty());
+}
+
+#[test]
+fn a_pod_whose_every_session_is_idle_in_transaction_is_called_a_pinned_pool() {
+    let pinned = (0..25).map(|i| {
+        session(330 + i)
+            .client_addr(&pod_ip(1))
+            .idle_in_transaction(10 * MIN)
+    });
+    let snap = snapshot().with_all(pinned).build();
+    let d = decide_with(&snap, &rules("{}"), &cluster(), &Memory::default());
+    let f = the_finding(&d, FindingKind::IdleInTransaction);
+    assert_eq!(f.sessions, 25);
+    assert_eq!(f.pids.len(), 10, "a handful named, all counted");
+    assert!(
+        f.evidence.contains(
+            "every one of the 25 sessions of orders-api-7c9d8f6b5-1 is idle in a transaction"
+        ),
+        "{}",
+        f.evidence
+    );
+    assert!(f.cause.contains("pool pinned"), "{}", f.cause);
+    assert!(f.cause.contains(CHECKED_OUT_NOTE), "{}", f.cause);
 }
 
 /// `count` sessions idle in a transaction for a minute on pod `n`, the oldest started
@@ -1277,10 +1433,34 @@ leakDetection: {window: 10m}
     assert_eq!(f.held_for, secs(36 * MIN));
     assert!(f.confirmed);
     assert!(
-        f.evidence.contains("holds 30 sessions, its budget is 25"),
+        f.evidence
+            .contains("holds 30 sessions, over its budget of 25"),
         "{}",
         f.evidence
     );
+    assert!(
+        f.cause.contains("several worker processes") && f.cause.contains(POOL_MAX),
+        "over budget is not a pinned pool: {}",
+        f.cause
+    );
+    assert!(!f.cause.contains("pinned"), "{}", f.cause);
+
+    // Exactly at the budget, most of it idle in a transaction: pinned, and ending them does not
+    // give the application its pool back.
+    let at = snapshot().with_all(pool_on_pod(1, 25, 60 * MIN)).build();
+    let d = decide_with(&at, &policy, &cluster(), &Memory::default());
+    let f = the_finding(&d, FindingKind::PoolSaturation);
+    assert!(
+        f.evidence.contains("holds 25 sessions, its budget is 25"),
+        "{}",
+        f.evidence
+    );
+    assert!(
+        f.cause.contains("pinned at pool_size + max_overflow"),
+        "{}",
+        f.cause
+    );
+    assert!(f.cause.contains(CHECKED_OUT_NOTE), "{}", f.cause);
 
     let below = snapshot().with_all(pool_on_pod(1, 24, 60 * MIN)).build();
     let d = decide_with(&below, &policy, &cluster(), &Memory::default());
@@ -1357,39 +1537,70 @@ fn reporting_client() -> SessionBuilder {
         .idle(MIN)
 }
 
-fn churn_between(opened_before: i64, opened_after: i64) -> (Decision, Decision) {
-    let policy = rules(LEAKS);
+/// A churn sample from `at` to half a second later: `short_lived` appeared and vanished.
+fn churn_sample(at: Timestamp, opened: (i64, i64), short_lived: &[SessionBuilder]) -> ChurnSample {
+    ChurnSample {
+        started_at: at,
+        ended_at: at + SignedDuration::from_millis(500),
+        looks: 50,
+        opened_at_start: Some(opened.0),
+        opened_at_end: Some(opened.1),
+        short_lived: short_lived.iter().map(|s| s.build(at)).collect(),
+        persisted: 0,
+    }
+}
+
+/// A NullPool worker's session on pod 1, seen a moment after it opened.
+fn nullpool(pid: i32) -> SessionBuilder {
+    session(pid)
+        .client_addr(&pod_ip(1))
+        .started_ago(0)
+        .active(0)
+}
+
+/// Two decisions ten seconds apart; the second snapshot's sample shows `short_lived`, and a
+/// reconnecting pool on pod 2 whose new sessions persist (they are in the snapshot, not the
+/// sample's short-lived list).
+fn churn_between(
+    opened_before: i64,
+    opened_after: i64,
+    short_lived: &[SessionBuilder],
+) -> (Decision, Decision) {
+    let policy = rules("{}");
     let first = snapshot()
         .sessions_opened(opened_before)
         .with(reporting_client())
         .build();
     let d1 = decide_with(&first, &policy, &cluster(), &Memory::default());
-    let second = snapshot()
+    let mut second = snapshot()
         .at(later(10))
         .sessions_opened(opened_after)
         .with(reporting_client())
-        .with(
-            session(501)
-                .client_addr(&pod_ip(1))
-                .started_ago(1)
-                .active(0),
-        )
-        .with(session(502).client_addr(&pod_ip(2)).started_ago(3).idle(2))
-        .build();
-    let d2 = decide_with(&second, &policy, &cluster(), &d1.memory);
+        .with_all((0..5).map(|i| {
+            session(510 + i)
+                .client_addr(&pod_ip(2))
+                .started_ago(2)
+                .idle(1)
+        }));
+    second.churn = Some(churn_sample(
+        later(10),
+        (opened_after, opened_after),
+        short_lived,
+    ));
+    let d2 = decide_with(&second.build(), &policy, &cluster(), &d1.memory);
     (d1, d2)
 }
 
 #[test]
-fn connection_churn_is_measured_between_decisions_and_blamed_on_the_new_backends() {
-    let (d1, d2) = churn_between(5_000, 6_000);
+fn connection_churn_is_blamed_on_whoever_opens_sessions_that_vanish_not_on_a_refilling_pool() {
+    let (d1, d2) = churn_between(5_000, 6_000, &[nullpool(501), nullpool(502), nullpool(503)]);
     assert!(findings(&d1, FindingKind::ConnectionChurn).is_empty());
     assert_eq!(d1.capacity.new_sessions_per_second, None);
 
     assert_eq!(d2.capacity.new_sessions_per_second, Some(100.0));
     let f = the_finding(&d2, FindingKind::ConnectionChurn);
     assert_eq!(f.subject, about(deployment()));
-    assert_eq!(sorted(f.pids.clone()), [501, 502]);
+    assert_eq!(sorted(f.pids.clone()), [501, 502, 503]);
     assert!(
         f.evidence.contains("100.0 new sessions/s"),
         "{}",
@@ -1398,18 +1609,96 @@ fn connection_churn_is_measured_between_decisions_and_blamed_on_the_new_backends
 }
 
 #[test]
+fn connection_churn_keeps_its_subject_from_cycle_to_cycle_and_confirms() {
+    let policy = rules("{}");
+    let pods = || ClusterView {
+        pods: vec![
+            pod(1),
+            pod(2),
+            PodInfo {
+                name: "celery-0".to_owned(),
+                ips: vec![ip("10.0.9.9")],
+                started_at: Some(ago(24 * HOUR)),
+                workload: WorkloadRef {
+                    namespace: "shop".to_owned(),
+                    kind: "Deployment".to_owned(),
+                    name: "celery".to_owned(),
+                },
+            },
+        ],
+        ..ClusterView::default()
+    };
+    let celery = |pid: i32| {
+        session(pid)
+            .client_addr("10.0.9.9")
+            .started_ago(0)
+            .active(0)
+    };
+    let mut memory = Memory::default();
+    let mut subjects = Vec::new();
+    // 20 new sessions a second for eleven minutes, a cycle every 30 s. Some cycles' looks catch
+    // nothing, one catches a session of the reconnecting API pool: the subject stays.
+    for cycle in 0..23i64 {
+        let at = later(cycle * 30);
+        let opened = 10_000 + cycle * 600;
+        let caught: Vec<SessionBuilder> = match cycle % 4 {
+            0 => vec![celery(600), celery(601), celery(602)],
+            1 => vec![],
+            2 => vec![
+                celery(603),
+                celery(604),
+                session(605).client_addr(&pod_ip(2)).started_ago(0).idle(0),
+            ],
+            _ => vec![celery(606), celery(607)],
+        };
+        let mut snap = snapshot().at(at).sessions_opened(opened);
+        snap.churn = Some(churn_sample(at, (opened, opened + 10), &caught));
+        let d = decide_with(&snap.build(), &policy, &pods(), &memory);
+        if cycle > 0 {
+            let found = findings(&d, FindingKind::ConnectionChurn);
+            subjects.push(
+                found
+                    .iter()
+                    .map(|f| f.subject.to_string())
+                    .collect::<Vec<_>>(),
+            );
+            if cycle == 22 {
+                assert!(found.iter().all(|f| f.confirmed), "{found:#?}");
+            }
+        }
+        memory = d.memory;
+    }
+    assert!(
+        subjects.iter().all(|s| s == &["Deployment/celery"]),
+        "{subjects:?}"
+    );
+}
+
+#[test]
+fn churn_seen_by_nobody_is_the_servers_and_a_single_look_measures_its_own_rate() {
+    // `poolwarden check`: no previous decision, the sample's own counter gives the rate.
+    let mut snap = snapshot().sessions_opened(1_000);
+    snap.churn = Some(churn_sample(t0(), (1_000, 1_010), &[]));
+    let d = decide_standalone(&snap.build(), &rules("{}"));
+    assert_eq!(d.capacity.new_sessions_per_second, Some(20.0));
+    let f = the_finding(&d, FindingKind::ConnectionChurn);
+    assert_eq!(f.subject, Subject::Server);
+    assert!(f.evidence.contains("nobody can be named"), "{}", f.evidence);
+}
+
+#[test]
 fn connection_churn_at_or_below_the_threshold_is_not_a_finding() {
-    let (_, d) = churn_between(5_000, 5_100);
-    assert_eq!(d.capacity.new_sessions_per_second, Some(10.0));
+    let (_, d) = churn_between(5_000, 5_050, &[nullpool(501)]);
+    assert_eq!(d.capacity.new_sessions_per_second, Some(5.0));
     assert!(findings(&d, FindingKind::ConnectionChurn).is_empty());
 
-    let (_, d) = churn_between(5_000, 5_200);
-    assert_eq!(d.capacity.new_sessions_per_second, Some(20.0));
+    let (_, d) = churn_between(5_000, 5_100, &[nullpool(501)]);
+    assert_eq!(d.capacity.new_sessions_per_second, Some(10.0));
     assert!(findings(&d, FindingKind::ConnectionChurn).is_empty());
 }
 
 #[test]
-fn connection_churn_needs_a_previous_sample() {
+fn connection_churn_needs_a_previous_sample_or_a_churn_sample() {
     let snap = snapshot()
         .sessions_opened(1_000_000)
         .with(session(501).client_addr(&pod_ip(1)).started_ago(1))
@@ -1523,8 +1812,7 @@ fn overbooked_when_the_policys_own_budget_exceeds_the_usable_connections() {
 }
 
 const STUCK_TX: &str = "
-idle: {idleInTransactionTimeout: 5m}
-leakDetection: {window: 10m}
+leakDetection: {window: 10m, idleInTransactionAge: 5m}
 ";
 
 /// A session of pod 1 idle in a transaction since `since`.
@@ -1846,4 +2134,178 @@ fn reserved_connections_of_postgres_16_are_not_usable_by_applications() {
     let d = decide_standalone(&snap, &rules("{}"));
     assert_eq!(d.capacity.reserved_connections, 5);
     assert_eq!(d.capacity.usable_connections, 95);
+}
+
+// ================================================================================================
+// Long transactions, a full server, a stable Overbooked
+// ================================================================================================
+
+/// A session of pod 1 whose transaction began `open` seconds ago and which last ran a statement
+/// `touched` seconds ago, holding `backend_xmin` from `xmin_age` transactions back.
+fn long_transaction(pid: i32, open: i64, touched: i64, xmin_age: u32) -> SessionBuilder {
+    let mut s = session(pid)
+        .client_addr(&pod_ip(1))
+        .idle_in_transaction(touched);
+    s.session.xact_start = Some(ago(open));
+    s.session.backend_xmin = Some(5_000 + xmin_age);
+    s.session.xmin_age = Some(xmin_age);
+    s
+}
+
+/// A session waiting on a lock held by `blocker`.
+fn waiting_for(pid: i32, blocker: i32) -> SessionBuilder {
+    let mut s = session(pid).client_addr(&pod_ip(2)).active(30);
+    s.session.blocked_by = vec![blocker];
+    s
+}
+
+#[test]
+fn a_transaction_touched_every_few_seconds_is_a_long_transaction_by_its_age() {
+    let snap = snapshot()
+        // Seed 003: one transaction open for 14 minutes, its session busy two seconds ago.
+        .with(long_transaction(900, 14 * MIN, 2, 1_234))
+        .with(long_transaction(901, 11 * MIN, 4, 700))
+        .with(long_transaction(902, 9 * MIN, 1, 600))
+        .with(waiting_for(903, 900))
+        .with(waiting_for(904, 900))
+        .build();
+    let d = decide_with(&snap, &rules("{}"), &cluster(), &Memory::default());
+    let f = the_finding(&d, FindingKind::LongTransaction);
+    assert_eq!(f.subject, about(deployment()));
+    assert_eq!(f.pids, [900, 901]);
+    assert_eq!(f.sessions, 2);
+    assert_eq!(f.held_for, secs(4 * MIN));
+    for needle in [
+        "2 transactions open for more than 10m00s (oldest 14m00s, pid 900, idle in transaction, last statement 2s ago)",
+        "backend_xmin 6234, 1234 transactions ago (vacuum cannot clean past it)",
+        "2 sessions waiting on their locks",
+    ] {
+        assert!(
+            f.evidence.contains(needle),
+            "{needle:?} not in {}",
+            f.evidence
+        );
+    }
+    // IdleInTransaction measures state_change: a touched session is not idle for long.
+    assert!(findings(&d, FindingKind::IdleInTransaction).is_empty());
+    assert!(
+        d.dry_run.is_empty(),
+        "nothing ends without maxTransactionAge"
+    );
+}
+
+#[test]
+fn max_transaction_age_ends_only_sessions_idle_in_that_transaction_blockers_first() {
+    let policy = rules("mode: Enforce\nidle: {maxTransactionAge: 10m, maxTerminationsPerCycle: 1}");
+    let mut active = session(913).client_addr(&pod_ip(1)).active(5);
+    active.session.xact_start = Some(ago(HOUR));
+    let snap = snapshot()
+        .with(long_transaction(910, 40 * MIN, 3, 10))
+        .with(long_transaction(911, 12 * MIN, 2, 10))
+        .with(waiting_for(912, 911))
+        // A long statement in a long transaction: never ended.
+        .with(active)
+        .with(long_transaction(914, 9 * MIN, 2, 10))
+        .build();
+    let d = decide_with(&snap, &policy, &cluster(), &Memory::default());
+    // 911 blocks a session: it goes first, within the brake of one.
+    assert_eq!(pids(&d.terminate), [911]);
+    assert_eq!(d.terminate[0].reason, Reason::TransactionTooOld);
+    assert_eq!(d.terminate[0].blocks, 1);
+    assert!(d.terminate[0].checked_out);
+    assert_eq!(pids(&d.deferred), [910]);
+}
+
+#[test]
+fn a_server_at_its_usable_connections_is_server_saturation_naming_the_top_holders() {
+    let mut sessions: Vec<SessionBuilder> = (0..60)
+        .map(|i| {
+            session(1000 + i)
+                .client_addr(&pod_ip(1))
+                .idle_in_transaction(30)
+        })
+        .collect();
+    sessions.extend((0..30).map(|i| session(1100 + i).client_addr(&pod_ip(2)).idle(30)));
+    sessions.extend((0..7).map(|i| {
+        session(1200 + i)
+            .application_name("reporting")
+            .client_addr("192.168.1.10")
+            .active(1)
+    }));
+    let d = decide_with(
+        &snapshot().with_all(sessions).build(),
+        &rules("{}"),
+        &cluster(),
+        &Memory::default(),
+    );
+    let f = the_finding(&d, FindingKind::ServerSaturation);
+    assert_eq!(f.subject, Subject::Server);
+    assert_eq!(f.sessions, 97);
+    assert_eq!(
+        f.evidence,
+        "97 of the 97 connections the server accepts from applications are in use (100%); top \
+         holders: Deployment/orders-api 90 (30 idle, 60 idle in transaction); \
+         reporting@192.168.1.10 7 (7 active)"
+    );
+
+    let below = snapshot()
+        .with_all((0..87).map(|i| session(1300 + i)))
+        .build();
+    let d = decide_standalone(&below, &rules("{}"));
+    assert!(findings(&d, FindingKind::ServerSaturation).is_empty());
+    let at = snapshot()
+        .with_all((0..88).map(|i| session(1300 + i)))
+        .build();
+    let d = decide_standalone(&at, &rules("{}"));
+    assert_eq!(findings(&d, FindingKind::ServerSaturation).len(), 1);
+}
+
+#[test]
+fn overbooked_counts_the_clients_seen_over_the_window_ranked_by_what_they_hold() {
+    let policy = rules("budgets: {maxConnectionsPerPod: 25}");
+    let client_on = |app: &str, host: u8, pid: i32| {
+        session(pid)
+            .application_name(app)
+            .client_addr(&format!("192.168.1.{host}"))
+    };
+    // Cycle 1: api from three hosts, a healthy "aaa" batch from one (sorted first by name).
+    let first = snapshot()
+        .with_all((0..3).map(|h| client_on("api", 10 + h, 800 + i32::from(h))))
+        .with_all((0..5).map(|i| client_on("api", 10, 810 + i)))
+        .with(client_on("aaa-batch", 20, 820))
+        .build();
+    let d1 = decide_standalone(&first, &policy);
+    let f = the_finding(&d1, FindingKind::Overbooked);
+    assert_eq!(d1.capacity.booked_connections, Some(100));
+    let ranked = f.evidence.find("api@").unwrap() < f.evidence.find("aaa-batch@").unwrap();
+    assert!(ranked, "the biggest holder first: {}", f.evidence);
+
+    // Thirty seconds later two api hosts are between connections: still booked, still found.
+    let second = snapshot()
+        .at(later(30))
+        .with(client_on("api", 10, 800))
+        .with(client_on("aaa-batch", 20, 820))
+        .build();
+    let d2 = decide_with(&second, &policy, &ClusterView::default(), &d1.memory);
+    assert_eq!(d2.capacity.booked_connections, Some(100));
+    assert_eq!(findings(&d2, FindingKind::Overbooked).len(), 1);
+
+    // A window after they were last seen, they no longer count.
+    let later_on = snapshot()
+        .at(later(10 * MIN + 1))
+        .with(client_on("api", 10, 800))
+        .with(client_on("aaa-batch", 20, 820))
+        .build();
+    let d3 = decide_with(&later_on, &policy, &ClusterView::default(), &d2.memory);
+    assert_eq!(d3.capacity.booked_connections, Some(50));
+}
+
+#[test]
+fn durations_in_the_decisions_json_are_seconds() {
+    let snap = snapshot().with(session(1400).idle(31 * MIN)).build();
+    let d = decide_standalone(&snap, &rules(DRY_RUN));
+    let json = serde_json::to_value(&d).unwrap();
+    assert_eq!(json["dryRun"][0]["inStateForSeconds"], 1860.0);
+    assert_eq!(json["groups"][0]["oldestIdleSeconds"], 1860.0);
+    assert!(json.to_string().find("secs").is_none(), "{json:#}");
 }

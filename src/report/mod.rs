@@ -5,4 +5,4 @@ mod table;
 mod text;
 
 pub use json::to_json;
-pub use text::{cycle_line, render};
+pub use text::{checked_out_note, cycle_line, render, status};

@@ -113,6 +113,7 @@ fn sources(out: &mut String, d: &Decision) {
         "idle in tx",
         "oldest idle",
         "oldest in tx",
+        "oldest tx",
     ])
     .numeric(&[1, 2, 3, 4, 5]);
     let age = |a: std::time::Duration| {
@@ -132,6 +133,7 @@ fn sources(out: &mut String, d: &Decision) {
             g.counts.idle_in_transaction.to_string(),
             age(g.oldest_idle),
             age(g.oldest_idle_in_transaction),
+            age(g.oldest_transaction),
         ]);
     }
     out.push_str(&t.render("  "));
@@ -145,20 +147,44 @@ fn findings(out: &mut String, d: &Decision) {
     }
     let _ = writeln!(out, "Findings");
     for f in &d.findings {
-        let status = match (f.confirmed, f.present) {
-            (true, true) => "LEAK   ".to_owned(),
-            (true, false) => "clearing".to_owned(),
-            (false, _) => "watch  ".to_owned(),
-        };
-        let _ = writeln!(out, "  {status} {:<18} {}", f.kind.as_str(), f.subject);
-        let _ = writeln!(out, "           {}", f.evidence);
+        let _ = writeln!(
+            out,
+            "  {:<9} {:<18} {}",
+            status(f),
+            f.kind.as_str(),
+            f.subject
+        );
+        if let Some(wait) = f.confirms_in {
+            let _ = writeln!(
+                out,
+                "            suspected: confirmed in {} if it holds (held {} of the {} window)",
+                human(wait),
+                human(f.held_for),
+                human(f.held_for + wait)
+            );
+        }
+        let _ = writeln!(out, "            {}", f.evidence);
         if !f.pids.is_empty() {
             let pids: Vec<String> = f.pids.iter().map(i32::to_string).collect();
-            let _ = writeln!(out, "           sessions: {}", pids.join(", "));
+            let more = (f.sessions as usize)
+                .checked_sub(f.pids.len())
+                .filter(|n| *n > 0)
+                .map(|n| format!(" and {n} more"))
+                .unwrap_or_default();
+            let _ = writeln!(out, "            sessions: {}{more}", pids.join(", "));
         }
-        let _ = writeln!(out, "           likely cause: {}", f.kind.likely_cause());
+        let _ = writeln!(out, "            likely cause: {}", f.cause);
     }
     out.push('\n');
+}
+
+/// A finding's standing: a leak (confirmed), a suspected one, or one clearing.
+pub fn status(f: &crate::decide::Finding) -> &'static str {
+    match (f.confirmed, f.present) {
+        (true, true) => "LEAK",
+        (true, false) => "clearing",
+        (false, _) => "suspected",
+    }
 }
 
 fn terminations(out: &mut String, cycle: &Cycle) {
@@ -173,6 +199,9 @@ fn terminations(out: &mut String, cycle: &Cycle) {
     } else {
         let _ = writeln!(out, "{title}: {} sessions", list.len());
         termination_table(out, list);
+        if let Some(note) = checked_out_note(list) {
+            let _ = writeln!(out, "  {note}");
+        }
     }
     if !o.changed.is_empty() {
         let pids: Vec<String> = o
@@ -213,6 +242,17 @@ fn terminations(out: &mut String, cycle: &Cycle) {
     out.push('\n');
 }
 
+/// What a pinned pool's owners must hear when its sessions are (or would be) ended.
+pub fn checked_out_note(list: &[Termination]) -> Option<String> {
+    let checked_out = list.iter().filter(|t| t.checked_out).count();
+    (checked_out > 0).then(|| {
+        format!(
+            "{checked_out} of these were idle in a transaction, checked out of their pool: {}",
+            crate::decide::CHECKED_OUT_NOTE
+        )
+    })
+}
+
 fn termination_table(out: &mut String, list: &[Termination]) {
     if list.is_empty() {
         return;
@@ -238,12 +278,13 @@ pub fn cycle_line(cycle: &Cycle) -> String {
     let d = &cycle.decision;
     let c = &d.capacity;
     let confirmed = d.findings.iter().filter(|f| f.confirmed).count();
+    let suspected = d.findings.len() - confirmed;
     let acted = match d.mode {
         Mode::Enforce => format!("terminated {}", cycle.outcome.terminated.len()),
         Mode::DryRun => format!("would terminate {}", d.dry_run.len()),
     };
     format!(
-        "{}  sessions {}/{} ({}%)  governed {} (idle {}, idle in tx {})  leaks {}  {}{}",
+        "{}  sessions {}/{} ({}%)  governed {} (idle {}, idle in tx {})  leaks {} (+{} suspected)  {}{}",
         d.observed_at.strftime("%H:%M:%S"),
         c.client_sessions,
         c.usable_connections,
@@ -252,6 +293,7 @@ pub fn cycle_line(cycle: &Cycle) -> String {
         d.in_scope.idle,
         d.in_scope.idle_in_transaction,
         confirmed,
+        suspected,
         acted,
         if d.deferred.is_empty() {
             String::new()

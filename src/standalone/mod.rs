@@ -75,15 +75,62 @@ pub struct RunOptions {
     pub output: Output,
 }
 
+/// Connects for `run`: a full server is waited out, with backoff (1s, 2s, 4s… up to the
+/// interval), saying so each time; any other failure ends the run at once. `None` if Ctrl-C came
+/// first.
+async fn connect_waiting(
+    url: &str,
+    interval: Duration,
+    out: &mut (impl Write + Send),
+) -> Result<Option<AnyEngine>, StandaloneError> {
+    let mut wait = Duration::from_secs(1).min(interval);
+    let mut attempts = 0u32;
+    loop {
+        match AnyEngine::connect(url, ConnectOptions::default()).await {
+            Ok(engine) => {
+                if attempts > 0 {
+                    let _ = writeln!(
+                        out,
+                        "connected after {}",
+                        count(attempts as usize + 1, "attempt")
+                    );
+                }
+                return Ok(Some(engine));
+            }
+            Err(e @ DatabaseError::ServerFull { .. }) => {
+                attempts += 1;
+                let _ = writeln!(
+                    out,
+                    "attempt {attempts}: {e}; trying again in {}",
+                    human(wait)
+                );
+                let _ = out.flush();
+                tokio::select! {
+                    _ = tokio::time::sleep(wait) => {}
+                    _ = tokio::signal::ctrl_c() => {
+                        let _ = writeln!(out, "interrupted");
+                        return Ok(None);
+                    }
+                }
+                wait = (wait * 2).min(interval.max(Duration::from_secs(1)));
+            }
+            Err(e) => return Err(e.into()),
+        }
+    }
+}
+
 /// Observes, decides and acts on every interval until Ctrl-C (or `cycles`), saying what it does.
-/// A failure to connect at the start ends the run; later failures are reported and retried.
+/// A full server at the start is waited out (see [`connect_waiting`]); any other failure to
+/// connect at the start ends the run; later failures are reported and retried.
 pub async fn run(
     url: &str,
     rules: &Rules,
     options: RunOptions,
     out: &mut (impl Write + Send),
 ) -> Result<RunSummary, StandaloneError> {
-    let mut engine = AnyEngine::connect(url, ConnectOptions::default()).await?;
+    let Some(mut engine) = connect_waiting(url, options.interval, out).await? else {
+        return Ok(RunSummary::default());
+    };
     let target = engine.display().to_owned();
     let mode = match rules.mode {
         Mode::Enforce => "Enforce: condemned sessions are terminated",
@@ -161,14 +208,25 @@ fn report_cycle(target: &str, cycle: &Cycle, output: Output, out: &mut impl Writ
         return;
     }
     let _ = writeln!(out, "{}", report::cycle_line(cycle));
-    for f in cycle.decision.findings.iter().filter(|f| f.started) {
-        let _ = writeln!(
-            out,
-            "  leak confirmed: {} on {}: {}",
-            f.kind.as_str(),
-            f.subject,
-            f.evidence
-        );
+    for f in &cycle.decision.findings {
+        if f.started {
+            let _ = writeln!(
+                out,
+                "  leak confirmed: {} on {}: {}",
+                f.kind.as_str(),
+                f.subject,
+                f.evidence
+            );
+        } else if let Some(wait) = f.confirms_in {
+            let _ = writeln!(
+                out,
+                "  suspected (confirmed in {} if it holds): {} on {}: {}",
+                human(wait),
+                f.kind.as_str(),
+                f.subject,
+                f.evidence
+            );
+        }
     }
     let (terminated, verb) = match cycle.decision.mode {
         Mode::Enforce => (&cycle.outcome.terminated, "terminated"),
@@ -196,6 +254,9 @@ fn report_cycle(target: &str, cycle: &Cycle, output: Output, out: &mut impl Writ
             human(longest),
             pids.join(", ")
         );
+    }
+    if let Some(note) = report::checked_out_note(terminated) {
+        let _ = writeln!(out, "  {note}");
     }
     if !cycle.outcome.changed.is_empty() {
         let _ = writeln!(

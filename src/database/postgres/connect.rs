@@ -205,7 +205,10 @@ fn classify_connect_error(e: tokio_postgres::Error, target: &str) -> DatabaseErr
                 detail,
             }
         }
-        Some(c) if *c == SqlState::TOO_MANY_CONNECTIONS => DatabaseError::ServerFull { detail },
+        Some(c) if *c == SqlState::TOO_MANY_CONNECTIONS => DatabaseError::ServerFull {
+            advice: crate::database::server_full_advice(None, &detail),
+            detail,
+        },
         Some(c) if *c == SqlState::INVALID_CATALOG_NAME => DatabaseError::Unreachable {
             target: target.to_owned(),
             detail,

@@ -4,6 +4,11 @@
 //! The connection is kept open between cycles on purpose: when the server is full, new
 //! connections are refused exactly when poolwarden is needed most, but an established one can
 //! still observe and terminate.
+//!
+//! Each observation also samples churn ([`snapshot::sample_churn`], half a second of quick looks
+//! at new backends) when sessions were opened at more than [`CHURN_TRIGGER`] per second since the
+//! previous observation, and on the first observation (when there is nothing to compare with):
+//! a quiet server pays nothing for it.
 
 mod connect;
 mod snapshot;
@@ -11,17 +16,27 @@ mod terminate;
 mod tls;
 
 pub use connect::{APPLICATION_NAME, ConnectOptions, Target};
-pub use snapshot::BARE_QUERY;
+pub use snapshot::{BARE_QUERY, ChurnLooks};
 pub use tls::SslMode;
 
 use tokio_postgres::Client;
 
-use crate::database::{DatabaseError, Engine, SessionIdentity, Snapshot};
+use jiff::Timestamp;
+
+use crate::database::{DatabaseError, Engine, SessionIdentity, Snapshot, server_full_advice};
+
+/// New sessions per second since the previous observation above which churn is sampled.
+pub const CHURN_TRIGGER: f64 = 2.0;
 
 /// A PostgreSQL server and poolwarden's monitoring connection to it.
 pub struct Postgres {
     target: Target,
     client: Option<Client>,
+    /// `server_version_num` as last seen, so that a refused reconnect gets advice for its version.
+    version_num: Option<u32>,
+    /// `(observed_at, sessions opened)` of the previous observation: whether to sample churn.
+    last_count: Option<(Timestamp, i64)>,
+    looks: ChurnLooks,
 }
 
 impl Postgres {
@@ -30,7 +45,16 @@ impl Postgres {
         Self {
             target,
             client: None,
+            version_num: None,
+            last_count: None,
+            looks: ChurnLooks::default(),
         }
+    }
+
+    /// Paces the churn sampling differently (the benchmarks measure what it costs).
+    pub fn with_churn_looks(mut self, looks: ChurnLooks) -> Self {
+        self.looks = looks;
+        self
     }
 
     /// Parses `url` and connects once, so that a bad URL, password or address fails right here.
@@ -48,7 +72,13 @@ impl Postgres {
     pub async fn client(&mut self) -> Result<&Client, DatabaseError> {
         if self.client.as_ref().is_none_or(Client::is_closed) {
             self.client = None;
-            let client = self.target.connect().await?;
+            let client = self.target.connect().await.map_err(|e| match e {
+                DatabaseError::ServerFull { detail, .. } => DatabaseError::ServerFull {
+                    advice: server_full_advice(self.version_num, &detail),
+                    detail,
+                },
+                other => other,
+            })?;
             tracing::info!(target = self.target.display(), "monitoring connection open");
             self.client = Some(client);
         }
@@ -76,9 +106,36 @@ impl Postgres {
     }
 }
 
+impl Postgres {
+    async fn observe_and_sample(&mut self) -> Result<Snapshot, DatabaseError> {
+        let looks = self.looks;
+        let previous = self.last_count;
+        let first = self.version_num.is_none();
+        let client = self.client().await?;
+        let mut snapshot = snapshot::take(client).await?;
+        let busy = match (previous, snapshot.sessions_opened_total) {
+            (Some((then, before)), Some(now)) => {
+                let seconds = crate::database::elapsed(then, snapshot.observed_at).as_secs_f64();
+                seconds <= 0.0 || (now - before) as f64 / seconds > CHURN_TRIGGER
+            }
+            // Nothing to compare with yet: look once. Without the counter (before PostgreSQL 14)
+            // there is never anything to compare with, and the first look is the only one.
+            _ => first,
+        };
+        if busy {
+            snapshot.churn = Some(snapshot::sample_churn(client, &snapshot, looks).await?);
+        }
+        self.version_num = Some(snapshot.server.version_num);
+        self.last_count = snapshot
+            .sessions_opened_total
+            .map(|n| (snapshot.observed_at, n));
+        Ok(snapshot)
+    }
+}
+
 impl Engine for Postgres {
     async fn observe(&mut self) -> Result<Snapshot, DatabaseError> {
-        let result = snapshot::take(self.client().await?).await;
+        let result = self.observe_and_sample().await;
         if let Err(e) = &result {
             self.forget_if_lost(e);
         }

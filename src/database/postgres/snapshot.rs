@@ -1,18 +1,51 @@
-//! The two statements of one look: the server's facts, then every backend.
+//! The two statements of one look: the server's facts, then every backend; and, when sessions
+//! come and go, quick looks at the new backends ([`sample_churn`]).
 //!
-//! They are sent together (pipelined: one round trip) and executed in order, so `now()` is read
+//! The two are sent together (pipelined: one round trip) and executed in order, so `now()` is read
 //! just *before* `pg_stat_activity`: ages measured from it can only come out a little short, never
 //! long. Only columns that exist on PostgreSQL 12 and later are used.
+//!
+//! `pg_blocking_pids` is called only for sessions waiting on a lock (`wait_event_type = 'Lock'`):
+//! it takes the lock manager's partition locks, so asking it of every backend would cost the
+//! server something on every cycle for nothing.
 
+use std::collections::HashMap;
 use std::net::IpAddr;
+use std::time::{Duration, Instant};
 
 use jiff::Timestamp;
+use tokio_postgres::types::Type;
 use tokio_postgres::{Client, Row};
 
 use super::connect::classify_query_error;
-use crate::database::{DatabaseError, MonitorRole, ServerFacts, Session, SessionState, Snapshot};
+use crate::database::{
+    ChurnSample, DatabaseError, MonitorRole, ServerFacts, Session, SessionState, Snapshot,
+};
 
-const FACTS: &str = "
+/// Σ `pg_stat_database.sessions`: PostgreSQL 14+, NULL before (read through `to_jsonb` so that the
+/// statement parses on older servers too).
+const OPENED: &str = "CASE WHEN current_setting('server_version_num')::int >= 140000
+            THEN (SELECT sum((to_jsonb(d) ->> 'sessions')::bigint) FROM pg_stat_database d)
+       END::bigint";
+
+const SESSION_COLUMNS: &str = "a.pid,
+       coalesce(a.backend_type, '')      AS backend_type,
+       a.datname::text                   AS datname,
+       a.usename::text                   AS usename,
+       coalesce(r.rolsuper, false)       AS user_is_superuser,
+       coalesce(a.application_name, '')  AS application_name,
+       a.client_addr,
+       a.backend_start,
+       a.xact_start,
+       a.state,
+       a.state_change,
+       a.backend_xmin::text              AS backend_xmin,
+       age(a.backend_xmin)               AS xmin_age,
+       CASE WHEN a.wait_event_type = 'Lock' THEN pg_blocking_pids(a.pid) END AS blocked_by";
+
+fn facts_query() -> String {
+    format!(
+        "
 SELECT now()                                                        AS observed_at,
        pg_backend_pid()                                             AS own_pid,
        split_part(current_setting('server_version'), ' ', 1)         AS version,
@@ -24,36 +57,45 @@ SELECT now()                                                        AS observed_
        r.rolsuper                                                   AS monitor_is_superuser,
        pg_has_role(current_user, 'pg_signal_backend', 'USAGE')      AS can_signal,
        pg_has_role(current_user, 'pg_read_all_stats', 'USAGE')      AS can_read_all_stats,
-       CASE WHEN current_setting('server_version_num')::int >= 140000
-            THEN (SELECT sum((to_jsonb(d) ->> 'sessions')::bigint) FROM pg_stat_database d)
-       END::bigint                                                  AS sessions_opened
+       {OPENED}                                                     AS sessions_opened
 FROM pg_roles r
-WHERE r.rolname = current_user";
+WHERE r.rolname = current_user"
+    )
+}
 
-const SESSIONS: &str = "
-SELECT a.pid,
-       coalesce(a.backend_type, '')      AS backend_type,
-       a.datname::text                   AS datname,
-       a.usename::text                   AS usename,
-       coalesce(r.rolsuper, false)       AS user_is_superuser,
-       coalesce(a.application_name, '')  AS application_name,
-       a.client_addr,
-       a.backend_start,
-       a.xact_start,
-       a.state,
-       a.state_change
+fn sessions_query() -> String {
+    format!(
+        "SELECT {SESSION_COLUMNS}
 FROM pg_stat_activity a
 LEFT JOIN pg_roles r ON r.oid = a.usesysid
-WHERE a.backend_start IS NOT NULL";
+WHERE a.backend_start IS NOT NULL"
+    )
+}
+
+/// One quick look at the client backends started since `$1`, and the server's clock and session
+/// counter at that moment (on every row, and on the one row of an empty look).
+fn new_backends_query() -> String {
+    format!(
+        "SELECT clock_timestamp() AS look_at, {OPENED} AS opened, n.*
+FROM (SELECT 1) one
+LEFT JOIN LATERAL (
+    SELECT {SESSION_COLUMNS}
+    FROM pg_stat_activity a
+    LEFT JOIN pg_roles r ON r.oid = a.usesysid
+    WHERE a.backend_type = 'client backend' AND a.backend_start > $1
+) n ON true"
+    )
+}
 
 /// Reads the snapshot over `client`.
 ///
 /// `query_typed` sends parse, bind and execute at once (no separate prepare, no named statement
 /// to close), and both statements go out together: one round trip for the whole snapshot.
 pub async fn take(client: &Client) -> Result<Snapshot, DatabaseError> {
+    let (facts_sql, sessions_sql) = (facts_query(), sessions_query());
     let (facts, sessions) = tokio::try_join!(
-        client.query_typed_one(FACTS, &[]),
-        client.query_typed(SESSIONS, &[])
+        client.query_typed_one(&facts_sql, &[]),
+        client.query_typed(&sessions_sql, &[])
     )
     .map_err(classify_query_error)?;
     let get_u32 = |name: &str| -> Result<u32, DatabaseError> {
@@ -96,11 +138,110 @@ pub async fn take(client: &Client) -> Result<Snapshot, DatabaseError> {
         sessions_opened_total: facts
             .try_get("sessions_opened")
             .map_err(classify_query_error)?,
+        churn: None,
     })
 }
 
-/// Where each column of `SESSIONS` is, found by name once per snapshot instead of once per
-/// column in every row (thousands of rows, eleven columns).
+/// How the quick looks of [`sample_churn`] are paced.
+#[derive(Clone, Copy, Debug)]
+pub struct ChurnLooks {
+    /// How long to keep looking.
+    pub budget: Duration,
+    /// The pause between two looks. A session living a few milliseconds is seen when a look falls
+    /// within its life: the shorter the pause, the more are seen, the more the server works.
+    pub pause: Duration,
+}
+
+impl Default for ChurnLooks {
+    fn default() -> Self {
+        Self {
+            budget: Duration::from_millis(500),
+            pause: Duration::from_millis(5),
+        }
+    }
+}
+
+/// Looks at the new backends again and again for `looks.budget` after `snapshot` was taken.
+///
+/// A backend that is in one look (or young in the snapshot) and missing from the last one
+/// appeared and vanished: it is reported in [`ChurnSample::short_lived`]. Backends still there at
+/// the end only count as persisted.
+pub async fn sample_churn(
+    client: &Client,
+    snapshot: &Snapshot,
+    looks: ChurnLooks,
+) -> Result<ChurnSample, DatabaseError> {
+    // Young sessions of the snapshot count as seen in the first look: a session living a few
+    // milliseconds may be caught by the snapshot itself.
+    let since = snapshot.observed_at - jiff::SignedDuration::from_secs(1);
+    let mut seen: HashMap<(i32, Timestamp), (Session, u32)> = HashMap::new();
+    for s in snapshot
+        .sessions
+        .iter()
+        .filter(|s| s.is_client_backend() && s.backend_start > since)
+    {
+        seen.insert((s.pid, s.backend_start), (s.clone(), 0));
+    }
+    let sql = new_backends_query();
+    let began = Instant::now();
+    let mut look = 0;
+    let mut last_at = snapshot.observed_at;
+    let mut opened_at_end = snapshot.sessions_opened_total;
+    let mut present_at_last = Vec::new();
+    let mut columns = None;
+    loop {
+        look += 1;
+        let rows = client
+            .query_typed(&sql, &[(&since, Type::TIMESTAMPTZ)])
+            .await
+            .map_err(classify_query_error)?;
+        present_at_last.clear();
+        for row in &rows {
+            last_at = row.try_get("look_at").map_err(classify_query_error)?;
+            opened_at_end = row.try_get("opened").map_err(classify_query_error)?;
+            let pid: Option<i32> = row.try_get("pid").map_err(classify_query_error)?;
+            if pid.is_none() {
+                continue; // the one row of an empty look
+            }
+            let at = match &columns {
+                Some(at) => at,
+                None => columns.insert(Columns::of(row)?),
+            };
+            let session = session(row, at)?;
+            let key = (session.pid, session.backend_start);
+            present_at_last.push(key);
+            seen.entry(key)
+                .and_modify(|(_, last)| *last = look)
+                .or_insert((session, look));
+        }
+        if began.elapsed() >= looks.budget {
+            break;
+        }
+        tokio::time::sleep(looks.pause).await;
+    }
+    let mut short_lived = Vec::new();
+    let mut persisted = 0;
+    for (key, (session, _)) in seen {
+        if present_at_last.contains(&key) {
+            persisted += 1;
+        } else {
+            short_lived.push(session);
+        }
+    }
+    short_lived.sort_by_key(|s| (s.backend_start, s.pid));
+    Ok(ChurnSample {
+        started_at: snapshot.observed_at,
+        ended_at: last_at,
+        looks: look,
+        opened_at_start: snapshot.sessions_opened_total,
+        opened_at_end,
+        short_lived,
+        persisted,
+    })
+}
+
+/// Where each column of the sessions is, found by name once per snapshot instead of once per
+/// column in every row (thousands of rows, fourteen columns).
 struct Columns {
     pid: usize,
     backend_type: usize,
@@ -113,6 +254,9 @@ struct Columns {
     xact_start: usize,
     state: usize,
     state_change: usize,
+    backend_xmin: usize,
+    xmin_age: usize,
+    blocked_by: usize,
 }
 
 impl Columns {
@@ -135,6 +279,9 @@ impl Columns {
             xact_start: at("xact_start")?,
             state: at("state")?,
             state_change: at("state_change")?,
+            backend_xmin: at("backend_xmin")?,
+            xmin_age: at("xmin_age")?,
+            blocked_by: at("blocked_by")?,
         })
     }
 }
@@ -162,6 +309,18 @@ fn session(row: &Row, at: &Columns) -> Result<Session, DatabaseError> {
         xact_start: row.try_get(at.xact_start).map_err(classify_query_error)?,
         state: SessionState::from_pg(state),
         state_change: row.try_get(at.state_change).map_err(classify_query_error)?,
+        backend_xmin: row
+            .try_get::<_, Option<&str>>(at.backend_xmin)
+            .map_err(classify_query_error)?
+            .and_then(|x| x.parse().ok()),
+        xmin_age: row
+            .try_get::<_, Option<i32>>(at.xmin_age)
+            .map_err(classify_query_error)?
+            .and_then(|a| u32::try_from(a).ok()),
+        blocked_by: row
+            .try_get::<_, Option<Vec<i32>>>(at.blocked_by)
+            .map_err(classify_query_error)?
+            .unwrap_or_default(),
     })
 }
 

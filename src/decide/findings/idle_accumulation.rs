@@ -1,0 +1,82 @@
+//! `IdleAccumulation`: sessions stranded idle on a pod that keeps working.
+//!
+//! The fork leak (seed 000): worker processes forked from a server inherit its pool; each keeps a
+//! session idle without limit while the parent's sessions stay busy. A healthy pool can look the
+//! same for a while: a LIFO pool (HikariCP) keeps its spares idle until `maxLifetime` (30 minutes
+//! by default) replaces them. Nothing in a snapshot, nor across cycles, tells the two apart
+//! before then, so a session counts as stranded only once idle for longer than
+//! `leakDetection.strandedIdleAge` (default 30m): beyond the lifetime a healthy pool gives a spare.
+//!
+//! Not flagged: a pool that recycles its connections (its sessions never get that old), an
+//! application idle as a whole (no session in use beside the idle ones: its pool simply waits),
+//! unless `idleThreshold` is set and that many sessions are stranded on one pod.
+
+use std::time::Duration;
+
+use super::{Context, FindingKind, Sighting, SourceSessions};
+use crate::api::{count, human};
+use crate::database::SessionState;
+
+pub fn find(source: &SourceSessions<'_, '_>, context: &Context<'_>) -> Option<Sighting> {
+    let now = context.snapshot.observed_at;
+    let detect = &context.rules.detect;
+    let mut best: Option<(&str, Vec<(Duration, i32)>, usize)> = None;
+    for (pod, sessions) in &source.pods {
+        let mut stranded: Vec<(Duration, i32)> = sessions
+            .iter()
+            .filter(|g| g.session.state == SessionState::Idle)
+            .map(|g| (g.session.in_state_for(now), g.session.pid))
+            .filter(|(age, _)| *age > detect.stranded_idle_age)
+            .collect();
+        // In use: running, in a transaction, or idle only briefly (within the window).
+        let in_use = sessions
+            .iter()
+            .filter(|g| {
+                g.session.state != SessionState::Idle
+                    || g.session.in_state_for(now) <= context.rules.window
+            })
+            .count();
+        let stranded_while_working = stranded.len() >= 2 && in_use > 0;
+        let over_threshold = detect
+            .idle_threshold
+            .is_some_and(|t| stranded.len() >= t as usize);
+        if !(stranded_while_working || over_threshold) {
+            continue;
+        }
+        stranded.sort_by(|a, b| b.cmp(a));
+        if best
+            .as_ref()
+            .is_none_or(|(_, b, _)| stranded.len() > b.len())
+        {
+            best = Some((pod, stranded, in_use));
+        }
+    }
+    let (pod, stranded, in_use) = best?;
+    // The condition holds since the second oldest (or the threshold-th) crossed the age.
+    let needed = if in_use > 0 {
+        2
+    } else {
+        detect.idle_threshold.unwrap_or(2) as usize
+    };
+    let kth = stranded[needed.min(stranded.len()) - 1].0;
+    let summary = if in_use > 0 {
+        format!(
+            "{} stranded idle for more than {} on {pod}, which keeps using {}",
+            count(stranded.len(), "session"),
+            human(detect.stranded_idle_age),
+            count(in_use, "other session")
+        )
+    } else {
+        format!(
+            "{} idle for more than {} on {pod}",
+            count(stranded.len(), "session"),
+            human(detect.stranded_idle_age)
+        )
+    };
+    let mut sighting = Sighting::about(source.source, FindingKind::IdleAccumulation)
+        .with_pids(stranded.iter().map(|(_, pid)| *pid));
+    sighting.evidence = format!("{summary} (oldest idle {})", human(stranded[0].0));
+    sighting.summary = summary;
+    sighting.held_for = kth.saturating_sub(detect.stranded_idle_age);
+    Some(sighting)
+}

@@ -1,0 +1,72 @@
+//! `LongTransaction`: transactions open for longer than `leakDetection.transactionAge` (default
+//! 10m) by `xact_start` on the server's clock, however recently their session ran a statement.
+//!
+//! Seed 003's services keep one transaction open forever and touch it every few seconds:
+//! `state_change` stays fresh while `xact_start` ages, so the idle-in-transaction age misses them.
+//! What they cost is reported with them: the oldest snapshot held (`backend_xmin`: vacuum cannot
+//! clean past it) and how many sessions wait on their locks.
+
+use std::time::Duration;
+
+use super::{Context, FindingKind, Sighting, SourceSessions};
+use crate::api::{count, human};
+
+pub fn find(source: &SourceSessions<'_, '_>, context: &Context<'_>) -> Option<Sighting> {
+    let now = context.snapshot.observed_at;
+    let limit = context.rules.detect.transaction_age;
+    let mut long: Vec<(Duration, i32)> = source
+        .all()
+        .filter_map(|g| Some((g.session.in_transaction_for(now)?, g.session.pid)))
+        .filter(|(age, _)| *age > limit)
+        .collect();
+    if long.is_empty() {
+        return None;
+    }
+    long.sort_by(|a, b| b.cmp(a));
+    let sessions: Vec<_> = source
+        .all()
+        .filter(|g| long.iter().any(|(_, pid)| *pid == g.session.pid))
+        .collect();
+    let oldest = sessions
+        .iter()
+        .find(|g| g.session.pid == long[0].1)
+        .map(|g| g.session)?;
+    let held_back = sessions
+        .iter()
+        .filter_map(|g| Some((g.session.xmin_age?, g.session.backend_xmin?)))
+        .max();
+    let blocked: u32 = long
+        .iter()
+        .map(|(_, pid)| context.blocks.get(pid).copied().unwrap_or(0))
+        .sum();
+    let summary = format!(
+        "{} open for more than {}",
+        count(long.len(), "transaction"),
+        human(limit)
+    );
+    let mut evidence = format!(
+        "{summary} (oldest {}, pid {}, {}, last statement {} ago)",
+        human(long[0].0),
+        oldest.pid,
+        oldest.state.label(),
+        human(oldest.in_state_for(now))
+    );
+    if let Some((age, xmin)) = held_back {
+        evidence.push_str(&format!(
+            "; oldest snapshot held: backend_xmin {xmin}, {age} transactions ago (vacuum cannot \
+             clean past it)"
+        ));
+    }
+    if blocked > 0 {
+        evidence.push_str(&format!(
+            "; {} waiting on their locks",
+            count(blocked as usize, "session")
+        ));
+    }
+    let mut sighting = Sighting::about(source.source, FindingKind::LongTransaction)
+        .with_pids(long.iter().map(|(_, pid)| *pid));
+    sighting.evidence = evidence;
+    sighting.summary = summary;
+    sighting.held_for = long[0].0.saturating_sub(limit);
+    Some(sighting)
+}

@@ -1,0 +1,275 @@
+//! The leak findings of DESIGN.md §6, as one snapshot shows them: one detector per file.
+//!
+//! A detector turns what it sees into [`Sighting`]s. Each carries `held_for`: how long the
+//! snapshot alone proves it has held (a session idle for three hours proves three hours of
+//! idleness). [`super::memory`] adds what earlier cycles saw and applies the window before a
+//! sighting becomes a confirmed [`Finding`](super::Finding).
+//!
+//! Detection needs no termination timeout: every detector has its own age or rate in
+//! `spec.leakDetection`, with defaults, so a policy that sets nothing still reports every shape.
+
+mod churn;
+mod idle_accumulation;
+mod idle_in_transaction;
+mod long_transaction;
+mod orphaned;
+mod overbooked;
+mod pool_saturation;
+mod server_saturation;
+
+pub use churn::churn;
+pub use overbooked::overbooked;
+pub use server_saturation::server_saturation;
+
+use std::collections::{BTreeMap, HashMap};
+use std::time::Duration;
+
+use serde::Serialize;
+
+use super::attribution::Source;
+use super::cluster::{ClusterView, WorkloadRef};
+use super::groups::Governed;
+use super::rules::Rules;
+use crate::database::Snapshot;
+
+/// The kinds of leak (and of risk) poolwarden recognises.
+#[derive(
+    Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, serde::Deserialize,
+)]
+pub enum FindingKind {
+    IdleAccumulation,
+    IdleInTransaction,
+    PoolSaturation,
+    ConnectionChurn,
+    Orphaned,
+    Overbooked,
+    LongTransaction,
+    ServerSaturation,
+}
+
+impl FindingKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::IdleAccumulation => "IdleAccumulation",
+            Self::IdleInTransaction => "IdleInTransaction",
+            Self::PoolSaturation => "PoolSaturation",
+            Self::ConnectionChurn => "ConnectionChurn",
+            Self::Orphaned => "Orphaned",
+            Self::Overbooked => "Overbooked",
+            Self::LongTransaction => "LongTransaction",
+            Self::ServerSaturation => "ServerSaturation",
+        }
+    }
+
+    /// What usually causes it, pointing at the patterns poolwarden was born from. A detector may
+    /// say something more precise for what it saw (see [`Sighting::cause`]).
+    pub fn likely_cause(self) -> &'static str {
+        match self {
+            Self::IdleAccumulation => {
+                "sessions stranded idle while the same pod keeps working: typically a pool \
+                 inherited across fork() by long-lived worker processes; create the engine after \
+                 the fork, or call engine.dispose() in the child"
+            }
+            Self::IdleInTransaction => {
+                "a transaction left open: a session handed to a background task after the request \
+                 closed it, a missing commit/rollback, or a service holding one session forever"
+            }
+            Self::PoolSaturation => {
+                "the pool is pinned at pool_size + max_overflow: sessions are checked out and never \
+                 returned (often a request-scoped session reused by a background task)"
+            }
+            Self::ConnectionChurn => {
+                "sessions are opened and closed at a high rate: NullPool or an engine per request; \
+                 keep one pool per process"
+            }
+            Self::Orphaned => {
+                "sessions left behind by a pod that no longer exists: killed mid-transaction, or its \
+                 node was lost"
+            }
+            Self::Overbooked => {
+                "the pools' maximum (max replicas x per-pod pool) exceeds the server's usable \
+                 connections: 'too many clients already' is waiting to happen; shrink the pools or \
+                 put a pooler in front"
+            }
+            Self::LongTransaction => {
+                "a service holding one transaction open and touching it now and then (a session \
+                 created once and kept forever, e.g. in a singleton's constructor): vacuum cannot \
+                 clean past its snapshot and its locks stay held; open a session per unit of work"
+            }
+            Self::ServerSaturation => {
+                "the server is at its connection limit: new connections fail with 'too many \
+                 clients already'; look at the top holders below"
+            }
+        }
+    }
+}
+
+/// What a pinned pool's owners must know once poolwarden ends its sessions.
+pub const CHECKED_OUT_NOTE: &str = "ending these sessions frees the server, not the application: \
+     its pool still counts them as checked out, so restart (or fix) the workload to recover";
+
+/// Who a finding is about.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
+#[serde(tag = "type", rename_all = "camelCase")]
+pub enum Subject {
+    Source {
+        source: Source,
+    },
+    /// The server as a whole (Overbooked, ServerSaturation, churn nobody can be named for).
+    Server,
+}
+
+impl std::fmt::Display for Subject {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Subject::Source { source } => source.fmt(f),
+            Subject::Server => f.write_str("the server"),
+        }
+    }
+}
+
+/// A finding as one snapshot shows it, before the window is applied.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Sighting {
+    pub subject: Subject,
+    pub kind: FindingKind,
+    /// One human line of evidence, ages included.
+    pub evidence: String,
+    /// The evidence without ages, stable from cycle to cycle: what annotations and the status
+    /// carry, so that they are rewritten only when something really changes.
+    pub summary: String,
+    /// What usually causes what was seen, and what to do.
+    pub cause: String,
+    /// How many sessions show it.
+    pub sessions: u32,
+    /// The sessions that show it, at most a handful.
+    pub pids: Vec<i32>,
+    /// How long the snapshot alone proves it has held.
+    pub held_for: Duration,
+}
+
+impl Sighting {
+    /// A sighting about a source, with the kind's usual cause.
+    fn about(source: &Source, kind: FindingKind) -> Self {
+        Self {
+            subject: Subject::Source {
+                source: source.clone(),
+            },
+            kind,
+            evidence: String::new(),
+            summary: String::new(),
+            cause: kind.likely_cause().to_owned(),
+            sessions: 0,
+            pids: Vec::new(),
+            held_for: Duration::ZERO,
+        }
+    }
+
+    /// The sessions showing it: all counted, a handful named.
+    fn with_pids(mut self, pids: impl IntoIterator<Item = i32>) -> Self {
+        let all: Vec<i32> = pids.into_iter().collect();
+        self.sessions = all.len() as u32;
+        self.pids = all.into_iter().take(EVIDENCE_PIDS).collect();
+        self
+    }
+}
+
+const EVIDENCE_PIDS: usize = 10;
+
+/// Per-pod budgets: a workload's `poolwarden.io/pool-max`, else the policy's. Built once per
+/// decision, so that a source's budget is a lookup rather than a scan of every workload (with
+/// thousands of workloads, the scans per source made deciding quadratic).
+pub struct Budgets<'a> {
+    declared: HashMap<&'a WorkloadRef, Option<u32>>,
+    policy: Option<u32>,
+}
+
+impl<'a> Budgets<'a> {
+    pub fn new(cluster: &'a ClusterView, rules: &Rules) -> Self {
+        let mut declared = HashMap::with_capacity(cluster.workloads.len());
+        for info in &cluster.workloads {
+            // A workload listed twice counts with its first entry, as a scan would find it.
+            declared.entry(&info.workload).or_insert(info.pool_max);
+        }
+        Self {
+            declared,
+            policy: rules.max_connections_per_pod,
+        }
+    }
+
+    /// The per-pod budget for a source, and whether the workload declared it itself.
+    pub fn per_pod(&self, source: &Source) -> Option<u32> {
+        let declared = match source {
+            Source::Workload(w) => self.declared.get(w).copied().flatten(),
+            Source::Client { .. } => None,
+        };
+        // A budget of zero is no budget at all (an annotation typo must not condemn a whole pod).
+        declared
+            .filter(|b| *b > 0)
+            .or(self.policy)
+            .filter(|b| *b > 0)
+    }
+}
+
+/// One source's governed sessions, by pod (for clients outside Kubernetes: by address).
+pub struct SourceSessions<'g, 'a> {
+    pub source: &'g Source,
+    pub pods: BTreeMap<&'g str, Vec<&'g Governed<'a>>>,
+}
+
+impl<'g, 'a> SourceSessions<'g, 'a> {
+    fn all(&self) -> impl Iterator<Item = &'g Governed<'a>> + '_ {
+        self.pods.values().flatten().copied()
+    }
+}
+
+/// What every source detector may consult besides the source's own sessions.
+pub struct Context<'a> {
+    pub snapshot: &'a Snapshot,
+    pub cluster: &'a ClusterView,
+    pub budgets: &'a Budgets<'a>,
+    pub rules: &'a Rules,
+    /// For each pid, how many sessions wait on its locks.
+    pub blocks: &'a HashMap<i32, u32>,
+}
+
+/// Every finding about a source, from the governed sessions: each detector in turn.
+pub fn about_sources(governed: &[Governed<'_>], context: &Context<'_>) -> Vec<Sighting> {
+    let mut by_source: BTreeMap<&Source, SourceSessions<'_, '_>> = BTreeMap::new();
+    for g in governed {
+        by_source
+            .entry(&g.attribution.source)
+            .or_insert_with(|| SourceSessions {
+                source: &g.attribution.source,
+                pods: BTreeMap::new(),
+            })
+            .pods
+            .entry(g.attribution.pod.as_str())
+            .or_default()
+            .push(g);
+    }
+    // Churn, Overbooked and ServerSaturation look beyond one source: see their own functions.
+    let detectors: [fn(&SourceSessions<'_, '_>, &Context<'_>) -> Option<Sighting>; 5] = [
+        idle_accumulation::find,
+        idle_in_transaction::find,
+        long_transaction::find,
+        pool_saturation::find,
+        orphaned::find,
+    ];
+    by_source
+        .values()
+        .flat_map(|source| detectors.iter().filter_map(move |d| d(source, context)))
+        .collect()
+}
+
+/// For each pid, how many sessions wait on its locks (from `blocked_by` of the lock waiters).
+pub fn blockers(snapshot: &Snapshot) -> HashMap<i32, u32> {
+    let mut blocks: HashMap<i32, u32> = HashMap::new();
+    for s in &snapshot.sessions {
+        for pid in &s.blocked_by {
+            *blocks.entry(*pid).or_default() += 1;
+        }
+    }
+    blocks
+}
