@@ -228,7 +228,7 @@ async fn create_policy(client: &kube::Client) {
             "interval": "1s",
             // Idle sessions are left alone (the leak stays visible); open transactions are ended.
             "idle": {"idleInTransactionTimeout": "1s"},
-            "leakDetection": {"window": "1s", "idleThreshold": 3},
+            "leakDetection": {"window": "1s", "strandedIdleAge": "1s", "idleThreshold": 3},
         },
     }))
     .unwrap();

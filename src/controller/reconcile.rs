@@ -289,7 +289,7 @@ async fn raise_events(ctx: &Context, policy: &PoolPolicy, cycle: &Cycle) {
                 "{}: {}. Likely cause: {} (policy {})",
                 f.kind.as_str(),
                 f.summary,
-                f.kind.likely_cause(),
+                f.cause,
                 patches::policy_ref(policy)
             ))),
             action: "Detected".into(),
@@ -307,11 +307,20 @@ async fn raise_events(ctx: &Context, policy: &PoolPolicy, cycle: &Cycle) {
         let event = Event {
             type_: EventType::Normal,
             reason: "SessionsTerminated".into(),
-            note: Some(truncate(&format!(
-                "terminated {} from {}",
-                count(terminated.len(), "session"),
-                sources.join(", ")
-            ))),
+            note: Some(truncate(
+                &match crate::report::checked_out_note(terminated) {
+                    Some(note) => format!(
+                        "terminated {} from {}; {note}",
+                        count(terminated.len(), "session"),
+                        sources.join(", ")
+                    ),
+                    None => format!(
+                        "terminated {} from {}",
+                        count(terminated.len(), "session"),
+                        sources.join(", ")
+                    ),
+                },
+            )),
             action: "Terminate".into(),
             secondary: None,
         };

@@ -348,6 +348,7 @@ mod tests {
         };
         let down = DatabaseError::ServerFull {
             detail: "sorry, too many clients already".into(),
+            advice: crate::database::server_full_advice(None, ""),
         };
         let s = build(
             Some(&previous),

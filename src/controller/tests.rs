@@ -330,7 +330,7 @@ async fn one_reconcile_terminates_annotates_raises_events_and_reports_in_that_or
         "mode": "Enforce",
         "interval": "10s",
         "idle": {"idleTimeout": "300ms"},
-        "leakDetection": {"window": "300ms", "idleThreshold": 3},
+        "leakDetection": {"window": "300ms", "strandedIdleAge": "300ms", "idleThreshold": 3},
     }));
     let p = policy(spec, true);
     let task = tokio::spawn(reconcile(Arc::new(p.clone()), ctx));
