@@ -71,7 +71,8 @@ pub struct PoolPolicySpec {
     #[serde(default)]
     pub scope: Scope,
 
-    /// When an idle session has been idle long enough to be ended.
+    /// What `Enforce` ends: sessions idle past a timeout, transactions past an age, and how many
+    /// per cycle. Reporting leaks needs none of it (see `leakDetection`).
     #[serde(default)]
     pub idle: IdleRules,
 
@@ -79,7 +80,8 @@ pub struct PoolPolicySpec {
     #[serde(default)]
     pub budgets: Budgets,
 
-    /// How leaks are recognised and how long a finding must hold before a workload is marked.
+    /// How leaks are recognised, and how long a finding must hold before a workload is marked.
+    /// Every field has a default: a policy that sets nothing here reports every kind of leak.
     #[serde(default)]
     pub leak_detection: LeakDetection,
 
