@@ -157,11 +157,13 @@ pub struct Session {
     pub xact_start: Option<Timestamp>,
     pub state: SessionState,
     pub state_change: Option<Timestamp>,
-    /// The oldest snapshot the session holds (PostgreSQL's `backend_xmin`): vacuum cannot remove
-    /// row versions newer than it. `None` when it holds none, or on engines without the notion.
+    /// The oldest transaction the session makes vacuum keep: PostgreSQL's `backend_xmin` (its
+    /// snapshot), or its own `backend_xid` when that is older (a transaction that wrote holds its
+    /// xid even between statements under READ COMMITTED). Vacuum cannot remove row versions newer
+    /// than it. `None` when it holds none, or on engines without the notion.
     pub backend_xmin: Option<u32>,
-    /// How many transactions ago `backend_xmin` was (PostgreSQL's `age(backend_xmin)`): what the
-    /// session holds vacuum back by.
+    /// How many transactions ago `backend_xmin` was (`age(...)`): how far the session holds
+    /// vacuum back.
     pub xmin_age: Option<u32>,
     /// For a session waiting on a lock, the sessions it waits for (`pg_blocking_pids`, asked only
     /// of sessions waiting on a lock, since it is not free); empty otherwise.

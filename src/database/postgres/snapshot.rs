@@ -9,7 +9,7 @@
 //! it takes the lock manager's partition locks, so asking it of every backend would cost the
 //! server something on every cycle for nothing.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::net::IpAddr;
 use std::time::{Duration, Instant};
 
@@ -39,8 +39,10 @@ const SESSION_COLUMNS: &str = "a.pid,
        a.xact_start,
        a.state,
        a.state_change,
-       a.backend_xmin::text              AS backend_xmin,
-       age(a.backend_xmin)               AS xmin_age,
+       (CASE WHEN a.backend_xid IS NOT NULL
+                  AND (a.backend_xmin IS NULL OR age(a.backend_xid) > age(a.backend_xmin))
+             THEN a.backend_xid ELSE a.backend_xmin END)::text AS backend_xmin,
+       greatest(age(a.backend_xmin), age(a.backend_xid)) AS xmin_age,
        CASE WHEN a.wait_event_type = 'Lock' THEN pg_blocking_pids(a.pid) END AS blocked_by";
 
 fn facts_query() -> String {
@@ -163,7 +165,7 @@ impl Default for ChurnLooks {
 
 /// Looks at the new backends again and again for `looks.budget` after `snapshot` was taken.
 ///
-/// A backend that is in one look (or young in the snapshot) and missing from the last one
+/// A backend that the snapshot did not show, that is in one look and missing from the last one,
 /// appeared and vanished: it is reported in [`ChurnSample::short_lived`]. Backends still there at
 /// the end only count as persisted.
 pub async fn sample_churn(
@@ -171,23 +173,22 @@ pub async fn sample_churn(
     snapshot: &Snapshot,
     looks: ChurnLooks,
 ) -> Result<ChurnSample, DatabaseError> {
-    // Young sessions of the snapshot count as seen in the first look: a session living a few
-    // milliseconds may be caught by the snapshot itself.
+    // Only backends that appear after the snapshot count: one that the snapshot already showed
+    // and that closes during the looks may have lived for hours (a pool resetting).
     let since = snapshot.observed_at - jiff::SignedDuration::from_secs(1);
-    let mut seen: HashMap<(i32, Timestamp), (Session, u32)> = HashMap::new();
-    for s in snapshot
+    let known: HashSet<(i32, Timestamp)> = snapshot
         .sessions
         .iter()
-        .filter(|s| s.is_client_backend() && s.backend_start > since)
-    {
-        seen.insert((s.pid, s.backend_start), (s.clone(), 0));
-    }
+        .filter(|s| s.backend_start > since)
+        .map(|s| (s.pid, s.backend_start))
+        .collect();
+    let mut seen: HashMap<(i32, Timestamp), Session> = HashMap::new();
     let sql = new_backends_query();
     let began = Instant::now();
     let mut look = 0;
     let mut last_at = snapshot.observed_at;
     let mut opened_at_end = snapshot.sessions_opened_total;
-    let mut present_at_last = Vec::new();
+    let mut present_at_last = HashSet::new();
     let mut columns = None;
     loop {
         look += 1;
@@ -209,10 +210,11 @@ pub async fn sample_churn(
             };
             let session = session(row, at)?;
             let key = (session.pid, session.backend_start);
-            present_at_last.push(key);
-            seen.entry(key)
-                .and_modify(|(_, last)| *last = look)
-                .or_insert((session, look));
+            if known.contains(&key) {
+                continue;
+            }
+            present_at_last.insert(key);
+            seen.entry(key).or_insert(session);
         }
         if began.elapsed() >= looks.budget {
             break;
@@ -221,7 +223,7 @@ pub async fn sample_churn(
     }
     let mut short_lived = Vec::new();
     let mut persisted = 0;
-    for (key, (session, _)) in seen {
+    for (key, session) in seen {
         if present_at_last.contains(&key) {
             persisted += 1;
         } else {

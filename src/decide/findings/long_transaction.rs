@@ -3,8 +3,8 @@
 //!
 //! Seed 003's services keep one transaction open forever and touch it every few seconds:
 //! `state_change` stays fresh while `xact_start` ages, so the idle-in-transaction age misses them.
-//! What they cost is reported with them: the oldest snapshot held (`backend_xmin`: vacuum cannot
-//! clean past it) and how many sessions wait on their locks.
+//! What they cost is reported with them: the oldest xmin held (`backend_xmin`, or the session's own
+//! `backend_xid` when older: vacuum cannot clean past it) and how many sessions wait on their locks.
 
 use std::time::Duration;
 
@@ -53,8 +53,7 @@ pub fn find(source: &SourceSessions<'_, '_>, context: &Context<'_>) -> Option<Si
     );
     if let Some((age, xmin)) = held_back {
         evidence.push_str(&format!(
-            "; oldest snapshot held: backend_xmin {xmin}, {age} transactions ago (vacuum cannot \
-             clean past it)"
+            "; oldest xmin held: {xmin}, {age} transactions ago (vacuum cannot clean past it)"
         ));
     }
     if blocked > 0 {

@@ -175,7 +175,8 @@ impl Sighting {
     }
 }
 
-const EVIDENCE_PIDS: usize = 10;
+/// A pinned pool of `pool_size + max_overflow` (25 in seed 001) is named in full.
+const EVIDENCE_PIDS: usize = 50;
 
 /// Per-pod budgets: a workload's `poolwarden.io/pool-max`, else the policy's. Built once per
 /// decision, so that a source's budget is a lookup rather than a scan of every workload (with

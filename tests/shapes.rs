@@ -1,0 +1,570 @@
+//! The leak shapes of the seeds, reproduced with their timing against a real PostgreSQL, and what
+//! `poolwarden check --output json` reports for them with a policy of `{}`: nothing but defaults.
+//! Each shape asserts the exact finding kind, subject and sessions; the healthy shapes beside
+//! them must produce no finding at all.
+//!
+//! The quick shapes (churn, a full server) run with the rest of `cargo test`. The long ones take
+//! the time the defaults need (sessions stranded for more than 30 minutes, a transaction older
+//! than 10, idle in a transaction for more than 2): they are `#[ignore]`d here and run by
+//! `scripts/test` in the background from the start (`--ignored`), side by side on their own
+//! servers in one test, so that the suite waits for the longest wait once. Nothing is faked: the
+//! ages are real.
+
+mod support;
+
+use std::collections::BTreeSet;
+use std::process::Stdio;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use poolwarden_sandbox::{ClientSession, Sandbox, SandboxOptions};
+use serde_json::Value;
+use support::*;
+use tokio::io::{AsyncBufReadExt, BufReader};
+use tokio::task::JoinHandle;
+
+const BINARY: &str = env!("CARGO_BIN_EXE_poolwarden");
+
+/// `poolwarden check --output json` against `sb` as the monitoring role, with a policy of `{}`.
+async fn check_with_defaults(sb: &Sandbox) -> Value {
+    let policy = sb.dir().join("defaults.yaml");
+    std::fs::write(&policy, "{}\n").unwrap();
+    let out = tokio::process::Command::new(BINARY)
+        .args([
+            "check",
+            "--output",
+            "json",
+            "--database-url",
+            &monitor_url(sb),
+        ])
+        .arg("--policy")
+        .arg(&policy)
+        .env_remove("POOLWARDEN_DATABASE_URL")
+        .output()
+        .await
+        .expect("the binary runs");
+    assert!(
+        out.status.success(),
+        "check failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).expect("JSON on stdout")
+}
+
+fn findings(report: &Value) -> &Vec<Value> {
+    report["findings"].as_array().expect("findings")
+}
+
+/// The findings about `application@127.0.0.host`.
+fn about<'r>(report: &'r Value, application: &str, host: u8) -> Vec<&'r Value> {
+    let address = format!("127.0.0.{host}");
+    findings(report)
+        .iter()
+        .filter(|f| {
+            let source = &f["subject"]["source"];
+            source["application"] == application && source["address"] == address.as_str()
+        })
+        .collect()
+}
+
+/// The one finding of `kind` about `application@127.0.0.host`.
+fn the_finding<'r>(report: &'r Value, kind: &str, application: &str, host: u8) -> &'r Value {
+    let found: Vec<&Value> = about(report, application, host)
+        .into_iter()
+        .filter(|f| f["kind"] == kind)
+        .collect();
+    assert_eq!(
+        found.len(),
+        1,
+        "one {kind} about {application}: {:#}",
+        report["findings"]
+    );
+    found[0]
+}
+
+fn pids(finding: &Value) -> BTreeSet<i32> {
+    finding["pids"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p.as_i64().unwrap() as i32)
+        .collect()
+}
+
+fn pids_of(sessions: &[ClientSession]) -> BTreeSet<i32> {
+    sessions.iter().map(ClientSession::pid).collect()
+}
+
+async fn open_many(sb: &Sandbox, application: &str, host: u8, n: usize) -> Vec<ClientSession> {
+    let mut sessions = Vec::with_capacity(n);
+    for _ in 0..n {
+        sessions.push(open(sb, application, host).await);
+    }
+    sessions
+}
+
+/// Runs `SELECT 1` on `session` every `period`, for ever (until aborted): a session in use.
+fn keep_busy(session: ClientSession, period: Duration) -> JoinHandle<()> {
+    tokio::spawn(async move {
+        loop {
+            session.touch().await.expect("the busy session works");
+            tokio::time::sleep(period).await;
+        }
+    })
+}
+
+/// Sleeps until `deadline`, saying now and then how long is left (the long shapes wait minutes).
+async fn wait_until(deadline: Instant, what: &str) {
+    loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            return;
+        }
+        eprintln!("shapes: {what}: {}s to go", left.as_secs());
+        tokio::time::sleep(left.min(Duration::from_secs(120))).await;
+    }
+}
+
+// ------------------------------------------------------------------------------------------------
+// Quick shapes
+
+/// Seed 002: a NullPool worker opens ~20 sessions a second that live a few milliseconds, next to
+/// a long-lived pool that resets (closes all its connections and opens new ones) every 2 s.
+#[tokio::test]
+async fn nullpool_churn_is_named_on_the_worker_not_on_a_pool_that_reconnects() {
+    let sb = Arc::new(sandbox().await);
+    let opened: Arc<Mutex<BTreeSet<i32>>> = Arc::default();
+    let churner = {
+        let (sb, opened) = (sb.clone(), opened.clone());
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(Duration::from_millis(50));
+            loop {
+                tick.tick().await;
+                // Open, one statement (the pid), close: a unit of work under NullPool.
+                let session = open(&sb, "celery-worker", 61).await;
+                opened.lock().unwrap().insert(session.pid());
+                drop(session);
+            }
+        })
+    };
+    let resetting = {
+        let sb = sb.clone();
+        tokio::spawn(async move {
+            loop {
+                let sessions = open_many(&sb, "api", 62, 5).await;
+                tokio::time::sleep(Duration::from_secs(2)).await;
+                drop(sessions);
+            }
+        })
+    };
+    // Let the churn run for a few seconds before looking.
+    pause(3000).await;
+
+    let first = check_with_defaults(&sb).await;
+    let second = check_with_defaults(&sb).await;
+    churner.abort();
+    resetting.abort();
+
+    let opened = opened.lock().unwrap().clone();
+    for report in [&first, &second] {
+        let rate = report["capacity"]["newSessionsPerSecond"]
+            .as_f64()
+            .expect("measured");
+        assert!(rate > 10.0, "{rate}");
+        let f = the_finding(report, "ConnectionChurn", "celery-worker", 61);
+        let seen = pids(f);
+        assert!(!seen.is_empty(), "{f:#}");
+        assert!(seen.is_subset(&opened), "{seen:?} not all the worker's");
+        assert_eq!(f["sessions"].as_u64(), Some(seen.len() as u64));
+        assert!(
+            about(report, "api", 62).is_empty(),
+            "the reconnecting pool is not churn: {:#}",
+            report["findings"]
+        );
+        assert!(
+            !findings(report)
+                .iter()
+                .any(|f| f["kind"] == "ConnectionChurn" && f["subject"]["type"] == "server"),
+            "{:#}",
+            report["findings"]
+        );
+    }
+}
+
+/// Seed 003: a server filled to its last usable slot. `check` names the top holders; a new
+/// connection is refused with advice for this server's version; `run` waits for a slot, saying
+/// so each time, instead of giving up.
+#[tokio::test]
+async fn a_full_server_is_server_saturation_and_run_waits_for_a_slot() {
+    // 20 slots, 3 reserved for superusers: 17 for applications and poolwarden.
+    let sb = sandbox_with(SandboxOptions {
+        max_connections: 20,
+        ..SandboxOptions::default()
+    })
+    .await;
+    let mut pinned = open_many(&sb, "reports-api", 71, 10).await;
+    for s in &pinned {
+        s.begin_idle_in_transaction().await.unwrap();
+    }
+    let idle = open_many(&sb, "vabhub-api", 72, 6).await;
+
+    // The 17th slot is poolwarden's own.
+    let report = check_with_defaults(&sb).await;
+    let f = findings(&report)
+        .iter()
+        .find(|f| f["kind"] == "ServerSaturation")
+        .unwrap_or_else(|| panic!("{:#}", report["findings"]));
+    assert_eq!(f["subject"]["type"], "server");
+    assert_eq!(f["sessions"], 17);
+    assert_eq!(
+        f["evidence"],
+        "17 of the 17 connections the server accepts from applications are in use (100%); top \
+         holders: reports-api@127.0.0.71 10 (10 idle in transaction); vabhub-api@127.0.0.72 6 \
+         (6 idle)"
+    );
+    assert_eq!(report["capacity"]["utilizationPercent"], 100);
+
+    // Full now: one more application session takes the last slot.
+    let last = open(&sb, "vabhub-api", 72).await;
+    let refused = tokio::process::Command::new(BINARY)
+        .args(["check", "--database-url", &monitor_url(&sb), "--policy"])
+        .arg(sb.dir().join("defaults.yaml"))
+        .output()
+        .await
+        .unwrap();
+    assert_eq!(refused.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&refused.stderr);
+    assert!(err.contains("the server is full"), "{err}");
+    // PostgreSQL 15 and older have no pg_use_reserved_connections: the advice says what works.
+    assert!(
+        err.contains("CONNECTION LIMIT") && err.contains("keep poolwarden connected"),
+        "{err}"
+    );
+
+    let mut run = tokio::process::Command::new(BINARY)
+        .args(["run", "--interval", "1s", "--cycles", "1"])
+        .args(["--database-url", &monitor_url(&sb), "--policy"])
+        .arg(sb.dir().join("defaults.yaml"))
+        .stdout(Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(run.stdout.take().unwrap()).lines();
+    let mut said = Vec::new();
+    while said.len() < 2 {
+        let line = lines.next_line().await.unwrap().expect("run keeps going");
+        if line.contains("the server is full") {
+            said.push(line);
+        }
+    }
+    assert!(said[0].starts_with("attempt 1: "), "{said:?}");
+    assert!(said[1].starts_with("attempt 2: "), "{said:?}");
+    // A slot frees up: run gets in and does its cycle.
+    drop(last);
+    pinned.pop();
+    let mut rest = Vec::new();
+    while let Some(line) = lines.next_line().await.unwrap() {
+        rest.push(line);
+    }
+    let status = run.wait().await.unwrap();
+    assert!(status.success(), "{rest:?}");
+    let text = rest.join("\n");
+    assert!(text.contains("connected after"), "{text}");
+    assert!(text.contains("done: 1 cycle"), "{text}");
+    drop(idle);
+}
+
+// ------------------------------------------------------------------------------------------------
+// Long shapes: all in one test, side by side, each on its own server.
+
+#[tokio::test]
+#[ignore = "real ages of 30 minutes: scripts/test runs it in the background (--ignored)"]
+async fn long_shapes_with_the_default_policy() {
+    let shapes = [
+        tokio::spawn(stranded_sessions_beside_healthy_pools()),
+        tokio::spawn(transactions_held_open_and_touched()),
+        tokio::spawn(a_pool_pinned_idle_in_transaction()),
+    ];
+    let mut failed = Vec::new();
+    for (name, shape) in ["stranded", "long transactions", "pinned pool"]
+        .into_iter()
+        .zip(shapes)
+    {
+        if let Err(e) = shape.await {
+            failed.push(format!("{name}: {e}"));
+        }
+    }
+    assert!(failed.is_empty(), "{failed:#?}");
+}
+
+/// Seed 000 beside three healthy shapes on one server, looked at once every stranded session is
+/// idle for longer than the 30 minutes the defaults allow:
+/// - fork leak (127.0.0.21): the parent's session busy every second, one session per forked
+///   worker (4) idle without limit: `IdleAccumulation` on exactly those four;
+/// - LIFO pool (127.0.0.22, HikariCP-like): 10 connections, 2 busy, 8 spares idle until
+///   `maxLifetime` (30 minutes, less up to 2.5% at random) replaces them: nothing;
+/// - a pool that recycles its connections (127.0.0.23): every 10 minutes: nothing;
+/// - an application idle as a whole (127.0.0.24): 5 sessions, none used: nothing.
+async fn stranded_sessions_beside_healthy_pools() {
+    let sb = Arc::new(sandbox().await);
+    let began = Instant::now();
+
+    let parent = open(&sb, "obslog-api", 21).await;
+    let workers = open_many(&sb, "obslog-api", 21, 4).await;
+    let stranded_since = Instant::now();
+    let parent = keep_busy(parent, Duration::from_secs(1));
+
+    // Each connection of the LIFO pool lives maxLifetime less a random variance, then is
+    // replaced; the two busy slots keep working on theirs.
+    let lifo: Vec<JoinHandle<()>> = (0..10u64)
+        .map(|slot| {
+            let sb = sb.clone();
+            tokio::spawn(async move {
+                let mut round = 0u64;
+                loop {
+                    let session = open(&sb, "orders-hikari", 22).await;
+                    let variance = Duration::from_millis((slot * 7919 + round * 104_729) % 45_000);
+                    let lifetime = Duration::from_secs(30 * 60) - variance;
+                    let retire = Instant::now() + lifetime;
+                    if slot < 2 {
+                        while Instant::now() < retire {
+                            session.touch().await.expect("busy slot");
+                            tokio::time::sleep(Duration::from_millis(500)).await;
+                        }
+                    } else {
+                        tokio::time::sleep_until(retire.into()).await;
+                    }
+                    drop(session);
+                    round += 1;
+                }
+            })
+        })
+        .collect();
+
+    // A pool that closes each connection after 10 minutes and opens another; one is in use.
+    let recycling: Vec<JoinHandle<()>> = (0..5u64)
+        .map(|slot| {
+            let sb = sb.clone();
+            tokio::spawn(async move {
+                loop {
+                    let session = open(&sb, "billing", 23).await;
+                    let retire = Instant::now() + Duration::from_secs(10 * 60 - slot * 60);
+                    while Instant::now() < retire {
+                        if slot == 0 {
+                            session.touch().await.expect("recycling pool");
+                        }
+                        tokio::time::sleep(Duration::from_secs(1)).await;
+                    }
+                }
+            })
+        })
+        .collect();
+
+    let at_rest = open_many(&sb, "nightly-batch", 24, 5).await;
+
+    // Stranded: idle for more than 30 minutes (the second oldest must be past it too).
+    wait_until(
+        stranded_since + Duration::from_secs(30 * 60 + 20),
+        "stranded sessions",
+    )
+    .await;
+    let report = check_with_defaults(&sb).await;
+    parent.abort();
+    for t in lifo.iter().chain(&recycling) {
+        t.abort();
+    }
+
+    let f = the_finding(&report, "IdleAccumulation", "obslog-api", 21);
+    assert_eq!(pids(f), pids_of(&workers), "{f:#}");
+    assert_eq!(f["sessions"], 4);
+    assert_eq!(
+        f["confirmed"], false,
+        "suspected: held for seconds of the window"
+    );
+    assert!(f["confirmsInSeconds"].as_f64().unwrap() > 500.0, "{f:#}");
+    assert!(
+        f["evidence"]
+            .as_str()
+            .unwrap()
+            .starts_with("4 sessions stranded idle for more than 30m00s on 127.0.0.21, which keeps using 1 other session"),
+        "{f:#}"
+    );
+    assert_eq!(
+        about(&report, "obslog-api", 21).len(),
+        1,
+        "{:#}",
+        report["findings"]
+    );
+    for (app, host) in [
+        ("orders-hikari", 22),
+        ("billing", 23),
+        ("nightly-batch", 24),
+    ] {
+        assert!(
+            about(&report, app, host).is_empty(),
+            "healthy {app}: {:#}",
+            report["findings"]
+        );
+    }
+    assert!(findings(&report).len() == 1, "{:#}", report["findings"]);
+    eprintln!(
+        "shapes: stranded: done after {}s",
+        began.elapsed().as_secs()
+    );
+    drop(at_rest);
+}
+
+/// Seed 003: three services each hold one transaction open for ever (they wrote, so it has an
+/// xid) and touch it every 3 s; one of them holds a row lock another session waits on. Beside
+/// them, a healthy service runs short transactions every second.
+async fn transactions_held_open_and_touched() {
+    let sb = sandbox().await;
+    let app_admin = admin_on(&sb, APP_DB).await;
+    app_admin
+        .batch_execute(
+            "CREATE TABLE accounts (id int PRIMARY KEY, touched timestamptz);
+             INSERT INTO accounts SELECT g, now() FROM generate_series(1, 10) g;
+             GRANT SELECT, UPDATE ON accounts TO app;",
+        )
+        .await
+        .unwrap();
+
+    let services = open_many(&sb, "vabhub-services", 41, 3).await;
+    for (i, s) in services.iter().enumerate() {
+        s.client()
+            .batch_execute(&format!(
+                "BEGIN; UPDATE accounts SET touched = now() WHERE id = {}",
+                i + 1
+            ))
+            .await
+            .unwrap();
+    }
+    let opened = Instant::now();
+    let pids = pids_of(&services);
+    let touching: Vec<JoinHandle<()>> = services
+        .into_iter()
+        .map(|s| keep_busy(s, Duration::from_secs(3)))
+        .collect();
+    let healthy = open(&sb, "storefront", 42).await;
+    let healthy = tokio::spawn(async move {
+        loop {
+            healthy
+                .client()
+                .batch_execute("BEGIN; SELECT count(*) FROM accounts; COMMIT")
+                .await
+                .unwrap();
+            tokio::time::sleep(Duration::from_secs(1)).await;
+        }
+    });
+
+    // A minute before looking, another session waits on service 1's row.
+    wait_until(opened + Duration::from_secs(9 * 60), "long transactions").await;
+    let waiter = open(&sb, "reports", 43).await;
+    let waiter_pid = waiter.pid();
+    let waiting = tokio::spawn(async move {
+        let _ = waiter
+            .client()
+            .batch_execute("UPDATE accounts SET touched = now() WHERE id = 1")
+            .await;
+    });
+    sb.wait_for_state(waiter_pid, "active", Duration::from_secs(10))
+        .await
+        .unwrap();
+
+    wait_until(
+        opened + Duration::from_secs(10 * 60 + 20),
+        "long transactions",
+    )
+    .await;
+    let report = check_with_defaults(&sb).await;
+    for t in &touching {
+        t.abort();
+    }
+    healthy.abort();
+    waiting.abort();
+
+    let f = the_finding(&report, "LongTransaction", "vabhub-services", 41);
+    assert_eq!(self::pids(f), pids, "{f:#}");
+    assert_eq!(f["sessions"], 3);
+    let evidence = f["evidence"].as_str().unwrap();
+    assert!(
+        evidence.starts_with("3 transactions open for more than 10m00s (oldest 10m"),
+        "{evidence}"
+    );
+    assert!(evidence.contains("oldest xmin held: "), "{evidence}");
+    assert!(
+        evidence.contains("1 session waiting on their locks"),
+        "{evidence}"
+    );
+    // Touched every 3 s: never idle in a transaction for long.
+    assert_eq!(about(&report, "vabhub-services", 41).len(), 1);
+    for (app, host) in [("storefront", 42), ("reports", 43)] {
+        assert!(
+            about(&report, app, host).is_empty(),
+            "{app}: {:#}",
+            report["findings"]
+        );
+    }
+}
+
+/// A superuser client of database `database`, over the Unix socket.
+async fn admin_on(sb: &Sandbox, database: &str) -> tokio_postgres::Client {
+    let (client, connection) = tokio_postgres::Config::new()
+        .host_path(sb.dir())
+        .port(sb.port())
+        .user("postgres")
+        .dbname(database)
+        .connect(tokio_postgres::NoTls)
+        .await
+        .unwrap();
+    tokio::spawn(connection);
+    client
+}
+
+/// Seed 001: a pool of `pool_size = 10, max_overflow = 15` pinned at its 25 connections, every
+/// one idle in a transaction: `IdleInTransaction` on all 25 after the 2 minutes the defaults
+/// allow, called a pinned pool.
+async fn a_pool_pinned_idle_in_transaction() {
+    let sb = sandbox().await;
+    let pinned = open_many(&sb, "reports-api", 51, 25).await;
+    for s in &pinned {
+        s.begin_idle_in_transaction().await.unwrap();
+    }
+    let since = Instant::now();
+    let healthy = keep_busy(open(&sb, "storefront", 52).await, Duration::from_secs(1));
+
+    wait_until(since + Duration::from_secs(2 * 60 + 15), "pinned pool").await;
+    let report = check_with_defaults(&sb).await;
+    healthy.abort();
+
+    let f = the_finding(&report, "IdleInTransaction", "reports-api", 51);
+    assert_eq!(pids(f), pids_of(&pinned));
+    assert_eq!(f["sessions"], 25);
+    assert!(
+        f["evidence"]
+            .as_str()
+            .unwrap()
+            .contains("every one of the 25 sessions of 127.0.0.51 is idle in a transaction: its pool is pinned"),
+        "{f:#}"
+    );
+    assert!(
+        f["cause"]
+            .as_str()
+            .unwrap()
+            .contains("its pool still counts them as checked out"),
+        "{f:#}"
+    );
+    assert!(
+        about(&report, "storefront", 52).is_empty(),
+        "{:#}",
+        report["findings"]
+    );
+    // No budget is set: PoolSaturation needs one, so it stays silent.
+    assert!(
+        !findings(&report)
+            .iter()
+            .any(|f| f["kind"] == "PoolSaturation"),
+        "{:#}",
+        report["findings"]
+    );
+}
