@@ -9,27 +9,36 @@ use std::time::Duration;
 use crate::standalone::{self, Output, RunOptions, StandaloneError};
 use poolwarden_sandbox::{ClientSession, Sandbox, SandboxError, SandboxOptions, SessionSpec};
 
-/// The demo's policy, printed for the reader and usable as a starting point.
+/// The demo's policy, printed for the reader and usable as a starting point: `kubectl apply`
+/// accepts it as it is (with a Secret `orders-db-monitor` holding the URL); `check` and `run`
+/// ignore `database` and take `--database-url`.
 pub const DEMO_POLICY: &str = "\
 apiVersion: poolwarden.io/v1alpha1
 kind: PoolPolicy
 metadata:
   name: orders-db
+  namespace: shop
 spec:
+  database:
+    connectionSecretRef: {name: orders-db-monitor, key: uri}
   mode: Enforce
   interval: 2s
   scope:
     databases: [orders]
     excludeApplications: [psql]     # a DBA's console is never touched
-  idle:
-    idleTimeout: 4s                 # seconds, for the demo; think 30m in production
+  idle:                             # what Enforce ends; seconds for the demo, think 30m/5m
+    idleTimeout: 4s
     idleInTransactionTimeout: 3s
     maxTerminationsPerCycle: 20     # a brake: never a mass kill
   budgets:
     maxConnectionsPerPod: 25        # pool_size + max_overflow
   leakDetection:
+    # Ages in seconds so that the demo need not wait: the defaults (strandedIdleAge 30m,
+    # idleInTransactionAge 2m, window 10m) take real minutes. Churn and a full server are found
+    # with the defaults as they are.
     window: 3s
-    idleThreshold: 5
+    strandedIdleAge: 5s
+    idleInTransactionAge: 3s
 ";
 
 #[derive(Debug, thiserror::Error)]
@@ -83,15 +92,16 @@ async fn play(sandbox: &Sandbox, out: &mut (impl Write + Send)) -> Result<(), De
     )?;
 
     let groups = open_sessions(sandbox, out).await?;
-    let pooled = groups
+    let busy: Vec<&ClientSession> = groups
         .iter()
-        .find(|g| g.label.contains("pooled"))
-        .and_then(|g| g.sessions.first());
+        .filter(|g| g.label.contains("busy every second"))
+        .flat_map(|g| &g.sessions)
+        .collect();
 
     writeln!(out, "\nLetting the leaks age for 7 seconds...")?;
     tokio::select! {
         _ = tokio::time::sleep(Duration::from_secs(7)) => {}
-        _ = keep_busy(pooled) => {}
+        _ = keep_busy(&busy) => {}
     }
 
     let policy_path =
@@ -110,7 +120,11 @@ async fn play(sandbox: &Sandbox, out: &mut (impl Write + Send)) -> Result<(), De
         out,
         "$ poolwarden check --database-url {url} --policy orders-db.yaml\n"
     )?;
-    standalone::check(&url, &policy, Output::Table, out).await?;
+    tokio::select! {
+        result = standalone::check(&url, &policy, Output::Table, out) => { result?; }
+        _ = keep_busy(&busy) => {}
+        _ = churn(sandbox) => {}
+    }
 
     writeln!(
         out,
@@ -123,7 +137,8 @@ async fn play(sandbox: &Sandbox, out: &mut (impl Write + Send)) -> Result<(), De
     };
     tokio::select! {
         result = standalone::run(&url, &policy.rules, options, out) => { result?; }
-        _ = keep_busy(pooled) => {}
+        _ = keep_busy(&busy) => {}
+        _ = churn(sandbox) => {}
     }
 
     writeln!(out, "\nWho is still connected:")?;
@@ -186,9 +201,14 @@ async fn open_sessions(sandbox: &Sandbox, out: &mut impl Write) -> Result<Vec<Gr
     )?;
     writeln!(
         out,
-        "  obslog-api        127.0.0.21  6 idle: a pool inherited by fork()ed workers (seed 000)"
+        "  obslog-api        127.0.0.21  6 idle: a pool inherited by fork()ed workers (seed 000),"
+    )?;
+    writeln!(
+        out,
+        "                                while the parent's own session is busy every second"
     )?;
     let inherited = open_many(sandbox, "obslog-api", Ipv4Addr::new(127, 0, 0, 21), 6).await?;
+    let parent = open_many(sandbox, "obslog-api", Ipv4Addr::new(127, 0, 0, 21), 1).await?;
 
     writeln!(
         out,
@@ -222,6 +242,10 @@ async fn open_sessions(sandbox: &Sandbox, out: &mut impl Write) -> Result<Vec<Gr
 
     writeln!(
         out,
+        "  celery-worker     127.0.0.25  NullPool: ~20 sessions a second of a few ms (seed 002)"
+    )?;
+    writeln!(
+        out,
         "  psql              127.0.0.1   a DBA's idle console (excluded by the policy)"
     )?;
     let console = vec![
@@ -240,6 +264,11 @@ async fn open_sessions(sandbox: &Sandbox, out: &mut impl Write) -> Result<Vec<Gr
             "obslog-api: 6 idle sessions inherited across fork()",
             inherited,
             true,
+        ),
+        group(
+            "obslog-api: the parent's own session, busy every second",
+            parent,
+            false,
         ),
         group(
             "reports-api: 25 pinned sessions idle in transaction",
@@ -261,12 +290,21 @@ async fn open_sessions(sandbox: &Sandbox, out: &mut impl Write) -> Result<Vec<Gr
     ])
 }
 
-/// A healthy pool reuses its sessions: use the pooled one every second, forever.
-async fn keep_busy(session: Option<&ClientSession>) {
+/// A healthy pool reuses its sessions: use these every second, forever.
+async fn keep_busy(sessions: &[&ClientSession]) {
     loop {
-        if let Some(s) = session {
+        for s in sessions {
             let _ = s.touch().await;
         }
         tokio::time::sleep(Duration::from_secs(1)).await;
+    }
+}
+
+/// Seed 002's NullPool worker: a session opened, used once and closed, twenty times a second.
+async fn churn(sandbox: &Sandbox) {
+    let mut tick = tokio::time::interval(Duration::from_millis(50));
+    loop {
+        tick.tick().await;
+        let _ = open(sandbox, "celery-worker", Ipv4Addr::new(127, 0, 0, 25)).await;
     }
 }

@@ -16,7 +16,7 @@ spec:
   mode: Enforce
   idle: {idleTimeout: 400ms, idleInTransactionTimeout: 400ms}
   budgets: {maxConnectionsPerPod: 8}
-  leakDetection: {window: 300ms, strandedIdleAge: 300ms, idleThreshold: 5}
+  leakDetection: {window: 300ms, strandedIdleAge: 300ms, idleInTransactionAge: 300ms, idleThreshold: 5}
 ";
 
 fn poolwarden(args: &[&str]) -> Output {
@@ -245,7 +245,18 @@ fn the_demo_ends_every_leak_and_spares_every_healthy_session() {
         "IdleInTransaction",
         "PoolSaturation",
         "Overbooked",
+        "ConnectionChurn    celery-worker@127.0.0.25",
     ] {
         assert!(text.contains(finding), "the demo shows {finding}");
     }
+    // The pinned pool's owners are told that ending its sessions does not give them it back.
+    assert!(
+        text.contains("its pool still counts them as checked out"),
+        "{text}"
+    );
+    // Its policy is one `kubectl apply` accepts: the CRD requires `database`.
+    assert!(
+        text.contains("connectionSecretRef: {name: orders-db-monitor, key: uri}"),
+        "{text}"
+    );
 }
