@@ -51,6 +51,15 @@ async fn check_with_defaults(sb: &Sandbox) -> Value {
     serde_json::from_slice(&out.stdout).expect("JSON on stdout")
 }
 
+/// Prints what `check` reported for a shape, for people reading the log (scripts/test keeps it
+/// in target/long-shapes.log).
+fn show(shape: &str, report: &Value) {
+    eprintln!(
+        "shapes: {shape}: check --output json reported findings {:#} with capacity {}",
+        report["findings"], report["capacity"]
+    );
+}
+
 fn findings(report: &Value) -> &Vec<Value> {
     report["findings"].as_array().expect("findings")
 }
@@ -162,6 +171,7 @@ async fn nullpool_churn_is_named_on_the_worker_not_on_a_pool_that_reconnects() {
 
     let first = check_with_defaults(&sb).await;
     let second = check_with_defaults(&sb).await;
+    show("churn", &second);
     churner.abort();
     resetting.abort();
 
@@ -210,6 +220,7 @@ async fn a_full_server_is_server_saturation_and_run_waits_for_a_slot() {
 
     // The 17th slot is poolwarden's own.
     let report = check_with_defaults(&sb).await;
+    show("full server", &report);
     let f = findings(&report)
         .iter()
         .find(|f| f["kind"] == "ServerSaturation")
@@ -369,6 +380,7 @@ async fn stranded_sessions_beside_healthy_pools() {
     )
     .await;
     let report = check_with_defaults(&sb).await;
+    show("stranded", &report);
     parent.abort();
     for t in lifo.iter().chain(&recycling) {
         t.abort();
@@ -477,6 +489,7 @@ async fn transactions_held_open_and_touched() {
     )
     .await;
     let report = check_with_defaults(&sb).await;
+    show("long transactions", &report);
     for t in &touching {
         t.abort();
     }
@@ -535,6 +548,7 @@ async fn a_pool_pinned_idle_in_transaction() {
 
     wait_until(since + Duration::from_secs(2 * 60 + 15), "pinned pool").await;
     let report = check_with_defaults(&sb).await;
+    show("pinned pool", &report);
     healthy.abort();
 
     let f = the_finding(&report, "IdleInTransaction", "reports-api", 51);

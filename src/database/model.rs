@@ -67,6 +67,7 @@ impl ChurnSample {
 
 /// The server's identity and connection limits.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
 pub struct ServerFacts {
     pub version: String,
     pub version_num: u32,
@@ -92,6 +93,7 @@ impl ServerFacts {
 
 /// What the monitoring role may do.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
 pub struct MonitorRole {
     pub name: String,
     pub is_superuser: bool,
@@ -142,6 +144,7 @@ impl Protection {
 
 /// One backend as `pg_stat_activity` shows it.
 #[derive(Clone, Debug, PartialEq, Serialize)]
+#[serde(rename_all = "camelCase")]
 pub struct Session {
     pub pid: i32,
     /// `client backend` for application sessions; background workers, WAL senders and the like
@@ -216,6 +219,7 @@ pub fn elapsed(earlier: Timestamp, later: Timestamp) -> Duration {
 /// exactly this: the same pid with the same start (not a reused pid), in the same state since the
 /// same moment (it did nothing since we looked).
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
 pub struct SessionIdentity {
     pub pid: i32,
     pub backend_start: Timestamp,
