@@ -151,7 +151,7 @@ async fn bench(args: Args) -> Res<()> {
         let load_before = load1();
         eprintln!("== {section}");
         let mut produced = match *section {
-            "observe" => vec![observe::run(cfg).await?],
+            "observe" => observe::run(cfg).await?,
             "decide" => vec![decide::run(cfg).await?],
             "act" => vec![act::run(cfg).await?],
             "latency" => vec![latency::run(cfg).await?],

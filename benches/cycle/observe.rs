@@ -1,14 +1,22 @@
 //! Observe (section 1): poolwarden's snapshot against the bare `SELECT * FROM pg_stat_activity`,
-//! over the same monitoring connection, at growing numbers of real backends.
+//! over the same monitoring connection, at growing numbers of real backends; then what the churn
+//! sampling and the blocking look-up add, beside the same bare scan.
 
 use std::time::Instant;
 
 use poolwarden::database::Engine;
 use poolwarden::database::postgres::{ConnectOptions, Postgres};
+use tokio_postgres::{Client, NoTls};
 
 use crate::common::*;
 
-pub async fn run(cfg: &Config) -> Res<Table> {
+/// The blocking look-up as poolwarden asks it (lock waiters only) and as a naive monitor would
+/// (every backend), each alone.
+const BLOCKING_WAITERS_ONLY: &str = "SELECT pid, pg_blocking_pids(pid) FROM pg_stat_activity \
+     WHERE wait_event_type = 'Lock'";
+const BLOCKING_EVERY_BACKEND: &str = "SELECT pid, pg_blocking_pids(pid) FROM pg_stat_activity";
+
+pub async fn run(cfg: &Config) -> Res<Vec<Table>> {
     let sizes: &[usize] = if cfg.tiny { &[20] } else { &[100, 1000, 5000] };
     let runs = if cfg.tiny { 5 } else { 15 };
     // Server CPU is read per batch of calls: several batches give median, min and max.
@@ -37,6 +45,24 @@ pub async fn run(cfg: &Config) -> Res<Table> {
             "round trips bare / snapshot",
         ],
     );
+    let mut extra = Table::new(
+        "Observe: what churn sampling and the blocking look-up add, beside the bare scan",
+        &[
+            "backends",
+            "lock waiters",
+            "server CPU µs: bare scan",
+            "snapshot (look-up for waiters)",
+            "look-up alone, waiters only",
+            "look-up for every backend",
+            "one churn look",
+            "churn sample: looks / ms / server CPU ms / % of a core",
+        ],
+    );
+    let admin = sb.admin().await?;
+    let (raw, connection) = tokio_postgres::connect(&url, NoTls).await?;
+    tokio::spawn(connection);
+    let raw_pid: i32 = raw.query_one("SELECT pg_backend_pid()", &[]).await?.get(0);
+    let mut sampler = Postgres::connect(&url, ConnectOptions::default()).await?;
     let mut sessions = Vec::new();
     for &size in sizes {
         let opening = Instant::now();
@@ -141,6 +167,10 @@ pub async fn run(cfg: &Config) -> Res<Table> {
             format!("{rt_bare:.1} / {rt_ours:.1}"),
         ]);
         eprintln!("  observe: {size} backends measured");
+        extra.row(
+            churn_and_blocking(&sb, &admin, &raw, raw_pid, &mut sampler, size, batches).await?,
+        );
+        eprintln!("  observe: churn sampling and blocking look-up at {size} backends measured");
     }
     table.note(format!(
         "Backends: sessions of role `app` over the Unix socket, 92% idle, 4% idle in transaction, \
@@ -154,9 +184,146 @@ pub async fn run(cfg: &Config) -> Res<Table> {
          statements sent together (server facts, then the sessions).",
         ROUND_TRIP_PROBE.as_millis()
     ));
+    extra.note(format!(
+        "Same server and backends as above, plus one lock holder and its waiters (1% of the \
+         backends, at least 2) blocked on `LOCK TABLE … ACCESS EXCLUSIVE`. Server CPU is the \
+         monitoring backend's, per call, median (min–max) of {batches} batches. The snapshot \
+         asks `pg_blocking_pids` only of sessions with `wait_event_type = 'Lock'`; the naive \
+         column asks it of every backend. A churn sample is half a second of quick looks at new \
+         backends, 5 ms apart (or as far apart as a look takes, whichever is longer), taken only when sessions were opened at more than 2 a second since \
+         the previous cycle (and on the first): its server CPU is what such a cycle adds; the \
+         last column's share is that CPU over the sample's wall time."
+    ));
     drop(sessions);
     drop(pg);
     drop(counted);
+    drop(sampler);
+    drop(raw);
     sb.stop();
-    Ok(table)
+    Ok(vec![table, extra])
+}
+
+/// Server CPU (µs) of `sql` on `raw`, per call: median (min–max) over `batches` batches of 10.
+async fn server_cpu(raw: &Client, pid: i32, sql: &str, batches: usize) -> Res<Stats> {
+    let mut per_call = Vec::new();
+    for _ in 0..3 {
+        raw.simple_query(sql).await?;
+    }
+    for _ in 0..batches {
+        let before = cpu_ns(pid)?;
+        for _ in 0..10 {
+            raw.simple_query(sql).await?;
+        }
+        per_call.push((cpu_ns(pid)? - before) as f64 / 1e3 / 10.0);
+    }
+    Ok(Stats::of(&per_call))
+}
+
+/// One row of the second table at `size` backends: lock waiters set up, everything measured,
+/// the waiters released.
+async fn churn_and_blocking(
+    sb: &poolwarden_sandbox::Sandbox,
+    admin: &Client,
+    raw: &Client,
+    raw_pid: i32,
+    sampler: &mut Postgres,
+    size: usize,
+    batches: usize,
+) -> Res<Vec<String>> {
+    let db = app_admin(sb).await?;
+    db.batch_execute("CREATE TABLE IF NOT EXISTS waitq (); GRANT ALL ON waitq TO app")
+        .await?;
+    let holder = open_local(sb, "lock-holder", State::Idle).await?;
+    holder
+        .client
+        .batch_execute("BEGIN; LOCK TABLE waitq IN ACCESS EXCLUSIVE MODE")
+        .await?;
+    let waiters = (size / 100).max(2);
+    let mut waiting = Vec::new();
+    for _ in 0..waiters {
+        let w = open_local(sb, "lock-waiter", State::Idle).await?;
+        let c = w.client.clone();
+        tokio::spawn(async move {
+            let _ = c.simple_query("SELECT * FROM waitq").await;
+        });
+        waiting.push(w);
+    }
+    // Wait until they all wait on the lock.
+    loop {
+        let n: i64 = admin
+            .query_one(
+                "SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock'",
+                &[],
+            )
+            .await?
+            .get(0);
+        if n as usize >= waiters {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+
+    let bare = server_cpu(raw, raw_pid, "SELECT * FROM pg_stat_activity", batches).await?;
+    let waiters_only = server_cpu(raw, raw_pid, BLOCKING_WAITERS_ONLY, batches).await?;
+    let every = server_cpu(raw, raw_pid, BLOCKING_EVERY_BACKEND, batches).await?;
+
+    // The snapshot, unsampled (no sessions come and go here), and sampled.
+    let own = sampler.observe().await?.own_pid;
+    let mut snapshot_cpu = Vec::new();
+    for _ in 0..batches {
+        let before = cpu_ns(own)?;
+        for _ in 0..10 {
+            // No sessions come and go here: not sampled.
+            sampler.observe().await?;
+        }
+        snapshot_cpu.push((cpu_ns(own)? - before) as f64 / 1e3 / 10.0);
+    }
+    let (mut looks, mut wall, mut cpu, mut share, mut per_look) =
+        (Vec::new(), Vec::new(), Vec::new(), Vec::new(), Vec::new());
+    for _ in 0..batches.min(5) {
+        let before = cpu_ns(own)?;
+        let t = Instant::now();
+        let s = sampler.observe_with_churn_sample().await?;
+        let ms_wall = ms(t);
+        let cpu_ms = (cpu_ns(own)? - before) as f64 / 1e6;
+        let n = s.churn.map_or(0, |c| c.looks);
+        looks.push(f64::from(n));
+        wall.push(ms_wall);
+        cpu.push(cpu_ms);
+        share.push(cpu_ms / ms_wall * 100.0);
+        per_look.push(cpu_ms * 1e3 / f64::from(n.max(1)));
+    }
+
+    holder.client.batch_execute("COMMIT").await?;
+    drop(waiting);
+    drop(holder);
+    Ok(vec![
+        thousands(size as u64),
+        waiters.to_string(),
+        bare.show(0),
+        Stats::of(&snapshot_cpu).show(0),
+        waiters_only.show(0),
+        every.show(0),
+        Stats::of(&per_look).show(0),
+        format!(
+            "{:.0} / {:.0} / {:.1} / {:.0}%",
+            Stats::of(&looks).median,
+            Stats::of(&wall).median,
+            Stats::of(&cpu).median,
+            Stats::of(&share).median
+        ),
+    ])
+}
+
+/// A superuser client of database `app`, over the Unix socket.
+async fn app_admin(sb: &poolwarden_sandbox::Sandbox) -> Res<Client> {
+    let (client, connection) = tokio_postgres::Config::new()
+        .host_path(sb.dir())
+        .port(sb.port())
+        .user("postgres")
+        .dbname("app")
+        .connect(NoTls)
+        .await?;
+    tokio::spawn(connection);
+    Ok(client)
 }

@@ -94,6 +94,15 @@ impl Postgres {
         }
     }
 
+    /// Observes and samples churn whatever the rate (for benchmarks: what a sampled cycle costs).
+    pub async fn observe_with_churn_sample(&mut self) -> Result<Snapshot, DatabaseError> {
+        let looks = self.looks;
+        let client = self.client().await?;
+        let mut snapshot = snapshot::take(client).await?;
+        snapshot.churn = Some(snapshot::sample_churn(client, &snapshot, looks).await?);
+        Ok(snapshot)
+    }
+
     /// Runs the bare `SELECT * FROM pg_stat_activity` (for benchmarks), returning the row count.
     pub async fn bare_activity_query(&mut self) -> Result<usize, DatabaseError> {
         let client = self.client().await?;

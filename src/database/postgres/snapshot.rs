@@ -74,18 +74,13 @@ WHERE a.backend_start IS NOT NULL"
     )
 }
 
-/// One quick look at the client backends started since `$1`, and the server's clock and session
-/// counter at that moment (on every row, and on the one row of an empty look).
+/// One quick look at the client backends started since `$1`.
 fn new_backends_query() -> String {
     format!(
-        "SELECT clock_timestamp() AS look_at, {OPENED} AS opened, n.*
-FROM (SELECT 1) one
-LEFT JOIN LATERAL (
-    SELECT {SESSION_COLUMNS}
-    FROM pg_stat_activity a
-    LEFT JOIN pg_roles r ON r.oid = a.usesysid
-    WHERE a.backend_type = 'client backend' AND a.backend_start > $1
-) n ON true"
+        "SELECT {SESSION_COLUMNS}
+FROM pg_stat_activity a
+LEFT JOIN pg_roles r ON r.oid = a.usesysid
+WHERE a.backend_type = 'client backend' AND a.backend_start > $1"
     )
 }
 
@@ -149,8 +144,9 @@ pub async fn take(client: &Client) -> Result<Snapshot, DatabaseError> {
 pub struct ChurnLooks {
     /// How long to keep looking.
     pub budget: Duration,
-    /// The pause between two looks. A session living a few milliseconds is seen when a look falls
-    /// within its life: the shorter the pause, the more are seen, the more the server works.
+    /// The shortest pause between two looks (it is never shorter than the last look took). A
+    /// session living a few milliseconds is seen when a look falls within its life: the shorter
+    /// the pause, the more are seen, the more the server works.
     pub pause: Duration,
 }
 
@@ -183,27 +179,25 @@ pub async fn sample_churn(
         .map(|s| (s.pid, s.backend_start))
         .collect();
     let mut seen: HashMap<(i32, Timestamp), Session> = HashMap::new();
-    let sql = new_backends_query();
+    // Prepared once: planning the statement again for every look would cost the server more
+    // than running it.
+    let look_at = client
+        .prepare_typed(&new_backends_query(), &[Type::TIMESTAMPTZ])
+        .await
+        .map_err(classify_query_error)?;
     let began = Instant::now();
     let mut look = 0;
-    let mut last_at = snapshot.observed_at;
-    let mut opened_at_end = snapshot.sessions_opened_total;
     let mut present_at_last = HashSet::new();
     let mut columns = None;
     loop {
         look += 1;
+        let this_look = Instant::now();
         let rows = client
-            .query_typed(&sql, &[(&since, Type::TIMESTAMPTZ)])
+            .query(&look_at, &[&since])
             .await
             .map_err(classify_query_error)?;
         present_at_last.clear();
         for row in &rows {
-            last_at = row.try_get("look_at").map_err(classify_query_error)?;
-            opened_at_end = row.try_get("opened").map_err(classify_query_error)?;
-            let pid: Option<i32> = row.try_get("pid").map_err(classify_query_error)?;
-            if pid.is_none() {
-                continue; // the one row of an empty look
-            }
             let at = match &columns {
                 Some(at) => at,
                 None => columns.insert(Columns::of(row)?),
@@ -219,8 +213,20 @@ pub async fn sample_churn(
         if began.elapsed() >= looks.budget {
             break;
         }
-        tokio::time::sleep(looks.pause).await;
+        // Never look more than half the time: with thousands of backends a look takes
+        // milliseconds of the server's CPU, and the pause grows with it.
+        tokio::time::sleep(looks.pause.max(this_look.elapsed())).await;
     }
+    // The counter once, at the end: reading pg_stat_database costs more than a look.
+    let end = client
+        .query_typed_one(
+            &format!("SELECT clock_timestamp() AS at, {OPENED} AS opened"),
+            &[],
+        )
+        .await
+        .map_err(classify_query_error)?;
+    let opened_at_end: Option<i64> = end.try_get("opened").map_err(classify_query_error)?;
+    let last_at: Timestamp = end.try_get("at").map_err(classify_query_error)?;
     let mut short_lived = Vec::new();
     let mut persisted = 0;
     for (key, session) in seen {
