@@ -453,15 +453,7 @@ async fn a_quiet_server_is_not_sampled_for_churn_after_the_first_look() {
 #[tokio::test]
 async fn a_transaction_past_max_transaction_age_ends_only_while_idle_in_it_blockers_first() {
     let sb = sandbox().await;
-    let (db, connection) = tokio_postgres::Config::new()
-        .host_path(sb.dir())
-        .port(sb.port())
-        .user("postgres")
-        .dbname(APP_DB)
-        .connect(tokio_postgres::NoTls)
-        .await
-        .unwrap();
-    tokio::spawn(connection);
+    let db = app_admin(&sb).await;
     db.batch_execute(
         "CREATE TABLE t (id int PRIMARY KEY, v int); INSERT INTO t VALUES (1, 0), (2, 0);
          GRANT SELECT, UPDATE ON t TO app;",

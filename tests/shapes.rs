@@ -431,15 +431,14 @@ async fn stranded_sessions_beside_healthy_pools() {
 /// them, a healthy service runs short transactions every second.
 async fn transactions_held_open_and_touched() {
     let sb = sandbox().await;
-    let app_admin = admin_on(&sb, APP_DB).await;
-    app_admin
-        .batch_execute(
-            "CREATE TABLE accounts (id int PRIMARY KEY, touched timestamptz);
+    let db = app_admin(&sb).await;
+    db.batch_execute(
+        "CREATE TABLE accounts (id int PRIMARY KEY, touched timestamptz);
              INSERT INTO accounts SELECT g, now() FROM generate_series(1, 10) g;
              GRANT SELECT, UPDATE ON accounts TO app;",
-        )
-        .await
-        .unwrap();
+    )
+    .await
+    .unwrap();
 
     let services = open_many(&sb, "vabhub-services", 41, 3).await;
     for (i, s) in services.iter().enumerate() {
@@ -518,20 +517,6 @@ async fn transactions_held_open_and_touched() {
             report["findings"]
         );
     }
-}
-
-/// A superuser client of database `database`, over the Unix socket.
-async fn admin_on(sb: &Sandbox, database: &str) -> tokio_postgres::Client {
-    let (client, connection) = tokio_postgres::Config::new()
-        .host_path(sb.dir())
-        .port(sb.port())
-        .user("postgres")
-        .dbname(database)
-        .connect(tokio_postgres::NoTls)
-        .await
-        .unwrap();
-    tokio::spawn(connection);
-    client
 }
 
 /// Seed 001: a pool of `pool_size = 10, max_overflow = 15` pinned at its 25 connections, every

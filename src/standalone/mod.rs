@@ -76,13 +76,19 @@ pub struct RunOptions {
 }
 
 /// Connects for `run`: a full server is waited out, with backoff (1s, 2s, 4s… up to the
-/// interval), saying so each time; any other failure ends the run at once. `None` if Ctrl-C came
-/// first.
+/// interval), saying so each time (on stderr when stdout carries JSON); any other failure ends
+/// the run at once. `None` if Ctrl-C came first.
 async fn connect_waiting(
     url: &str,
-    interval: Duration,
-    out: &mut (impl Write + Send),
+    options: RunOptions,
+    stdout: &mut (impl Write + Send),
 ) -> Result<Option<AnyEngine>, StandaloneError> {
+    let interval = options.interval;
+    let mut stderr = std::io::stderr();
+    let out: &mut (dyn Write + Send) = match options.output {
+        Output::Table => stdout,
+        Output::Json => &mut stderr,
+    };
     let mut wait = Duration::from_secs(1).min(interval);
     let mut attempts = 0u32;
     loop {
@@ -128,7 +134,7 @@ pub async fn run(
     options: RunOptions,
     out: &mut (impl Write + Send),
 ) -> Result<RunSummary, StandaloneError> {
-    let Some(mut engine) = connect_waiting(url, options.interval, out).await? else {
+    let Some(mut engine) = connect_waiting(url, options, out).await? else {
         return Ok(RunSummary::default());
     };
     let target = engine.display().to_owned();

@@ -49,6 +49,20 @@ pub async fn open(sb: &Sandbox, application: &str, host: u8) -> ClientSession {
     .expect("session opens")
 }
 
+/// A superuser client of database `app`, over the Unix socket: for tables the sessions use.
+pub async fn app_admin(sb: &Sandbox) -> tokio_postgres::Client {
+    let (client, connection) = tokio_postgres::Config::new()
+        .host_path(sb.dir())
+        .port(sb.port())
+        .user("postgres")
+        .dbname(APP_DB)
+        .connect(tokio_postgres::NoTls)
+        .await
+        .expect("superuser connection to app");
+    tokio::spawn(connection);
+    client
+}
+
 /// Compiles a policy spec written in YAML.
 pub fn rules(yaml: &str) -> Rules {
     let spec = serde_saphyr::from_str(yaml).expect("policy YAML parses");

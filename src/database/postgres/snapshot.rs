@@ -75,12 +75,24 @@ WHERE a.backend_start IS NOT NULL"
 }
 
 /// One quick look at the client backends started since `$1`.
+///
+/// Not `pg_stat_activity`: each of its rows looks its process up by a scan of the process array,
+/// so reading it is quadratic in the number of backends (24 ms of server CPU at 5,000, see
+/// docs/benchmarks.md), and a churn sample looks dozens of times. The backend ids and start times
+/// come from the status array directly (linear), and only the new backends are read in full.
 fn new_backends_query() -> String {
     format!(
         "SELECT {SESSION_COLUMNS}
-FROM pg_stat_activity a
+FROM (
+    SELECT s.*, d.datname, u.rolname AS usename
+    FROM pg_stat_get_backend_idset() AS id
+    CROSS JOIN LATERAL pg_stat_get_activity(pg_stat_get_backend_pid(id)) AS s
+    LEFT JOIN pg_database d ON d.oid = s.datid
+    LEFT JOIN pg_roles u ON u.oid = s.usesysid
+    WHERE pg_stat_get_backend_start(id) > $1
+) a
 LEFT JOIN pg_roles r ON r.oid = a.usesysid
-WHERE a.backend_type = 'client backend' AND a.backend_start > $1"
+WHERE a.backend_type = 'client backend'"
     )
 }
 
