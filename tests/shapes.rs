@@ -149,10 +149,14 @@ async fn nullpool_churn_is_named_on_the_worker_not_on_a_pool_that_reconnects() {
             let mut tick = tokio::time::interval(Duration::from_millis(50));
             loop {
                 tick.tick().await;
-                // Open, one statement (the pid), close: a unit of work under NullPool.
-                let session = open(&sb, "celery-worker", 61).await;
-                opened.lock().unwrap().insert(session.pid());
-                drop(session);
+                // Open, one statement (the pid), close: a unit of work under NullPool. Each on
+                // its own task, so that a slow connection (a busy machine) keeps the rate.
+                let (sb, opened) = (sb.clone(), opened.clone());
+                tokio::spawn(async move {
+                    let session = open(&sb, "celery-worker", 61).await;
+                    opened.lock().unwrap().insert(session.pid());
+                    drop(session);
+                });
             }
         })
     };
