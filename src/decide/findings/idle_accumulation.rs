@@ -17,10 +17,17 @@ use super::{Context, FindingKind, Sighting, SourceSessions};
 use crate::api::{count, human};
 use crate::database::SessionState;
 
+/// A pod's stranded sessions (idle age and pid, oldest first) and how many others it is using.
+struct Pod<'p> {
+    name: &'p str,
+    stranded: Vec<(Duration, i32)>,
+    in_use: usize,
+}
+
 pub fn find(source: &SourceSessions<'_, '_>, context: &Context<'_>) -> Option<Sighting> {
     let now = context.snapshot.observed_at;
     let detect = &context.rules.detect;
-    let mut best: Option<(&str, Vec<(Duration, i32)>, usize)> = None;
+    let mut best: Option<Pod<'_>> = None;
     for (pod, sessions) in &source.pods {
         let mut stranded: Vec<(Duration, i32)> = sessions
             .iter()
@@ -46,12 +53,20 @@ pub fn find(source: &SourceSessions<'_, '_>, context: &Context<'_>) -> Option<Si
         stranded.sort_by(|a, b| b.cmp(a));
         if best
             .as_ref()
-            .is_none_or(|(_, b, _)| stranded.len() > b.len())
+            .is_none_or(|b| stranded.len() > b.stranded.len())
         {
-            best = Some((pod, stranded, in_use));
+            best = Some(Pod {
+                name: pod,
+                stranded,
+                in_use,
+            });
         }
     }
-    let (pod, stranded, in_use) = best?;
+    let Pod {
+        name: pod,
+        stranded,
+        in_use,
+    } = best?;
     // The condition holds since the second oldest (or the threshold-th) crossed the age.
     let needed = if in_use > 0 {
         2
