@@ -294,7 +294,7 @@ async fn the_controller_ends_leaks_marks_the_workload_reports_and_cleans_up() {
     assert_eq!(annotations["poolwarden.io/policy"], "shop/orders-db");
     assert!(
         annotations["poolwarden.io/leak-detail"]
-            .contains("sessions idle for more than 1s on orders-api-5c6d-a")
+            .contains("idle for more than 1s on orders-api-5c6d-a")
     );
 
     // The Events exist.
