@@ -161,7 +161,7 @@ def seed(api: Standin, database_url: str) -> None:
         "spec": {"database": {"connectionSecretRef": {"name": "db-monitor"}},
                  "mode": "Enforce", "interval": "1s",
                  "idle": {"idleInTransactionTimeout": "1s"},
-                 "leakDetection": {"window": "1s", "idleThreshold": 2}}})
+                 "leakDetection": {"window": "1s", "strandedIdleAge": "1s", "idleThreshold": 2}}})
 
 
 def sessions(app_url: str) -> list[subprocess.Popen[str]]:
