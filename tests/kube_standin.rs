@@ -119,7 +119,7 @@ where
 }
 
 /// Pulls events from a watcher until one satisfies `want`.
-async fn until<K, S>(stream: &mut S, what: &str, want: impl Fn(&Seen<K>) -> bool) -> Seen<K>
+async fn until<K, S>(stream: &mut S, what: &str, mut want: impl FnMut(&Seen<K>) -> bool) -> Seen<K>
 where
     S: Stream<Item = Result<Seen<K>, watcher::Error>> + Unpin,
 {
@@ -856,4 +856,362 @@ async fn api_discovery_finds_the_policies_and_the_builtins() {
             "{group}/{kind} is discovered"
         );
     }
+}
+
+/// A ReplicaSet of `deployment`, with the controller reference the Deployment controller writes.
+fn replicaset_of(deployment: &Deployment, name: &str) -> ReplicaSet {
+    object(json!({
+        "apiVersion": "apps/v1",
+        "kind": "ReplicaSet",
+        "metadata": {
+            "name": name,
+            "labels": {"app": "web"},
+            "ownerReferences": [owner("apps/v1", "Deployment", &deployment.name_any(), &deployment.uid().unwrap())]
+        },
+        "spec": {"selector": {"matchLabels": {"app": "web"}}}
+    }))
+}
+
+#[tokio::test]
+async fn a_deployments_annotations_are_copied_onto_its_replicasets_and_never_taken_back() {
+    let kube = KubeStandin::start();
+    let client = kube.client().await;
+    let deployments: Api<Deployment> = Api::default_namespaced(client.clone());
+    let replicasets: Api<ReplicaSet> = Api::default_namespaced(client.clone());
+    let mut annotated = deployment();
+    annotated.metadata.annotations = Some(
+        [
+            ("team".to_owned(), "orders".to_owned()),
+            (
+                "deployment.kubernetes.io/revision".to_owned(),
+                "3".to_owned(),
+            ),
+        ]
+        .into(),
+    );
+    let dep = deployments
+        .create(&PostParams::default(), &annotated)
+        .await
+        .unwrap();
+    // A ReplicaSet made for it gets its annotations (but the Deployment controller's own).
+    let rs = replicasets
+        .create(&PostParams::default(), &replicaset_of(&dep, "web-5d8f7"))
+        .await
+        .unwrap();
+    let read = replicasets.get("web-5d8f7").await.unwrap();
+    assert_eq!(
+        read.annotations().clone(),
+        [("team".to_owned(), "orders".to_owned())].into()
+    );
+    assert_ne!(read.resource_version(), rs.resource_version(), "a write of its own");
+
+    // An annotation set on the Deployment appears on the ReplicaSet.
+    let mut rs_events = watch(replicasets.clone(), watcher::Config::default());
+    until(&mut rs_events, "the ReplicaSets' list", |e| {
+        matches!(e, Seen::InitDone)
+    })
+    .await;
+    deployments
+        .patch(
+            "web",
+            &PatchParams::default(),
+            &Patch::Merge(json!({"metadata": {"annotations": {"poolwarden.io/leak": "IdleAccumulation"}}})),
+        )
+        .await
+        .unwrap();
+    until(
+        &mut rs_events,
+        "the copied annotation",
+        |e| matches!(e, Seen::Apply(rs) if rs.annotations().get("poolwarden.io/leak").is_some_and(|v| v == "IdleAccumulation")),
+    )
+    .await;
+
+    // Taken off the ReplicaSet, it comes back at once; taken off the Deployment, it stays there.
+    replicasets
+        .patch(
+            "web-5d8f7",
+            &PatchParams::default(),
+            &Patch::Merge(json!({"metadata": {"annotations": {"poolwarden.io/leak": null}}})),
+        )
+        .await
+        .unwrap();
+    let read = replicasets.get("web-5d8f7").await.unwrap();
+    assert_eq!(read.annotations()["poolwarden.io/leak"], "IdleAccumulation");
+    deployments
+        .patch(
+            "web",
+            &PatchParams::default(),
+            &Patch::Merge(json!({"metadata": {"annotations": {"poolwarden.io/leak": null}}})),
+        )
+        .await
+        .unwrap();
+    let read = replicasets.get("web-5d8f7").await.unwrap();
+    assert_eq!(read.annotations()["poolwarden.io/leak"], "IdleAccumulation");
+    assert!(
+        !deployments
+            .get("web")
+            .await
+            .unwrap()
+            .annotations()
+            .contains_key("poolwarden.io/leak")
+    );
+}
+
+fn secret(name: &str) -> Secret {
+    object(json!({"metadata": {"name": name}, "data": {}}))
+}
+
+#[tokio::test]
+async fn lists_come_in_consistent_pages_whose_tokens_expire() {
+    let kube = KubeStandin::start();
+    let client = kube.client().await;
+    let secrets: Api<Secret> = Api::default_namespaced(client.clone());
+    for i in 0..7 {
+        secrets
+            .create(&PostParams::default(), &secret(&format!("s{i}")))
+            .await
+            .unwrap();
+    }
+    let first = secrets
+        .list(&ListParams::default().limit(3))
+        .await
+        .unwrap();
+    let names = |list: &kube::core::ObjectList<Secret>| -> Vec<String> {
+        list.items.iter().map(|s| s.name_any()).collect()
+    };
+    assert_eq!(names(&first), ["s0", "s1", "s2"]);
+    assert_eq!(first.metadata.remaining_item_count, Some(4));
+    let token = first.metadata.continue_.clone().expect("a continue token");
+
+    // The pages after the first come from the same snapshot: what changed since is not in them.
+    secrets
+        .create(&PostParams::default(), &secret("s7"))
+        .await
+        .unwrap();
+    secrets
+        .delete("s4", &DeleteParams::default())
+        .await
+        .unwrap();
+    let second = secrets
+        .list(&ListParams::default().limit(3).continue_token(&token))
+        .await
+        .unwrap();
+    assert_eq!(names(&second), ["s3", "s4", "s5"]);
+    assert_eq!(
+        second.metadata.resource_version,
+        first.metadata.resource_version
+    );
+    let last = secrets
+        .list(
+            &ListParams::default()
+                .limit(3)
+                .continue_token(second.metadata.continue_.as_deref().unwrap()),
+        )
+        .await
+        .unwrap();
+    assert_eq!(names(&last), ["s6"]);
+    assert!(last.metadata.continue_.is_none());
+    assert_eq!(last.metadata.remaining_item_count, None);
+
+    // kube's watcher pages its initial list and sees everything there is now.
+    let mut events = watch(secrets.clone(), watcher::Config::default().page_size(3));
+    let mut listed = Vec::new();
+    until(&mut events, "the paged list", |e| {
+        if let Seen::InitApply(s) = e {
+            listed.push(s.name_any());
+        }
+        matches!(e, Seen::InitDone)
+    })
+    .await;
+    assert_eq!(listed, ["s0", "s1", "s2", "s3", "s5", "s6", "s7"]);
+    let pages = kube
+        .log_text()
+        .lines()
+        .filter(|l| l.contains("/secrets?") && l.contains("limit=3") && !l.contains("watch"))
+        .count();
+    assert_eq!(pages, 3 + 3, "three pages by hand, three by the watcher");
+
+    // After compaction, a token from before is 410 Gone.
+    let unfinished = secrets
+        .list(&ListParams::default().limit(2))
+        .await
+        .unwrap();
+    kube.expire();
+    let status = api_error(
+        secrets
+            .list(
+                &ListParams::default()
+                    .limit(2)
+                    .continue_token(unfinished.metadata.continue_.as_deref().unwrap()),
+            )
+            .await,
+    );
+    assert_eq!((status.code, status.reason.as_str()), (410, "Expired"));
+}
+
+#[tokio::test]
+async fn after_compaction_a_stale_watch_is_gone_and_the_watcher_relists() {
+    let kube = KubeStandin::start();
+    let client = kube.client().await;
+    let secrets: Api<Secret> = Api::default_namespaced(client.clone());
+    secrets
+        .create(&PostParams::default(), &secret("before"))
+        .await
+        .unwrap();
+    let mut events = watch(secrets.clone(), watcher::Config::default());
+    until(&mut events, "the initial list", |e| {
+        matches!(e, Seen::InitDone)
+    })
+    .await;
+    let stale = secrets
+        .list(&ListParams::default())
+        .await
+        .unwrap()
+        .metadata
+        .resource_version
+        .unwrap();
+
+    // What happens while the watch holds back is lost with the compaction: only a relist tells.
+    kube.pause_watches();
+    secrets
+        .create(&PostParams::default(), &secret("during"))
+        .await
+        .unwrap();
+    secrets
+        .delete("before", &DeleteParams::default())
+        .await
+        .unwrap();
+    kube.expire();
+
+    // The watcher is told 410 Gone, then lists afresh.
+    let wait = async {
+        let mut gone = false;
+        let mut listed = Vec::new();
+        loop {
+            match events.next().await.expect("the watch goes on") {
+                Err(watcher::Error::WatchError(status)) => {
+                    assert_eq!((status.code, status.reason.as_str()), (410, "Expired"));
+                    gone = true;
+                }
+                Err(e) => panic!("unexpected watch error: {e}"),
+                Ok(Seen::Init) => listed.clear(),
+                Ok(Seen::InitApply(s)) => listed.push(s.name_any()),
+                Ok(Seen::InitDone) => return (gone, listed),
+                Ok(other) => panic!("only a relist can tell: {other:?}"),
+            }
+        }
+    };
+    let (gone, listed) = tokio::time::timeout(WAIT, wait).await.expect("a relist");
+    assert!(gone, "the watcher was told its resourceVersion is too old");
+    assert_eq!(listed, ["during"]);
+
+    // A raw watch from before the compaction: one ERROR event, 410.
+    let mut raw = secrets
+        .watch(&kube::api::WatchParams::default(), &stale)
+        .await
+        .unwrap()
+        .boxed();
+    match raw.next().await {
+        Some(Ok(kube::api::WatchEvent::Error(status))) => assert_eq!(status.code, 410),
+        other => panic!("expected 410 Gone, got {other:?}"),
+    }
+}
+
+#[tokio::test]
+async fn streaming_lists_are_served_unless_the_server_lacks_them() {
+    let kube = KubeStandin::start();
+    let client = kube.client().await;
+    let secrets: Api<Secret> = Api::default_namespaced(client.clone());
+    secrets
+        .create(&PostParams::default(), &secret("one"))
+        .await
+        .unwrap();
+    let mut events = watch(
+        secrets.clone(),
+        watcher::Config::default().streaming_lists(),
+    );
+    until(&mut events, "the streamed object", applied("one")).await;
+    until(&mut events, "the end of the streamed list", |e| {
+        matches!(e, Seen::InitDone)
+    })
+    .await;
+    assert!(kube.log_text().contains("sendInitialEvents=true"));
+
+    let without = KubeStandin::start_with(&["--no-streaming-lists"]);
+    let secrets: Api<Secret> = Api::default_namespaced(without.client().await);
+    let mut events = watch(secrets, watcher::Config::default().streaming_lists());
+    match tokio::time::timeout(WAIT, events.next()).await.unwrap() {
+        Some(Err(watcher::Error::WatchStartFailed(kube::Error::Api(status)))) => {
+            assert_eq!((status.code, status.reason.as_str()), (422, "Invalid"));
+            assert!(status.message.contains("WatchList"), "{}", status.message);
+        }
+        other => panic!("expected the streaming list to be refused, got {other:?}"),
+    }
+}
+
+#[tokio::test]
+async fn events_k8s_io_events_are_found_the_way_kubectl_describe_looks() {
+    let kube = KubeStandin::start();
+    let client = kube.client().await;
+    let dep = Api::<Deployment>::default_namespaced(client.clone())
+        .create(&PostParams::default(), &deployment())
+        .await
+        .unwrap();
+    let recorder = Recorder::new(
+        client.clone(),
+        Reporter {
+            controller: "poolwarden".into(),
+            instance: Some("poolwarden-0".into()),
+        },
+    );
+    let event = Event {
+        type_: EventType::Warning,
+        reason: "ConnectionLeak".into(),
+        note: Some("IdleAccumulation: 4 sessions idle".into()),
+        action: "Detected".into(),
+        secondary: None,
+    };
+    recorder
+        .publish(&event, &kube::Resource::object_ref(&dep, &()))
+        .await
+        .unwrap();
+
+    // `kubectl describe deployment web` lists v1 Events with these fields.
+    let core: Api<k8s_openapi::api::core::v1::Event> = Api::default_namespaced(client.clone());
+    let describe = |uid: &str| {
+        ListParams::default().fields(&format!(
+            "involvedObject.name=web,involvedObject.namespace=default,involvedObject.kind=Deployment,involvedObject.uid={uid}"
+        ))
+    };
+    let found = core.list(&describe(&dep.uid().unwrap())).await.unwrap();
+    assert_eq!(found.items.len(), 1);
+    let shown = &found.items[0];
+    assert_eq!(shown.reason.as_deref(), Some("ConnectionLeak"));
+    assert_eq!(
+        shown.message.as_deref(),
+        Some("IdleAccumulation: 4 sessions idle")
+    );
+    assert_eq!(shown.type_.as_deref(), Some("Warning"));
+    assert_eq!(shown.reporting_component.as_deref(), Some("poolwarden"));
+    let other = core.list(&describe("another-uid")).await.unwrap();
+    assert!(other.items.is_empty(), "the uid must match too");
+}
+
+#[tokio::test]
+async fn rbac_can_answer_403_for_a_while() {
+    let kube = KubeStandin::start();
+    let client = kube.client().await;
+    let secrets: Api<Secret> = Api::default_namespaced(client.clone());
+    kube.forbid(2);
+    let status = api_error(secrets.list(&ListParams::default()).await);
+    assert_eq!((status.code, status.reason.as_str()), (403, "Forbidden"));
+    tokio::time::sleep(Duration::from_millis(2200)).await;
+    assert!(
+        secrets
+            .list(&ListParams::default())
+            .await
+            .unwrap()
+            .items
+            .is_empty()
+    );
 }

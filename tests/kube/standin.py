@@ -17,11 +17,15 @@ semantics are implemented here, over those kmock parts.
 What it serves, for the built-in resources of kmock's catalogue and the custom resources of the
 CRDs in ``crds/`` (or given with ``--crd``):
 
-* list (cluster-wide and namespaced; ``labelSelector``, ``fieldSelector``; no paging), get,
-  create (``generateName`` too), replace, delete (finalizers hold an object with a
+* list (cluster-wide and namespaced; ``labelSelector``, ``fieldSelector``), in pages of ``limit``
+  when asked: each page carries a ``continue`` token and ``remainingItemCount``, and every page of
+  one list comes from the snapshot taken with its first (one resourceVersion), as etcd serves it;
+  get, create (``generateName`` too), replace, delete (finalizers hold an object with a
   ``deletionTimestamp`` until an update empties them), delete collection;
 * watch from a ``resourceVersion`` (or from "now" with every object ADDED, for ``0``, empty or
-  ``sendInitialEvents``), with selectors, BOOKMARK events and ``timeoutSeconds``;
+  ``sendInitialEvents``: a streaming list, ended by the ``k8s.io/initial-events-end`` bookmark),
+  with selectors, BOOKMARK events and ``timeoutSeconds``. ``--no-streaming-lists`` refuses
+  ``sendInitialEvents`` with 422, as a server without the WatchList feature does;
 * patches: JSON merge (RFC 7386), JSON patch (RFC 6902), strategic merge (as a JSON merge patch:
   lists are replaced, not merged by key) and server-side apply: a deep merge that creates the
   object if missing, with field ownership by ``fieldManager`` kept in ``managedFields`` (a list
@@ -33,15 +37,24 @@ CRDs in ``crds/`` (or given with ``--crd``):
 * ``resourceVersion`` (one counter for the whole server), ``uid``, ``creationTimestamp``,
   ``generation`` (bumped when anything but metadata and status changes), 409 Conflict on a stale
   ``resourceVersion``, 409 AlreadyExists, 404 NotFound, ``dryRun``;
-* metadata-only answers (``Accept: ...;as=PartialObjectMetadata[List]``).
+* metadata-only answers (``Accept: ...;as=PartialObjectMetadata[List]``);
+* what the rest of a control plane does: the Deployment controller's copy of a Deployment's
+  annotations onto its ReplicaSets (added and updated there, never removed; matched by the
+  ReplicaSet's controller reference to the Deployment's name), and the shared storage of Events:
+  an ``events.k8s.io/v1`` Event is also a ``v1`` Event (``regarding`` as ``involvedObject``,
+  field selectors on it work, as ``kubectl describe`` uses them);
+* what a cluster does to its clients, on the test's cue (``POST /standin/...``, see
+  ``Standin.admin``): compaction (watches and continue tokens from before answer 410 Gone, open
+  watches end, and what they held back is lost: the client must relist), and a few seconds of
+  403 Forbidden on every request (RBAC right after an API server restart).
 
-Not served: paging (``limit`` is ignored and no ``continue`` is ever returned), ownership of the
-fields written by other means than apply (``managedFields`` only has Apply entries, and another
-write just takes from them the fields it changes), namespaces' existence (an object can be made
-in a namespace that does not exist; ``default`` and the ``kube-*`` namespaces exist), garbage
-collection of dependents, graceful pod deletion, admission or schema validation, the shared
-storage of ``v1`` and ``events.k8s.io/v1`` Events (they are two separate resources here), 410 Gone
-(the whole history is kept), subresources other than status.
+Not served: ownership of the fields written by other means than apply (``managedFields`` only has
+Apply entries, and another write just takes from them the fields it changes), namespaces'
+existence (an object can be made in a namespace that does not exist; ``default`` and the
+``kube-*`` namespaces exist), garbage collection of dependents, graceful pod deletion, admission
+or schema validation, the other controllers of kube-controller-manager (no ReplicaSet or Pod is
+ever made by the stand-in; tests create them), ``v1`` Events under ``events.k8s.io/v1``,
+subresources other than status.
 """
 
 from __future__ import annotations
@@ -87,6 +100,8 @@ REPO = pathlib.Path(__file__).resolve().parents[2]
 META_ONLY = "as=PartialObjectMetadata"
 META_API_VERSION = "meta.k8s.io/v1"
 ANSWER_JSON = "application/json"
+# The stand-in's own endpoints (see `Standin.admin`), for tests to act as the cluster would.
+ADMIN = "/standin/"
 
 # kmock's own path parser chokes on the `namespaces` resource (`/api/v1/namespaces` has nothing
 # after it); this server routes by its own parser anyway, so only keep kmock's from failing.
@@ -160,6 +175,41 @@ def field_value(obj: dict[str, Any], path: str) -> str:
     if isinstance(value, bool):
         return "true" if value else "false"
     return str(value)
+
+
+def deployment_of(rs: dict[str, Any]) -> str | None:
+    """The name of the Deployment that controls a ReplicaSet (this stand-in does not check uids)."""
+    for ref in rs["metadata"].get("ownerReferences") or []:
+        if ref.get("controller") and ref.get("kind") == "Deployment" and ref.get("apiVersion") == "apps/v1":
+            return ref.get("name")
+    return None
+
+
+# The Deployment controller's own annotations, which it never copies onto ReplicaSets.
+NOT_COPIED_TO_REPLICASETS = {
+    "kubectl.kubernetes.io/last-applied-configuration",
+    "deployment.kubernetes.io/revision",
+    "deployment.kubernetes.io/revision-history",
+    "deployment.kubernetes.io/desired-replicas",
+    "deployment.kubernetes.io/max-replicas",
+    "deprecated.deployment.rollback.to",
+}
+
+
+# How many unfinished paged lists the server remembers.
+MAX_SNAPSHOTS = 64
+
+
+def make_continue_token(snapshot_id: str, start: int) -> str:
+    return base64.urlsafe_b64encode(json.dumps({"snapshot": snapshot_id, "start": start}).encode()).decode()
+
+
+def continue_token_parts(token: str) -> tuple[str, int]:
+    try:
+        parts = json.loads(base64.urlsafe_b64decode(token.encode()))
+        return str(parts["snapshot"]), int(parts["start"])
+    except (ValueError, KeyError, TypeError):
+        raise bad_request(f"invalid continue token: {token!r}") from None
 
 
 # -------------------------------------------------------------------------------------------------
@@ -337,6 +387,20 @@ class Standin(kmock.KubernetesScaffold):
     changed: asyncio.Condition = attrs.field(factory=asyncio.Condition, init=False)
     state_lock: asyncio.Lock = attrs.field(factory=asyncio.Lock, init=False)
     stopping: bool = attrs.field(default=False, init=False)
+    # Whether a watch may ask for its initial list as events (`sendInitialEvents`, the WatchList
+    # feature); off, such a watch is refused as a server without the feature refuses it.
+    streaming_lists: bool = True
+    # Compaction: resourceVersions up to here are gone (a watch or a continue token from before is
+    # answered 410 Gone). Raised by `POST /standin/expire`.
+    compacted_rv: int = attrs.field(default=0, init=False)
+    # Bumped by `POST /standin/expire`: every watch opened before ends at once.
+    watch_epoch: int = attrs.field(default=0, init=False)
+    # `POST /standin/pause-watches`: open watches hold their events back until the next expire.
+    paused: bool = attrs.field(default=False, init=False)
+    # `POST /standin/forbid?seconds=N`: until then, every API request is answered 403 Forbidden.
+    forbidden_until: float = attrs.field(default=0.0, init=False)
+    # The consistent snapshots behind unfinished paged lists, by continue-token id.
+    snapshots: dict[str, tuple[int, list[dict[str, Any]]]] = attrs.field(factory=dict, init=False)
 
     def __attrs_post_init__(self) -> None:
         super().__attrs_post_init__()
@@ -431,7 +495,16 @@ class Standin(kmock.KubernetesScaffold):
         assert raw is not None
         meta_only = META_ONLY in raw.headers.get("Accept", "")
         log(f"{request.method.value} {raw.path_qs}{' (metadata only)' if meta_only else ''}")
+        if request.url.path.startswith(ADMIN):
+            return await self.admin(request)
         try:
+            if asyncio.get_running_loop().time() < self.forbidden_until:
+                raise api_error(
+                    403,
+                    "Forbidden",
+                    f'{request.url.path} is forbidden: User "system:serviceaccount:poolwarden:poolwarden" '
+                    "cannot access it (RBAC: the authorizer is not ready yet)",
+                )
             route = self.route(request.url.path)
             if route is None:
                 return await super()._handle(request)
@@ -442,6 +515,33 @@ class Standin(kmock.KubernetesScaffold):
         except Exception:
             log(traceback.format_exc())
             raise
+
+    async def admin(self, request: kmock.Request) -> aiohttp.web.StreamResponse:
+        """What the tests do to the server itself, as a real cluster would do it to a client:
+        `POST /standin/pause-watches` holds open watches' events back; `POST /standin/expire`
+        compacts the history (every resourceVersion so far is too old: a watch or a continue token
+        from before gets 410 Gone), ends every open watch without the events it held back, and
+        unpauses; `POST /standin/forbid?seconds=N` answers every API request 403 for N seconds,
+        as RBAC does right after an API server restart."""
+        what = request.url.path[len(ADMIN) :]
+        if request.method.value != "POST":
+            raise api_error(405, "MethodNotAllowed", "the stand-in's own endpoints take POST")
+        if what == "pause-watches":
+            self.paused = True
+        elif what == "expire":
+            async with self.state_lock:
+                self.compacted_rv = self.rv
+                self.watch_epoch += 1
+                self.paused = False
+                self.snapshots.clear()
+            async with self.changed:
+                self.changed.notify_all()
+        elif what == "forbid":
+            seconds = float(request.params.get("seconds") or 5)
+            self.forbidden_until = asyncio.get_running_loop().time() + seconds
+        else:
+            raise api_error(404, "NotFound", f"no stand-in endpoint {what!r}")
+        return aiohttp.web.json_response({"done": what, "resourceVersion": str(self.rv)})
 
     async def serve(self, request: kmock.Request, route: Route) -> aiohttp.web.StreamResponse:
         method = request.method.value
@@ -515,7 +615,87 @@ class Standin(kmock.KubernetesScaffold):
         self.changes.setdefault(kind, []).append(Change(rv=self.rv, kind=kind, type=type_, new=deep(new), old=old))
         async with self.changed:
             self.changed.notify_all()
+        await self.after_write(kind, type_, new)
         return new
+
+    async def after_write(self, kind: Kind, type_: str, new: dict[str, Any]) -> None:
+        """What the rest of a real control plane does after a write, in the same breath (a real
+        one does it a moment later, which makes no difference to a watcher): the Deployment
+        controller copies a Deployment's annotations onto its ReplicaSets, and the shared storage
+        of Events shows an `events.k8s.io/v1` Event as a `v1` one. Call under the lock."""
+        if (kind.group, kind.plural) == ("events.k8s.io", "events"):
+            self.mirror_event(type_, new)
+        if type_ == "DELETED" or kind.group != "apps":
+            return
+        namespace = new["metadata"].get("namespace")
+        if kind.plural == "deployments":
+            for rs in self.all_of(self.kinds["apps", "v1", "replicasets"], namespace):
+                if deployment_of(rs) == new["metadata"]["name"]:
+                    await self.copy_annotations(new, rs)
+        elif kind.plural == "replicasets" and (owner := deployment_of(new)):
+            deployment = self.current(self.kinds["apps", "v1", "deployments"], namespace, owner)
+            if deployment is not None:
+                await self.copy_annotations(deployment, new)
+
+    async def copy_annotations(self, deployment: dict[str, Any], rs: dict[str, Any]) -> None:
+        """As kube-controller-manager's `copyDeploymentAnnotationsToReplicaSet`: every annotation
+        of the Deployment but its own bookkeeping is set on the ReplicaSet; none is ever removed
+        there (a key taken off the Deployment stays on its ReplicaSets)."""
+        wanted = {
+            k: v
+            for k, v in (deployment["metadata"].get("annotations") or {}).items()
+            if k not in NOT_COPIED_TO_REPLICASETS
+        }
+        have = rs["metadata"].get("annotations") or {}
+        if all(have.get(k) == v for k, v in wanted.items()):
+            return
+        new = deep(rs)
+        new["metadata"]["annotations"] = {**have, **wanted}
+        log(f"  (the Deployment controller copies the annotations of Deployment {deployment['metadata']['name']} "
+            f"onto ReplicaSet {rs['metadata']['name']})")
+        await self.commit(self.kinds["apps", "v1", "replicasets"], "MODIFIED", new, rs)
+
+    def mirror_event(self, type_: str, new: dict[str, Any]) -> None:
+        """An `events.k8s.io/v1` Event, as `GET /api/v1/.../events` shows it (`regarding` becomes
+        `involvedObject`, `note` becomes `message`…), under the same name and resourceVersion.
+        One way only: Events written as `v1` do not show up under `events.k8s.io/v1`."""
+        kind = self.kinds["", "v1", "events"]
+        meta = new["metadata"]
+        core: dict[str, Any] = {
+            "apiVersion": "v1",
+            "kind": "Event",
+            "metadata": deep(meta),
+            "involvedObject": deep(new.get("regarding") or {}),
+            "reason": new.get("reason"),
+            "message": new.get("note"),
+            "type": new.get("type"),
+            "action": new.get("action"),
+            "eventTime": new.get("eventTime"),
+            "reportingComponent": new.get("reportingController") or "",
+            "reportingInstance": new.get("reportingInstance") or "",
+            "source": deep(new.get("deprecatedSource") or {}),
+            "firstTimestamp": new.get("deprecatedFirstTimestamp"),
+            "lastTimestamp": new.get("deprecatedLastTimestamp"),
+            "count": new.get("deprecatedCount"),
+        }
+        if new.get("related"):
+            core["related"] = deep(new["related"])
+        if new.get("series"):
+            core["series"] = {
+                "count": new["series"].get("count"),
+                "lastObservedTime": new["series"].get("lastObservedTime"),
+            }
+        core = {k: v for k, v in core.items() if v is not None}
+        key = (kind.resource, meta.get("namespace"), meta["name"])
+        old = self.current(kind, meta.get("namespace"), meta["name"])
+        if type_ == "DELETED":
+            if key in self.objects:
+                self.objects[key].delete()
+        elif key in self.objects:
+            self.objects[key].history.append(deep(core))
+        else:
+            self.objects[key] = deep(core)
+        self.changes.setdefault(kind, []).append(Change(rv=self.rv, kind=kind, type=type_, new=core, old=old))
 
     # ---------------------------------------------------------------------------------------------
     # Reads
@@ -533,20 +713,48 @@ class Standin(kmock.KubernetesScaffold):
         return lambda obj: all(check(obj) for check in checks)
 
     def list(self, route: Route, params: dict[str, str], meta_only: bool) -> dict[str, Any]:
-        keep = self.filters(route, params)
-        items = [obj for obj in self.all_of(route.kind, route.namespace) if keep(obj)]
+        """A list, in pages of `limit` when asked: every page comes from one consistent snapshot
+        (taken with the first page, at its resourceVersion), and the `continue` token that asks
+        for the next expires with compaction (410 Gone), as etcd's do."""
+        limit = int(params.get("limit") or 0)
+        token = params.get("continue")
+        if token:
+            snapshot_id, start = continue_token_parts(token)
+            if snapshot_id not in self.snapshots:
+                raise api_error(
+                    410,
+                    "Expired",
+                    "The provided continue parameter is too old to display a consistent list result. "
+                    "You can start a new list without the continue parameter.",
+                )
+            rv, items = self.snapshots[snapshot_id]
+        else:
+            keep = self.filters(route, params)
+            rv, items = self.rv, [obj for obj in self.all_of(route.kind, route.namespace) if keep(obj)]
+            snapshot_id, start = uuid.uuid4().hex, 0
+        metadata: dict[str, Any] = {"resourceVersion": str(rv)}
+        page = items[start:]
+        if limit > 0 and len(page) > limit:
+            page = page[:limit]
+            self.snapshots[snapshot_id] = (rv, items)
+            while len(self.snapshots) > MAX_SNAPSHOTS:  # the oldest unfinished lists are forgotten
+                del self.snapshots[next(iter(self.snapshots))]
+            metadata["continue"] = make_continue_token(snapshot_id, start + limit)
+            metadata["remainingItemCount"] = len(items) - start - limit
+        else:
+            self.snapshots.pop(snapshot_id, None)
         if meta_only:
             return {
                 "apiVersion": META_API_VERSION,
                 "kind": "PartialObjectMetadataList",
-                "metadata": {"resourceVersion": str(self.rv)},
-                "items": [metadata_of(obj) for obj in items],
+                "metadata": metadata,
+                "items": [metadata_of(obj) for obj in page],
             }
         return {
             "apiVersion": route.kind.api_version,
             "kind": f"{route.kind.kind}List",
-            "metadata": {"resourceVersion": str(self.rv)},
-            "items": items,
+            "metadata": metadata,
+            "items": page,
         }
 
     def get(self, route: Route) -> dict[str, Any]:
@@ -560,7 +768,16 @@ class Standin(kmock.KubernetesScaffold):
         since = params.get("resourceVersion") or "0"
         if not since.isdigit():
             raise bad_request(f"invalid resourceVersion: {since!r}")
-        initial = since == "0" or params.get("sendInitialEvents") == "true"
+        streaming = params.get("sendInitialEvents") == "true"
+        if streaming and not self.streaming_lists:
+            raise api_error(
+                422,
+                "Invalid",
+                "ListOptions.meta.k8s.io \"\" is invalid: sendInitialEvents: Forbidden: sendInitialEvents is "
+                "forbidden for watch unless the WatchList feature gate is enabled",
+            )
+        initial = since == "0" or streaming
+        epoch = self.watch_epoch
 
         def encode(type_: str, obj: dict[str, Any]) -> bytes:
             if meta_only and type_ != "BOOKMARK":
@@ -608,29 +825,47 @@ class Standin(kmock.KubernetesScaffold):
         loop = asyncio.get_running_loop()
         deadline = loop.time() + timeout
         sent_up_to = 0
+        if not initial and int(since) < self.compacted_rv:
+            # As the API server does it: a watch that starts, then says 410 Gone and ends.
+            await response.prepare(raw)
+            gone = {
+                "kind": "Status",
+                "apiVersion": "v1",
+                "metadata": {},
+                "status": "Failure",
+                "message": f"too old resource version: {since} ({self.compacted_rv})",
+                "reason": "Expired",
+                "code": 410,
+            }
+            log(f"  -> 410 Gone: too old resource version {since} (compacted at {self.compacted_rv})")
+            await response.write(json.dumps({"type": "ERROR", "object": gone}).encode() + b"\n")
+            await response.write_eof()
+            return response
         try:
             await response.prepare(raw)
             for line in first:
                 await response.write(line)
-            while not self.stopping:
-                while position < len(history):
+            while not self.stopping and epoch == self.watch_epoch:
+                while position < len(history) and not self.paused:
                     change = history[position]
                     position += 1
                     if line := translate(change):
                         await response.write(line)
                 # Every change of this kind up to here is sent (nothing awaited since the check).
-                sent_up_to = self.rv
+                if not self.paused:
+                    sent_up_to = self.rv
                 left = deadline - loop.time()
                 if left <= 0:
                     break
                 if raw.transport is None or raw.transport.is_closing():
                     return response  # the client went away
                 async with self.changed:
-                    if position == len(history) and not self.stopping:
+                    idle = position == len(history) or self.paused
+                    if idle and not self.stopping and epoch == self.watch_epoch:
                         # Short waits, to notice a client that went away while nothing happens.
                         with contextlib.suppress(TimeoutError):
                             await asyncio.wait_for(self.changed.wait(), min(left, 5.0))
-            if bookmarks and not self.stopping:
+            if bookmarks and not self.stopping and epoch == self.watch_epoch:
                 await response.write(bookmark(sent_up_to))
             await response.write_eof()
         except ConnectionError:
@@ -1030,7 +1265,7 @@ def log(line: str) -> None:
 # Main
 
 
-async def serve(port: int, host: str, crds: list[pathlib.Path], watch_stdin: bool) -> None:
+async def serve(port: int, host: str, crds: list[pathlib.Path], watch_stdin: bool, streaming_lists: bool) -> None:
     loop = asyncio.get_running_loop()
     stop = asyncio.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
@@ -1044,7 +1279,7 @@ async def serve(port: int, host: str, crds: list[pathlib.Path], watch_stdin: boo
 
         threading.Thread(target=wait_for_eof, daemon=True).start()
 
-    handler = Standin(crds=crds)
+    handler = Standin(crds=crds, streaming_lists=streaming_lists)
     async with handler, kmock.Server(handler, host=host, port=port) as server:
         print(f"ready http://{host}:{server.port}", flush=True)
         await stop.wait()
@@ -1064,11 +1299,17 @@ def main() -> None:
     )
     parser.add_argument("--watch-stdin", action="store_true", help="exit when standard input closes")
     parser.add_argument("--quiet", action="store_true", help="do not log requests on stderr")
+    parser.add_argument(
+        "--no-streaming-lists",
+        action="store_true",
+        help="refuse watches that ask for their initial list as events (sendInitialEvents), as an API "
+        "server without the WatchList feature does",
+    )
     args = parser.parse_args()
     global _quiet
     _quiet = args.quiet
     crds = args.crd if args.crd is not None else sorted((REPO / "crds").glob("*.yaml"))
-    asyncio.run(serve(args.port, args.host, crds, args.watch_stdin))
+    asyncio.run(serve(args.port, args.host, crds, args.watch_stdin, not args.no_streaming_lists))
 
 
 if __name__ == "__main__":

@@ -11,9 +11,14 @@
 //! The server is stopped when the `KubeStandin` is dropped, also when the test panics; it also
 //! exits by itself when the test process dies (it watches its standard input). What it logged
 //! (one line a request, and its errors) is printed when the test panics.
+//!
+//! A test can also do to the clients what a real cluster does: [`KubeStandin::pause_watches`] and
+//! [`KubeStandin::expire`] (compaction: every watch must relist after a 410 Gone),
+//! [`KubeStandin::forbid`] (RBAC answering 403 for a while after an API server restart).
 
 use std::fs::File;
-use std::io::{BufRead, BufReader, Read, Seek, SeekFrom};
+use std::io::{BufRead, BufReader, Read, Seek, SeekFrom, Write};
+use std::net::TcpStream;
 use std::path::{Path, PathBuf};
 use std::process::{Child, ChildStdin, Command, Stdio};
 use std::sync::mpsc;
@@ -39,6 +44,11 @@ impl KubeStandin {
     /// Starts the server on a free port and waits until it listens. Panics with a message that
     /// says to run `scripts/setup` when `python3` or the Python packages are missing.
     pub fn start() -> KubeStandin {
+        Self::start_with(&[])
+    }
+
+    /// [`KubeStandin::start`], with more arguments for `standin.py`, e.g. `--no-streaming-lists`.
+    pub fn start_with(args: &[&str]) -> KubeStandin {
         let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/kube/standin.py");
         let log = tempfile::Builder::new()
             .prefix("kube-standin-")
@@ -48,6 +58,7 @@ impl KubeStandin {
         let mut child = Command::new("python3")
             .arg(&script)
             .args(["--port", "0", "--watch-stdin"])
+            .args(args)
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(log.reopen().expect("the stand-in's log reopens"))
@@ -142,6 +153,39 @@ impl KubeStandin {
         let mut config = ::kube::Config::new(uri);
         config.default_namespace = "default".into();
         ::kube::Client::try_from(config).expect("a client of the stand-in")
+    }
+
+    /// Open watches hold their events back (until [`KubeStandin::expire`]): what changes from now
+    /// on, the clients do not hear of by watching.
+    pub fn pause_watches(&self) {
+        self.admin("pause-watches");
+    }
+
+    /// Compaction, as after an API server restart: every open watch ends, the events held back
+    /// are lost, and every watch or continue token from before answers 410 Gone.
+    pub fn expire(&self) {
+        self.admin("expire");
+    }
+
+    /// Every API request is answered 403 Forbidden for `seconds`.
+    pub fn forbid(&self, seconds: u32) {
+        self.admin(&format!("forbid?seconds={seconds}"));
+    }
+
+    fn admin(&self, what: &str) {
+        let address = self.url.trim_start_matches("http://");
+        let mut stream = TcpStream::connect(address).expect("the stand-in listens");
+        write!(
+            stream,
+            "POST /standin/{what} HTTP/1.0\r\nHost: {address}\r\nContent-Length: 0\r\n\r\n"
+        )
+        .expect("the request is sent");
+        let mut answer = String::new();
+        stream.read_to_string(&mut answer).expect("the stand-in answers");
+        assert!(
+            answer.starts_with("HTTP/1.0 200") || answer.starts_with("HTTP/1.1 200"),
+            "POST /standin/{what}: {answer}"
+        );
     }
 
     /// What the server has logged so far: one line a request, then errors and tracebacks.
