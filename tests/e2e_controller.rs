@@ -10,6 +10,7 @@ use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+use futures::StreamExt;
 use k8s_openapi::api::apps::v1::{Deployment, ReplicaSet};
 use k8s_openapi::api::coordination::v1::Lease;
 use k8s_openapi::api::core::v1::{Pod, Secret};
@@ -150,8 +151,8 @@ async fn session(sb: &Sandbox, host: u8) -> ClientSession {
     sb.open_session(&spec).await.unwrap()
 }
 
-/// Secret, Deployment → ReplicaSet → two pods (127.0.0.41, .42) in `shop`.
-async fn cluster(client: &kube::Client, sb: &Sandbox) {
+/// Secret, Deployment → ReplicaSet → two pods (127.0.0.41, .42) in `shop`; the Deployment's uid.
+async fn cluster(client: &kube::Client, sb: &Sandbox) -> String {
     let url = sb.url("monitor", "monitor", "orders") + "?sslmode=disable";
     let secrets: Api<Secret> = Api::namespaced(client.clone(), NS);
     let secret = serde_json::from_value(json!({
@@ -195,17 +196,26 @@ async fn cluster(client: &kube::Client, sb: &Sandbox) {
         )
         .await
         .unwrap();
-    let pods: Api<Pod> = Api::namespaced(client.clone(), NS);
     for (name, ip) in [
         ("orders-api-5c6d-a", "127.0.0.41"),
         ("orders-api-5c6d-b", "127.0.0.42"),
     ] {
-        pods.create(
+        create_pod(client, &rs, name, ip).await;
+    }
+    d.metadata.uid.unwrap()
+}
+
+/// A running pod of `rs`.
+async fn create_pod(client: &kube::Client, rs: &ReplicaSet, name: &str, ip: &str) {
+    let owner = json!([{"apiVersion": "apps/v1", "kind": "ReplicaSet", "name": rs.metadata.name,
+                        "uid": rs.metadata.uid, "controller": true}]);
+    Api::<Pod>::namespaced(client.clone(), NS)
+        .create(
             &PostParams::default(),
             &serde_json::from_value(json!({
                 "apiVersion": "v1", "kind": "Pod",
                 "metadata": {"name": name, "namespace": NS, "labels": {"app": "orders-api"},
-                             "ownerReferences": owner("ReplicaSet", "orders-api-5c6d", rs.metadata.uid.as_deref().unwrap())},
+                             "ownerReferences": owner},
                 "spec": {"containers": [{"name": "app", "image": "orders:1"}]},
                 "status": {"phase": "Running", "podIP": ip, "podIPs": [{"ip": ip}],
                            "startTime": "2020-01-01T00:00:00Z"},
@@ -214,7 +224,6 @@ async fn cluster(client: &kube::Client, sb: &Sandbox) {
         )
         .await
         .unwrap();
-    }
 }
 
 async fn create_policy(client: &kube::Client) {
@@ -476,4 +485,224 @@ async fn a_second_replica_stays_passive_until_the_leader_goes_then_takes_over() 
     )
     .await;
     assert!(second.log().contains("leading: reconciling PoolPolicies"));
+}
+
+/// Reconciles of the policy so far (the reconcile-duration histogram's count).
+fn reconciles(controller: &Controller) -> f64 {
+    controller
+        .metric("poolwarden_reconcile_duration_seconds_count{policy=\"shop/orders-db\"}")
+        .unwrap_or(0.0)
+}
+
+/// The requests the stand-in logged after `from` (a length of its log) that `matches`.
+fn requests_since(kube: &KubeStandin, from: usize, matches: impl Fn(&str) -> bool) -> Vec<String> {
+    kube.log_text()
+        .get(from..)
+        .unwrap_or_default()
+        .lines()
+        .filter_map(|l| l.strip_prefix("standin: "))
+        .filter(|l| matches(l))
+        .map(str::to_owned)
+        .collect()
+}
+
+/// A write to a workload: a PATCH of a Deployment, ReplicaSet or pod.
+fn workload_write(line: &str) -> bool {
+    line.starts_with("PATCH ")
+        && ["/deployments/", "/replicasets/", "/pods/"]
+            .iter()
+            .any(|k| line.contains(k))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_leaking_deployment_is_annotated_once_and_its_event_is_where_kubectl_describe_looks() {
+    let sb = database().await;
+    let kube = KubeStandin::start();
+    let client = kube.client().await;
+    let dir = tempfile::tempdir().unwrap();
+    let deployment_uid = cluster(&client, &sb).await;
+    // Pod a leaks 4 idle sessions (an inherited pool); nothing is ended (no idle timeout).
+    let mut idle = Vec::new();
+    for _ in 0..4 {
+        idle.push(session(&sb, 41).await);
+    }
+    create_policy(&client).await;
+    let controller = Controller::start(&kube.kubeconfig(dir.path()), dir.path(), "replica-a");
+
+    // The Deployment is annotated; the Deployment controller copies that onto its ReplicaSet.
+    let deployments: Api<Deployment> = Api::namespaced(client.clone(), NS);
+    let replicasets: Api<ReplicaSet> = Api::namespaced(client.clone(), NS);
+    eventually("the Deployment is annotated", 60, || async {
+        let d = deployments.get("orders-api").await.ok()?;
+        d.metadata.annotations?.get("poolwarden.io/leak")?;
+        Some(())
+    })
+    .await;
+    let copied = eventually("the copy on the ReplicaSet", 30, || async {
+        let rs = replicasets.get("orders-api-5c6d").await.ok()?;
+        let a = rs.metadata.annotations?;
+        a.get("poolwarden.io/leak")?;
+        Some(a)
+    })
+    .await;
+    assert_eq!(copied["poolwarden.io/policy"], "shop/orders-db");
+
+    // Steady state with the leak confirmed: five more reconciles, and not one write to a workload.
+    let mark = kube.log_text().len();
+    let start = reconciles(&controller);
+    eventually("five more reconciles", 60, || async {
+        (reconciles(&controller) >= start + 5.0).then_some(())
+    })
+    .await;
+    let writes = requests_since(&kube, mark, workload_write);
+    assert!(
+        writes.is_empty(),
+        "workload writes in steady state: {writes:#?}"
+    );
+    let d = deployments.get("orders-api").await.unwrap();
+    assert_eq!(d.metadata.annotations.unwrap()["poolwarden.io/leak"], "IdleAccumulation");
+    let all = requests_since(&kube, 0, workload_write);
+    assert_eq!(
+        all,
+        ["PATCH /apis/apps/v1/namespaces/shop/deployments/orders-api"],
+        "one write in all: the Deployment's annotations"
+    );
+
+    // `kubectl describe deployment orders-api` lists v1 Events by these four fields.
+    let events: Api<k8s_openapi::api::core::v1::Event> = Api::namespaced(client.clone(), NS);
+    let describe = ListParams::default().fields(&format!(
+        "involvedObject.name=orders-api,involvedObject.namespace={NS},involvedObject.kind=Deployment,involvedObject.uid={deployment_uid}"
+    ));
+    let shown = eventually("the ConnectionLeak Event, as describe finds it", 30, || async {
+        let list = events.list(&describe).await.ok()?;
+        list.items
+            .into_iter()
+            .find(|e| e.reason.as_deref() == Some("ConnectionLeak"))
+    })
+    .await;
+    assert_eq!(shown.type_.as_deref(), Some("Warning"));
+    let regarding = shown.involved_object;
+    assert_eq!(
+        (
+            regarding.api_version.as_deref(),
+            regarding.kind.as_deref(),
+            regarding.name.as_deref(),
+            regarding.namespace.as_deref(),
+            regarding.uid.as_deref(),
+        ),
+        (
+            Some("apps/v1"),
+            Some("Deployment"),
+            Some("orders-api"),
+            Some(NS),
+            Some(deployment_uid.as_str())
+        )
+    );
+    assert!(
+        regarding.resource_version.is_some(),
+        "the reference names the version it saw"
+    );
+    drop(idle);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn after_the_api_server_forgets_its_history_the_controller_relists_and_catches_up() {
+    let sb = database().await;
+    let kube = KubeStandin::start();
+    let client = kube.client().await;
+    let dir = tempfile::tempdir().unwrap();
+    cluster(&client, &sb).await;
+    // Pod b holds one idle session.
+    let held = session(&sb, 42).await;
+    create_policy(&client).await;
+    let controller = Controller::start(&kube.kubeconfig(dir.path()), dir.path(), "replica-a");
+    eventually("the first reconcile", 60, || async {
+        (reconciles(&controller) >= 1.0).then_some(())
+    })
+    .await;
+    assert!(alive(&sb, held.pid()).await, "a live pod's idle session stays");
+
+    // Pod b goes while the watches hold back; then the history is compacted (410 Gone): only a
+    // relist tells the controller that b is gone and its session an orphan.
+    kube.pause_watches();
+    Api::<Pod>::namespaced(client.clone(), NS)
+        .delete("orders-api-5c6d-b", &DeleteParams::default())
+        .await
+        .unwrap();
+    kube.expire();
+    eventually("the orphaned session is ended", 60, || async {
+        (!alive(&sb, held.pid()).await).then_some(())
+    })
+    .await;
+    let gone = requests_since(&kube, 0, |l| l.contains("410 Gone")).len();
+    assert!(gone > 0, "the controller's watches were told 410 Gone");
+    assert_eq!(controller.get("/readyz").map(|(s, _)| s), Some(200));
+    let terminated = controller
+        .metric("poolwarden_terminations_total{policy=\"shop/orders-db\",reason=\"Orphaned\"}");
+    assert_eq!(terminated, Some(1.0));
+}
+
+/// Pods of a Deployment named `orders-{w}` as a cluster holds them: each carries a large
+/// `kubectl.kubernetes.io/last-applied-configuration`, as `kubectl apply` leaves on objects.
+async fn many_pods(client: &kube::Client, count: usize) {
+    let pods: Api<Pod> = Api::namespaced(client.clone(), NS);
+    let applied = "x".repeat(16 * 1024);
+    futures::stream::iter(0..count)
+        .map(|i| {
+            let (pods, applied) = (pods.clone(), applied.clone());
+            async move {
+                let ip = format!("10.2.{}.{}", i / 250, i % 250 + 1);
+                let pod: Pod = serde_json::from_value(json!({
+                    "apiVersion": "v1", "kind": "Pod",
+                    "metadata": {"name": format!("orders-{}-x-{i}", i / 10), "namespace": NS,
+                                 "labels": {"app": format!("orders-{}", i / 10)},
+                                 "annotations": {"kubectl.kubernetes.io/last-applied-configuration": applied}},
+                    "spec": {"containers": [{"name": "app", "image": "orders:1"}]},
+                    "status": {"phase": "Running", "podIP": ip, "podIPs": [{"ip": ip}],
+                               "startTime": "2020-01-01T00:00:00Z"},
+                }))
+                .unwrap();
+                pods.create(&PostParams::default(), &pod).await.unwrap();
+            }
+        })
+        .buffer_unordered(16)
+        .collect::<Vec<()>>()
+        .await;
+}
+
+/// The controller's peak resident memory (VmHWM), in MiB.
+fn peak_mib(controller: &Controller) -> f64 {
+    let status = std::fs::read_to_string(format!("/proc/{}/status", controller.child.id())).unwrap();
+    let kib: f64 = status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .unwrap();
+    kib / 1024.0
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_first_list_of_pods_is_paged_and_never_held_whole() {
+    // A server without streaming lists: the controller falls back to lists in pages of 500.
+    let kube = KubeStandin::start_with(&["--no-streaming-lists"]);
+    let client = kube.client().await;
+    let dir = tempfile::tempdir().unwrap();
+    const PODS: usize = 2_000;
+    many_pods(&client, PODS).await;
+
+    let controller = Controller::start(&kube.kubeconfig(dir.path()), dir.path(), "replica-a");
+    eventually("/readyz says ready", 120, || async {
+        controller.get("/readyz").filter(|(s, _)| *s == 200)
+    })
+    .await;
+    let pages = requests_since(&kube, 0, |l| {
+        l.starts_with("GET /api/v1/pods?") && l.contains("limit=500") && !l.contains("watch=true")
+    });
+    assert_eq!(pages.len(), PODS.div_ceil(500), "{pages:#?}");
+    assert!(pages[1..].iter().all(|p| p.contains("continue=")), "{pages:#?}");
+
+    // All the pods' JSON is ~35 MiB, a page of them ~9 MiB: the peak must show a page, not all.
+    let peak = peak_mib(&controller);
+    eprintln!("controller peak resident memory with {PODS} pods: {peak:.1} MiB");
+    assert!(peak < 40.0, "peak {peak:.1} MiB");
 }
