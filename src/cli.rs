@@ -5,6 +5,9 @@ use std::path::PathBuf;
 use clap::{Parser, Subcommand, ValueEnum};
 
 use crate::api::Duration;
+use crate::controller::InitialList;
+use crate::database::postgres::ConnectOptions;
+use crate::database::{AnyEngine, DatabaseError};
 use crate::standalone::Output;
 
 /// poolwarden finds the PostgreSQL sessions applications leak, names the workload that leaked
@@ -99,4 +102,15 @@ pub struct ControllerArgs {
     /// it, poolwarden only needs `get` on Secrets and picks changes up on the next cycle.
     #[arg(long, default_value_t = true, action = clap::ArgAction::Set)]
     pub watch_secrets: bool,
+    /// How the watches get their first list: `auto` streams it where the API server offers
+    /// streaming lists (the WatchList feature) and pages it by 500 where not; `streaming` or
+    /// `paged` force one way.
+    #[arg(long, value_enum, default_value_t = InitialList::Auto)]
+    pub initial_list: InitialList,
+}
+
+/// The engine a database URL names, not yet connected: how the controller meets each policy's
+/// database (its connector).
+pub fn database_engine(url: &str) -> Result<AnyEngine, DatabaseError> {
+    AnyEngine::for_url(url, ConnectOptions::default())
 }

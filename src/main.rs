@@ -4,7 +4,7 @@ use std::error::Error;
 use std::process::ExitCode;
 
 use clap::Parser;
-use poolwarden::cli::{Cli, Command};
+use poolwarden::cli::{self as cli_args, Cli, Command};
 #[cfg(feature = "demo")]
 use poolwarden::demo;
 use poolwarden::standalone::{self, RunOptions};
@@ -63,7 +63,7 @@ async fn run(cli: Cli) -> Result<(), Box<dyn Error>> {
             } else {
                 controller::Namespaces::Only(args.namespaces)
             };
-            controller::run(controller::Config {
+            let config = controller::Config {
                 namespaces,
                 http_addr: args.http_addr,
                 leader_election: args.leader_election,
@@ -72,8 +72,9 @@ async fn run(cli: Cli) -> Result<(), Box<dyn Error>> {
                 lease_duration_secs: args.lease_duration,
                 identity: args.identity.unwrap_or_else(controller::default_identity),
                 watch_secrets: args.watch_secrets,
-            })
-            .await?;
+                initial_list: args.initial_list,
+            };
+            controller::run(config, cli_args::database_engine).await?;
         }
         #[cfg(feature = "demo")]
         Command::Demo => {

@@ -903,7 +903,11 @@ async fn a_deployments_annotations_are_copied_onto_its_replicasets_and_never_tak
         read.annotations().clone(),
         [("team".to_owned(), "orders".to_owned())].into()
     );
-    assert_ne!(read.resource_version(), rs.resource_version(), "a write of its own");
+    assert_ne!(
+        read.resource_version(),
+        rs.resource_version(),
+        "a write of its own"
+    );
 
     // An annotation set on the Deployment appears on the ReplicaSet.
     let mut rs_events = watch(replicasets.clone(), watcher::Config::default());
@@ -915,7 +919,9 @@ async fn a_deployments_annotations_are_copied_onto_its_replicasets_and_never_tak
         .patch(
             "web",
             &PatchParams::default(),
-            &Patch::Merge(json!({"metadata": {"annotations": {"poolwarden.io/leak": "IdleAccumulation"}}})),
+            &Patch::Merge(
+                json!({"metadata": {"annotations": {"poolwarden.io/leak": "IdleAccumulation"}}}),
+            ),
         )
         .await
         .unwrap();
@@ -972,10 +978,7 @@ async fn lists_come_in_consistent_pages_whose_tokens_expire() {
             .await
             .unwrap();
     }
-    let first = secrets
-        .list(&ListParams::default().limit(3))
-        .await
-        .unwrap();
+    let first = secrets.list(&ListParams::default().limit(3)).await.unwrap();
     let names = |list: &kube::core::ObjectList<Secret>| -> Vec<String> {
         list.items.iter().map(|s| s.name_any()).collect()
     };
@@ -1032,10 +1035,7 @@ async fn lists_come_in_consistent_pages_whose_tokens_expire() {
     assert_eq!(pages, 3 + 3, "three pages by hand, three by the watcher");
 
     // After compaction, a token from before is 410 Gone.
-    let unfinished = secrets
-        .list(&ListParams::default().limit(2))
-        .await
-        .unwrap();
+    let unfinished = secrets.list(&ListParams::default().limit(2)).await.unwrap();
     kube.expire();
     let status = api_error(
         secrets

@@ -1,5 +1,6 @@
-//! What every reconcile shares: the API client, the cluster index, the database connections, the
-//! memory of earlier cycles, metrics, the event recorder and whether this replica leads.
+//! What every reconcile shares: the API client, the cluster index and whether its watches have
+//! listed, the database connections, the Secrets' versions, the memory of earlier cycles, metrics,
+//! the event recorder and whether this replica leads.
 
 use std::collections::HashMap;
 use std::hash::BuildHasher;
@@ -10,15 +11,20 @@ use kube::Client;
 use kube::runtime::events::Recorder;
 use tokio::sync::watch;
 
-use super::engines::Engines;
+use super::engines::{Connector, Engines};
 use super::index::ClusterIndex;
 use super::metrics::Metrics;
+use super::secret::Secrets;
+use super::watch::Readiness;
 use crate::decide::Memory;
 
-pub struct Context {
+pub struct Context<C: Connector> {
     pub client: Client,
     pub index: Arc<RwLock<ClusterIndex>>,
-    pub engines: Engines,
+    /// Whether every watch has listed once: attribution is not trusted before.
+    pub readiness: Arc<Readiness>,
+    pub engines: Engines<C>,
+    pub secrets: Arc<Secrets>,
     pub metrics: Arc<Metrics>,
     pub recorder: Recorder,
     /// `true` while this replica holds the lease.
@@ -28,24 +34,29 @@ pub struct Context {
     jitter: std::hash::RandomState,
 }
 
-/// The longest wait between retries of a failing database.
-pub const MAX_BACKOFF: Duration = Duration::from_secs(300);
+/// The parts of a [`Context`] made elsewhere (the watches, the HTTP server, the election).
+pub struct Parts<C: Connector> {
+    pub client: Client,
+    pub index: Arc<RwLock<ClusterIndex>>,
+    pub readiness: Arc<Readiness>,
+    pub connector: C,
+    pub secrets: Arc<Secrets>,
+    pub metrics: Arc<Metrics>,
+    pub recorder: Recorder,
+    pub leader: watch::Receiver<bool>,
+}
 
-impl Context {
-    pub fn new(
-        client: Client,
-        index: Arc<RwLock<ClusterIndex>>,
-        metrics: Arc<Metrics>,
-        recorder: Recorder,
-        leader: watch::Receiver<bool>,
-    ) -> Self {
+impl<C: Connector> Context<C> {
+    pub fn new(parts: Parts<C>) -> Self {
         Self {
-            client,
-            index,
-            engines: Engines::default(),
-            metrics,
-            recorder,
-            leader,
+            client: parts.client,
+            index: parts.index,
+            readiness: parts.readiness,
+            engines: Engines::new(parts.connector),
+            secrets: parts.secrets,
+            metrics: parts.metrics,
+            recorder: parts.recorder,
+            leader: parts.leader,
             memories: Mutex::default(),
             failures: Mutex::default(),
             jitter: std::hash::RandomState::new(),
@@ -63,6 +74,15 @@ impl Context {
             .unwrap_or_default()
     }
 
+    /// Sessions terminated for the policy since this replica started acting for it.
+    pub fn terminations_total(&self, uid: &str) -> u64 {
+        self.memories
+            .lock()
+            .map(|m| m.get(uid).map_or(0, |m| m.terminations_total))
+            .unwrap_or(0)
+    }
+
+    /// Keeps a cycle's memory; the policy's database is well again, so its backoff starts over.
     pub fn remember(&self, uid: &str, memory: Memory) {
         if let Ok(mut m) = self.memories.lock() {
             m.insert(uid.to_owned(), memory);
@@ -83,22 +103,24 @@ impl Context {
         self.engines.release(uid);
     }
 
-    /// The wait before retrying a policy whose database failed: doubling from its interval up to
-    /// [`MAX_BACKOFF`], with ±20% jitter so that policies on one server do not retry in lockstep.
-    pub fn backoff(&self, uid: &str, interval: Duration) -> Duration {
-        let failures = self
-            .failures
+    /// One more failure in a row for the policy `uid`: how many so far.
+    pub fn failed(&self, uid: &str) -> u32 {
+        self.failures
             .lock()
             .map(|mut f| {
                 let n = f.entry(uid.to_owned()).or_default();
                 *n = n.saturating_add(1);
                 *n
             })
-            .unwrap_or(1);
-        let base = interval
-            .saturating_mul(2u32.saturating_pow(failures.min(16) - 1))
-            .min(MAX_BACKOFF);
-        let spread = (self.jitter.hash_one((uid, failures)) % 401) as f64 / 1000.0; // 0.0..=0.4
-        base.mul_f64(0.8 + spread)
+            .unwrap_or(1)
+    }
+
+    /// A spread in `0.0..=0.4` that differs between policies and between their failures, so
+    /// that policies on one server do not retry in lockstep.
+    pub fn jitter(&self, uid: &str, failures: u32) -> f64 {
+        (self.jitter.hash_one((uid, failures)) % 401) as f64 / 1000.0
     }
 }
+
+/// How long to wait for the watches to list before a reconcile acts.
+pub const WAIT_FOR_WATCHES: Duration = Duration::from_secs(1);

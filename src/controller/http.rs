@@ -1,8 +1,7 @@
-//! `/metrics`, `/healthz` (the process and its loop are alive) and `/readyz` (the watch caches
-//! have synced, so attribution can be trusted).
+//! `/metrics`, `/healthz` (the process and its loop are alive) and `/readyz` (every watch has
+//! listed once: pods, owners, PoolPolicies and Secrets; so attribution can be trusted).
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
 
 use axum::Router;
 use axum::extract::State;
@@ -11,10 +10,12 @@ use axum::response::IntoResponse;
 use axum::routing::get;
 use prometheus_client::registry::Registry;
 
+use super::watch::Readiness;
+
 #[derive(Clone)]
 pub struct Health {
     pub registry: Arc<Registry>,
-    pub ready: Arc<AtomicBool>,
+    pub readiness: Arc<Readiness>,
 }
 
 async fn metrics(State(h): State<Health>) -> impl IntoResponse {
@@ -40,11 +41,15 @@ async fn healthz() -> &'static str {
     "ok"
 }
 
-async fn readyz(State(h): State<Health>) -> (StatusCode, &'static str) {
-    if h.ready.load(Ordering::Relaxed) {
-        (StatusCode::OK, "ready")
+async fn readyz(State(h): State<Health>) -> (StatusCode, String) {
+    if h.readiness.is_ready() {
+        (StatusCode::OK, "ready".into())
     } else {
-        (StatusCode::SERVICE_UNAVAILABLE, "caches not synced")
+        let waiting = h.readiness.waiting_for().join(", ");
+        (
+            StatusCode::SERVICE_UNAVAILABLE,
+            format!("waiting for the first list of: {waiting}"),
+        )
     }
 }
 

@@ -4,6 +4,7 @@
 use std::collections::HashMap;
 use std::sync::Mutex;
 use std::sync::atomic::AtomicU64;
+use std::time::Instant;
 
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
@@ -181,6 +182,21 @@ impl Metrics {
             .set(f64::from(d.capacity.utilization_percent) / 100.0);
     }
 
+    /// Starts timing a reconcile of `policy`: the time is recorded when the timer is dropped,
+    /// on every path out of the reconcile.
+    pub fn reconcile_timer(&self, policy: &str) -> ReconcileTimer {
+        let histogram = self
+            .reconcile_duration
+            .get_or_create(&PolicyLabels {
+                policy: policy.to_owned(),
+            })
+            .clone();
+        ReconcileTimer {
+            histogram,
+            started: Instant::now(),
+        }
+    }
+
     pub fn error(&self, policy: &str, category: &str) {
         self.reconcile_errors
             .get_or_create(&ErrorLabels {
@@ -204,5 +220,17 @@ impl Metrics {
         self.utilization.remove(&PolicyLabels {
             policy: policy.to_owned(),
         });
+    }
+}
+
+/// Records a reconcile's duration when dropped.
+pub struct ReconcileTimer {
+    histogram: Histogram,
+    started: Instant,
+}
+
+impl Drop for ReconcileTimer {
+    fn drop(&mut self) {
+        self.histogram.observe(self.started.elapsed().as_secs_f64());
     }
 }

@@ -1,47 +1,63 @@
 //! `poolwarden controller`: reconciles every PoolPolicy in the cluster.
 //!
 //! Wiring only; each step lives in a file named after it: [`watch`] keeps the [`index`] of pods
-//! and owners current, [`reconcile`] runs observe → decide → act → report per policy,
-//! [`status`] and [`patches`] build what is written, [`leader`] makes sure one replica acts,
-//! [`http`] serves metrics and probes.
+//! and owners current (the kinds it follows are the one table of [`kinds`]), [`reconcile`] runs
+//! the five steps per policy ([`validate`] → [`dereference`] → the cycle → [`act_on_cluster`] →
+//! [`report`]), [`error`] chooses what a failure leads to, [`status`] and [`patches`] build what
+//! is written, [`leader`] makes sure one replica acts, [`http`] serves metrics and probes.
+//!
+//! Every replica watches and keeps its caches warm, leading or not, so that it is ready (and can
+//! take over at once); only the lease holder reconciles.
 
+mod act_on_cluster;
+mod cleanup;
 mod context;
+mod dereference;
 mod engines;
+mod error;
 mod http;
 mod index;
+mod kinds;
 mod leader;
 mod metrics;
 mod patches;
 mod reconcile;
+mod report;
 mod secret;
 mod status;
+mod trimmed;
+mod validate;
 mod watch;
 
 #[cfg(test)]
 mod tests;
 
+pub use engines::Connector;
 pub use index::{ClusterIndex, MAX_REPLICAS};
 pub use patches::{FIELD_MANAGER, FINALIZER};
 pub use status::{conditions, reasons};
-pub use watch::Namespaces;
+pub use trimmed::TrimmedPod;
+pub use watch::{InitialList, Namespaces};
 
 use std::net::SocketAddr;
 use std::sync::{Arc, RwLock};
 
-use futures::StreamExt;
-use k8s_openapi::api::core::v1::Secret;
-use kube::core::PartialObjectMeta;
-use kube::runtime::controller::Controller;
+use futures::{Stream, StreamExt};
+use kube::runtime::WatchStreamExt;
+use kube::runtime::controller::{self, Controller};
 use kube::runtime::events::{Recorder, Reporter};
 use kube::runtime::reflector::{self, ObjectRef};
-use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Api, Client, ResourceExt};
 use prometheus_client::registry::Registry;
 use tokio::sync::watch as signal;
 
 use crate::api::PoolPolicy;
-use context::Context;
+use context::{Context, Parts};
 use leader::Leadership;
+use metrics::Metrics;
+use secret::Secrets;
+use trimmed::TrimmedMeta;
+use watch::{FirstList, Readiness, watch_name};
 
 /// How the controller runs.
 #[derive(Clone, Debug)]
@@ -53,8 +69,11 @@ pub struct Config {
     pub lease_namespace: String,
     pub lease_duration_secs: u64,
     pub identity: String,
-    /// Watch Secrets (metadata only) so that a changed credential re-triggers its policies.
+    /// Watch Secrets (metadata only): a changed credential re-triggers its policies, and an
+    /// unchanged one is not read again.
     pub watch_secrets: bool,
+    /// How the watches get their initial lists.
+    pub initial_list: InitialList,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -70,9 +89,16 @@ pub enum ControllerError {
     },
 }
 
+/// The watches of one scope's controller: its PoolPolicies, and its Secrets if watched.
+struct OwnWatches {
+    scope: Option<String>,
+    policies: FirstList,
+    secrets: Option<FirstList>,
+}
+
 /// Runs until SIGTERM or Ctrl-C, then finishes in-flight reconciles, closes database connections
-/// and releases the lease.
-pub async fn run(config: Config) -> Result<(), ControllerError> {
+/// and releases the lease. `connector` makes the engine each policy's database URL names.
+pub async fn run<C: Connector>(config: Config, connector: C) -> Result<(), ControllerError> {
     let client = Client::try_default().await?;
     let (stop_tx, stop_rx) = signal::channel(false);
     tokio::spawn(async move {
@@ -81,14 +107,34 @@ pub async fn run(config: Config) -> Result<(), ControllerError> {
         let _ = stop_tx.send(true);
     });
 
+    // Every watch registers before the first starts: ready means all of them have listed.
+    let readiness = Arc::new(Readiness::default());
+    let own: Vec<OwnWatches> = config
+        .namespaces
+        .scopes()
+        .into_iter()
+        .map(|scope| OwnWatches {
+            policies: readiness.expect(watch_name("poolpolicies", scope.as_deref())),
+            secrets: config
+                .watch_secrets
+                .then(|| readiness.expect(watch_name("secrets", scope.as_deref()))),
+            scope,
+        })
+        .collect();
     let index = Arc::new(RwLock::new(ClusterIndex::default()));
-    let (sync, watch_tasks) = watch::spawn_all(&client, &config.namespaces, index.clone());
+    let watch_tasks = watch::spawn_cluster_watches(
+        &client,
+        &config.namespaces,
+        config.initial_list,
+        index.clone(),
+        &readiness,
+    );
 
     let mut registry = Registry::default();
-    let metrics = Arc::new(metrics::Metrics::register(&mut registry));
+    let metrics = Arc::new(Metrics::register(&mut registry));
     let health = http::Health {
         registry: Arc::new(registry),
-        ready: sync.ready.clone(),
+        readiness: readiness.clone(),
     };
     let listener = tokio::net::TcpListener::bind(config.http_addr)
         .await
@@ -125,55 +171,35 @@ pub async fn run(config: Config) -> Result<(), ControllerError> {
             instance: Some(config.identity.clone()),
         },
     );
-    let ctx = Arc::new(Context::new(
-        client.clone(),
+    let ctx = Arc::new(Context::new(Parts {
+        client: client.clone(),
         index,
-        metrics.clone(),
+        readiness,
+        connector,
+        secrets: Arc::new(Secrets::new(config.watch_secrets)),
+        metrics: metrics.clone(),
         recorder,
+        leader: leadership.is_leader.clone(),
+    }));
+    let following = tokio::spawn(follow_leadership(
         leadership.is_leader.clone(),
+        metrics.clone(),
+        config.identity.clone(),
     ));
 
-    let mut leader = leadership.is_leader.clone();
-    let mut stop = stop_rx.clone();
-    loop {
-        tracing::info!(identity = %config.identity, "waiting to lead");
-        tokio::select! {
-            _ = leader.wait_for(|l| *l) => {}
-            _ = stop.wait_for(|s| *s) => break,
-        }
-        tracing::info!(identity = %config.identity, "leading: reconciling PoolPolicies");
-        metrics.leader.set(1);
-        // Stop reconciling the moment the lease is lost or shutdown begins.
-        let (term_tx, term_rx) = signal::channel(false);
-        let watcher_task = {
-            let mut leader = leader.clone();
-            let mut stop = stop.clone();
-            tokio::spawn(async move {
-                tokio::select! {
-                    _ = leader.wait_for(|l| !*l) => {}
-                    _ = stop.wait_for(|s| *s) => {}
-                }
-                let _ = term_tx.send(true);
-            })
-        };
-        let controllers = config.namespaces.scopes().into_iter().map(|scope| {
-            controller(
-                client.clone(),
-                scope,
-                config.watch_secrets,
-                ctx.clone(),
-                stopped(term_rx.clone()),
-            )
-        });
-        futures::future::join_all(controllers).await;
-        watcher_task.abort();
-        metrics.leader.set(0);
-        if *stop.borrow() {
-            break;
-        }
-        tracing::warn!("lost the lease: no longer acting");
-    }
+    let controllers = own.into_iter().map(|watches| {
+        controller(
+            client.clone(),
+            watches,
+            config.initial_list,
+            ctx.clone(),
+            stopped(stop_rx.clone()),
+        )
+    });
+    futures::future::join_all(controllers).await;
 
+    following.abort();
+    metrics.leader.set(0);
     ctx.engines.close_all();
     leadership.release().await;
     for task in watch_tasks {
@@ -184,37 +210,77 @@ pub async fn run(config: Config) -> Result<(), ControllerError> {
     Ok(())
 }
 
-/// One controller runtime over the policies of `scope` (a namespace, or all).
-async fn controller(
+/// Says, and shows in `poolwarden_leader`, when this replica starts and stops leading.
+async fn follow_leadership(
+    mut leader: signal::Receiver<bool>,
+    metrics: Arc<Metrics>,
+    identity: String,
+) {
+    let mut leading = false;
+    loop {
+        let now = *leader.borrow_and_update();
+        metrics.leader.set(i64::from(now));
+        match (leading, now) {
+            (false, true) => tracing::info!(%identity, "leading: reconciling PoolPolicies"),
+            (true, false) => tracing::warn!(%identity, "lost the lease: no longer acting"),
+            (false, false) => tracing::info!(%identity, "waiting to lead"),
+            (true, true) => {}
+        }
+        leading = now;
+        if leader.changed().await.is_err() {
+            return;
+        }
+    }
+}
+
+/// Fires each time this replica becomes the leader: every policy is reconciled at once then,
+/// not at the end of the interval it was last put off by.
+fn became_leader(leader: signal::Receiver<bool>) -> impl Stream<Item = ()> + Send + 'static {
+    futures::stream::unfold(leader, |mut leader| async move {
+        loop {
+            leader.changed().await.ok()?;
+            if *leader.borrow_and_update() {
+                return Some(((), leader));
+            }
+        }
+    })
+}
+
+/// One controller runtime over the policies of a scope (a namespace, or all).
+async fn controller<C: Connector>(
     client: Client,
-    scope: Option<String>,
-    watch_secrets: bool,
-    ctx: Arc<Context>,
+    watches: OwnWatches,
+    initial: watch::InitialList,
+    ctx: Arc<Context<C>>,
     shutdown: impl Future<Output = ()> + Send + Sync + 'static,
 ) {
-    let policies: Api<PoolPolicy> = match &scope {
+    let scope = watches.scope.as_deref();
+    let policies: Api<PoolPolicy> = match scope {
         Some(ns) => Api::namespaced(client.clone(), ns),
         None => Api::all(client.clone()),
     };
     let (reader, writer) = reflector::store();
+    let name = watches.policies.name().to_owned();
     // Reconcile on spec changes and deletion, not on our own status writes: those would loop.
-    let changes = watcher(policies, watcher::Config::default())
-        .default_backoff()
+    let changes = watch::watcher(policies, initial, watch::PAGE, &name)
+        .inspect(watch::follow(watches.policies))
         .reflect(writer)
         .applied_objects()
         .predicate_filter(meaningful_change, Default::default());
-    let mut controller = Controller::for_stream(changes, reader.clone());
-    if watch_secrets {
-        // Metadata only: poolwarden never keeps Secret data in memory.
-        let secrets: Api<PartialObjectMeta<Secret>> = match &scope {
-            Some(ns) => Api::namespaced(client.clone(), ns),
-            None => Api::all(client.clone()),
-        };
-        let secret_changes = watcher(secrets, watcher::Config::default())
-            .default_backoff()
+    let mut controller = Controller::for_stream(changes, reader.clone())
+        .reconcile_all_on(became_leader(ctx.leader.clone()));
+    if let Some(first) = watches.secrets {
+        let api = watch::metadata_api(&client, scope, &kinds::SECRET);
+        let secret_changes = watch::watcher(api, initial, watch::PAGE, first.name())
+            .inspect(watch::secret_versions(
+                ctx.secrets.clone(),
+                watches.scope.clone(),
+            ))
+            .inspect(watch::follow(first))
             .touched_objects();
-        controller =
-            controller.watches_stream(secret_changes, move |secret: PartialObjectMeta<Secret>| {
+        controller = controller.watches_stream_with(
+            secret_changes,
+            move |secret: TrimmedMeta| {
                 let (ns, name) = (secret.namespace(), secret.name_any());
                 reader
                     .state()
@@ -228,14 +294,24 @@ async fn controller(
                     })
                     .map(|p| ObjectRef::from_obj(&*p))
                     .collect::<Vec<_>>()
-            });
+            },
+            kinds::SECRET.api_resource(),
+        );
     }
     controller
         .graceful_shutdown_on(shutdown)
-        .run(reconcile::reconcile, reconcile::error_policy, ctx)
+        .run(reconcile::reconcile, error::error_policy, ctx)
         .for_each(|result| async move {
-            if let Err(e) = result {
-                tracing::debug!(error = %e, "reconcile loop");
+            match result {
+                Ok(_) => {}
+                // error_policy has said it, with when the next try is.
+                Err(controller::Error::ReconcilerFailed(_, object)) => {
+                    tracing::debug!(%object, "reconcile failed")
+                }
+                Err(controller::Error::ObjectNotFound(object)) => {
+                    tracing::warn!(%object, "asked to reconcile a PoolPolicy the cache does not hold")
+                }
+                Err(error) => tracing::warn!(%error, "the controller's event stream failed"),
             }
         })
         .await;

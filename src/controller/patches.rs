@@ -1,8 +1,12 @@
-//! The exact bodies poolwarden sends to the API server, built without IO so tests can pin them.
+//! The exact bodies poolwarden sends to the API server, and the object references of its
+//! Events, built without IO so tests can pin them.
 
-use kube::core::{ApiResource, GroupVersionKind};
+use k8s_openapi::api::core::v1::ObjectReference;
+use kube::core::ApiResource;
 use serde_json::{Map, Value, json};
 
+use super::index::Identity;
+use super::kinds;
 use crate::api::{PoolPolicy, PoolPolicyStatus};
 use crate::decide::{AnnotationChange, OWNED, WorkloadRef};
 
@@ -41,20 +45,38 @@ pub fn status(status: &PoolPolicyStatus) -> Value {
 
 /// Where a workload kind lives in the API.
 pub fn workload_resource(workload: &WorkloadRef) -> Option<ApiResource> {
-    let (group, version, plural) = match workload.kind.as_str() {
-        "Deployment" => ("apps", "v1", "deployments"),
-        "StatefulSet" => ("apps", "v1", "statefulsets"),
-        "DaemonSet" => ("apps", "v1", "daemonsets"),
-        "ReplicaSet" => ("apps", "v1", "replicasets"),
-        "Job" => ("batch", "v1", "jobs"),
-        "CronJob" => ("batch", "v1", "cronjobs"),
-        "Pod" => ("", "v1", "pods"),
-        _ => return None,
-    };
-    Some(ApiResource::from_gvk_with_plural(
-        &GroupVersionKind::gvk(group, version, &workload.kind),
-        plural,
-    ))
+    kinds::workload(&workload.kind).map(kinds::Kind::api_resource)
+}
+
+/// An Event's reference to a workload, complete as `kubectl describe` needs it to find the Event
+/// (it matches on kind, name, namespace and uid): `None` for a kind poolwarden does not follow.
+pub fn workload_reference(
+    workload: &WorkloadRef,
+    identity: Option<&Identity>,
+) -> Option<ObjectReference> {
+    let kind = kinds::workload(&workload.kind)?;
+    Some(ObjectReference {
+        api_version: Some(kind.api_version()),
+        kind: Some(kind.kind.to_owned()),
+        name: Some(workload.name.clone()),
+        namespace: Some(workload.namespace.clone()),
+        uid: identity.and_then(|i| i.uid.clone()),
+        resource_version: identity.and_then(|i| i.resource_version.clone()),
+        ..ObjectReference::default()
+    })
+}
+
+/// An Event's reference to a policy.
+pub fn policy_reference(policy: &PoolPolicy) -> ObjectReference {
+    ObjectReference {
+        api_version: Some("poolwarden.io/v1alpha1".into()),
+        kind: Some("PoolPolicy".into()),
+        name: policy.metadata.name.clone(),
+        namespace: policy.metadata.namespace.clone(),
+        uid: policy.metadata.uid.clone(),
+        resource_version: policy.metadata.resource_version.clone(),
+        ..ObjectReference::default()
+    }
 }
 
 /// `namespace/name` of a policy, as written into annotations.
@@ -107,47 +129,49 @@ mod tests {
     }
 
     #[test]
-    fn the_status_apply_body_names_the_kind() {
+    fn the_status_apply_body_is_the_status_alone() {
         let body = status(&PoolPolicyStatus {
             leaking_workloads: 2,
             ..PoolPolicyStatus::default()
         });
-        assert_eq!(body["apiVersion"], "poolwarden.io/v1alpha1");
-        assert_eq!(body["kind"], "PoolPolicy");
-        assert_eq!(body["status"]["leakingWorkloads"], 2);
-        assert!(
-            body.get("spec").is_none(),
-            "status apply never touches the spec"
+        assert_eq!(
+            body,
+            json!({
+                "apiVersion": "poolwarden.io/v1alpha1",
+                "kind": "PoolPolicy",
+                "status": serde_json::to_value(PoolPolicyStatus {
+                    leaking_workloads: 2,
+                    ..PoolPolicyStatus::default()
+                })
+                .unwrap(),
+            })
         );
+        assert_eq!(body["status"]["leakingWorkloads"], 2);
     }
 
     #[test]
-    fn every_owner_kind_has_an_api_resource() {
-        for (kind, plural, api_version) in [
-            ("Deployment", "deployments", "apps/v1"),
-            ("StatefulSet", "statefulsets", "apps/v1"),
-            ("DaemonSet", "daemonsets", "apps/v1"),
-            ("ReplicaSet", "replicasets", "apps/v1"),
-            ("Job", "jobs", "batch/v1"),
-            ("CronJob", "cronjobs", "batch/v1"),
-            ("Pod", "pods", "v1"),
-        ] {
-            let w = WorkloadRef {
-                kind: kind.into(),
-                ..workload()
-            };
-            let r = workload_resource(&w).unwrap();
-            assert_eq!(
-                (r.plural.as_str(), r.api_version.as_str()),
-                (plural, api_version)
-            );
-        }
-        assert!(
-            workload_resource(&WorkloadRef {
-                kind: "Rollout".into(),
-                ..workload()
-            })
-            .is_none()
+    fn an_events_reference_names_the_workload_completely() {
+        let identity = Identity {
+            uid: Some("0f0e-uid".into()),
+            resource_version: Some("4242".into()),
+        };
+        assert_eq!(
+            serde_json::to_value(workload_reference(&workload(), Some(&identity))).unwrap(),
+            json!({"apiVersion": "apps/v1", "kind": "Deployment", "name": "orders",
+                   "namespace": "shop", "uid": "0f0e-uid", "resourceVersion": "4242"})
         );
+        let cronjob = WorkloadRef {
+            kind: "CronJob".into(),
+            ..workload()
+        };
+        assert_eq!(
+            serde_json::to_value(workload_reference(&cronjob, None)).unwrap(),
+            json!({"apiVersion": "batch/v1", "kind": "CronJob", "name": "orders", "namespace": "shop"})
+        );
+        let rollout = WorkloadRef {
+            kind: "Rollout".into(),
+            ..workload()
+        };
+        assert_eq!(workload_reference(&rollout, None), None);
     }
 }

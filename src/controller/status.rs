@@ -30,6 +30,7 @@ pub mod reasons {
     pub const INVALID_SPEC: &str = "InvalidSpec";
     pub const SECRET_NOT_FOUND: &str = "SecretNotFound";
     pub const SECRET_KEY_MISSING: &str = "SecretKeyMissing";
+    pub const SECRET_UNREADABLE: &str = "SecretUnreadable";
     pub const NOT_CHECKED: &str = "NotChecked";
     pub const PERMISSION_DENIED: &str = "PermissionDenied";
     pub const SUPERUSER_SESSIONS: &str = "SuperuserSessions";
@@ -40,8 +41,8 @@ pub mod reasons {
 pub const HEARTBEAT: Duration = Duration::from_secs(300);
 const TOP_LEAKS: usize = 5;
 
-/// What a reconcile ended with.
-pub enum Outcome<'a> {
+/// What a reconcile ended with, as far as the status tells it.
+pub enum Ended<'a> {
     Cycle {
         cycle: &'a Cycle,
         terminations_total: u64,
@@ -77,11 +78,11 @@ fn condition(
     }
 }
 
-/// The new status. Fields the outcome says nothing about keep their previous values.
+/// The new status. Fields `ended` says nothing about keep their previous values.
 pub fn build(
     previous: Option<&PoolPolicyStatus>,
     generation: Option<i64>,
-    outcome: &Outcome<'_>,
+    ended: &Ended<'_>,
     now: Timestamp,
 ) -> PoolPolicyStatus {
     let mut status = previous.cloned().unwrap_or_default();
@@ -90,8 +91,8 @@ pub fn build(
         condition(&before, type_, value, reason, message, now, generation)
     };
     status.observed_generation = generation;
-    status.conditions = match outcome {
-        Outcome::Cycle { cycle, .. } => {
+    status.conditions = match ended {
+        Ended::Cycle { cycle, .. } => {
             let d = &cycle.decision;
             let (degraded, reason, message) = degradation(cycle);
             vec![
@@ -114,7 +115,7 @@ pub fn build(
                 cond(conditions::DEGRADED, degraded, reason, message),
             ]
         }
-        Outcome::InvalidSpec(message) => vec![
+        Ended::InvalidSpec(message) => vec![
             cond(
                 conditions::READY,
                 false,
@@ -128,7 +129,7 @@ pub fn build(
                 "the spec is invalid".into(),
             ),
         ],
-        Outcome::Secret(reason, message) => vec![
+        Ended::Secret(reason, message) => vec![
             cond(conditions::READY, false, reason, (*message).to_owned()),
             cond(
                 conditions::DATABASE_REACHABLE,
@@ -137,7 +138,7 @@ pub fn build(
                 (*message).to_owned(),
             ),
         ],
-        Outcome::Database(error) => vec![
+        Ended::Database(error) => vec![
             cond(
                 conditions::READY,
                 false,
@@ -152,10 +153,10 @@ pub fn build(
             ),
         ],
     };
-    if let Outcome::Cycle {
+    if let Ended::Cycle {
         cycle,
         terminations_total,
-    } = outcome
+    } = ended
     {
         fill_observations(&mut status, cycle, *terminations_total);
     }
@@ -299,7 +300,7 @@ mod tests {
         let first = build(
             None,
             Some(1),
-            &Outcome::Database(&down),
+            &Ended::Database(&down),
             t("2026-01-01T10:00:00Z"),
         );
         let ready = find(&first, conditions::READY);
@@ -317,7 +318,7 @@ mod tests {
         let second = build(
             Some(&first),
             Some(1),
-            &Outcome::Database(&refused),
+            &Ended::Database(&refused),
             t("2026-01-01T10:10:00Z"),
         );
         let ready = find(&second, conditions::READY);
@@ -328,7 +329,7 @@ mod tests {
         let third = build(
             Some(&second),
             Some(2),
-            &Outcome::InvalidSpec("spec.idle.idleTimeout: bad"),
+            &Ended::InvalidSpec("spec.idle.idleTimeout: bad"),
             t("2026-01-01T10:20:00Z"),
         );
         assert_eq!(
@@ -353,7 +354,7 @@ mod tests {
         let s = build(
             Some(&previous),
             None,
-            &Outcome::Database(&down),
+            &Ended::Database(&down),
             t("2026-01-01T10:00:00Z"),
         );
         assert_eq!(s.connections.as_deref(), Some("42/97"));

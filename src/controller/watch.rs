@@ -1,23 +1,29 @@
-//! Watch tasks that keep the [`ClusterIndex`] current: pods (whole, trimmed on arrival) and the
-//! six owner kinds (metadata only). Each reports when its first full list has arrived; the
-//! controller is ready when all have.
+//! The watches: pods (trimmed as they arrive) and the owner kinds of [`kinds::OWNERS`] (metadata
+//! only) feed the [`ClusterIndex`]; the controller's own watches (PoolPolicies, Secrets' metadata)
+//! are built here too. Every watch registers with [`Readiness`], which is ready once each has
+//! listed everything once.
+//!
+//! Initial lists arrive as a stream (`sendInitialEvents`, the WatchList feature) where the API
+//! server offers it, else in pages of 500 (`limit`/`continue`); either way each object goes into
+//! the index as it arrives, so that memory holds a page at most, never the whole list. A relist
+//! (after `410 Gone`) sweeps out what it did not bring.
 
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::sync::{Arc, RwLock};
+use std::collections::BTreeSet;
+use std::fmt::Debug;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, RwLock};
 
 use futures::{Stream, StreamExt};
 use jiff::Timestamp;
-use k8s_openapi::api::apps::v1::{DaemonSet, Deployment, ReplicaSet, StatefulSet};
-use k8s_openapi::api::batch::v1::{CronJob, Job};
-use k8s_openapi::api::core::v1::Pod;
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
-use kube::core::PartialObjectMeta;
 use kube::runtime::WatchStreamExt;
-use kube::runtime::watcher::{self, Event};
+use kube::runtime::watcher::{self, Config, Event};
 use kube::{Api, Client, Resource};
 use serde::de::DeserializeOwned;
 
-use super::index::ClusterIndex;
+use super::index::{ClusterIndex, Listed};
+use super::kinds;
+use super::secret::Secrets;
+use super::trimmed::{TrimmedMeta, TrimmedPod};
 
 /// Which namespaces to watch: all, or a list.
 #[derive(Clone, Debug)]
@@ -35,197 +41,302 @@ impl Namespaces {
     }
 }
 
-fn api<K>(client: &Client, namespace: Option<&str>) -> Api<K>
-where
-    K: Resource<Scope = k8s_openapi::NamespaceResourceScope>,
-    <K as Resource>::DynamicType: Default,
-{
-    match namespace {
-        Some(ns) => Api::namespaced(client.clone(), ns),
-        None => Api::all(client.clone()),
+/// How a watch gets its initial list.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, clap::ValueEnum)]
+pub enum InitialList {
+    /// A streaming list where the API server offers one; pages where it refuses.
+    #[default]
+    Auto,
+    /// Always a streaming list (`sendInitialEvents`).
+    Streaming,
+    /// Always pages of 500 (`limit`/`continue`).
+    Paged,
+}
+
+/// Whether every watch has listed everything once: only then can attribution be trusted.
+#[derive(Debug, Default)]
+pub struct Readiness {
+    /// The watches that have not listed yet.
+    waiting: Mutex<BTreeSet<String>>,
+    ready: AtomicBool,
+    /// Set once the first watch registered: an empty set before that means nothing started.
+    started: AtomicBool,
+}
+
+impl Readiness {
+    /// Registers a watch by name; it counts as listed once [`FirstList::done`] is called.
+    pub fn expect(self: &Arc<Self>, name: String) -> FirstList {
+        self.started.store(true, Ordering::SeqCst);
+        let mut waiting = self.waiting.lock().unwrap_or_else(|e| e.into_inner());
+        waiting.insert(name.clone());
+        FirstList {
+            name,
+            readiness: self.clone(),
+            done: false,
+        }
     }
-}
 
-fn meta_api<K>(client: &Client, namespace: Option<&str>) -> Api<PartialObjectMeta<K>>
-where
-    K: Resource<Scope = k8s_openapi::NamespaceResourceScope>
-        + Clone
-        + DeserializeOwned
-        + std::fmt::Debug,
-    <K as Resource>::DynamicType: Default,
-{
-    match namespace {
-        Some(ns) => Api::namespaced(client.clone(), ns),
-        None => Api::all(client.clone()),
+    pub fn is_ready(&self) -> bool {
+        self.ready.load(Ordering::SeqCst)
     }
-}
 
-/// Tracks how many watches have listed everything once.
-#[derive(Clone)]
-pub struct Synced {
-    expected: usize,
-    synced: Arc<AtomicUsize>,
-    pub ready: Arc<AtomicBool>,
-}
+    /// The watches still waiting for their first list, by name.
+    pub fn waiting_for(&self) -> Vec<String> {
+        let waiting = self.waiting.lock().unwrap_or_else(|e| e.into_inner());
+        waiting.iter().cloned().collect()
+    }
 
-impl Synced {
-    fn one_done(&self) {
-        if self.synced.fetch_add(1, Ordering::SeqCst) + 1 >= self.expected {
+    fn listed(&self, name: &str) {
+        let mut waiting = self.waiting.lock().unwrap_or_else(|e| e.into_inner());
+        waiting.remove(name);
+        if waiting.is_empty() && self.started.load(Ordering::SeqCst) {
             self.ready.store(true, Ordering::SeqCst);
-            tracing::info!("watch caches synced");
+            tracing::info!("every watch has listed: ready");
         }
     }
 }
 
-/// Starts every watch; returns when they end (never, short of the stream failing for good).
-pub fn spawn_all(
-    client: &Client,
-    namespaces: &Namespaces,
-    index: Arc<RwLock<ClusterIndex>>,
-) -> (Synced, Vec<tokio::task::JoinHandle<()>>) {
-    let scopes = namespaces.scopes();
-    let sync = Synced {
-        expected: scopes.len() * 7,
-        synced: Arc::default(),
-        ready: Arc::default(),
-    };
-    let mut tasks = Vec::new();
-    for scope in scopes {
-        let ns = scope.as_deref();
-        tasks.push(tokio::spawn(pods(
-            api::<Pod>(client, ns),
-            scope.clone(),
-            index.clone(),
-            sync.clone(),
-        )));
-        tasks.push(owners::<ReplicaSet>(
-            meta_api(client, ns),
-            "ReplicaSet",
-            scope.clone(),
-            index.clone(),
-            sync.clone(),
-        ));
-        tasks.push(owners::<Deployment>(
-            meta_api(client, ns),
-            "Deployment",
-            scope.clone(),
-            index.clone(),
-            sync.clone(),
-        ));
-        tasks.push(owners::<StatefulSet>(
-            meta_api(client, ns),
-            "StatefulSet",
-            scope.clone(),
-            index.clone(),
-            sync.clone(),
-        ));
-        tasks.push(owners::<DaemonSet>(
-            meta_api(client, ns),
-            "DaemonSet",
-            scope.clone(),
-            index.clone(),
-            sync.clone(),
-        ));
-        tasks.push(owners::<Job>(
-            meta_api(client, ns),
-            "Job",
-            scope.clone(),
-            index.clone(),
-            sync.clone(),
-        ));
-        tasks.push(owners::<CronJob>(
-            meta_api(client, ns),
-            "CronJob",
-            scope.clone(),
-            index.clone(),
-            sync.clone(),
-        ));
-    }
-    (sync, tasks)
+/// One watch's place in [`Readiness`].
+#[derive(Debug)]
+pub struct FirstList {
+    name: String,
+    readiness: Arc<Readiness>,
+    done: bool,
 }
 
-async fn pods(
-    api: Api<Pod>,
-    scope: Option<String>,
-    index: Arc<RwLock<ClusterIndex>>,
-    sync: Synced,
-) {
-    let stream = watcher(api);
-    feed(stream, sync, |event| {
-        let now = Timestamp::now();
-        let Ok(mut index) = index.write() else { return };
-        match event {
-            Applied::One(pod) => index.apply_pod(&pod, now),
-            Applied::Gone(pod) => index.delete_pod(&pod, now),
-            Applied::All(pods) => index.replace_pods(scope.as_deref(), &pods, now),
+impl FirstList {
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// The watch has listed everything once (later relists change nothing).
+    pub fn done(&mut self) {
+        if !self.done {
+            self.done = true;
+            tracing::info!(watch = %self.name, "listed");
+            self.readiness.listed(&self.name);
+        }
+    }
+}
+
+/// `pods`, or `pods in shop`.
+pub fn watch_name(what: &str, scope: Option<&str>) -> String {
+    match scope {
+        Some(ns) => format!("{what} in {ns}"),
+        None => what.to_owned(),
+    }
+}
+
+/// The Api of pods in `scope`, decoded trimmed.
+fn pod_api(client: &Client, scope: Option<&str>) -> Api<TrimmedPod> {
+    match scope {
+        Some(ns) => Api::namespaced(client.clone(), ns),
+        None => Api::all(client.clone()),
+    }
+}
+
+/// The Api of a kind's metadata (owners, Secrets) in `scope`.
+pub fn metadata_api(client: &Client, scope: Option<&str>, kind: &kinds::Kind) -> Api<TrimmedMeta> {
+    let resource = kind.api_resource();
+    match scope {
+        Some(ns) => Api::namespaced_with(client.clone(), ns, &resource),
+        None => Api::all_with(client.clone(), &resource),
+    }
+}
+
+/// Objects per page of a paged list: metadata is small, pods are not. kube holds a page's JSON
+/// twice over while it decodes it, so a page of 500 pods carrying `managedFields` and a
+/// `kubectl apply` annotation would cost tens of MiB for a moment.
+pub const PAGE: u32 = 500;
+pub const POD_PAGE: u32 = 100;
+
+/// A watcher with backoff whose initial list streams where it can (see [`InitialList`]), else
+/// comes in pages of `page_size`. With `Auto`, a server that refuses streaming lists (400/422 to
+/// `sendInitialEvents`) gets paged lists from then on.
+pub fn watcher<K>(
+    api: Api<K>,
+    initial: InitialList,
+    page_size: u32,
+    name: &str,
+) -> impl Stream<Item = Result<Event<K>, watcher::Error>> + Send + 'static
+where
+    K: Resource + Clone + DeserializeOwned + Debug + Send + Sync + 'static,
+    K::DynamicType: Clone + Send + Sync,
+{
+    let start = move |api: Api<K>, streaming: bool| {
+        let config = if streaming {
+            Config::default().streaming_lists()
+        } else {
+            Config::default().page_size(page_size)
+        };
+        kube::runtime::watcher(api, config)
+            .default_backoff()
+            .boxed()
+    };
+    let streaming = initial != InitialList::Paged;
+    let name: Arc<str> = name.into();
+    let state = (start(api.clone(), streaming), streaming);
+    futures::stream::unfold(state, move |(mut inner, mut streaming)| {
+        let (api, name) = (api.clone(), name.clone());
+        async move {
+            loop {
+                let item = inner.next().await?;
+                if streaming && initial == InitialList::Auto && refuses_streaming(&item) {
+                    tracing::warn!(watch = %name, "the API server does not offer streaming lists; listing in pages instead");
+                    inner = start(api.clone(), false);
+                    streaming = false;
+                    continue;
+                }
+                return Some((item, (inner, streaming)));
+            }
         }
     })
-    .await;
 }
 
-fn owners<K>(
-    api: Api<PartialObjectMeta<K>>,
-    kind: &'static str,
+fn refuses_streaming<K>(item: &Result<Event<K>, watcher::Error>) -> bool {
+    matches!(item, Err(watcher::Error::WatchStartFailed(kube::Error::Api(s))) if s.code == 400 || s.code == 422)
+}
+
+/// Marks the first list in [`Readiness`] and logs failures at `warn`, for a stream that goes on
+/// elsewhere (a reflector, a controller's trigger).
+pub fn follow<K>(mut first: FirstList) -> impl FnMut(&Result<Event<K>, watcher::Error>) {
+    move |item| match item {
+        Ok(Event::InitDone) => first.done(),
+        Err(error) => tracing::warn!(watch = %first.name(), %error, "watch failed; retrying"),
+        Ok(_) => {}
+    }
+}
+
+/// Keeps the Secrets' resourceVersions current from their watch, relists included.
+pub fn secret_versions(
+    secrets: Arc<Secrets>,
     scope: Option<String>,
-    index: Arc<RwLock<ClusterIndex>>,
-    sync: Synced,
-) -> tokio::task::JoinHandle<()>
-where
-    K: Resource + Clone + DeserializeOwned + std::fmt::Debug + Send + Sync + 'static,
-    K::DynamicType: Default,
-{
-    tokio::spawn(async move {
-        // Metadata only: the owner chain and annotations are all attribution needs.
-        let stream = kube::runtime::watcher(api, watcher::Config::default()).default_backoff();
-        feed(stream, sync, |event: Applied<PartialObjectMeta<K>>| {
-            let Ok(mut index) = index.write() else { return };
-            match event {
-                Applied::One(o) => index.apply_owner(kind, &o.metadata),
-                Applied::Gone(o) => index.delete_owner(kind, &o.metadata),
-                Applied::All(all) => {
-                    let metas: Vec<ObjectMeta> = all.into_iter().map(|o| o.metadata).collect();
-                    index.replace_owners(kind, scope.as_deref(), &metas);
+) -> impl FnMut(&Result<Event<TrimmedMeta>, watcher::Error>) {
+    let mut listing: Option<Listed> = None;
+    move |item| {
+        let key = |s: &TrimmedMeta| {
+            let m = &s.metadata;
+            Some((
+                m.namespace.clone()?,
+                m.name.clone()?,
+                m.resource_version.clone()?,
+            ))
+        };
+        match item {
+            Ok(Event::Init) => listing = Some(Listed::new()),
+            Ok(Event::InitApply(s)) | Ok(Event::Apply(s)) => {
+                if let Some((ns, name, version)) = key(s) {
+                    secrets.seen(&ns, &name, &version);
+                    if let (Some(listing), Ok(Event::InitApply(_))) = (&mut listing, item) {
+                        listing.insert((ns, name));
+                    }
                 }
             }
-        })
-        .await;
-    })
+            Ok(Event::Delete(s)) => {
+                if let (Some(ns), Some(name)) = (&s.metadata.namespace, &s.metadata.name) {
+                    secrets.gone(ns, name);
+                }
+            }
+            Ok(Event::InitDone) => {
+                secrets.retain(scope.as_deref(), &listing.take().unwrap_or_default());
+            }
+            Err(_) => {}
+        }
+    }
 }
 
-fn watcher(api: Api<Pod>) -> impl Stream<Item = Result<Event<Pod>, watcher::Error>> {
-    kube::runtime::watcher(api, watcher::Config::default()).default_backoff()
+/// What one watch event means for an index.
+pub enum Seen<K> {
+    Applied(K),
+    Deleted(K),
+    /// A (re)list ended, having brought these.
+    Listed(Listed),
 }
 
-/// A watch event, with the initial list gathered into one replacement.
-enum Applied<K> {
-    One(K),
-    Gone(K),
-    All(Vec<K>),
-}
-
-async fn feed<K>(
+/// Applies a watch's events as they come; a list's objects one by one, as they arrive.
+pub async fn feed<K: Resource>(
     stream: impl Stream<Item = Result<Event<K>, watcher::Error>>,
-    sync: Synced,
-    mut apply: impl FnMut(Applied<K>),
+    mut first: FirstList,
+    mut apply: impl FnMut(Seen<K>),
 ) {
     let mut stream = std::pin::pin!(stream);
-    let mut listing: Option<Vec<K>> = None;
-    let mut synced = false;
+    let mut listing: Option<Listed> = None;
     while let Some(event) = stream.next().await {
         match event {
-            Ok(Event::Init) => listing = Some(Vec::new()),
-            Ok(Event::InitApply(obj)) => listing.get_or_insert_with(Vec::new).push(obj),
-            Ok(Event::InitDone) => {
-                apply(Applied::All(listing.take().unwrap_or_default()));
-                if !synced {
-                    synced = true;
-                    sync.one_done();
+            Ok(Event::Init) => listing = Some(Listed::new()),
+            Ok(Event::InitApply(obj)) => {
+                let meta = obj.meta();
+                if let (Some(ns), Some(name)) = (&meta.namespace, &meta.name) {
+                    listing
+                        .get_or_insert_with(Listed::new)
+                        .insert((ns.clone(), name.clone()));
                 }
+                apply(Seen::Applied(obj));
             }
-            Ok(Event::Apply(obj)) => apply(Applied::One(obj)),
-            Ok(Event::Delete(obj)) => apply(Applied::Gone(obj)),
+            Ok(Event::InitDone) => {
+                apply(Seen::Listed(listing.take().unwrap_or_default()));
+                first.done();
+            }
+            Ok(Event::Apply(obj)) => apply(Seen::Applied(obj)),
+            Ok(Event::Delete(obj)) => apply(Seen::Deleted(obj)),
             // The watcher backs off and retries by itself; say so, once per failure.
-            Err(e) => tracing::warn!(error = %e, "watch failed; retrying"),
+            Err(error) => tracing::warn!(watch = %first.name(), %error, "watch failed; retrying"),
         }
     }
+}
+
+/// Starts the watches of pods and of every owner kind, for every scope. All of them register
+/// with `readiness` before the first starts, so that it cannot be ready before the last has listed.
+pub fn spawn_cluster_watches(
+    client: &Client,
+    namespaces: &Namespaces,
+    initial: InitialList,
+    index: Arc<RwLock<ClusterIndex>>,
+    readiness: &Arc<Readiness>,
+) -> Vec<tokio::task::JoinHandle<()>> {
+    let scopes = namespaces.scopes();
+    let pods: Vec<FirstList> = scopes
+        .iter()
+        .map(|scope| readiness.expect(watch_name("pods", scope.as_deref())))
+        .collect();
+    let owners: Vec<Vec<FirstList>> = scopes
+        .iter()
+        .map(|scope| {
+            kinds::OWNERS
+                .iter()
+                .map(|kind| readiness.expect(watch_name(kind.plural, scope.as_deref())))
+                .collect()
+        })
+        .collect();
+    let mut tasks = Vec::new();
+    for ((scope, first), owners) in scopes.into_iter().zip(pods).zip(owners) {
+        let pods = pod_api(client, scope.as_deref());
+        let stream = watcher(pods, initial, POD_PAGE, first.name());
+        let (index_, scope_) = (index.clone(), scope.clone());
+        tasks.push(tokio::spawn(feed(stream, first, move |seen| {
+            let now = Timestamp::now();
+            let mut index = index_.write().unwrap_or_else(|e| e.into_inner());
+            match seen {
+                Seen::Applied(pod) => index.apply_pod(&pod, now),
+                Seen::Deleted(pod) => index.delete_pod(&pod, now),
+                Seen::Listed(listed) => index.retain_pods(scope_.as_deref(), &listed, now),
+            }
+        })));
+        for (kind, first) in kinds::OWNERS.iter().zip(owners) {
+            let api = metadata_api(client, scope.as_deref(), kind);
+            let stream = watcher(api, initial, PAGE, first.name());
+            let (index, scope) = (index.clone(), scope.clone());
+            tasks.push(tokio::spawn(feed(stream, first, move |seen| {
+                let mut index = index.write().unwrap_or_else(|e| e.into_inner());
+                match seen {
+                    Seen::Applied(o) => index.apply_owner(kind.kind, &o.metadata),
+                    Seen::Deleted(o) => index.delete_owner(kind.kind, &o.metadata),
+                    Seen::Listed(listed) => {
+                        index.retain_owners(kind.kind, scope.as_deref(), &listed)
+                    }
+                }
+            })));
+        }
+    }
+    tasks
 }

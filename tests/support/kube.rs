@@ -181,7 +181,9 @@ impl KubeStandin {
         )
         .expect("the request is sent");
         let mut answer = String::new();
-        stream.read_to_string(&mut answer).expect("the stand-in answers");
+        stream
+            .read_to_string(&mut answer)
+            .expect("the stand-in answers");
         assert!(
             answer.starts_with("HTTP/1.0 200") || answer.starts_with("HTTP/1.1 200"),
             "POST /standin/{what}: {answer}"

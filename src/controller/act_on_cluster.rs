@@ -1,0 +1,138 @@
+//! Step 4 of a reconcile: what the cycle found, told on the cluster. Annotations on the workloads
+//! at the top of their owner chains (only the changes the decision asks for, as merge patches of
+//! poolwarden's keys), `Warning ConnectionLeak` Events on the workloads where a finding starts, and
+//! a `Normal SessionsTerminated` Event on the policy when it acted.
+
+use kube::Api;
+use kube::api::{DynamicObject, Patch, PatchParams};
+use kube::runtime::events::{Event, EventType};
+
+use super::context::Context;
+use super::engines::Connector;
+use super::error::ReconcileError;
+use super::patches;
+use crate::api::{PoolPolicy, count};
+use crate::cycle::Cycle;
+use crate::decide::{AnnotationChange, Source, Subject, Termination};
+
+/// Annotates, then raises the Events. Every annotation is tried; the first failure is returned.
+/// An Event that cannot be written is logged, never retried.
+pub async fn tell<C: Connector>(
+    ctx: &Context<C>,
+    policy: &PoolPolicy,
+    cycle: &Cycle,
+) -> Result<(), ReconcileError> {
+    let mut first_failure = None;
+    for change in &cycle.decision.annotations {
+        if let Err(e) = annotate(ctx, change).await {
+            tracing::warn!(error = %e, "annotating failed");
+            first_failure.get_or_insert(e);
+        }
+    }
+    raise_events(ctx, policy, cycle).await;
+    first_failure.map_or(Ok(()), Err)
+}
+
+async fn annotate<C: Connector>(
+    ctx: &Context<C>,
+    change: &AnnotationChange,
+) -> Result<(), ReconcileError> {
+    let workload = &change.workload;
+    let Some(resource) = patches::workload_resource(workload) else {
+        return Ok(());
+    };
+    let api: Api<DynamicObject> =
+        Api::namespaced_with(ctx.client.clone(), &workload.namespace, &resource);
+    let patch = Patch::Merge(patches::annotations(change));
+    match api
+        .patch(&workload.name, &PatchParams::default(), &patch)
+        .await
+    {
+        Ok(_) => {
+            tracing::info!(%workload, removal = change.is_removal(), "annotated");
+            Ok(())
+        }
+        // The workload went away in the meantime: nothing left to mark.
+        Err(kube::Error::Api(e)) if e.code == 404 => Ok(()),
+        Err(source) => Err(ReconcileError::Annotate {
+            workload: workload.clone(),
+            source,
+        }),
+    }
+}
+
+async fn raise_events<C: Connector>(ctx: &Context<C>, policy: &PoolPolicy, cycle: &Cycle) {
+    let policy_name = patches::policy_ref(policy);
+    let policy_reference = patches::policy_reference(policy);
+    for f in cycle.decision.findings.iter().filter(|f| f.started) {
+        let Subject::Source {
+            source: Source::Workload(workload),
+        } = &f.subject
+        else {
+            continue;
+        };
+        let target = {
+            let index = ctx.index.read().unwrap_or_else(|e| e.into_inner());
+            patches::workload_reference(workload, index.identity(workload))
+        };
+        let Some(target) = target else {
+            continue;
+        };
+        let event = Event {
+            type_: EventType::Warning,
+            reason: "ConnectionLeak".into(),
+            note: Some(truncate(&format!(
+                "{}: {}. Likely cause: {} (policy {policy_name})",
+                f.kind.as_str(),
+                f.summary,
+                f.cause,
+            ))),
+            action: "Detected".into(),
+            secondary: Some(policy_reference.clone()),
+        };
+        if let Err(error) = ctx.recorder.publish(&event, &target).await {
+            tracing::warn!(%workload, %error, "could not record a ConnectionLeak event");
+        }
+    }
+    let terminated = &cycle.outcome.terminated;
+    if !terminated.is_empty() {
+        let mut sources: Vec<String> = terminated.iter().map(|t| t.source.to_string()).collect();
+        sources.sort();
+        sources.dedup();
+        let event = Event {
+            type_: EventType::Normal,
+            reason: "SessionsTerminated".into(),
+            note: Some(truncate(&terminated_note(terminated, &sources))),
+            action: "Terminate".into(),
+            secondary: None,
+        };
+        if let Err(error) = ctx.recorder.publish(&event, &policy_reference).await {
+            tracing::warn!(policy = %policy_name, %error, "could not record a SessionsTerminated event");
+        }
+    }
+}
+
+/// `terminated N sessions from …`, with the checked-out note when the report has one.
+fn terminated_note(terminated: &[Termination], sources: &[String]) -> String {
+    let base = format!(
+        "terminated {} from {}",
+        count(terminated.len(), "session"),
+        sources.join(", ")
+    );
+    match crate::report::checked_out_note(terminated) {
+        Some(note) => format!("{base}; {note}"),
+        None => base,
+    }
+}
+
+/// Event notes are limited to 1 kB by the API server.
+fn truncate(note: &str) -> String {
+    if note.len() <= 1000 {
+        return note.to_owned();
+    }
+    let mut end = 997;
+    while !note.is_char_boundary(end) {
+        end -= 1;
+    }
+    format!("{}...", &note[..end])
+}

@@ -1,0 +1,294 @@
+use super::*;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, OwnerReference};
+use serde_json::json;
+
+fn t(s: &str) -> Timestamp {
+    s.parse().unwrap()
+}
+
+const NOW: &str = "2026-01-01T12:00:00Z";
+
+fn meta(ns: &str, name: &str, owner: Option<(&str, &str)>) -> ObjectMeta {
+    ObjectMeta {
+        namespace: Some(ns.into()),
+        name: Some(name.into()),
+        uid: Some(format!("uid-{name}")),
+        resource_version: Some("7".into()),
+        owner_references: owner.map(|(kind, name)| {
+            vec![OwnerReference {
+                api_version: "apps/v1".into(),
+                kind: kind.into(),
+                name: name.into(),
+                uid: format!("uid-{name}"),
+                controller: Some(true),
+                block_owner_deletion: None,
+            }]
+        }),
+        labels: Some(BTreeMap::from([(
+            "app".into(),
+            name.split('-').next().unwrap().into(),
+        )])),
+        ..ObjectMeta::default()
+    }
+}
+
+fn pod(ns: &str, name: &str, ip: &str, owner: Option<(&str, &str)>) -> TrimmedPod {
+    let mut pod: TrimmedPod = serde_json::from_value(json!({
+        "status": {"phase": "Running", "podIP": ip, "podIPs": [{"ip": ip}],
+                   "startTime": "2026-01-01T10:00:00Z"},
+        "metadata": {},
+    }))
+    .unwrap();
+    pod.metadata = meta(ns, name, owner);
+    pod
+}
+
+fn index() -> ClusterIndex {
+    let mut index = ClusterIndex::default();
+    index.apply_owner("Deployment", &meta("shop", "orders", None));
+    index.apply_owner(
+        "ReplicaSet",
+        &meta("shop", "orders-7d9f", Some(("Deployment", "orders"))),
+    );
+    index.apply_owner("CronJob", &meta("shop", "nightly", None));
+    index.apply_owner(
+        "Job",
+        &meta("shop", "nightly-2901", Some(("CronJob", "nightly"))),
+    );
+    let now = t(NOW);
+    let rs = Some(("ReplicaSet", "orders-7d9f"));
+    index.apply_pod(&pod("shop", "orders-7d9f-a", "10.0.0.1", rs), now);
+    index.apply_pod(&pod("shop", "orders-7d9f-b", "10.0.0.2", rs), now);
+    let job = Some(("Job", "nightly-2901"));
+    index.apply_pod(&pod("shop", "nightly-2901-x", "10.0.0.3", job), now);
+    index.apply_pod(&pod("shop", "debug", "10.0.0.4", None), now);
+    let other = Some(("ReplicaSet", "x"));
+    index.apply_pod(&pod("other", "orders-1", "10.0.9.9", other), now);
+    index
+}
+
+fn view(index: &ClusterIndex) -> ClusterView {
+    index.view("shop", None, "shop/p", t(NOW))
+}
+
+fn workload_of(view: &ClusterView, pod: &str) -> String {
+    let pod = view.pods.iter().find(|p| p.name == pod).unwrap();
+    pod.workload.to_string()
+}
+
+fn annotations(pairs: &[(&str, &str)]) -> Option<BTreeMap<String, String>> {
+    Some(
+        pairs
+            .iter()
+            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+            .collect(),
+    )
+}
+
+#[test]
+fn owner_chains_lead_to_the_workload() {
+    let view = view(&index());
+    assert_eq!(workload_of(&view, "orders-7d9f-a"), "Deployment/orders");
+    assert_eq!(workload_of(&view, "nightly-2901-x"), "CronJob/nightly");
+    assert_eq!(workload_of(&view, "debug"), "Pod/debug");
+    let orders = view
+        .workloads
+        .iter()
+        .find(|w| w.workload.name == "orders")
+        .unwrap();
+    assert_eq!(orders.max_replicas, 2);
+}
+
+#[test]
+fn a_policy_sees_only_its_own_namespace_and_selected_pods() {
+    let index = index();
+    let names =
+        |view: &ClusterView| -> Vec<String> { view.pods.iter().map(|p| p.name.clone()).collect() };
+    assert_eq!(
+        names(&view(&index)),
+        ["debug", "nightly-2901-x", "orders-7d9f-a", "orders-7d9f-b"]
+    );
+    let selector: Selector = LabelSelector {
+        match_labels: Some(BTreeMap::from([("app".into(), "orders".into())])),
+        ..LabelSelector::default()
+    }
+    .try_into()
+    .unwrap();
+    let view = index.view("shop", Some(&selector), "shop/p", t(NOW));
+    assert_eq!(names(&view), ["orders-7d9f-a", "orders-7d9f-b"]);
+    assert!(index.view("empty", None, "empty/p", t(NOW)).is_empty());
+}
+
+#[test]
+fn deleted_and_finished_pods_are_remembered_as_departed_for_a_while() {
+    let mut index = index();
+    let now = t(NOW);
+    let rs = Some(("ReplicaSet", "orders-7d9f"));
+    index.delete_pod(&pod("shop", "orders-7d9f-a", "10.0.0.1", rs), now);
+    let mut done = pod(
+        "shop",
+        "nightly-2901-x",
+        "10.0.0.3",
+        Some(("Job", "nightly-2901")),
+    );
+    done.status.as_mut().unwrap().phase = Some("Succeeded".into());
+    index.apply_pod(&done, now);
+
+    let view = view(&index);
+    let departed: Vec<(&str, String)> = view
+        .departed
+        .iter()
+        .map(|d| (d.name.as_str(), d.workload.to_string()))
+        .collect();
+    assert_eq!(
+        departed,
+        [
+            ("orders-7d9f-a", "Deployment/orders".to_owned()),
+            ("nightly-2901-x", "CronJob/nightly".to_owned())
+        ]
+    );
+    assert!(view.pods.iter().all(|p| p.name != "orders-7d9f-a"));
+    // After the retention, forgotten.
+    let later = index.view("shop", None, "shop/p", t("2026-01-01T13:00:01Z"));
+    assert!(later.departed.is_empty());
+}
+
+#[test]
+fn a_relist_departs_the_pods_it_did_not_bring() {
+    let mut index = index();
+    let listed: Listed = [("shop".to_owned(), "debug".to_owned())].into();
+    index.retain_pods(Some("shop"), &listed, t(NOW));
+    let view = view(&index);
+    assert_eq!(view.pods.len(), 1);
+    assert_eq!(view.departed.len(), 3);
+    // Another namespace's pods were not part of that relist.
+    assert_eq!(index.view("other", None, "other/p", t(NOW)).pods.len(), 1);
+
+    index.retain_owners("ReplicaSet", None, &Listed::new());
+    let view = index.view("other", None, "other/p", t(NOW));
+    assert_eq!(view.pods[0].workload.to_string(), "ReplicaSet/x");
+}
+
+#[test]
+fn the_departed_record_is_bounded_across_namespaces() {
+    let mut index = ClusterIndex::default();
+    let now = t(NOW);
+    for i in 0..(DEPARTED_CAPACITY + 50) {
+        let ns = if i % 2 == 0 { "shop" } else { "other" };
+        index.delete_pod(&pod(ns, &format!("p-{i}"), "10.1.0.1", None), now);
+    }
+    let remembered: usize = index.namespaces.values().map(|n| n.departed.len()).sum();
+    assert_eq!(remembered, DEPARTED_CAPACITY);
+    assert_eq!(index.departed, DEPARTED_CAPACITY);
+}
+
+#[test]
+fn only_poolwarden_annotations_are_kept_and_budgets_are_read_from_them() {
+    let mut index = index();
+    let mut deploy = meta("shop", "orders", None);
+    deploy.annotations = annotations(&[
+        ("poolwarden.io/pool-max", "25"),
+        (MAX_REPLICAS, "10"),
+        ("poolwarden.io/leak", "IdleAccumulation"),
+        ("poolwarden.io/policy", "shop/p"),
+        ("kubectl.kubernetes.io/last-applied-configuration", "{…}"),
+    ]);
+    index.apply_owner("Deployment", &deploy);
+    let view = view(&index);
+    let orders = view
+        .workloads
+        .iter()
+        .find(|w| w.workload.name == "orders")
+        .unwrap();
+    assert_eq!(orders.pool_max, Some(25));
+    assert_eq!(orders.max_replicas, 10);
+    assert_eq!(
+        orders.annotations.keys().collect::<Vec<_>>(),
+        ["poolwarden.io/leak", "poolwarden.io/policy"]
+    );
+    assert_eq!(
+        index.annotated_by("shop", "shop/p"),
+        [WorkloadRef {
+            namespace: "shop".into(),
+            kind: "Deployment".into(),
+            name: "orders".into()
+        }]
+    );
+    assert!(index.annotated_by("shop", "shop/other").is_empty());
+}
+
+#[test]
+fn the_copies_below_the_top_of_a_chain_are_not_poolwardens() {
+    let mut index = index();
+    // The Deployment controller copied the Deployment's annotations onto its ReplicaSet, and a
+    // CronJob's made it onto a Job; a pod of the ReplicaSet carries some too.
+    let copied = annotations(&[
+        ("poolwarden.io/leak", "IdleAccumulation"),
+        ("poolwarden.io/policy", "shop/p"),
+    ]);
+    let mut rs = meta("shop", "orders-7d9f", Some(("Deployment", "orders")));
+    rs.annotations = copied.clone();
+    index.apply_owner("ReplicaSet", &rs);
+    let mut job = meta("shop", "nightly-2901", Some(("CronJob", "nightly")));
+    job.annotations = copied.clone();
+    index.apply_owner("Job", &job);
+    let mut p = pod(
+        "shop",
+        "orders-7d9f-a",
+        "10.0.0.1",
+        Some(("ReplicaSet", "orders-7d9f")),
+    );
+    p.metadata.annotations = copied.clone();
+    index.apply_pod(&p, t(NOW));
+
+    assert!(index.annotated_by("shop", "shop/p").is_empty());
+    let view = view(&index);
+    assert!(
+        view.workloads.iter().all(|w| w.annotations.is_empty()),
+        "{:?}",
+        view.workloads
+    );
+    let kinds: Vec<&str> = view
+        .workloads
+        .iter()
+        .map(|w| w.workload.kind.as_str())
+        .collect();
+    assert_eq!(kinds, ["CronJob", "Deployment", "Pod"]);
+
+    // A ReplicaSet nobody followed owns is a workload, and its annotations are its own.
+    let mut lone = meta("shop", "lone", None);
+    lone.annotations = copied;
+    index.apply_owner("ReplicaSet", &lone);
+    assert_eq!(index.annotated_by("shop", "shop/p").len(), 1);
+}
+
+#[test]
+fn a_workload_is_known_by_uid_and_resource_version() {
+    let index = index();
+    let deployment = WorkloadRef {
+        namespace: "shop".into(),
+        kind: "Deployment".into(),
+        name: "orders".into(),
+    };
+    assert_eq!(
+        index.identity(&deployment),
+        Some(&Identity {
+            uid: Some("uid-orders".into()),
+            resource_version: Some("7".into())
+        })
+    );
+    let bare = WorkloadRef {
+        kind: "Pod".into(),
+        name: "debug".into(),
+        ..deployment.clone()
+    };
+    assert_eq!(
+        index.identity(&bare).and_then(|i| i.uid.as_deref()),
+        Some("uid-debug")
+    );
+    let gone = WorkloadRef {
+        name: "gone".into(),
+        ..deployment
+    };
+    assert_eq!(index.identity(&gone), None);
+}
