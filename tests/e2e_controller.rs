@@ -637,13 +637,15 @@ async fn after_the_api_server_forgets_its_history_the_controller_relists_and_cat
         "a live pod's idle session stays"
     );
 
-    // Pod b goes while the watches hold back; then the history is compacted (410 Gone): only a
-    // relist tells the controller that b is gone and its session an orphan.
+    // Pod b goes while the watches hold back; then the API server restarts: its history is
+    // compacted (410 Gone) and, for a few seconds, RBAC answers 403. Only a relist tells the
+    // controller that b is gone and its session an orphan.
     kube.pause_watches();
     Api::<Pod>::namespaced(client.clone(), NS)
         .delete("orders-api-5c6d-b", &DeleteParams::default())
         .await
         .unwrap();
+    kube.forbid(2);
     kube.expire();
     eventually("the orphaned session is ended", 60, || async {
         (!alive(&sb, held.pid()).await).then_some(())
@@ -651,6 +653,10 @@ async fn after_the_api_server_forgets_its_history_the_controller_relists_and_cat
     .await;
     let gone = requests_since(&kube, 0, |l| l.contains("410 Gone")).len();
     assert!(gone > 0, "the controller's watches were told 410 Gone");
+    assert!(
+        controller.log().contains("watch failed; retrying"),
+        "the failures were logged"
+    );
     assert_eq!(controller.get("/readyz").map(|(s, _)| s), Some(200));
     let terminated = controller
         .metric("poolwarden_terminations_total{policy=\"shop/orders-db\",reason=\"Orphaned\"}");
