@@ -85,16 +85,24 @@ impl Secrets {
         );
     }
 
-    /// The watch saw a Secret deleted.
+    /// The watch saw a Secret deleted: it is forgotten, with what was read from it.
     pub fn gone(&self, namespace: &str, name: &str) {
         let mut versions = self.versions.write().unwrap_or_else(|e| e.into_inner());
         versions.remove(&(namespace.to_owned(), name.to_owned()));
+        self.forget_unwatched(&versions);
     }
 
     /// A full (re)list of `scope`'s Secrets arrived: those it did not bring are gone.
     pub fn retain(&self, scope: Option<&str>, listed: &Listed) {
         let mut versions = self.versions.write().unwrap_or_else(|e| e.into_inner());
         versions.retain(|key, _| scope.is_some_and(|s| s != key.0) || listed.contains(key));
+        self.forget_unwatched(&versions);
+    }
+
+    /// Drops the URLs read from Secrets that no longer exist.
+    fn forget_unwatched(&self, versions: &HashMap<SecretKey, String>) {
+        let mut read = self.read.lock().unwrap_or_else(|e| e.into_inner());
+        read.retain(|(ns, name, _), _| versions.contains_key(&(ns.clone(), name.clone())));
     }
 
     /// The URL under `reference.key` of the Secret `reference.name`. Tenancy: only ever in
@@ -184,4 +192,51 @@ async fn read(
             key: reference.key.clone(),
         })?;
     Ok((secret.metadata.resource_version, url))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn key() -> ValueKey {
+        ("shop".into(), "db".into(), "uri".into())
+    }
+
+    fn secrets(watched: bool) -> Secrets {
+        let secrets = Secrets::new(watched);
+        secrets.seen("shop", "db", "5");
+        secrets.read.lock().unwrap().insert(
+            key(),
+            Read {
+                at: "5".into(),
+                url: "postgres://db".into(),
+            },
+        );
+        secrets
+    }
+
+    #[test]
+    fn a_url_is_reused_while_its_secret_keeps_its_version() {
+        let watched = secrets(true);
+        assert_eq!(watched.unchanged(&key()).as_deref(), Some("postgres://db"));
+        watched.seen("shop", "db", "6");
+        assert_eq!(watched.unchanged(&key()), None, "changed: read again");
+        // Without the watch nothing tells a change: every cycle reads.
+        assert_eq!(secrets(false).unchanged(&key()), None);
+    }
+
+    #[test]
+    fn a_deleted_secret_is_forgotten_with_what_was_read_from_it() {
+        let deleted = secrets(true);
+        deleted.gone("shop", "db");
+        assert_eq!(deleted.unchanged(&key()), None);
+        assert!(deleted.read.lock().unwrap().is_empty());
+
+        let relisted = secrets(true);
+        relisted.seen("other", "db", "1");
+        relisted.retain(Some("shop"), &Listed::new());
+        assert!(relisted.read.lock().unwrap().is_empty());
+        let versions = relisted.versions.read().unwrap();
+        assert_eq!(versions.len(), 1, "another namespace's Secret stays");
+    }
 }
