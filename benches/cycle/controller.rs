@@ -179,7 +179,7 @@ async fn create_policies(client: &kube::Client) -> Res<()> {
                 "mode": mode, "interval": INTERVAL,
                 "idle": {"idleTimeout": idle, "idleInTransactionTimeout": "5m"},
                 "budgets": {"maxConnectionsPerPod": 15},
-                "leakDetection": {"window": "5s", "idleThreshold": 3},
+                "leakDetection": {"window": "5s", "strandedIdleAge": "5s", "idleThreshold": 3},
             },
         }))?;
         api.create(&PostParams::default(), &policy).await?;

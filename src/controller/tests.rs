@@ -205,6 +205,9 @@ fn idle(pid: i32, addr: [u8; 4], idle_secs: i64) -> Session {
         xact_start: None,
         state: SessionState::Idle,
         state_change: Some(ago(idle_secs)),
+        backend_xmin: None,
+        xmin_age: None,
+        blocked_by: Vec::new(),
     }
 }
 
@@ -227,6 +230,7 @@ fn snapshot(sessions: Vec<Session>) -> Snapshot {
         },
         sessions,
         sessions_opened_total: Some(1000),
+        churn: None,
     }
 }
 
@@ -602,7 +606,7 @@ async fn one_reconcile_terminates_annotates_raises_events_and_reports_in_that_or
         "mode": "Enforce",
         "interval": "10s",
         "idle": {"idleTimeout": "5m"},
-        "leakDetection": {"window": "1m", "idleThreshold": 3},
+        "leakDetection": {"window": "1m", "strandedIdleAge": "5m", "idleThreshold": 3},
     }));
     let p = policy(spec, true);
     let expected = expected_decision(&p, &snap, &index);
@@ -1053,6 +1057,7 @@ async fn error_policy_chooses_by_the_kind_of_failure_and_counts_every_one() {
         (
             ReconcileError::Database(DatabaseError::ServerFull {
                 detail: "too many clients".into(),
+                advice: crate::database::server_full_advice(None, ""),
             }),
             "ServerFull",
             Wait::Backoff,
@@ -1143,6 +1148,7 @@ async fn error_policy_chooses_by_the_kind_of_failure_and_counts_every_one() {
     let inner = ReconcileError::from_finalizer(kube::runtime::finalizer::Error::ApplyFailed(
         ReconcileError::Database(DatabaseError::ServerFull {
             detail: "full".into(),
+            advice: crate::database::server_full_advice(None, ""),
         }),
     ));
     assert_eq!(inner.category(), "ServerFull");
