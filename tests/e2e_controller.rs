@@ -660,9 +660,8 @@ async fn after_the_api_server_forgets_its_history_the_controller_relists_and_cat
     assert_eq!(controller.get("/readyz").map(|(s, _)| s), Some(200));
     // The metrics are reported after the cycle has acted on the cluster: wait for that step.
     let terminated = eventually("the termination counted", 30, || async {
-        controller.metric(
-            "poolwarden_terminations_total{policy=\"shop/orders-db\",reason=\"Orphaned\"}",
-        )
+        controller
+            .metric("poolwarden_terminations_total{policy=\"shop/orders-db\",reason=\"Orphaned\"}")
     })
     .await;
     assert_eq!(terminated, 1.0);

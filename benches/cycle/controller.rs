@@ -275,9 +275,10 @@ fn classify(line: &str) -> Option<&'static str> {
         _ if write && path.contains("/poolpolicies/") => "write: PoolPolicy (finalizer)",
         _ if write && path.contains("/leases") => "write: Lease (leader election)",
         _ if write && path.contains("/events") => "write: Event",
-        _ if write && ["/deployments/", "/replicasets/", "/pods/"]
-            .iter()
-            .any(|k| path.contains(k)) =>
+        _ if write
+            && ["/deployments/", "/replicasets/", "/pods/"]
+                .iter()
+                .any(|k| path.contains(k)) =>
         {
             "write: workload annotations"
         }
