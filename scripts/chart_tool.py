@@ -3,7 +3,8 @@
 
 Run with the packaging virtualenv that scripts/setup creates (target/packaging-venv):
 
-    chart_tool.py render-deploy [--check]   write deploy/poolwarden.yaml (or only compare)
+    chart_tool.py render-deploy [--check]   write deploy/ (or only compare): poolwarden.yaml and the
+                                            chart's alert rules, for use without Helm
     chart_tool.py render [-f VALUES]...     print the chart rendered, as `helm template` would
     chart_tool.py check                     everything scripts/check-packaging asks of the chart
 
@@ -16,7 +17,9 @@ from __future__ import annotations
 import argparse
 import copy
 import re
+import subprocess
 import sys
+import tempfile
 import tomllib
 from dataclasses import dataclass
 from pathlib import Path
@@ -31,6 +34,10 @@ ROOT = Path(__file__).resolve().parent.parent
 CHART = ROOT / "charts" / "poolwarden"
 CRD = ROOT / "crds" / "poolpolicy.yaml"
 DEPLOY = ROOT / "deploy" / "poolwarden.yaml"
+# The alert rules: one source in the chart (files/), copied to deploy/ for Prometheus without the
+# operator; the PrometheusRule template embeds the same file.
+RULES = CHART / "files" / "poolwarden-rules.yaml"
+DEPLOY_RULES = ROOT / "deploy" / "poolwarden-rules.yaml"
 EXAMPLES = ROOT / "examples"
 RELEASE = "poolwarden"
 NAMESPACE = "poolwarden"
@@ -121,6 +128,11 @@ metadata:
 
 def deploy_text() -> str:
     return DEPLOY_HEADER + stream(render())
+
+
+def deploy_files() -> dict[Path, str]:
+    """Every generated file under deploy/, with what it must contain."""
+    return {DEPLOY: deploy_text(), DEPLOY_RULES: RULES.read_text()}
 
 
 # ---------------------------------------------------------------------------------------------
@@ -320,8 +332,9 @@ def assertions_default(checks: Checks, docs: list[Doc]) -> None:
                   and "--watch-secrets=true" in args,
                   f"{label}: leader election on, all namespaces, Secrets watched")
     kinds = {d.kind for d in docs}
-    checks.expect(not kinds & {"PodDisruptionBudget", "ServiceMonitor", "NetworkPolicy"},
-                  f"{label}: no PodDisruptionBudget, ServiceMonitor or NetworkPolicy")
+    checks.expect(not kinds & {"PodDisruptionBudget", "ServiceMonitor", "NetworkPolicy",
+                               "PrometheusRule"},
+                  f"{label}: no PodDisruptionBudget, ServiceMonitor, NetworkPolicy or PrometheusRule")
 
 
 def assertions_ha_namespaced(checks: Checks, docs: list[Doc]) -> None:
@@ -348,10 +361,30 @@ def assertions_ha_namespaced(checks: Checks, docs: list[Doc]) -> None:
     kinds = [d.kind for d in docs]
     checks.expect(all(kinds.count(k) == 1 for k in ["PodDisruptionBudget", "ServiceMonitor", "NetworkPolicy"]),
                   f"{label}: a PodDisruptionBudget, a ServiceMonitor and a NetworkPolicy")
+    check_prometheus_rule(checks, docs, label)
     policy = next(d for d in docs if d.kind == "NetworkPolicy").obj["spec"]
     egress_ports = sorted(p["port"] for rule in policy["egress"] for p in rule["ports"])
     checks.expect(egress_ports == [53, 53, 5432, 6432, 6443],
                   f"{label}: NetworkPolicy egress only to DNS, the API server and PostgreSQL")
+
+
+def check_prometheus_rule(checks: Checks, docs: list[Doc], label: str) -> None:
+    """The PrometheusRule carries the rules file unchanged, and promtool accepts what it carries."""
+    found = [d for d in docs if d.kind == "PrometheusRule"]
+    checks.expect(len(found) == 1, f"{label}: one PrometheusRule")
+    if not found:
+        return
+    rule = found[0].obj
+    checks.expect(rule["spec"] == yaml.safe_load(RULES.read_text()),
+                  f"{label}: the PrometheusRule's spec is {RULES.relative_to(ROOT)}, unchanged")
+    checks.expect(rule["metadata"]["labels"].get("release") == "prometheus",
+                  f"{label}: prometheusRule.labels reach the PrometheusRule")
+    with tempfile.NamedTemporaryFile("w", suffix=".yaml") as f:
+        yaml.safe_dump(rule["spec"], f)
+        f.flush()
+        result = subprocess.run(["promtool", "check", "rules", f.name], capture_output=True, text=True)
+    checks.expect(result.returncode == 0, f"{label}: promtool check rules accepts the PrometheusRule's spec"
+                  + ("" if result.returncode == 0 else "\n" + result.stdout + result.stderr))
 
 
 def assertions_single(checks: Checks, docs: list[Doc]) -> None:
@@ -379,6 +412,7 @@ REFUSED_VALUES = [
     {"controller": {"namespace": ["shop"]}},
     {"controller": {"logFormat": "xml"}},
     {"networkPolicy": {"postgres": {"port": 5432}}},
+    {"prometheusRule": {"enable": True}},
 ]
 
 
@@ -409,10 +443,12 @@ def check_chart(checks: Checks) -> None:
 
 
 def check_deploy(checks: Checks) -> None:
-    fresh = deploy_text()
+    for path, fresh in deploy_files().items():
+        current = path.read_text() if path.exists() else ""
+        checks.expect(current == fresh, f"{path.relative_to(ROOT)} is current (chart render, or "
+                      "copy of the chart's file)"
+                      + ("" if current == fresh else ": regenerate it with scripts/render-deploy"))
     current = DEPLOY.read_text() if DEPLOY.exists() else ""
-    checks.expect(current == fresh, "deploy/poolwarden.yaml equals a fresh render of the chart"
-                  + ("" if current == fresh else ": regenerate it with scripts/render-deploy"))
     for obj in yaml.safe_load_all(current):
         if obj and obj["kind"] == "Namespace":
             k8s_validate(checks, obj, "deploy/poolwarden.yaml")
@@ -456,20 +492,21 @@ def main() -> int:
         sys.stdout.write(stream(render(values or None, namespace=args.namespace)))
         return 0
     if args.command == "render-deploy":
-        fresh = deploy_text()
-        if args.check:
-            current = DEPLOY.read_text() if DEPLOY.exists() else ""
-            if current != fresh:
-                print("deploy/poolwarden.yaml is stale: run scripts/render-deploy", file=sys.stderr)
-                return 1
-            return 0
-        DEPLOY.parent.mkdir(exist_ok=True)
-        if not DEPLOY.exists() or DEPLOY.read_text() != fresh:
-            DEPLOY.write_text(fresh)
-            print(f"wrote {DEPLOY.relative_to(ROOT)}")
-        else:
-            print(f"{DEPLOY.relative_to(ROOT)} is current")
-        return 0
+        stale = 0
+        for path, fresh in deploy_files().items():
+            rel = path.relative_to(ROOT)
+            current = path.read_text() if path.exists() else ""
+            if args.check:
+                if current != fresh:
+                    print(f"{rel} is stale: run scripts/render-deploy", file=sys.stderr)
+                    stale += 1
+            elif current != fresh:
+                path.parent.mkdir(exist_ok=True)
+                path.write_text(fresh)
+                print(f"wrote {rel}")
+            else:
+                print(f"{rel} is current")
+        return 1 if stale else 0
 
     checks = Checks()
     print("- versions, CRD copy, values documentation")
@@ -477,7 +514,7 @@ def main() -> int:
     check_crd(checks)
     check_values_documented(checks)
     check_chart(checks)
-    print("- deploy/poolwarden.yaml")
+    print("- deploy/")
     check_deploy(checks)
     print("- examples/")
     check_examples(checks)
