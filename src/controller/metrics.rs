@@ -39,6 +39,9 @@ pub struct ReasonLabels {
 pub struct FindingLabels {
     pub policy: String,
     pub kind: String,
+    /// What the finding is on: `Kind/name`, `unattributed`, or `server` (Overbooked,
+    /// ServerSaturation, churn nobody can be named for). Bounded like the sessions' label.
+    pub workload: String,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -96,7 +99,7 @@ impl Metrics {
         );
         r.register(
             "findings",
-            "Confirmed leak findings, by kind",
+            "Confirmed leak findings, by kind and the workload they are on",
             metrics.findings.clone(),
         );
         r.register(
@@ -135,10 +138,7 @@ impl Metrics {
         let mut sessions = Vec::new();
         let mut findings = Vec::new();
         for g in &d.groups {
-            let workload = match &g.source {
-                Source::Workload(w) => w.to_string(),
-                Source::Client { .. } => "unattributed".to_owned(),
-            };
+            let workload = workload_label(&g.source);
             for (state, n) in [
                 ("active", g.counts.active),
                 ("idle", g.counts.idle),
@@ -163,14 +163,16 @@ impl Metrics {
                 .inc();
         }
         for f in d.findings.iter().filter(|f| f.confirmed) {
-            if matches!(f.subject, Subject::Source { .. } | Subject::Server) {
-                let labels = FindingLabels {
-                    policy: policy.to_owned(),
-                    kind: f.kind.as_str().to_owned(),
-                };
-                self.findings.get_or_create(&labels).inc();
-                findings.push(labels);
-            }
+            let labels = FindingLabels {
+                policy: policy.to_owned(),
+                kind: f.kind.as_str().to_owned(),
+                workload: match &f.subject {
+                    Subject::Source { source } => workload_label(source),
+                    Subject::Server => "server".to_owned(),
+                },
+            };
+            self.findings.get_or_create(&labels).inc();
+            findings.push(labels);
         }
         if let Ok(mut written) = self.written.lock() {
             written.insert(policy.to_owned(), (sessions, findings));
@@ -232,5 +234,13 @@ pub struct ReconcileTimer {
 impl Drop for ReconcileTimer {
     fn drop(&mut self) {
         self.histogram.observe(self.started.elapsed().as_secs_f64());
+    }
+}
+
+/// The bounded `workload` label of a source: addresses and application names are not bounded.
+fn workload_label(source: &Source) -> String {
+    match source {
+        Source::Workload(w) => w.to_string(),
+        Source::Client { .. } => "unattributed".to_owned(),
     }
 }
