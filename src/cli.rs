@@ -39,6 +39,11 @@ pub enum Command {
         /// Stop after this many cycles (default: until Ctrl-C).
         #[arg(long)]
         cycles: Option<u64>,
+        /// Append an audit record (one JSON object a line) for every session `Enforce` sets out
+        /// to end: terminated, or left alone and why. The records are logged too (target
+        /// `poolwarden::audit`).
+        #[arg(long, value_name = "FILE")]
+        audit_log: Option<PathBuf>,
     },
     /// Reconcile PoolPolicies in a Kubernetes cluster (the container's default command).
     Controller(ControllerArgs),

@@ -6,6 +6,8 @@ use crate::decide::{self, ClusterView, Decision, Inputs, Memory, Rules};
 
 /// Everything one cycle saw, decided and did.
 pub struct Cycle {
+    /// This cycle's number for its policy, from 1 (the memory counts them).
+    pub number: u64,
     pub snapshot: Snapshot,
     pub decision: Decision,
     pub outcome: Outcome,
@@ -16,6 +18,7 @@ impl Cycle {
     pub fn next_memory(&self) -> Memory {
         let mut memory = self.decision.memory.clone();
         memory.record_terminations(self.outcome.terminated.len());
+        memory.cycles = self.number;
         memory
     }
 }
@@ -36,6 +39,7 @@ pub async fn run_once(
     });
     let outcome = act::terminate(engine, &decision).await;
     Ok(Cycle {
+        number: memory.cycles + 1,
         snapshot,
         decision,
         outcome,

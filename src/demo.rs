@@ -6,6 +6,7 @@ use std::io::Write;
 use std::net::Ipv4Addr;
 use std::time::Duration;
 
+use crate::report::audit::AuditTrail;
 use crate::standalone::{self, Output, RunOptions, StandaloneError};
 use poolwarden_sandbox::{ClientSession, Sandbox, SandboxError, SandboxOptions, SessionSpec};
 
@@ -135,8 +136,9 @@ async fn play(sandbox: &Sandbox, out: &mut (impl Write + Send)) -> Result<(), De
         cycles: Some(3),
         output: Output::Table,
     };
+    let mut audit = AuditTrail::log_only("demo");
     tokio::select! {
-        result = standalone::run(&url, &policy.rules, options, out) => { result?; }
+        result = standalone::run(&url, &policy.rules, options, &mut audit, out) => { result?; }
         _ = keep_busy(&busy) => {}
         _ = churn(sandbox) => {}
     }

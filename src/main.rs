@@ -7,6 +7,7 @@ use clap::Parser;
 use poolwarden::cli::{self as cli_args, Cli, Command};
 #[cfg(feature = "demo")]
 use poolwarden::demo;
+use poolwarden::report::audit::AuditTrail;
 use poolwarden::standalone::{self, RunOptions};
 use poolwarden::{api, controller, telemetry};
 
@@ -40,9 +41,14 @@ async fn run(cli: Cli) -> Result<(), Box<dyn Error>> {
             standalone: args,
             interval,
             cycles,
+            audit_log,
         } => {
-            telemetry::init(cli.log_format, "warn");
+            telemetry::init(cli.log_format, telemetry::RUN_DEFAULT_FILTER);
             let policy = standalone::load(&args.policy)?;
+            let mut audit = match &audit_log {
+                Some(path) => AuditTrail::with_file(&policy.name, path)?,
+                None => AuditTrail::log_only(&policy.name),
+            };
             let options = RunOptions {
                 interval: interval.unwrap_or(policy.spec.interval).into(),
                 cycles,
@@ -52,6 +58,7 @@ async fn run(cli: Cli) -> Result<(), Box<dyn Error>> {
                 &args.database_url,
                 &policy.rules,
                 options,
+                &mut audit,
                 &mut std::io::stdout(),
             )
             .await?;

@@ -6,6 +6,9 @@ use tracing_subscriber::EnvFilter;
 
 use crate::cli::LogFormat;
 
+/// `poolwarden run`'s filter when `RUST_LOG` is unset: warnings, and the audit trail's records.
+pub const RUN_DEFAULT_FILTER: &str = "warn,poolwarden::audit=info";
+
 /// Installs the global subscriber. `default_level` applies when `RUST_LOG` is unset.
 pub fn init(format: LogFormat, default_level: &str) {
     let filter =

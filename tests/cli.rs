@@ -162,6 +162,133 @@ async fn run_enforces_for_the_given_cycles_and_says_what_it_did() {
     assert!(gone(&sb, leaked.pid()).await);
 }
 
+/// The pids the server log shows ended by `pg_terminate_backend`, after byte `from` (every line
+/// starts with PostgreSQL's default `log_line_prefix`, `%m [%p] `).
+fn terminated_in_server_log(sb: &Sandbox, from: u64) -> Vec<i64> {
+    let log = std::fs::read(sb.log_path()).expect("the server log");
+    let text = String::from_utf8_lossy(&log[from as usize..]).into_owned();
+    let mut pids: Vec<i64> = text
+        .lines()
+        .filter(|l| l.contains("FATAL:  terminating connection due to administrator command"))
+        .map(|l| {
+            let pid = l
+                .split_once(" [")
+                .and_then(|(_, rest)| rest.split_once(']'));
+            pid.and_then(|(p, _)| p.parse().ok())
+                .unwrap_or_else(|| panic!("no pid in the log line {l:?}"))
+        })
+        .collect();
+    pids.sort();
+    pids
+}
+
+#[tokio::test]
+async fn run_enforce_leaves_one_audit_record_per_ended_session_as_the_server_log_shows() {
+    let sb = sandbox().await;
+    let mut idle = Vec::new();
+    for _ in 0..3 {
+        idle.push(open(&sb, "fits-worker", 21).await);
+    }
+    let mut in_transaction = Vec::new();
+    for _ in 0..2 {
+        let s = open(&sb, "reports-api", 22).await;
+        s.begin_idle_in_transaction().await.unwrap();
+        in_transaction.push(s);
+    }
+    // Healthy: a running query is never condemned, so it has no record.
+    let busy = open(&sb, "storefront", 24).await;
+    busy.start_active(20.0);
+    sb.wait_for_state(busy.pid(), "active", std::time::Duration::from_secs(5))
+        .await
+        .unwrap();
+    pause(600).await;
+    let policy = policy_file(&sb, POLICY);
+    let audit_path = sb.dir().join("audit.jsonl");
+    // Appended to, never truncated: a record of an earlier run stays first.
+    std::fs::write(&audit_path, "{\"earlier\":true}\n").unwrap();
+    let log_start = std::fs::metadata(sb.log_path()).unwrap().len();
+    let out = poolwarden(&[
+        "--log-format",
+        "json",
+        "run",
+        "--database-url",
+        &monitor_url(&sb),
+        "--policy",
+        &policy,
+        "--interval",
+        "1s",
+        "--cycles",
+        "2",
+        "--audit-log",
+        &audit_path.display().to_string(),
+    ]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    for s in idle.iter().chain(&in_transaction) {
+        assert!(gone(&sb, s.pid()).await, "pid {} still there", s.pid());
+    }
+    assert!(busy.is_alive().await);
+
+    let mut expected: Vec<i64> = idle
+        .iter()
+        .chain(&in_transaction)
+        .map(|s| i64::from(s.pid()))
+        .collect();
+    expected.sort();
+    let logged_by_server = terminated_in_server_log(&sb, log_start);
+    assert_eq!(
+        logged_by_server, expected,
+        "the server ended exactly the leaked sessions"
+    );
+
+    let text = std::fs::read_to_string(&audit_path).unwrap();
+    let mut lines = text.lines();
+    assert_eq!(lines.next(), Some("{\"earlier\":true}"));
+    let records: Vec<Value> = lines
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{e}: {l}")))
+        .collect();
+    let mut audited: Vec<i64> = records.iter().map(|r| r["pid"].as_i64().unwrap()).collect();
+    audited.sort();
+    assert_eq!(
+        audited, logged_by_server,
+        "one audit record per ended session:\n{text}"
+    );
+    for r in &records {
+        let pid = r["pid"].as_i64().unwrap();
+        assert_eq!(r["action"], "terminated", "{r}");
+        assert_eq!(r["policy"], "orders-db", "{r}");
+        assert_eq!(r["cycle"], 1, "{r}");
+        assert_eq!(r["user"], "app", "{r}");
+        assert_eq!(r["database"], APP_DB, "{r}");
+        assert!(r["workload"].is_null(), "no cluster, no workload: {r}");
+        assert!(r["idleSeconds"].as_f64().unwrap() >= 0.4, "{r}");
+        assert!(r["time"].as_str().is_some_and(|t| t.ends_with('Z')), "{r}");
+        if in_transaction.iter().any(|s| i64::from(s.pid()) == pid) {
+            assert_eq!(r["reason"], "IdleInTransactionTimeout", "{r}");
+            assert_eq!(r["source"], "reports-api@127.0.0.22", "{r}");
+            assert_eq!(r["state"], "idle in transaction", "{r}");
+            assert!(r["transactionAgeSeconds"].as_f64().unwrap() >= 0.4, "{r}");
+        } else {
+            assert_eq!(r["reason"], "IdleTimeout", "{r}");
+            assert_eq!(r["source"], "fits-worker@127.0.0.21", "{r}");
+            assert!(r["transactionAgeSeconds"].is_null(), "{r}");
+        }
+    }
+
+    // The same records on stderr, as JSON log lines.
+    let mut logged: Vec<i64> = stderr(&out)
+        .lines()
+        .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+        .filter(|l| l["target"] == "poolwarden::audit")
+        .map(|l| {
+            assert_eq!(l["fields"]["action"], "terminated", "{l}");
+            assert_eq!(l["fields"]["policy"], "orders-db", "{l}");
+            l["fields"]["pid"].as_i64().unwrap()
+        })
+        .collect();
+    logged.sort();
+    assert_eq!(logged, expected, "stderr:\n{}", stderr(&out));
+}
+
 #[tokio::test]
 async fn each_failure_gets_one_clear_line_and_a_nonzero_exit_and_nothing_is_terminated() {
     let sb = sandbox().await;

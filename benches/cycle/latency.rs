@@ -27,7 +27,8 @@ async fn measure(interval: Duration, samples: usize) -> Res<Vec<f64>> {
             cycles: None,
             output: Output::Table,
         };
-        standalone::run(&url, &rules, options, &mut sink).await
+        let mut audit = poolwarden::report::audit::AuditTrail::log_only("bench");
+        standalone::run(&url, &rules, options, &mut audit, &mut sink).await
     });
     // Let the loop connect and settle into its rhythm.
     tokio::time::sleep(interval + Duration::from_millis(300)).await;

@@ -25,6 +25,7 @@ use super::validate::{self, Valid};
 use super::{act_on_cluster, cleanup, report};
 use crate::api::PoolPolicy;
 use crate::cycle::{self, Cycle};
+use crate::report::audit;
 
 /// Entry point for the controller runtime.
 pub async fn reconcile<C: Connector>(
@@ -96,6 +97,12 @@ async fn run_cycle<C: Connector>(
     let cycle = cycle::run_once(&mut *engine, &valid.rules, &inputs.view, &memory)
         .await
         .map_err(ReconcileError::Database)?;
+    // The audit trail first: what was ended is on record whatever the later steps do.
+    audit::log(&audit::records(
+        &patches::policy_ref(policy),
+        &cycle,
+        jiff::Timestamp::now(),
+    ));
     ctx.remember(&uid, cycle.next_memory());
     Ok(cycle)
 }

@@ -30,6 +30,8 @@ pub struct Memory {
     pub(super) seen: SeenSources,
     /// Sessions terminated since this memory began.
     pub terminations_total: u64,
+    /// Cycles run since this memory began (the audit trail numbers them).
+    pub cycles: u64,
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize)]
@@ -175,6 +177,7 @@ impl Memory {
         churn_tally: BTreeMap<Source, u64>,
         seen: SeenSources,
         terminations_total: u64,
+        cycles: u64,
     ) -> Self {
         Self {
             tracked,
@@ -182,6 +185,7 @@ impl Memory {
             churn_tally,
             seen,
             terminations_total,
+            cycles,
         }
     }
 

@@ -180,6 +180,7 @@ pub fn decide(inputs: Inputs<'_>) -> Decision {
         churn.tally,
         seen,
         memory.terminations_total,
+        memory.cycles,
     );
 
     let (terminate, dry_run) = match rules.mode {

@@ -1,5 +1,6 @@
 //! Telling people what a cycle saw and did: a table for the terminal, JSON for machines.
 
+pub mod audit;
 mod json;
 mod table;
 mod text;

@@ -16,6 +16,7 @@ use crate::database::{AnyEngine, DatabaseError};
 use crate::decide::Termination;
 use crate::decide::{ClusterView, Memory, Rules};
 use crate::report;
+use crate::report::audit::{AuditLogError, AuditTrail};
 
 /// How to print.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
@@ -31,6 +32,8 @@ pub enum StandaloneError {
     Policy(#[from] PolicyFileError),
     #[error(transparent)]
     Database(#[from] DatabaseError),
+    #[error(transparent)]
+    AuditLog(#[from] AuditLogError),
 }
 
 /// One look, reported. Never terminates: `check` shows what `run` would do.
@@ -127,11 +130,14 @@ async fn connect_waiting(
 
 /// Observes, decides and acts on every interval until Ctrl-C (or `cycles`), saying what it does.
 /// A full server at the start is waited out (see [`connect_waiting`]); any other failure to
-/// connect at the start ends the run; later failures are reported and retried.
+/// connect at the start ends the run; later failures are reported and retried. Every session it
+/// sets out to end goes to `audit`; a failure to write the audit file ends the run (nothing is
+/// ended unrecorded twice).
 pub async fn run(
     url: &str,
     rules: &Rules,
     options: RunOptions,
+    audit: &mut AuditTrail,
     out: &mut (impl Write + Send),
 ) -> Result<RunSummary, StandaloneError> {
     let Some(mut engine) = connect_waiting(url, options, out).await? else {
@@ -161,6 +167,7 @@ pub async fn run(
                 summary.terminated += cycle.outcome.terminated.len() as u64;
                 report_cycle(&target, &cycle, options.output, out);
                 memory = cycle.next_memory();
+                audit.record(&cycle)?;
             }
             Err(e) => {
                 failures += 1;

@@ -25,6 +25,9 @@ pub enum PolicyFileError {
 
 /// A policy ready to apply, and the spec it came from.
 pub struct PolicyFile {
+    /// What the audit trail calls the policy: the manifest's `namespace/name` (or `name`), else
+    /// the file's name without `.yaml`.
+    pub name: String,
     pub spec: PoolPolicySpec,
     pub rules: Rules,
 }
@@ -35,7 +38,7 @@ pub fn load(path: &Path) -> Result<PolicyFile, PolicyFileError> {
         path: path.to_owned(),
         source,
     })?;
-    let spec = parse(&text).map_err(|e| match e {
+    let (spec, name) = parse(&text).map_err(|e| match e {
         ParseError::Yaml(detail) => PolicyFileError::Yaml {
             path: path.to_owned(),
             detail,
@@ -49,7 +52,12 @@ pub fn load(path: &Path) -> Result<PolicyFile, PolicyFileError> {
         path: path.to_owned(),
         source,
     })?;
-    Ok(PolicyFile { spec, rules })
+    let name = name.unwrap_or_else(|| {
+        path.file_stem()
+            .map(|s| s.to_string_lossy().into_owned())
+            .unwrap_or_default()
+    });
+    Ok(PolicyFile { name, spec, rules })
 }
 
 #[derive(Debug)]
@@ -58,13 +66,25 @@ enum ParseError {
     Shape(String),
 }
 
-fn parse(text: &str) -> Result<PoolPolicySpec, ParseError> {
+/// The spec, and the manifest's `namespace/name` when it has one.
+fn parse(text: &str) -> Result<(PoolPolicySpec, Option<String>), ParseError> {
     let doc: serde_json::Value = serde_saphyr::from_str(text).map_err(|e| {
         // The parser's first line says where and what; the rest is a source excerpt.
         let full = e.to_string();
         let first = full.lines().next().unwrap_or_default();
         ParseError::Yaml(first.trim_start_matches("error: ").to_owned())
     })?;
+    let metadata = |key: &str| {
+        doc.get("metadata")
+            .and_then(|m| m.get(key))
+            .and_then(|v| v.as_str())
+            .map(str::to_owned)
+    };
+    let name = match (metadata("namespace"), metadata("name")) {
+        (Some(namespace), Some(name)) => Some(format!("{namespace}/{name}")),
+        (None, name) => name,
+        (Some(_), None) => None,
+    };
     let (spec, prefix) = match doc.get("kind") {
         Some(kind) => {
             if kind != "PoolPolicy" {
@@ -104,7 +124,7 @@ fn parse(text: &str) -> Result<PoolPolicySpec, ParseError> {
             unknown.join(", ")
         )));
     }
-    Ok(parsed)
+    Ok((parsed, name))
 }
 
 #[cfg(test)]
@@ -115,9 +135,17 @@ mod tests {
     #[test]
     fn accepts_a_whole_manifest_or_just_the_spec() {
         let manifest = "apiVersion: poolwarden.io/v1alpha1\nkind: PoolPolicy\nmetadata: {name: x}\nspec:\n  mode: Enforce\n  idle: {idleTimeout: 5m}\n";
-        assert_eq!(parse(manifest).unwrap().mode, Mode::Enforce);
+        let (parsed, name) = parse(manifest).unwrap();
+        assert_eq!(parsed.mode, Mode::Enforce);
+        assert_eq!(name.as_deref(), Some("x"));
+        let namespaced = manifest.replace("{name: x}", "{name: x, namespace: shop}");
+        assert_eq!(parse(&namespaced).unwrap().1.as_deref(), Some("shop/x"));
         let spec = "mode: DryRun\nidle:\n  idleInTransactionTimeout: 30s\n";
-        let parsed = parse(spec).unwrap();
+        let (parsed, name) = parse(spec).unwrap();
+        assert_eq!(
+            name, None,
+            "a bare spec names no policy: the file's name is used"
+        );
         assert_eq!(
             parsed.idle.idle_in_transaction_timeout,
             Some(crate::api::Duration::from_secs(30))

@@ -1,0 +1,241 @@
+//! The audit trail: one record for every session `Enforce` set out to end, saying what became of
+//! it (terminated, or left alone and why), with who it belonged to, why it was condemned and how
+//! long it had sat. Each record is logged (target `poolwarden::audit`, JSON under
+//! `--log-format json`) and, for `poolwarden run --audit-log FILE`, appended to a file as one JSON
+//! line. The controller logs the same records.
+//!
+//! Records carry pids and names: they are for people and log stores, never metric labels.
+
+use std::fs::File;
+use std::io::{self, Write};
+use std::path::{Path, PathBuf};
+
+use jiff::Timestamp;
+use serde::Serialize;
+
+use crate::cycle::Cycle;
+use crate::database::elapsed;
+use crate::decide::{Source, Termination};
+
+/// What became of a session poolwarden set out to end.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub enum Action {
+    /// Signalled: it was still exactly as judged.
+    Terminated,
+    /// Left alone: it did something since the look, or it is gone.
+    Changed,
+    /// Not ended: the server refused, or the request failed (`detail` says which).
+    Failed,
+}
+
+impl Action {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Action::Terminated => "terminated",
+            Action::Changed => "changed",
+            Action::Failed => "failed",
+        }
+    }
+}
+
+/// One session, one action.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct AuditRecord {
+    pub time: Timestamp,
+    pub action: Action,
+    /// `namespace/name` of the PoolPolicy (the manifest's name, or the file's, for `run`).
+    pub policy: String,
+    /// The policy's cycle that acted, counted from 1 since poolwarden started watching it.
+    pub cycle: u64,
+    pub pid: i32,
+    pub user: String,
+    pub database: String,
+    pub application_name: String,
+    /// The source the session was counted under: `Kind/name`, or `application@address`.
+    pub source: String,
+    /// `Kind/name` when the session was attributed to a workload.
+    pub workload: Option<String>,
+    /// The pod it came from, when known.
+    pub pod: Option<String>,
+    /// Why it was condemned (`IdleTimeout`, `IdleInTransactionTimeout`, `TransactionTooOld`,
+    /// `Orphaned`).
+    pub reason: &'static str,
+    /// Its state when judged (`idle`, `idle in transaction`, …).
+    pub state: String,
+    /// How long it had sat in that state.
+    #[serde(rename = "idleSeconds", serialize_with = "crate::api::seconds")]
+    pub idle: std::time::Duration,
+    /// How old its transaction was, when it was in one.
+    #[serde(
+        rename = "transactionAgeSeconds",
+        serialize_with = "crate::api::option_seconds"
+    )]
+    pub transaction_age: Option<std::time::Duration>,
+    /// Why it was not ended (for `changed` and `failed`).
+    pub detail: Option<String>,
+}
+
+/// The records of one cycle: one per session the decision condemned in `Enforce`, none in
+/// `DryRun` (nothing is ended).
+pub fn records(policy: &str, cycle: &Cycle, at: Timestamp) -> Vec<AuditRecord> {
+    let outcome = &cycle.outcome;
+    let record = |t: &Termination, action: Action, detail: Option<String>| {
+        let transaction_age = cycle
+            .snapshot
+            .sessions
+            .iter()
+            .find(|s| s.pid == t.identity.pid && s.backend_start == t.identity.backend_start)
+            .and_then(|s| s.xact_start)
+            .map(|start| elapsed(start, cycle.snapshot.observed_at));
+        AuditRecord {
+            time: at,
+            action,
+            policy: policy.to_owned(),
+            cycle: cycle.number,
+            pid: t.identity.pid,
+            user: t.user.clone(),
+            database: t.database.clone(),
+            application_name: t.application_name.clone(),
+            source: t.source.to_string(),
+            workload: match &t.source {
+                Source::Workload(w) => Some(w.to_string()),
+                Source::Client { .. } => None,
+            },
+            pod: (!t.pod.is_empty()).then(|| t.pod.clone()),
+            reason: t.reason.as_str(),
+            state: t.identity.state.clone(),
+            idle: t.in_state_for,
+            transaction_age,
+            detail,
+        }
+    };
+    let mut out: Vec<AuditRecord> = outcome
+        .terminated
+        .iter()
+        .map(|t| record(t, Action::Terminated, None))
+        .collect();
+    out.extend(outcome.changed.iter().map(|t| {
+        record(
+            t,
+            Action::Changed,
+            Some("gone, or active since the look: left alone".to_owned()),
+        )
+    }));
+    if let Some(error) = &outcome.error {
+        // The request failed as a whole: none of the condemned sessions was ended.
+        let detail = format!("not ended: {error}");
+        out.extend(
+            cycle
+                .decision
+                .terminate
+                .iter()
+                .map(|t| record(t, Action::Failed, Some(detail.clone()))),
+        );
+    }
+    out
+}
+
+/// Logs each record (target `poolwarden::audit`): at `info` when a session was ended, at `warn`
+/// when it was not.
+pub fn log(records: &[AuditRecord]) {
+    for r in records {
+        macro_rules! emit {
+            ($level:ident, $message:literal) => {
+                tracing::$level!(
+                    target: "poolwarden::audit",
+                    action = r.action.as_str(),
+                    policy = %r.policy,
+                    cycle = r.cycle,
+                    pid = r.pid,
+                    user = %r.user,
+                    database = %r.database,
+                    application_name = %r.application_name,
+                    source = %r.source,
+                    workload = r.workload.as_deref(),
+                    pod = r.pod.as_deref(),
+                    reason = r.reason,
+                    state = %r.state,
+                    idle_seconds = r.idle.as_secs_f64(),
+                    transaction_age_seconds = r.transaction_age.map(|d| d.as_secs_f64()),
+                    detail = r.detail.as_deref(),
+                    $message
+                )
+            };
+        }
+        match r.action {
+            Action::Terminated => emit!(info, "session terminated"),
+            Action::Changed => emit!(info, "session left alone: changed since the look"),
+            Action::Failed => emit!(warn, "session not terminated"),
+        }
+    }
+}
+
+/// Where a run's records go: the log, and the `--audit-log` file if one was given.
+pub struct AuditTrail {
+    policy: String,
+    file: Option<(PathBuf, File)>,
+}
+
+/// The `--audit-log` file could not be opened or written.
+#[derive(Debug, thiserror::Error)]
+#[error("audit log {path}: {source}")]
+pub struct AuditLogError {
+    pub path: PathBuf,
+    #[source]
+    pub source: io::Error,
+}
+
+impl AuditTrail {
+    /// Records to the log only.
+    pub fn log_only(policy: &str) -> Self {
+        Self {
+            policy: policy.to_owned(),
+            file: None,
+        }
+    }
+
+    /// Records to the log and appends them to `path` (created if missing), one JSON object a line.
+    pub fn with_file(policy: &str, path: &Path) -> Result<Self, AuditLogError> {
+        let file = File::options()
+            .create(true)
+            .append(true)
+            .open(path)
+            .map_err(|source| AuditLogError {
+                path: path.to_owned(),
+                source,
+            })?;
+        Ok(Self {
+            policy: policy.to_owned(),
+            file: Some((path.to_owned(), file)),
+        })
+    }
+
+    /// Records what `cycle` did; the file's lines are written whole and flushed before returning.
+    pub fn record(&mut self, cycle: &Cycle) -> Result<(), AuditLogError> {
+        let records = records(&self.policy, cycle, Timestamp::now());
+        log(&records);
+        let Some((path, file)) = &mut self.file else {
+            return Ok(());
+        };
+        if records.is_empty() {
+            return Ok(());
+        }
+        let mut lines = String::new();
+        let written = records
+            .iter()
+            .try_for_each(|r| {
+                lines.push_str(&serde_json::to_string(r)?);
+                lines.push('\n');
+                Ok::<(), serde_json::Error>(())
+            })
+            .map_err(io::Error::other)
+            .and_then(|()| file.write_all(lines.as_bytes()))
+            .and_then(|()| file.flush());
+        written.map_err(|source| AuditLogError {
+            path: path.clone(),
+            source,
+        })
+    }
+}
