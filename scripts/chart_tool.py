@@ -38,6 +38,9 @@ DEPLOY = ROOT / "deploy" / "poolwarden.yaml"
 # operator; the PrometheusRule template embeds the same file.
 RULES = CHART / "files" / "poolwarden-rules.yaml"
 DEPLOY_RULES = ROOT / "deploy" / "poolwarden-rules.yaml"
+# The Grafana dashboard, likewise: the chart's optional ConfigMap carries the same file.
+DASHBOARD = CHART / "files" / "poolwarden-dashboard.json"
+DEPLOY_DASHBOARD = ROOT / "deploy" / "poolwarden-dashboard.json"
 EXAMPLES = ROOT / "examples"
 RELEASE = "poolwarden"
 NAMESPACE = "poolwarden"
@@ -132,7 +135,8 @@ def deploy_text() -> str:
 
 def deploy_files() -> dict[Path, str]:
     """Every generated file under deploy/, with what it must contain."""
-    return {DEPLOY: deploy_text(), DEPLOY_RULES: RULES.read_text()}
+    return {DEPLOY: deploy_text(), DEPLOY_RULES: RULES.read_text(),
+            DEPLOY_DASHBOARD: DASHBOARD.read_text()}
 
 
 # ---------------------------------------------------------------------------------------------
@@ -333,8 +337,10 @@ def assertions_default(checks: Checks, docs: list[Doc]) -> None:
                   f"{label}: leader election on, all namespaces, Secrets watched")
     kinds = {d.kind for d in docs}
     checks.expect(not kinds & {"PodDisruptionBudget", "ServiceMonitor", "NetworkPolicy",
-                               "PrometheusRule"},
-                  f"{label}: no PodDisruptionBudget, ServiceMonitor, NetworkPolicy or PrometheusRule")
+                               "PrometheusRule"}
+                  and not [d for d in docs if d.kind == "ConfigMap"],
+                  f"{label}: no PodDisruptionBudget, ServiceMonitor, NetworkPolicy, PrometheusRule "
+                  "or dashboard ConfigMap")
 
 
 def assertions_ha_namespaced(checks: Checks, docs: list[Doc]) -> None:
@@ -362,6 +368,7 @@ def assertions_ha_namespaced(checks: Checks, docs: list[Doc]) -> None:
     checks.expect(all(kinds.count(k) == 1 for k in ["PodDisruptionBudget", "ServiceMonitor", "NetworkPolicy"]),
                   f"{label}: a PodDisruptionBudget, a ServiceMonitor and a NetworkPolicy")
     check_prometheus_rule(checks, docs, label)
+    check_dashboard(checks, docs, label)
     policy = next(d for d in docs if d.kind == "NetworkPolicy").obj["spec"]
     egress_ports = sorted(p["port"] for rule in policy["egress"] for p in rule["ports"])
     checks.expect(egress_ports == [53, 53, 5432, 6432, 6443],
@@ -385,6 +392,22 @@ def check_prometheus_rule(checks: Checks, docs: list[Doc], label: str) -> None:
         result = subprocess.run(["promtool", "check", "rules", f.name], capture_output=True, text=True)
     checks.expect(result.returncode == 0, f"{label}: promtool check rules accepts the PrometheusRule's spec"
                   + ("" if result.returncode == 0 else "\n" + result.stdout + result.stderr))
+
+
+def check_dashboard(checks: Checks, docs: list[Doc], label: str) -> None:
+    """The dashboard ConfigMap carries the dashboard unchanged, labelled for Grafana's sidecar."""
+    found = [d for d in docs if d.kind == "ConfigMap" and d.name.endswith("-dashboard")]
+    checks.expect(len(found) == 1, f"{label}: one dashboard ConfigMap")
+    if not found:
+        return
+    cm = found[0].obj
+    checks.expect(cm["metadata"]["labels"].get("grafana_dashboard") == "1",
+                  f"{label}: the ConfigMap has the sidecar's label grafana_dashboard: \"1\"")
+    checks.expect(cm["metadata"]["namespace"] == "monitoring"
+                  and cm["metadata"].get("annotations") == {"grafana_folder": "Databases"},
+                  f"{label}: grafanaDashboard.namespace and .annotations reach the ConfigMap")
+    checks.expect(cm["data"].get("poolwarden-dashboard.json", "").strip() == DASHBOARD.read_text().strip(),
+                  f"{label}: the ConfigMap carries {DASHBOARD.relative_to(ROOT)}, unchanged")
 
 
 def assertions_single(checks: Checks, docs: list[Doc]) -> None:
