@@ -5,7 +5,8 @@
 //!
 //! The scene gives every panel something to show: a pod whose idle sessions are terminated
 //! (terminations), whose open transactions stay (findings, long transactions), and a second
-//! policy whose database is unreachable (reconcile errors).
+//! policy whose database is unreachable (reconcile errors). The controller's audit records of the
+//! ended sessions are checked on the way.
 
 mod support;
 
@@ -212,14 +213,15 @@ async fn every_dashboard_query_parses_and_returns_series_from_a_real_prometheus(
             .from_addr(Ipv4Addr::new(127, 0, 0, 51))
     };
     // Idle sessions, ended (IdleTimeout); open transactions, kept and reported.
-    let mut sessions = Vec::new();
+    let mut idle = Vec::new();
     for _ in 0..3 {
-        sessions.push(sb.open_session(&session()).await.unwrap());
+        idle.push(sb.open_session(&session()).await.unwrap());
     }
+    let mut in_transaction = Vec::new();
     for _ in 0..2 {
         let s = sb.open_session(&session()).await.unwrap();
         s.begin_idle_in_transaction().await.unwrap();
-        sessions.push(s);
+        in_transaction.push(s);
     }
     let policies: Api<PoolPolicy> = Api::namespaced(client.clone(), NS);
     for (name, secret) in [
@@ -240,10 +242,15 @@ async fn every_dashboard_query_parses_and_returns_series_from_a_real_prometheus(
     }
 
     let metrics_port = free_port();
-    let _controller = Process::start(
+    let controller = Process::start(
         "controller",
         Command::new(env!("CARGO_BIN_EXE_poolwarden"))
-            .args(["controller", "--leader-election=false"])
+            .args([
+                "--log-format",
+                "json",
+                "controller",
+                "--leader-election=false",
+            ])
             .arg(format!("--http-addr=127.0.0.1:{metrics_port}"))
             .env("KUBECONFIG", kube.kubeconfig(dir.path()))
             .env_remove("POD_NAMESPACE"),
@@ -332,6 +339,44 @@ async fn every_dashboard_query_parses_and_returns_series_from_a_real_prometheus(
             other => panic!("a variable the test does not know: {other}"),
         }
     }
+    // The controller logged one audit record per ended session, as JSON.
+    let audit_records = || {
+        let log = std::fs::read_to_string(&controller.log).unwrap_or_default();
+        log.lines()
+            .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+            .filter(|l| l["target"] == "poolwarden::audit" && l["fields"]["action"] == "terminated")
+            .collect::<Vec<Value>>()
+    };
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while audit_records().len() < idle.len() {
+        assert!(
+            Instant::now() < deadline,
+            "audit records: {:?}",
+            audit_records()
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let mut audited: Vec<i64> = audit_records()
+        .iter()
+        .map(|l| {
+            assert_eq!(l["fields"]["policy"], "shop/orders-db", "{l}");
+            assert_eq!(l["fields"]["workload"], "Pod/orders-api", "{l}");
+            assert_eq!(l["fields"]["pod"], "orders-api", "{l}");
+            assert_eq!(l["fields"]["reason"], "IdleTimeout", "{l}");
+            l["fields"]["pid"].as_i64().unwrap()
+        })
+        .collect();
+    audited.sort();
+    let mut ended: Vec<i64> = idle.iter().map(|s| i64::from(s.pid())).collect();
+    ended.sort();
+    assert_eq!(audited, ended, "one audit record per ended session");
+    for s in &in_transaction {
+        assert!(
+            s.is_alive().await,
+            "open transactions are reported, not ended"
+        );
+    }
+
     println!(
         "{} panel queries and their variables return series",
         queries.len()
