@@ -290,6 +290,56 @@ async fn run_enforce_leaves_one_audit_record_per_ended_session_as_the_server_log
 }
 
 #[tokio::test]
+async fn a_session_poolwarden_may_not_end_is_one_refused_record_not_one_a_cycle() {
+    let sb = sandbox().await;
+    // `watcher` sees everything but may not signal other roles' backends.
+    let leaked = open(&sb, "fits-worker", 21).await;
+    pause(600).await;
+    let policy = policy_file(&sb, POLICY);
+    let audit_path = sb.dir().join("refused.jsonl");
+    let log_start = std::fs::metadata(sb.log_path()).unwrap().len();
+    let out = poolwarden(&[
+        "run",
+        "--database-url",
+        &(sb.url("watcher", "watcher", APP_DB) + "?sslmode=disable"),
+        "--policy",
+        &policy,
+        "--interval",
+        "1s",
+        "--cycles",
+        "3",
+        "--audit-log",
+        &audit_path.display().to_string(),
+    ]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(leaked.is_alive().await);
+    assert!(terminated_in_server_log(&sb, log_start).is_empty());
+    let text = std::fs::read_to_string(&audit_path).unwrap();
+    let records: Vec<Value> = text
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(records.len(), 1, "one record over three cycles:\n{text}");
+    let r = &records[0];
+    assert_eq!(r["action"], "refused", "{r}");
+    assert_eq!(r["pid"], leaked.pid(), "{r}");
+    assert_eq!(r["cycle"], 1, "{r}");
+    assert_eq!(r["reason"], "IdleTimeout", "{r}");
+    assert_eq!(r["user"], "app", "{r}");
+    assert!(
+        r["detail"]
+            .as_str()
+            .is_some_and(|d| d.contains("GRANT pg_signal_backend")),
+        "{r}"
+    );
+    assert!(
+        stderr(&out).contains("poolwarden may not end it"),
+        "the refusal is logged too: {}",
+        stderr(&out)
+    );
+}
+
+#[tokio::test]
 async fn each_failure_gets_one_clear_line_and_a_nonzero_exit_and_nothing_is_terminated() {
     let sb = sandbox().await;
     let leaked = open(&sb, "fits-worker", 21).await;

@@ -5,7 +5,7 @@
 //! the snapshot's own evidence or across cycles), then *confirmed*, and it stays confirmed until
 //! it has been gone for a window: no annotation flapping on a single quiet or noisy cycle.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 
 use jiff::Timestamp;
@@ -32,6 +32,9 @@ pub struct Memory {
     pub terminations_total: u64,
     /// Cycles run since this memory began (the audit trail numbers them).
     pub cycles: u64,
+    /// Sessions (pid, backend start) the audit trail has recorded as refused and that are
+    /// still refused: recorded once, not every cycle.
+    pub audited_refusals: BTreeSet<(i32, Timestamp)>,
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize)]
@@ -178,6 +181,7 @@ impl Memory {
         seen: SeenSources,
         terminations_total: u64,
         cycles: u64,
+        audited_refusals: BTreeSet<(i32, Timestamp)>,
     ) -> Self {
         Self {
             tracked,
@@ -186,6 +190,7 @@ impl Memory {
             seen,
             terminations_total,
             cycles,
+            audited_refusals,
         }
     }
 

@@ -181,6 +181,7 @@ pub fn decide(inputs: Inputs<'_>) -> Decision {
         seen,
         memory.terminations_total,
         memory.cycles,
+        memory.audited_refusals.clone(),
     );
 
     let (terminate, dry_run) = match rules.mode {

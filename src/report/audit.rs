@@ -1,11 +1,13 @@
 //! The audit trail: one record for every session `Enforce` set out to end, saying what became of
 //! it (terminated, or left alone and why), with who it belonged to, why it was condemned and how
-//! long it had sat. Each record is logged (target `poolwarden::audit`, JSON under
+//! long it had sat; and one for every condemned session poolwarden may not end (no privilege, a
+//! superuser's session), once while it stays so, not every cycle. Each record is logged (target `poolwarden::audit`, JSON under
 //! `--log-format json`) and, for `poolwarden run --audit-log FILE`, appended to a file as one JSON
 //! line. The controller logs the same records.
 //!
 //! Records carry pids and names: they are for people and log stores, never metric labels.
 
+use std::collections::BTreeSet;
 use std::fs::File;
 use std::io::{self, Write};
 use std::path::{Path, PathBuf};
@@ -13,9 +15,10 @@ use std::path::{Path, PathBuf};
 use jiff::Timestamp;
 use serde::Serialize;
 
+use crate::api::Mode;
 use crate::cycle::Cycle;
-use crate::database::elapsed;
-use crate::decide::{Source, Termination};
+use crate::database::{Session, elapsed};
+use crate::decide::{Protected, Source, Termination};
 
 /// What became of a session poolwarden set out to end.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
@@ -27,6 +30,8 @@ pub enum Action {
     Changed,
     /// Not ended: the server refused, or the request failed (`detail` says which).
     Failed,
+    /// Condemned, but poolwarden may not end it (`detail` says why and what to do).
+    Refused,
 }
 
 impl Action {
@@ -35,6 +40,7 @@ impl Action {
             Action::Terminated => "terminated",
             Action::Changed => "changed",
             Action::Failed => "failed",
+            Action::Refused => "refused",
         }
     }
 }
@@ -77,40 +83,42 @@ pub struct AuditRecord {
     pub detail: Option<String>,
 }
 
-/// The records of one cycle: one per session the decision condemned in `Enforce`, none in
-/// `DryRun` (nothing is ended).
+/// The records of one cycle: one per session the decision condemned in `Enforce`, and one per
+/// refused session not recorded yet; none in `DryRun` (nothing is ended).
 pub fn records(policy: &str, cycle: &Cycle, at: Timestamp) -> Vec<AuditRecord> {
     let outcome = &cycle.outcome;
-    let record = |t: &Termination, action: Action, detail: Option<String>| {
-        let transaction_age = cycle
-            .snapshot
-            .sessions
-            .iter()
-            .find(|s| s.pid == t.identity.pid && s.backend_start == t.identity.backend_start)
-            .and_then(|s| s.xact_start)
-            .map(|start| elapsed(start, cycle.snapshot.observed_at));
-        AuditRecord {
-            time: at,
-            action,
-            policy: policy.to_owned(),
-            cycle: cycle.number,
-            pid: t.identity.pid,
-            user: t.user.clone(),
-            database: t.database.clone(),
-            application_name: t.application_name.clone(),
-            source: t.source.to_string(),
-            workload: match &t.source {
-                Source::Workload(w) => Some(w.to_string()),
-                Source::Client { .. } => None,
-            },
-            pod: (!t.pod.is_empty()).then(|| t.pod.clone()),
-            reason: t.reason.as_str(),
-            state: t.identity.state.clone(),
-            idle: t.in_state_for,
-            transaction_age,
-            detail,
-        }
+    let transaction_age = |s: Option<&Session>| {
+        s.and_then(|s| s.xact_start)
+            .map(|start| elapsed(start, cycle.snapshot.observed_at))
     };
+    let record =
+        |t: &Termination, action: Action, detail: Option<String>| {
+            let transaction_age =
+                transaction_age(cycle.snapshot.sessions.iter().find(|s| {
+                    s.pid == t.identity.pid && s.backend_start == t.identity.backend_start
+                }));
+            AuditRecord {
+                time: at,
+                action,
+                policy: policy.to_owned(),
+                cycle: cycle.number,
+                pid: t.identity.pid,
+                user: t.user.clone(),
+                database: t.database.clone(),
+                application_name: t.application_name.clone(),
+                source: t.source.to_string(),
+                workload: match &t.source {
+                    Source::Workload(w) => Some(w.to_string()),
+                    Source::Client { .. } => None,
+                },
+                pod: (!t.pod.is_empty()).then(|| t.pod.clone()),
+                reason: t.reason.as_str(),
+                state: t.identity.state.clone(),
+                idle: t.in_state_for,
+                transaction_age,
+                detail,
+            }
+        };
     let mut out: Vec<AuditRecord> = outcome
         .terminated
         .iter()
@@ -134,7 +142,56 @@ pub fn records(policy: &str, cycle: &Cycle, at: Timestamp) -> Vec<AuditRecord> {
                 .map(|t| record(t, Action::Failed, Some(detail.clone()))),
         );
     }
+    let already = &cycle.decision.memory.audited_refusals;
+    for (p, session) in refused(cycle) {
+        if already.contains(&(p.pid, session.backend_start)) {
+            continue;
+        }
+        out.push(AuditRecord {
+            time: at,
+            action: Action::Refused,
+            policy: policy.to_owned(),
+            cycle: cycle.number,
+            pid: p.pid,
+            user: session.user.clone().unwrap_or_default(),
+            database: session.database.clone().unwrap_or_default(),
+            application_name: session.application_name.clone(),
+            source: p.source.to_string(),
+            workload: match &p.source {
+                Source::Workload(w) => Some(w.to_string()),
+                Source::Client { .. } => None,
+            },
+            pod: None,
+            reason: p.reason.as_str(),
+            state: session.state.as_pg_str().unwrap_or("unknown").to_owned(),
+            idle: p.in_state_for,
+            transaction_age: transaction_age(Some(session)),
+            detail: Some(p.protection.advice().to_owned()),
+        });
+    }
     out
+}
+
+/// The condemned sessions poolwarden may not end, with their snapshot rows (`Enforce` only).
+fn refused(cycle: &Cycle) -> impl Iterator<Item = (&Protected, &Session)> {
+    let enforce = cycle.decision.mode == Mode::Enforce;
+    cycle
+        .decision
+        .protected
+        .iter()
+        .filter(move |_| enforce)
+        .filter_map(|p| {
+            let session = cycle.snapshot.sessions.iter().find(|s| s.pid == p.pid)?;
+            Some((p, session))
+        })
+}
+
+/// The refused sessions of `cycle`, as the next cycle's memory keeps them: each is recorded once
+/// while it stays refused, again if it is refused after a spell of not being so.
+pub fn refused_sessions(cycle: &Cycle) -> BTreeSet<(i32, Timestamp)> {
+    refused(cycle)
+        .map(|(p, s)| (p.pid, s.backend_start))
+        .collect()
 }
 
 /// Logs each record (target `poolwarden::audit`): at `info` when a session was ended, at `warn`
@@ -168,6 +225,7 @@ pub fn log(records: &[AuditRecord]) {
             Action::Terminated => emit!(info, "session terminated"),
             Action::Changed => emit!(info, "session left alone: changed since the look"),
             Action::Failed => emit!(warn, "session not terminated"),
+            Action::Refused => emit!(warn, "session not terminated: poolwarden may not end it"),
         }
     }
 }
