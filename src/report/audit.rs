@@ -132,13 +132,15 @@ pub fn records(policy: &str, cycle: &Cycle, at: Timestamp) -> Vec<AuditRecord> {
         )
     }));
     if let Some(error) = &outcome.error {
-        // The request failed as a whole: none of the condemned sessions was ended.
+        // The request failed: the condemned sessions it said nothing of were not ended.
         let detail = format!("not ended: {error}");
+        let told: BTreeSet<i32> = out.iter().map(|r| r.pid).collect();
         out.extend(
             cycle
                 .decision
                 .terminate
                 .iter()
+                .filter(|t| !told.contains(&t.identity.pid))
                 .map(|t| record(t, Action::Failed, Some(detail.clone()))),
         );
     }
@@ -295,5 +297,178 @@ impl AuditTrail {
             path: path.clone(),
             source,
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::*;
+    use crate::act::Outcome;
+    use crate::database::{
+        DatabaseError, MonitorRole, Protection, ServerFacts, SessionIdentity, SessionState,
+        Snapshot,
+    };
+    use crate::decide::{Capacity, Decision, Memory, Reason, StateCounts};
+
+    fn at(seconds: i64) -> Timestamp {
+        Timestamp::from_second(1_800_000_000 + seconds).unwrap()
+    }
+
+    /// Backend `pid`, idle in a transaction begun at 0 s, idle since 40 s; observed at 100 s.
+    fn session(pid: i32) -> Session {
+        Session {
+            pid,
+            backend_type: "client backend".into(),
+            database: Some("orders".into()),
+            user: Some("app".into()),
+            user_is_superuser: false,
+            application_name: "worker".into(),
+            client_addr: None,
+            backend_start: at(0),
+            xact_start: Some(at(0)),
+            state: SessionState::IdleInTransaction,
+            state_change: Some(at(40)),
+            backend_xmin: None,
+            xmin_age: None,
+            blocked_by: Vec::new(),
+        }
+    }
+
+    fn termination(pid: i32) -> Termination {
+        Termination {
+            identity: SessionIdentity {
+                pid,
+                backend_start: at(0),
+                state: "idle in transaction".into(),
+                state_change: at(40),
+            },
+            reason: Reason::IdleInTransactionTimeout,
+            source: Source::Client {
+                application: "worker".into(),
+                address: None,
+            },
+            pod: String::new(),
+            user: "app".into(),
+            database: "orders".into(),
+            application_name: "worker".into(),
+            in_state_for: Duration::from_secs(60),
+            blocks: 0,
+            checked_out: true,
+        }
+    }
+
+    fn cycle(mode: Mode, terminate: Vec<Termination>, outcome: Outcome) -> Cycle {
+        Cycle {
+            number: 7,
+            snapshot: Snapshot {
+                observed_at: at(100),
+                own_pid: 1,
+                server: ServerFacts::default(),
+                monitor: MonitorRole::default(),
+                sessions: (10..20).map(session).collect(),
+                sessions_opened_total: None,
+                churn: None,
+            },
+            decision: Decision {
+                observed_at: at(100),
+                mode,
+                terminate,
+                dry_run: Vec::new(),
+                deferred: Vec::new(),
+                protected: Vec::new(),
+                groups: Vec::new(),
+                in_scope: StateCounts::default(),
+                out_of_scope: Default::default(),
+                findings: Vec::new(),
+                capacity: Capacity::default(),
+                annotations: Vec::new(),
+                warnings: Vec::new(),
+                memory: Memory::default(),
+            },
+            outcome,
+        }
+    }
+
+    fn protected(pid: i32) -> Protected {
+        Protected {
+            pid,
+            source: Source::Client {
+                application: "worker".into(),
+                address: None,
+            },
+            reason: Reason::IdleTimeout,
+            protection: Protection::MissingSignalPrivilege,
+            in_state_for: Duration::from_secs(60),
+        }
+    }
+
+    #[test]
+    fn each_condemned_session_is_one_record_saying_what_became_of_it() {
+        let c = cycle(
+            Mode::Enforce,
+            vec![termination(10), termination(11), termination(12)],
+            Outcome {
+                terminated: vec![termination(10)],
+                changed: vec![termination(11)],
+                error: Some(DatabaseError::Query("the statement failed".into())),
+            },
+        );
+        let records = records("shop/orders-db", &c, at(101));
+        let summary: Vec<(i32, Action)> = records.iter().map(|r| (r.pid, r.action)).collect();
+        assert_eq!(
+            summary,
+            vec![
+                (10, Action::Terminated),
+                (11, Action::Changed),
+                (12, Action::Failed)
+            ]
+        );
+        let r = &records[0];
+        assert_eq!((r.policy.as_str(), r.cycle), ("shop/orders-db", 7));
+        assert_eq!((r.user.as_str(), r.database.as_str()), ("app", "orders"));
+        assert_eq!(r.reason, "IdleInTransactionTimeout");
+        assert_eq!(r.idle, Duration::from_secs(60));
+        assert_eq!(r.transaction_age, Some(Duration::from_secs(100)));
+        assert_eq!(r.detail, None);
+        assert!(
+            records[2]
+                .detail
+                .as_deref()
+                .is_some_and(|d| d.contains("the statement failed"))
+        );
+        let json = serde_json::to_value(r).unwrap();
+        assert_eq!(json["idleSeconds"], 60.0);
+        assert_eq!(json["transactionAgeSeconds"], 100.0);
+        assert_eq!(json["action"], "terminated");
+    }
+
+    #[test]
+    fn a_refusal_is_recorded_once_while_it_lasts_and_never_in_dry_run() {
+        let mut c = cycle(Mode::Enforce, Vec::new(), Outcome::default());
+        c.decision.protected = vec![protected(13)];
+        let first = records("p", &c, at(101));
+        assert_eq!(first.len(), 1);
+        assert_eq!(first[0].action, Action::Refused);
+        assert_eq!(first[0].state, "idle in transaction");
+        assert!(
+            first[0]
+                .detail
+                .as_deref()
+                .is_some_and(|d| d.contains("pg_signal_backend"))
+        );
+
+        // The next cycle remembers it: no second record.
+        c.decision.memory.audited_refusals = refused_sessions(&c);
+        assert!(records("p", &c, at(102)).is_empty());
+        // A pid reused by a newer backend is another session.
+        c.decision.memory.audited_refusals = [(13, at(-5))].into();
+        assert_eq!(records("p", &c, at(102)).len(), 1);
+
+        c.decision.mode = Mode::DryRun;
+        c.decision.memory = Memory::default();
+        assert!(records("p", &c, at(102)).is_empty());
+        assert!(refused_sessions(&c).is_empty());
     }
 }
