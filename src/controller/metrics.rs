@@ -14,6 +14,7 @@ use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::registry::Registry;
 
 use crate::cycle::Cycle;
+use crate::database::elapsed;
 use crate::decide::{Source, Subject};
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -59,6 +60,7 @@ pub struct Metrics {
     pub terminations: Family<ReasonLabels, Counter>,
     pub findings: Family<FindingLabels, Gauge>,
     pub utilization: Family<PolicyLabels, Gauge<f64, AtomicU64>>,
+    pub oldest_transaction: Family<PolicyLabels, Gauge<f64, AtomicU64>>,
     pub reconcile_duration: Family<PolicyLabels, Histogram>,
     pub reconcile_errors: Family<ErrorLabels, Counter>,
     pub leader: Gauge,
@@ -76,6 +78,7 @@ impl Metrics {
             terminations: Family::default(),
             findings: Family::default(),
             utilization: Family::default(),
+            oldest_transaction: Family::default(),
             reconcile_duration: Family::new_with_constructor(|| {
                 Histogram::new([
                     0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
@@ -106,6 +109,11 @@ impl Metrics {
             "server_utilization_ratio",
             "Client sessions over the connections usable by clients",
             metrics.utilization.clone(),
+        );
+        r.register(
+            "oldest_transaction_seconds",
+            "Age of the oldest open transaction of a client session on the policy's server (0: none)",
+            metrics.oldest_transaction.clone(),
         );
         r.register(
             "reconcile_duration_seconds",
@@ -182,6 +190,21 @@ impl Metrics {
                 policy: policy.to_owned(),
             })
             .set(f64::from(d.capacity.utilization_percent) / 100.0);
+        let snapshot = &cycle.snapshot;
+        let oldest = snapshot
+            .sessions
+            .iter()
+            .filter(|s| s.is_client_backend() && s.pid != snapshot.own_pid)
+            .filter_map(|s| s.xact_start)
+            .min()
+            .map_or(0.0, |start| {
+                elapsed(start, snapshot.observed_at).as_secs_f64()
+            });
+        self.oldest_transaction
+            .get_or_create(&PolicyLabels {
+                policy: policy.to_owned(),
+            })
+            .set(oldest);
     }
 
     /// Starts timing a reconcile of `policy`: the time is recorded when the timer is dropped,
@@ -219,9 +242,11 @@ impl Metrics {
                 self.findings.remove(&l);
             }
         }
-        self.utilization.remove(&PolicyLabels {
+        let labels = PolicyLabels {
             policy: policy.to_owned(),
-        });
+        };
+        self.utilization.remove(&labels);
+        self.oldest_transaction.remove(&labels);
     }
 }
 
