@@ -6,7 +6,8 @@
 //! The scene gives every panel something to show: a pod whose idle sessions are terminated
 //! (terminations), whose open transactions stay (findings, long transactions), and a second
 //! policy whose database is unreachable (reconcile errors). The controller's audit records of the
-//! ended sessions are checked on the way.
+//! ended sessions are checked on the way, and so are the alert rules: every metric they name is
+//! one the binary exports, and Prometheus accepts every expression.
 
 mod support;
 
@@ -339,6 +340,34 @@ async fn every_dashboard_query_parses_and_returns_series_from_a_real_prometheus(
             other => panic!("a variable the test does not know: {other}"),
         }
     }
+    // The alert rules ask only for metrics the binary exports, in expressions Prometheus accepts.
+    let rules: Value = serde_saphyr::from_str(
+        &std::fs::read_to_string(
+            Path::new(env!("CARGO_MANIFEST_DIR")).join("deploy/poolwarden-rules.yaml"),
+        )
+        .unwrap(),
+    )
+    .unwrap();
+    let mut alerts = 0;
+    for rule in rules["groups"][0]["rules"].as_array().unwrap() {
+        let expr = rule["expr"].as_str().unwrap();
+        let alert = rule["alert"].as_str().unwrap();
+        series(prometheus_port, expr)
+            .unwrap_or_else(|e| panic!("alert {alert}: Prometheus refuses {expr}: {e}"));
+        for name in expr
+            .split(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
+            .filter(|w| w.starts_with("poolwarden_"))
+        {
+            let n = series(prometheus_port, &format!("count({{__name__=\"{name}\"}})")).unwrap();
+            assert!(
+                n > 0,
+                "alert {alert} asks for {name}, which poolwarden does not export"
+            );
+        }
+        alerts += 1;
+    }
+    assert!(alerts >= 11, "the rules file has its alerts");
+
     // The controller logged one audit record per ended session, as JSON.
     let audit_records = || {
         let log = std::fs::read_to_string(&controller.log).unwrap_or_default();

@@ -14,7 +14,7 @@ use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::registry::Registry;
 
 use crate::cycle::Cycle;
-use crate::database::elapsed;
+use crate::database::{Protection, elapsed};
 use crate::decide::{Source, Subject};
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -51,6 +51,19 @@ pub struct ErrorLabels {
     pub category: String,
 }
 
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ProtectionLabels {
+    pub policy: String,
+    /// `MissingSignalPrivilege` or `SuperuserSession`.
+    pub protection: String,
+}
+
+/// Every [`Protection`], as its label: both series always exist, 0 when none.
+const PROTECTIONS: [(Protection, &str); 2] = [
+    (Protection::MissingSignalPrivilege, "MissingSignalPrivilege"),
+    (Protection::SuperuserSession, "SuperuserSession"),
+];
+
 /// The gauge label sets one policy last wrote.
 type Written = (Vec<SessionLabels>, Vec<FindingLabels>);
 
@@ -61,6 +74,7 @@ pub struct Metrics {
     pub findings: Family<FindingLabels, Gauge>,
     pub utilization: Family<PolicyLabels, Gauge<f64, AtomicU64>>,
     pub oldest_transaction: Family<PolicyLabels, Gauge<f64, AtomicU64>>,
+    pub protected: Family<ProtectionLabels, Gauge>,
     pub reconcile_duration: Family<PolicyLabels, Histogram>,
     pub reconcile_errors: Family<ErrorLabels, Counter>,
     pub leader: Gauge,
@@ -79,6 +93,7 @@ impl Metrics {
             findings: Family::default(),
             utilization: Family::default(),
             oldest_transaction: Family::default(),
+            protected: Family::default(),
             reconcile_duration: Family::new_with_constructor(|| {
                 Histogram::new([
                     0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
@@ -114,6 +129,11 @@ impl Metrics {
             "oldest_transaction_seconds",
             "Age of the oldest open transaction of a client session on the policy's server (0: none)",
             metrics.oldest_transaction.clone(),
+        );
+        r.register(
+            "protected_sessions",
+            "Sessions the policy condemns but poolwarden may not end, by why (a missing privilege, a superuser's session)",
+            metrics.protected.clone(),
         );
         r.register(
             "reconcile_duration_seconds",
@@ -205,6 +225,19 @@ impl Metrics {
                 policy: policy.to_owned(),
             })
             .set(oldest);
+        for (protection, label) in PROTECTIONS {
+            let n = d
+                .protected
+                .iter()
+                .filter(|p| p.protection == protection)
+                .count();
+            self.protected
+                .get_or_create(&ProtectionLabels {
+                    policy: policy.to_owned(),
+                    protection: label.to_owned(),
+                })
+                .set(n as i64);
+        }
     }
 
     /// Starts timing a reconcile of `policy`: the time is recorded when the timer is dropped,
@@ -247,6 +280,12 @@ impl Metrics {
         };
         self.utilization.remove(&labels);
         self.oldest_transaction.remove(&labels);
+        for (_, label) in PROTECTIONS {
+            self.protected.remove(&ProtectionLabels {
+                policy: policy.to_owned(),
+                protection: label.to_owned(),
+            });
+        }
     }
 }
 
