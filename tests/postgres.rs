@@ -24,7 +24,7 @@ async fn an_idle_session_past_its_timeout_is_terminated_in_enforce() {
     let mut pg = connect(&monitor_url(&sb)).await;
     let c = cycle(&mut pg, &rules(QUICK_IDLE)).await;
 
-    let ended: Vec<i32> = c
+    let ended: Vec<i64> = c
         .outcome
         .terminated
         .iter()
@@ -46,7 +46,7 @@ async fn dry_run_reports_the_same_session_and_leaves_it_alone() {
     let c = cycle(&mut pg, &rules(&QUICK_IDLE.replace("Enforce", "DryRun"))).await;
 
     assert!(c.outcome.terminated.is_empty());
-    let would: Vec<i32> = c.decision.dry_run.iter().map(|t| t.identity.pid).collect();
+    let would: Vec<i64> = c.decision.dry_run.iter().map(|t| t.identity.pid).collect();
     assert_eq!(would, vec![leaked.pid()]);
     pause(200).await;
     assert!(leaked.is_alive().await);
@@ -64,7 +64,7 @@ async fn sessions_idle_in_transaction_and_aborted_are_terminated() {
     let mut pg = connect(&monitor_url(&sb)).await;
     let c = cycle(&mut pg, &rules(QUICK_IDLE)).await;
 
-    let ended: BTreeSet<i32> = c
+    let ended: BTreeSet<i64> = c
         .outcome
         .terminated
         .iter()
@@ -138,7 +138,7 @@ async fn excluded_users_and_applications_are_never_terminated() {
     let mut pg = connect(&monitor_url(&sb)).await;
     let c = cycle(&mut pg, &rules(&policy)).await;
 
-    let ended: Vec<i32> = c
+    let ended: Vec<i64> = c
         .outcome
         .terminated
         .iter()
@@ -213,8 +213,8 @@ async fn a_session_that_works_between_snapshot_and_kill_survives() {
     );
     let outcome = poolwarden::act::terminate(&mut pg, &decision).await;
 
-    let ended: Vec<i32> = outcome.terminated.iter().map(|t| t.identity.pid).collect();
-    let spared: Vec<i32> = outcome.changed.iter().map(|t| t.identity.pid).collect();
+    let ended: Vec<i64> = outcome.terminated.iter().map(|t| t.identity.pid).collect();
+    let spared: Vec<i64> = outcome.changed.iter().map(|t| t.identity.pid).collect();
     assert_eq!(ended, vec![still.pid()]);
     assert_eq!(spared, vec![woke.pid()]);
     assert!(woke.is_alive().await);
@@ -259,7 +259,7 @@ async fn the_cap_ends_only_the_oldest_offenders_each_cycle() {
     let mut pg = connect(&monitor_url(&sb)).await;
     let c = cycle(&mut pg, &rules(policy)).await;
 
-    let ended: Vec<i32> = c
+    let ended: Vec<i64> = c
         .outcome
         .terminated
         .iter()
@@ -338,7 +338,7 @@ async fn a_superuser_session_is_reported_with_advice_not_terminated() {
     let mut pg = connect(&monitor_url(&sb)).await;
     let c = cycle(&mut pg, &rules(QUICK_IDLE)).await;
 
-    let ended: Vec<i32> = c
+    let ended: Vec<i64> = c
         .outcome
         .terminated
         .iter()
@@ -497,7 +497,7 @@ async fn a_transaction_past_max_transaction_age_ends_only_while_idle_in_it_block
     let policy = "mode: Enforce\nidle: {maxTransactionAge: 1s, maxTerminationsPerCycle: 1}\n";
     let mut pg = connect(&monitor_url(&sb)).await;
     let c = cycle(&mut pg, &rules(policy)).await;
-    let ended: Vec<i32> = c
+    let ended: Vec<i64> = c
         .outcome
         .terminated
         .iter()
@@ -511,14 +511,14 @@ async fn a_transaction_past_max_transaction_age_ends_only_while_idle_in_it_block
     assert_eq!(c.outcome.terminated[0].reason, Reason::TransactionTooOld);
     assert_eq!(c.outcome.terminated[0].blocks, 1);
     assert!(c.outcome.terminated[0].checked_out);
-    let deferred: Vec<i32> = c.decision.deferred.iter().map(|t| t.identity.pid).collect();
+    let deferred: Vec<i64> = c.decision.deferred.iter().map(|t| t.identity.pid).collect();
     assert_eq!(deferred, vec![holder.pid()]);
     assert!(gone(&sb, blocker.pid()).await);
     waiting.await.unwrap();
 
     // Next cycle: the holder; never the active reporting session, however old its transaction.
     let c = cycle(&mut pg, &rules(policy)).await;
-    let ended: Vec<i32> = c
+    let ended: Vec<i64> = c
         .outcome
         .terminated
         .iter()

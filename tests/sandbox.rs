@@ -24,11 +24,11 @@ struct Seen {
     datname: String,
 }
 
-async fn seen(admin: &tokio_postgres::Client, pid: i32) -> Seen {
+async fn seen(admin: &tokio_postgres::Client, pid: i64) -> Seen {
     let row = admin
         .query_one(
             "SELECT state, client_addr, application_name, usename::text, datname::text \
-             FROM pg_stat_activity WHERE pid = $1",
+             FROM pg_stat_activity WHERE pid = $1::int8",
             &[&pid],
         )
         .await
@@ -113,7 +113,7 @@ async fn sessions_in_every_state_show_up_in_pg_stat_activity() {
     ] {
         let before: jiff::Timestamp = admin
             .query_one(
-                "SELECT state_change FROM pg_stat_activity WHERE pid = $1",
+                "SELECT state_change FROM pg_stat_activity WHERE pid = $1::int8",
                 &[&session.pid()],
             )
             .await
@@ -123,7 +123,7 @@ async fn sessions_in_every_state_show_up_in_pg_stat_activity() {
         session.touch().await.unwrap();
         let row = admin
             .query_one(
-                "SELECT state, state_change FROM pg_stat_activity WHERE pid = $1",
+                "SELECT state, state_change FROM pg_stat_activity WHERE pid = $1::int8",
                 &[&session.pid()],
             )
             .await
@@ -157,14 +157,20 @@ async fn sessions_in_every_state_show_up_in_pg_stat_activity() {
 
     // A terminated session is no longer alive; the others are untouched.
     let terminated: bool = admin
-        .query_one("SELECT pg_terminate_backend($1)", &[&in_transaction.pid()])
+        .query_one(
+            "SELECT pg_terminate_backend($1::int8::int4)",
+            &[&in_transaction.pid()],
+        )
         .await
         .unwrap()
         .get(0);
     assert!(terminated);
     assert!(!in_transaction.is_alive().await);
     let terminated: bool = admin
-        .query_one("SELECT pg_terminate_backend($1)", &[&active.pid()])
+        .query_one(
+            "SELECT pg_terminate_backend($1::int8::int4)",
+            &[&active.pid()],
+        )
         .await
         .unwrap()
         .get(0);
@@ -174,9 +180,9 @@ async fn sessions_in_every_state_show_up_in_pg_stat_activity() {
     // A terminated backend leaves pg_stat_activity a moment after its client hears of it.
     let deadline = std::time::Instant::now() + WAIT;
     loop {
-        let pids: Vec<i32> = admin
+        let pids: Vec<i64> = admin
             .query(
-                "SELECT pid FROM pg_stat_activity WHERE usename = 'app' ORDER BY pid",
+                "SELECT pid::int8 FROM pg_stat_activity WHERE usename = 'app' ORDER BY pid",
                 &[],
             )
             .await
@@ -269,15 +275,15 @@ async fn tls_sandbox_serves_a_certificate_signed_by_its_ca() {
         .await
         .unwrap();
     tokio::spawn(connection);
-    let pid: i32 = client
-        .query_one("SELECT pg_backend_pid()", &[])
+    let pid: i64 = client
+        .query_one("SELECT pg_backend_pid()::int8", &[])
         .await
         .unwrap()
         .get(0);
 
     let admin = sandbox.admin().await.unwrap();
     let ssl: bool = admin
-        .query_one("SELECT ssl FROM pg_stat_ssl WHERE pid = $1", &[&pid])
+        .query_one("SELECT ssl FROM pg_stat_ssl WHERE pid = $1::int8", &[&pid])
         .await
         .unwrap()
         .get(0);
@@ -290,7 +296,7 @@ async fn tls_sandbox_serves_a_certificate_signed_by_its_ca() {
         .unwrap();
     let ssl: bool = admin
         .query_one(
-            "SELECT ssl FROM pg_stat_ssl WHERE pid = $1",
+            "SELECT ssl FROM pg_stat_ssl WHERE pid = $1::int8",
             &[&plain.pid()],
         )
         .await

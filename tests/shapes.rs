@@ -91,16 +91,16 @@ fn the_finding<'r>(report: &'r Value, kind: &str, application: &str, host: u8) -
     found[0]
 }
 
-fn pids(finding: &Value) -> BTreeSet<i32> {
+fn pids(finding: &Value) -> BTreeSet<i64> {
     finding["pids"]
         .as_array()
         .unwrap()
         .iter()
-        .map(|p| p.as_i64().unwrap() as i32)
+        .map(|p| p.as_i64().unwrap())
         .collect()
 }
 
-fn pids_of(sessions: &[ClientSession]) -> BTreeSet<i32> {
+fn pids_of(sessions: &[ClientSession]) -> BTreeSet<i64> {
     sessions.iter().map(ClientSession::pid).collect()
 }
 
@@ -142,7 +142,7 @@ async fn wait_until(deadline: Instant, what: &str) {
 #[tokio::test]
 async fn nullpool_churn_is_named_on_the_worker_not_on_a_pool_that_reconnects() {
     let sb = Arc::new(sandbox().await);
-    let opened: Arc<Mutex<BTreeSet<i32>>> = Arc::default();
+    let opened: Arc<Mutex<BTreeSet<i64>>> = Arc::default();
     let churner = {
         let (sb, opened) = (sb.clone(), opened.clone());
         tokio::spawn(async move {

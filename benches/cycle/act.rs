@@ -71,7 +71,10 @@ async fn bare(
 ) -> Res<(f64, f64)> {
     let sessions = open_many(sb, 0, count, false).await?;
     tokio::time::sleep(Duration::from_millis(600)).await;
-    let pids: Vec<i32> = sessions.iter().map(|s| s.pid).collect();
+    let pids = sessions
+        .iter()
+        .map(|s| i32::try_from(s.pid))
+        .collect::<Result<Vec<i32>, _>>()?;
     let t = Instant::now();
     let rows = client
         .query_typed(BARE_TERMINATE, &[(&pids, Type::INT4_ARRAY)])

@@ -208,7 +208,7 @@ impl State {
 /// A session of role `app` over the Unix socket (trust: no SCRAM), so thousands open quickly.
 pub struct Local {
     pub client: Arc<Client>,
-    pub pid: i32,
+    pub pid: i64,
     /// Resolves with the moment the server closed the connection (or the client was dropped).
     pub ended: tokio::task::JoinHandle<SystemTime>,
 }
@@ -226,8 +226,8 @@ pub async fn open_local(sb: &Sandbox, application: &str, state: State) -> Res<Lo
         let _ = connection.await;
         SystemTime::now()
     });
-    let pid: i32 = client
-        .query_one("SELECT pg_backend_pid()", &[])
+    let pid: i64 = client
+        .query_one("SELECT pg_backend_pid()::int8", &[])
         .await?
         .get(0);
     let client = Arc::new(client);
@@ -393,7 +393,7 @@ pub fn round_trips(fast: &[f64], slow: &[f64]) -> f64 {
 // /proc
 
 /// Nanoseconds process (or thread) `pid` has run on a CPU (`/proc/PID/schedstat`).
-pub fn cpu_ns(pid: i32) -> Res<u64> {
+pub fn cpu_ns(pid: i64) -> Res<u64> {
     let text = std::fs::read_to_string(format!("/proc/{pid}/schedstat"))?;
     Ok(text
         .split_whitespace()

@@ -117,7 +117,7 @@ fn snapshot(count: usize, cluster: &ClusterView, now: Timestamp, seed: u64) -> S
     let mut rng = Rng(seed | 1);
     let mut sessions = Vec::with_capacity(count);
     for j in 0..count {
-        let pid = 1000 + j as i32;
+        let pid = 1000 + j as i64;
         let kind = j % 100;
         let pod = &cluster.pods[rng.below(cluster.pods.len() as u64) as usize];
         let roll = rng.below(100);
@@ -195,6 +195,7 @@ fn snapshot(count: usize, cluster: &ClusterView, now: Timestamp, seed: u64) -> S
             max_connections: count as u32 + 100,
             superuser_reserved_connections: 3,
             reserved_connections: 0,
+            ..ServerFacts::default()
         },
         monitor: MonitorRole {
             name: "monitor".into(),
@@ -205,6 +206,7 @@ fn snapshot(count: usize, cluster: &ClusterView, now: Timestamp, seed: u64) -> S
         sessions,
         sessions_opened_total: Some(10_000_000),
         churn: None,
+        application_names_known: true,
     }
 }
 

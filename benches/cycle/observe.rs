@@ -210,11 +210,11 @@ async fn server_cpu(raw: &Client, pid: i32, sql: &str, batches: usize) -> Res<St
         raw.simple_query(sql).await?;
     }
     for _ in 0..batches {
-        let before = cpu_ns(pid)?;
+        let before = cpu_ns(i64::from(pid))?;
         for _ in 0..10 {
             raw.simple_query(sql).await?;
         }
-        per_call.push((cpu_ns(pid)? - before) as f64 / 1e3 / 10.0);
+        per_call.push((cpu_ns(i64::from(pid))? - before) as f64 / 1e3 / 10.0);
     }
     Ok(Stats::of(&per_call))
 }

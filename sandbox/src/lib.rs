@@ -123,7 +123,7 @@ pub enum SandboxError {
         "backend {pid} did not reach state {state:?} within {waited:?} (last seen: {last_seen})"
     )]
     StateTimeout {
-        pid: i32,
+        pid: i64,
         state: String,
         waited: Duration,
         last_seen: String,
@@ -379,7 +379,7 @@ impl Sandbox {
     /// [`ClientSession::start_active`], whose query reaches the server a moment later).
     pub async fn wait_for_state(
         &self,
-        pid: i32,
+        pid: i64,
         state: &str,
         timeout: Duration,
     ) -> Result<(), SandboxError> {
@@ -387,7 +387,10 @@ impl Sandbox {
         let began = Instant::now();
         loop {
             let row = admin
-                .query_opt("SELECT state FROM pg_stat_activity WHERE pid = $1", &[&pid])
+                .query_opt(
+                    "SELECT state FROM pg_stat_activity WHERE pid = $1::int8",
+                    &[&pid],
+                )
                 .await
                 .map_err(|e| SandboxError::postgres("reading pg_stat_activity", e))?;
             let seen: Option<String> = match &row {

@@ -121,9 +121,10 @@ impl ClientSession {
         })
     }
 
-    /// The server process of this session, from `pg_backend_pid()` at open.
-    pub fn pid(&self) -> i32 {
-        self.pid
+    /// The server process of this session, from `pg_backend_pid()` at open (as wide as
+    /// poolwarden's session ids, which also hold MySQL thread ids).
+    pub fn pid(&self) -> i64 {
+        i64::from(self.pid)
     }
 
     pub fn client(&self) -> &Client {

@@ -116,7 +116,7 @@ mod tests {
         async fn observe(&mut self) -> Result<Snapshot, DatabaseError> {
             Err(DatabaseError::Query("not asked".into()))
         }
-        async fn terminate(&mut self, _: &[SessionIdentity]) -> Result<Vec<i32>, DatabaseError> {
+        async fn terminate(&mut self, _: &[SessionIdentity]) -> Result<Vec<i64>, DatabaseError> {
             Ok(Vec::new())
         }
     }

@@ -177,7 +177,7 @@ impl Engine for Scripted {
         })
     }
 
-    async fn terminate(&mut self, sessions: &[SessionIdentity]) -> Result<Vec<i32>, DatabaseError> {
+    async fn terminate(&mut self, sessions: &[SessionIdentity]) -> Result<Vec<i64>, DatabaseError> {
         self.0.terminated.lock().unwrap().push(sessions.to_vec());
         Ok(sessions.iter().map(|s| s.pid).collect())
     }
@@ -192,7 +192,7 @@ fn ago(secs: i64) -> Timestamp {
 }
 
 /// An idle session of `app` from `addr`, idle for `idle_secs`.
-fn idle(pid: i32, addr: [u8; 4], idle_secs: i64) -> Session {
+fn idle(pid: i64, addr: [u8; 4], idle_secs: i64) -> Session {
     Session {
         pid,
         backend_type: crate::database::CLIENT_BACKEND.into(),
@@ -221,6 +221,7 @@ fn snapshot(sessions: Vec<Session>) -> Snapshot {
             max_connections: 100,
             superuser_reserved_connections: 3,
             reserved_connections: 0,
+            ..ServerFacts::default()
         },
         monitor: MonitorRole {
             name: "monitor".into(),
@@ -231,6 +232,7 @@ fn snapshot(sessions: Vec<Session>) -> Snapshot {
         sessions,
         sessions_opened_total: Some(1000),
         churn: None,
+        application_names_known: true,
     }
 }
 

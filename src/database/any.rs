@@ -45,7 +45,7 @@ impl Engine for AnyEngine {
         }
     }
 
-    async fn terminate(&mut self, sessions: &[SessionIdentity]) -> Result<Vec<i32>, DatabaseError> {
+    async fn terminate(&mut self, sessions: &[SessionIdentity]) -> Result<Vec<i64>, DatabaseError> {
         match self {
             Self::Postgres(pg) => pg.terminate(sessions).await,
         }

@@ -13,8 +13,8 @@ pub mod postgres;
 pub use any::AnyEngine;
 pub use error::{DatabaseError, server_full_advice};
 pub use model::{
-    CLIENT_BACKEND, ChurnSample, MonitorRole, Protection, ServerFacts, Session, SessionIdentity,
-    SessionState, Snapshot, elapsed,
+    CLIENT_BACKEND, ChurnSample, Flavour, MonitorRole, Protection, ServerFacts, Session,
+    SessionIdentity,    SessionState, Snapshot, elapsed,
 };
 
 /// A database server poolwarden can watch and act on.
@@ -28,5 +28,5 @@ pub trait Engine {
     fn terminate(
         &mut self,
         sessions: &[SessionIdentity],
-    ) -> impl Future<Output = Result<Vec<i32>, DatabaseError>> + Send;
+    ) -> impl Future<Output = Result<Vec<i64>, DatabaseError>> + Send;
 }

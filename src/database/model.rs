@@ -15,8 +15,9 @@ use serde::Serialize;
 pub struct Snapshot {
     /// The database's `now()` when the snapshot was taken; ages are measured from here.
     pub observed_at: Timestamp,
-    /// The backend serving poolwarden's own monitoring connection: never a candidate.
-    pub own_pid: i32,
+    /// The backend (MySQL: the thread) serving poolwarden's own monitoring connection: never a
+    /// candidate.
+    pub own_pid: i64,
     pub server: ServerFacts,
     pub monitor: MonitorRole,
     /// Every backend the server reports, client backends and background processes alike.
@@ -28,6 +29,10 @@ pub struct Snapshot {
     /// took them (see [`ChurnSample`]); `None` when it did not (a quiet server, or an engine that
     /// cannot).
     pub churn: Option<ChurnSample>,
+    /// Whether sessions' application names can be seen at all. Always on PostgreSQL; on MySQL only
+    /// through `performance_schema`'s connection attributes (`program_name`). Without them another
+    /// poolwarden cannot be told by its name, so the monitoring user's sessions are spared instead.
+    pub application_names_known: bool,
 }
 
 /// Several quick looks at new backends within one observation, so that sessions living a few
@@ -69,6 +74,8 @@ impl ChurnSample {
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "camelCase")]
 pub struct ServerFacts {
+    /// Which server this is: the advice poolwarden gives (grants, settings) depends on it.
+    pub flavour: Flavour,
     pub version: String,
     pub version_num: u32,
     pub max_connections: u32,
@@ -76,6 +83,35 @@ pub struct ServerFacts {
     pub superuser_reserved_connections: u32,
     /// `reserved_connections` (PostgreSQL 16+; 0 before).
     pub reserved_connections: u32,
+    /// The server's own count of open connections, where it keeps one (MySQL `Threads_connected`).
+    pub connected: Option<u32>,
+    /// The most connections one user may hold, where the server sets one for every user (MySQL
+    /// `max_user_connections`; `None` when unlimited).
+    pub max_connections_per_user: Option<u32>,
+}
+
+/// The kind of server behind a URL.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize)]
+pub enum Flavour {
+    #[default]
+    PostgreSql,
+    MySql,
+    MariaDb,
+}
+
+impl Flavour {
+    /// The product's name, for people.
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::PostgreSql => "PostgreSQL",
+            Self::MySql => "MySQL",
+            Self::MariaDb => "MariaDB",
+        }
+    }
+
+    pub fn is_mysql_family(self) -> bool {
+        matches!(self, Self::MySql | Self::MariaDb)
+    }
 }
 
 impl ServerFacts {
@@ -129,7 +165,26 @@ pub enum Protection {
 }
 
 impl Protection {
+    /// What to do about it on PostgreSQL (see [`Protection::advice_for`] for other servers).
     pub fn advice(self) -> &'static str {
+        self.advice_for(Flavour::PostgreSql)
+    }
+
+    /// What to do about it on a server of `flavour`.
+    pub fn advice_for(self, flavour: Flavour) -> &'static str {
+        if flavour.is_mysql_family() {
+            return match self {
+                Protection::SuperuserSession => {
+                    "the application connects as a user whose sessions the monitoring user may not \
+                     end (MySQL 8: SYSTEM_USER; a user with SUPER or ALL PRIVILEGES); give the \
+                     application its own user without them"
+                }
+                Protection::MissingSignalPrivilege => {
+                    "the monitoring user may not end other users' sessions: GRANT CONNECTION ADMIN \
+                     ON *.* TO it (MySQL 8: CONNECTION_ADMIN)"
+                }
+            };
+        }
         match self {
             Protection::SuperuserSession => {
                 "the application connects as a superuser; only a superuser may end its sessions. \
@@ -142,11 +197,12 @@ impl Protection {
     }
 }
 
-/// One backend as `pg_stat_activity` shows it.
+/// One backend as `pg_stat_activity` shows it (or one MySQL thread as its processlist does).
 #[derive(Clone, Debug, PartialEq, Serialize)]
 #[serde(rename_all = "camelCase")]
 pub struct Session {
-    pub pid: i32,
+    /// PostgreSQL's backend pid; MySQL's thread id (unsigned 32 bits and more, hence `i64`).
+    pub pid: i64,
     /// `client backend` for application sessions; background workers, WAL senders and the like
     /// carry other names and are never touched.
     pub backend_type: String,
@@ -155,6 +211,8 @@ pub struct Session {
     pub user_is_superuser: bool,
     pub application_name: String,
     pub client_addr: Option<IpAddr>,
+    /// When the session connected. MySQL does not say: there it is the latest moment the session
+    /// can have connected (when poolwarden first saw it, or before its current state began).
     pub backend_start: Timestamp,
     /// When the session's current transaction began; `None` outside a transaction.
     pub xact_start: Option<Timestamp>,
@@ -171,7 +229,7 @@ pub struct Session {
     /// For a session waiting on a lock, the sessions it waits for (`pg_blocking_pids`, asked only
     /// of sessions waiting on a lock, since it is not free); empty otherwise.
     #[serde(skip_serializing_if = "Vec::is_empty")]
-    pub blocked_by: Vec<i32>,
+    pub blocked_by: Vec<i64>,
 }
 
 pub const CLIENT_BACKEND: &str = "client backend";
@@ -205,6 +263,7 @@ impl Session {
             backend_start: self.backend_start,
             state: self.state.as_pg_str()?.to_owned(),
             state_change: self.state_change?,
+            xact_start: self.xact_start,
         })
     }
 }
@@ -217,14 +276,19 @@ pub fn elapsed(earlier: Timestamp, later: Timestamp) -> Duration {
 
 /// The session as it was in the snapshot. A termination proceeds only if the server still shows
 /// exactly this: the same pid with the same start (not a reused pid), in the same state since the
-/// same moment (it did nothing since we looked).
+/// same moment (it did nothing since we looked), in the same transaction.
+///
+/// Engines check what they can read back: PostgreSQL all of it; MySQL, whose thread ids are never
+/// reused while the server runs and which does not show when a thread connected, the id, the
+/// state, the moment its state began (to its clock's resolution) and the transaction's start.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "camelCase")]
 pub struct SessionIdentity {
-    pub pid: i32,
+    pub pid: i64,
     pub backend_start: Timestamp,
     pub state: String,
     pub state_change: Timestamp,
+    pub xact_start: Option<Timestamp>,
 }
 
 /// `pg_stat_activity.state`.

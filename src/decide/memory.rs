@@ -59,7 +59,7 @@ pub struct Finding {
     /// How many sessions show it.
     pub sessions: u32,
     /// The sessions that show it, at most a handful.
-    pub pids: Vec<i32>,
+    pub pids: Vec<i64>,
     /// How long it has held, as far as poolwarden can tell.
     #[serde(rename = "heldForSeconds", serialize_with = "crate::api::seconds")]
     pub held_for: Duration,

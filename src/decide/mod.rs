@@ -208,18 +208,45 @@ pub fn decide(inputs: Inputs<'_>) -> Decision {
 
 fn warnings(snapshot: &Snapshot, protected: &[Protected]) -> Vec<String> {
     let mut warnings = Vec::new();
-    if snapshot.monitor.is_superuser {
-        warnings.push(format!(
-            "the monitoring URL logs in as {}, a superuser: poolwarden needs only pg_monitor and \
-             pg_signal_backend, and a superuser's connection may end anyone's session, \
-             superusers' included. Use a role of its own (examples/monitoring-role.sql)",
-            snapshot.monitor.name
-        ));
+    let monitor = &snapshot.monitor;
+    let flavour = snapshot.server.flavour;
+    if monitor.is_superuser {
+        warnings.push(if flavour.is_mysql_family() {
+            format!(
+                "the monitoring URL logs in as {}, a user with SUPER (or ALL PRIVILEGES): \
+                 poolwarden needs only PROCESS and CONNECTION ADMIN, and such a connection may \
+                 end anyone's session. Use a user of its own (examples/monitoring-user-mysql.sql)",
+                monitor.name
+            )
+        } else {
+            format!(
+                "the monitoring URL logs in as {}, a superuser: poolwarden needs only pg_monitor \
+                 and pg_signal_backend, and a superuser's connection may end anyone's session, \
+                 superusers' included. Use a role of its own (examples/monitoring-role.sql)",
+                monitor.name
+            )
+        });
     }
-    if !snapshot.monitor.can_read_all_stats && !snapshot.monitor.is_superuser {
+    if !monitor.can_read_all_stats && !monitor.is_superuser {
+        warnings.push(if flavour.is_mysql_family() {
+            format!(
+                "user {} sees only its own threads: GRANT PROCESS ON *.* TO {}",
+                monitor.name, monitor.name
+            )
+        } else {
+            format!(
+                "role {} cannot see other roles' session states: GRANT pg_monitor TO {}",
+                monitor.name, monitor.name
+            )
+        });
+    }
+    if !snapshot.application_names_known {
         warnings.push(format!(
-            "role {} cannot see other roles' session states: GRANT pg_monitor TO {}",
-            snapshot.monitor.name, snapshot.monitor.name
+            "{} shows no connection attributes (performance_schema is off): sessions are \
+             attributed by address only, and every session of user {} is spared as \
+             poolwarden's own",
+            flavour.name(),
+            monitor.name
         ));
     }
     for protection in [
@@ -233,7 +260,7 @@ fn warnings(snapshot: &Snapshot, protected: &[Protected]) -> Vec<String> {
         if n > 0 {
             warnings.push(format!(
                 "{n} sessions cannot be terminated: {}",
-                protection.advice()
+                protection.advice_for(flavour)
             ));
         }
     }

@@ -1,6 +1,7 @@
 //! Which sessions a policy may ever touch. The safety rules of DESIGN.md §4 start here: only
 //! client backends in scope are candidates; never poolwarden's own session or another
-//! poolwarden's, never background processes, never excluded users or applications.
+//! poolwarden's (nor, where application names are invisible, any session of the monitoring user),
+//! never background processes, never excluded users or applications.
 
 use serde::Serialize;
 
@@ -58,10 +59,14 @@ impl CompiledScope {
         if session.pid == snapshot.own_pid {
             return Err(Exclusion::OwnSession);
         }
-        if session.application_name == APPLICATION_NAME {
+        let user = session.user.as_deref().unwrap_or_default();
+        // Where names cannot be seen (MySQL without performance_schema), another poolwarden is
+        // known only by its user: the monitoring user's sessions are spared whole.
+        if session.application_name == APPLICATION_NAME
+            || (!snapshot.application_names_known && user == snapshot.monitor.name)
+        {
             return Err(Exclusion::PoolwardenSession);
         }
-        let user = session.user.as_deref().unwrap_or_default();
         if self.exclude_users.iter().any(|u| u == user) {
             return Err(Exclusion::ExcludedUser);
         }

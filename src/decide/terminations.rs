@@ -61,7 +61,7 @@ pub struct Termination {
 #[derive(Clone, Debug, PartialEq, Serialize)]
 #[serde(rename_all = "camelCase")]
 pub struct Protected {
-    pub pid: i32,
+    pub pid: i64,
     pub source: Source,
     pub reason: Reason,
     pub protection: Protection,
@@ -121,7 +121,7 @@ pub fn condemn(
 pub fn select(
     condemned: Vec<(&Session, &Attribution, Reason)>,
     snapshot: &Snapshot,
-    blocks: &HashMap<i32, u32>,
+    blocks: &HashMap<i64, u32>,
     rules: &Rules,
 ) -> Verdicts {
     let mut verdicts = Verdicts::default();

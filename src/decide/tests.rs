@@ -43,7 +43,7 @@ fn secs(n: i64) -> Duration {
 // ------------------------------------------------------------------------------------------------
 // Snapshots and sessions
 
-const OWN_PID: i32 = 1;
+const OWN_PID: i64 = 1;
 const MONITOR: &str = "pw_monitor";
 
 /// A moment relative to the snapshot the session appears in, or a fixed one.
@@ -73,7 +73,7 @@ struct SessionBuilder {
     backend_start: Option<When>,
 }
 
-fn session(pid: i32) -> SessionBuilder {
+fn session(pid: i64) -> SessionBuilder {
     SessionBuilder {
         session: Session {
             pid,
@@ -209,6 +209,7 @@ fn snapshot() -> SnapshotBuilder {
             max_connections: 100,
             superuser_reserved_connections: 3,
             reserved_connections: 0,
+            ..ServerFacts::default()
         },
         monitor: MonitorRole {
             name: MONITOR.to_owned(),
@@ -276,6 +277,7 @@ impl SnapshotBuilder {
                 .collect(),
             sessions_opened_total: self.sessions_opened_total,
             churn: self.churn.clone(),
+            application_names_known: true,
         }
     }
 }
@@ -409,7 +411,7 @@ fn decide_with(
     })
 }
 
-fn pids(terminations: &[Termination]) -> Vec<i32> {
+fn pids(terminations: &[Termination]) -> Vec<i64> {
     terminations.iter().map(|t| t.identity.pid).collect()
 }
 
@@ -444,7 +446,7 @@ fn group<'d>(decision: &'d Decision, source: &Source) -> &'d Group {
         .unwrap_or_else(|| panic!("no group for {source}: {:#?}", decision.groups))
 }
 
-fn sorted(mut pids: Vec<i32>) -> Vec<i32> {
+fn sorted(mut pids: Vec<i64>) -> Vec<i64> {
     pids.sort_unstable();
     pids
 }
@@ -590,7 +592,7 @@ fn active_fastpath_disabled_and_unknown_sessions_are_never_terminated_however_ol
         .build();
     for policy in [ENFORCE, DRY_RUN] {
         let d = decide_standalone(&snap, &rules(policy));
-        let condemned: Vec<i32> = [&d.terminate, &d.dry_run, &d.deferred]
+        let condemned: Vec<i64> = [&d.terminate, &d.dry_run, &d.deferred]
             .into_iter()
             .flat_map(|list| pids(list))
             .collect();
@@ -727,7 +729,7 @@ fn without_pg_signal_backend_only_the_monitors_own_roles_sessions_are_terminable
         .build();
     let d = decide_standalone(&snap, &rules(ENFORCE));
     assert_eq!(pids(&d.terminate), [101]);
-    let protected: Vec<(i32, Protection)> =
+    let protected: Vec<(i64, Protection)> =
         d.protected.iter().map(|p| (p.pid, p.protection)).collect();
     assert_eq!(
         protected,
@@ -846,18 +848,21 @@ fn a_termination_carries_the_sessions_identity_exactly_as_observed() {
                 backend_start: started,
                 state: "idle".to_owned(),
                 state_change: ago(HOUR),
+                xact_start: None,
             },
             &SessionIdentity {
                 pid: 130,
                 backend_start: started,
                 state: "idle in transaction".to_owned(),
                 state_change: changed,
+                xact_start: None,
             },
             &SessionIdentity {
                 pid: 131,
                 backend_start: started,
                 state: "idle in transaction (aborted)".to_owned(),
                 state_change: changed,
+                xact_start: None,
             },
         ]
     );
@@ -1160,7 +1165,7 @@ leakDetection: {window: 10m, newSessionsPerSecond: 20}
 ";
 
 /// Sessions `range` on pod `n`, each idle for `idle` seconds.
-fn idle_on_pod(n: u8, range: std::ops::Range<i32>, idle: i64) -> Vec<SessionBuilder> {
+fn idle_on_pod(n: u8, range: std::ops::Range<i64>, idle: i64) -> Vec<SessionBuilder> {
     range
         .map(|pid| session(pid).client_addr(&pod_ip(n)).idle(idle))
         .collect()
@@ -1270,7 +1275,7 @@ fn idle_accumulation_needs_two_stranded_sessions_on_one_pod() {
         let snap = snapshot().with_all(sessions).build();
         decide_with(&snap, &rules("{}"), &cluster(), &Memory::default())
     };
-    let busy_on = |n: u8, pid: i32| session(pid).client_addr(&pod_ip(n)).active(0);
+    let busy_on = |n: u8, pid: i64| session(pid).client_addr(&pod_ip(n)).active(0);
 
     let one = decide_for(vec![
         session(340).client_addr(&pod_ip(1)).idle(HOUR),
@@ -1405,7 +1410,7 @@ fn a_pod_whose_every_session_is_idle_in_transaction_is_called_a_pinned_pool() {
 
 /// `count` sessions idle in a transaction for a minute on pod `n`, the oldest started
 /// `oldest_start` before `t0`, one more each minute after.
-fn pool_on_pod(n: u8, count: i32, oldest_start: i64) -> Vec<SessionBuilder> {
+fn pool_on_pod(n: u8, count: i64, oldest_start: i64) -> Vec<SessionBuilder> {
     (0..count)
         .map(|i| {
             session(400 + i)
@@ -1551,7 +1556,7 @@ fn churn_sample(at: Timestamp, opened: (i64, i64), short_lived: &[SessionBuilder
 }
 
 /// A NullPool worker's session on pod 1, seen a moment after it opened.
-fn nullpool(pid: i32) -> SessionBuilder {
+fn nullpool(pid: i64) -> SessionBuilder {
     session(pid)
         .client_addr(&pod_ip(1))
         .started_ago(0)
@@ -1628,7 +1633,7 @@ fn connection_churn_keeps_its_subject_from_cycle_to_cycle_and_confirms() {
         ],
         ..ClusterView::default()
     };
-    let celery = |pid: i32| {
+    let celery = |pid: i64| {
         session(pid)
             .client_addr("10.0.9.9")
             .started_ago(0)
@@ -1782,7 +1787,7 @@ fn overbooked_outside_kubernetes_counts_every_client_at_the_policys_per_pod_budg
     let policy = rules("budgets: {maxConnectionsPerPod: 25}");
     let clients = |n: u8| {
         (1..=n)
-            .map(|i| session(700 + i32::from(i)).client_addr(&format!("192.168.1.{i}")))
+            .map(|i| session(700 + i64::from(i)).client_addr(&format!("192.168.1.{i}")))
             .collect::<Vec<_>>()
     };
 
@@ -1816,7 +1821,7 @@ leakDetection: {window: 10m, idleInTransactionAge: 5m}
 ";
 
 /// A session of pod 1 idle in a transaction since `since`.
-fn stuck_since(pid: i32, since: Timestamp) -> SessionBuilder {
+fn stuck_since(pid: i64, since: Timestamp) -> SessionBuilder {
     session(pid)
         .client_addr(&pod_ip(1))
         .state(SessionState::IdleInTransaction)
@@ -2142,7 +2147,7 @@ fn reserved_connections_of_postgres_16_are_not_usable_by_applications() {
 
 /// A session of pod 1 whose transaction began `open` seconds ago and which last ran a statement
 /// `touched` seconds ago, holding `backend_xmin` from `xmin_age` transactions back.
-fn long_transaction(pid: i32, open: i64, touched: i64, xmin_age: u32) -> SessionBuilder {
+fn long_transaction(pid: i64, open: i64, touched: i64, xmin_age: u32) -> SessionBuilder {
     let mut s = session(pid)
         .client_addr(&pod_ip(1))
         .idle_in_transaction(touched);
@@ -2153,7 +2158,7 @@ fn long_transaction(pid: i32, open: i64, touched: i64, xmin_age: u32) -> Session
 }
 
 /// A session waiting on a lock held by `blocker`.
-fn waiting_for(pid: i32, blocker: i32) -> SessionBuilder {
+fn waiting_for(pid: i64, blocker: i64) -> SessionBuilder {
     let mut s = session(pid).client_addr(&pod_ip(2)).active(30);
     s.session.blocked_by = vec![blocker];
     s
@@ -2263,14 +2268,14 @@ fn a_server_at_its_usable_connections_is_server_saturation_naming_the_top_holder
 #[test]
 fn overbooked_counts_the_clients_seen_over_the_window_ranked_by_what_they_hold() {
     let policy = rules("budgets: {maxConnectionsPerPod: 25}");
-    let client_on = |app: &str, host: u8, pid: i32| {
+    let client_on = |app: &str, host: u8, pid: i64| {
         session(pid)
             .application_name(app)
             .client_addr(&format!("192.168.1.{host}"))
     };
     // Cycle 1: api from three hosts, a healthy "aaa" batch from one (sorted first by name).
     let first = snapshot()
-        .with_all((0..3).map(|h| client_on("api", 10 + h, 800 + i32::from(h))))
+        .with_all((0..3).map(|h| client_on("api", 10 + h, 800 + i64::from(h))))
         .with_all((0..5).map(|i| client_on("api", 10, 810 + i)))
         .with(client_on("aaa-batch", 20, 820))
         .build();

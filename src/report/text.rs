@@ -15,7 +15,8 @@ pub fn render(target: &str, cycle: &Cycle) -> String {
     let mut out = String::new();
     let _ = writeln!(
         out,
-        "poolwarden — {target} (PostgreSQL {}), observed {}",
+        "poolwarden — {target} ({} {}), observed {}",
+        server.flavour.name(),
         server.version,
         d.observed_at.strftime("%Y-%m-%d %H:%M:%S UTC")
     );
@@ -165,7 +166,7 @@ fn findings(out: &mut String, d: &Decision) {
         }
         let _ = writeln!(out, "            {}", f.evidence);
         if !f.pids.is_empty() {
-            let pids: Vec<String> = f.pids.iter().map(i32::to_string).collect();
+            let pids: Vec<String> = f.pids.iter().map(i64::to_string).collect();
             let more = (f.sessions as usize)
                 .checked_sub(f.pids.len())
                 .filter(|n| *n > 0)
@@ -235,7 +236,7 @@ fn terminations(out: &mut String, cycle: &Cycle) {
                 p.source,
                 p.reason.as_str(),
                 human(p.in_state_for),
-                p.protection.advice()
+                p.protection.advice_for(cycle.snapshot.server.flavour)
             );
         }
     }

@@ -85,11 +85,11 @@ pub async fn cycle(pg: &mut Postgres, rules: &Rules) -> Cycle {
 
 /// Whether the server still shows backend `pid`. Asked over the admin connection: a query on
 /// the session itself would count as activity and reset its idle clock.
-pub async fn alive(sb: &Sandbox, pid: i32) -> bool {
+pub async fn alive(sb: &Sandbox, pid: i64) -> bool {
     let admin = sb.admin().await.unwrap();
     let n: i64 = admin
         .query_one(
-            "SELECT count(*) FROM pg_stat_activity WHERE pid = $1",
+            "SELECT count(*) FROM pg_stat_activity WHERE pid = $1::int8",
             &[&pid],
         )
         .await
@@ -99,7 +99,7 @@ pub async fn alive(sb: &Sandbox, pid: i32) -> bool {
 }
 
 /// Waits until the server no longer shows `pid` (a terminated backend exits asynchronously).
-pub async fn gone(sb: &Sandbox, pid: i32) -> bool {
+pub async fn gone(sb: &Sandbox, pid: i64) -> bool {
     for _ in 0..100 {
         if !alive(sb, pid).await {
             return true;

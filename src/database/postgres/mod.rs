@@ -151,7 +151,7 @@ impl Engine for Postgres {
         result
     }
 
-    async fn terminate(&mut self, sessions: &[SessionIdentity]) -> Result<Vec<i32>, DatabaseError> {
+    async fn terminate(&mut self, sessions: &[SessionIdentity]) -> Result<Vec<i64>, DatabaseError> {
         let result = terminate::verified(self.client().await?, sessions).await;
         if let Err(e) = &result {
             self.forget_if_lost(e);

@@ -19,7 +19,7 @@ use tokio_postgres::{Client, Row};
 
 use super::connect::classify_query_error;
 use crate::database::{
-    ChurnSample, DatabaseError, MonitorRole, ServerFacts, Session, SessionState, Snapshot,
+    ChurnSample, DatabaseError, Flavour, MonitorRole, ServerFacts, Session, SessionState, Snapshot,
 };
 
 /// Σ `pg_stat_database.sessions`: PostgreSQL 14+, NULL before (read through `to_jsonb` so that the
@@ -112,11 +112,14 @@ pub async fn take(client: &Client) -> Result<Snapshot, DatabaseError> {
         Ok(u32::try_from(v).unwrap_or(0))
     };
     let server = ServerFacts {
+        flavour: Flavour::PostgreSql,
         version: facts.try_get("version").map_err(classify_query_error)?,
         version_num: get_u32("version_num")?,
         max_connections: get_u32("max_connections")?,
         superuser_reserved_connections: get_u32("superuser_reserved")?,
         reserved_connections: get_u32("reserved")?,
+        connected: None,
+        max_connections_per_user: None,
     };
     let monitor = MonitorRole {
         name: facts.try_get("monitor").map_err(classify_query_error)?,
@@ -140,7 +143,11 @@ pub async fn take(client: &Client) -> Result<Snapshot, DatabaseError> {
     };
     Ok(Snapshot {
         observed_at: facts.try_get("observed_at").map_err(classify_query_error)?,
-        own_pid: facts.try_get("own_pid").map_err(classify_query_error)?,
+        own_pid: i64::from(
+            facts
+                .try_get::<_, i32>("own_pid")
+                .map_err(classify_query_error)?,
+        ),
         server,
         monitor,
         sessions,
@@ -148,6 +155,7 @@ pub async fn take(client: &Client) -> Result<Snapshot, DatabaseError> {
             .try_get("sessions_opened")
             .map_err(classify_query_error)?,
         churn: None,
+        application_names_known: true,
     })
 }
 
@@ -184,13 +192,13 @@ pub async fn sample_churn(
     // Only backends that appear after the snapshot count: one that the snapshot already showed
     // and that closes during the looks may have lived for hours (a pool resetting).
     let since = snapshot.observed_at - jiff::SignedDuration::from_secs(1);
-    let known: HashSet<(i32, Timestamp)> = snapshot
+    let known: HashSet<(i64, Timestamp)> = snapshot
         .sessions
         .iter()
         .filter(|s| s.backend_start > since)
         .map(|s| (s.pid, s.backend_start))
         .collect();
-    let mut seen: HashMap<(i32, Timestamp), Session> = HashMap::new();
+    let mut seen: HashMap<(i64, Timestamp), Session> = HashMap::new();
     // Prepared once: planning the statement again for every look would cost the server more
     // than running it.
     let look_at = client
@@ -310,7 +318,10 @@ fn session(row: &Row, at: &Columns) -> Result<Session, DatabaseError> {
     // Borrowed from the row: the state becomes an enum, so there is nothing to allocate.
     let state: Option<&str> = row.try_get(at.state).map_err(classify_query_error)?;
     Ok(Session {
-        pid: row.try_get(at.pid).map_err(classify_query_error)?,
+        pid: i64::from(
+            row.try_get::<_, i32>(at.pid)
+                .map_err(classify_query_error)?,
+        ),
         backend_type: row.try_get(at.backend_type).map_err(classify_query_error)?,
         database: row.try_get(at.datname).map_err(classify_query_error)?,
         user: row.try_get(at.usename).map_err(classify_query_error)?,
@@ -340,7 +351,10 @@ fn session(row: &Row, at: &Columns) -> Result<Session, DatabaseError> {
         blocked_by: row
             .try_get::<_, Option<Vec<i32>>>(at.blocked_by)
             .map_err(classify_query_error)?
-            .unwrap_or_default(),
+            .unwrap_or_default()
+            .into_iter()
+            .map(i64::from)
+            .collect(),
     })
 }
 

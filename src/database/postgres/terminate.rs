@@ -31,14 +31,19 @@ SELECT pid, pg_terminate_backend(pid) AS signalled FROM verified";
 pub async fn verified(
     client: &Client,
     sessions: &[SessionIdentity],
-) -> Result<Vec<i32>, DatabaseError> {
+) -> Result<Vec<i64>, DatabaseError> {
     if sessions.is_empty() {
         return Ok(Vec::new());
     }
-    let pids: Vec<i32> = sessions.iter().map(|s| s.pid).collect();
-    let starts: Vec<jiff::Timestamp> = sessions.iter().map(|s| s.backend_start).collect();
-    let states: Vec<&str> = sessions.iter().map(|s| s.state.as_str()).collect();
-    let changes: Vec<jiff::Timestamp> = sessions.iter().map(|s| s.state_change).collect();
+    // PostgreSQL's pids are int4: an id beyond that range cannot be one of its backends.
+    let sessions: Vec<(i32, &SessionIdentity)> = sessions
+        .iter()
+        .filter_map(|s| Some((i32::try_from(s.pid).ok()?, s)))
+        .collect();
+    let pids: Vec<i32> = sessions.iter().map(|(pid, _)| *pid).collect();
+    let starts: Vec<jiff::Timestamp> = sessions.iter().map(|(_, s)| s.backend_start).collect();
+    let states: Vec<&str> = sessions.iter().map(|(_, s)| s.state.as_str()).collect();
+    let changes: Vec<jiff::Timestamp> = sessions.iter().map(|(_, s)| s.state_change).collect();
     // `query_typed`: parse, bind and execute in one go, one round trip.
     let rows = client
         .query_typed(
@@ -55,6 +60,6 @@ pub async fn verified(
     Ok(rows
         .iter()
         .filter(|row| row.get::<_, bool>("signalled"))
-        .map(|row| row.get::<_, i32>("pid"))
+        .map(|row| i64::from(row.get::<_, i32>("pid")))
         .collect())
 }

@@ -54,7 +54,7 @@ pub fn churn(
             tally: BTreeMap::new(),
         };
     };
-    let mut seen: HashMap<&Source, Vec<i32>> = HashMap::new();
+    let mut seen: HashMap<&Source, Vec<i64>> = HashMap::new();
     for g in short_lived {
         seen.entry(&g.attribution.source)
             .or_default()

@@ -20,7 +20,7 @@ use crate::database::SessionState;
 /// A pod's stranded sessions (idle age and pid, oldest first) and how many others it is using.
 struct Pod<'p> {
     name: &'p str,
-    stranded: Vec<(Duration, i32)>,
+    stranded: Vec<(Duration, i64)>,
     in_use: usize,
 }
 
@@ -29,7 +29,7 @@ pub fn find(source: &SourceSessions<'_, '_>, context: &Context<'_>) -> Option<Si
     let detect = &context.rules.detect;
     let mut best: Option<Pod<'_>> = None;
     for (pod, sessions) in &source.pods {
-        let mut stranded: Vec<(Duration, i32)> = sessions
+        let mut stranded: Vec<(Duration, i64)> = sessions
             .iter()
             .filter(|g| g.session.state == SessionState::Idle)
             .map(|g| (g.session.in_state_for(now), g.session.pid))

@@ -13,7 +13,7 @@ use crate::api::{count, human};
 pub fn find(source: &SourceSessions<'_, '_>, context: &Context<'_>) -> Option<Sighting> {
     let now = context.snapshot.observed_at;
     let limit = context.rules.detect.idle_in_transaction_age;
-    let mut stuck: Vec<(Duration, i32)> = source
+    let mut stuck: Vec<(Duration, i64)> = source
         .all()
         .filter(|g| g.session.state.is_idle_in_transaction())
         .map(|g| (g.session.in_state_for(now), g.session.pid))

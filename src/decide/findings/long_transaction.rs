@@ -14,7 +14,7 @@ use crate::api::{count, human};
 pub fn find(source: &SourceSessions<'_, '_>, context: &Context<'_>) -> Option<Sighting> {
     let now = context.snapshot.observed_at;
     let limit = context.rules.detect.transaction_age;
-    let mut long: Vec<(Duration, i32)> = source
+    let mut long: Vec<(Duration, i64)> = source
         .all()
         .filter_map(|g| Some((g.session.in_transaction_for(now)?, g.session.pid)))
         .filter(|(age, _)| *age > limit)

@@ -144,7 +144,7 @@ pub struct Sighting {
     /// How many sessions show it.
     pub sessions: u32,
     /// The sessions that show it, at most a handful.
-    pub pids: Vec<i32>,
+    pub pids: Vec<i64>,
     /// How long the snapshot alone proves it has held.
     pub held_for: Duration,
 }
@@ -167,8 +167,8 @@ impl Sighting {
     }
 
     /// The sessions showing it: all counted, a handful named.
-    fn with_pids(mut self, pids: impl IntoIterator<Item = i32>) -> Self {
-        let all: Vec<i32> = pids.into_iter().collect();
+    fn with_pids(mut self, pids: impl IntoIterator<Item = i64>) -> Self {
+        let all: Vec<i64> = pids.into_iter().collect();
         self.sessions = all.len() as u32;
         self.pids = all.into_iter().take(EVIDENCE_PIDS).collect();
         self
@@ -232,7 +232,7 @@ pub struct Context<'a> {
     pub budgets: &'a Budgets<'a>,
     pub rules: &'a Rules,
     /// For each pid, how many sessions wait on its locks.
-    pub blocks: &'a HashMap<i32, u32>,
+    pub blocks: &'a HashMap<i64, u32>,
 }
 
 /// Every finding about a source, from the governed sessions: each detector in turn.
@@ -265,8 +265,8 @@ pub fn about_sources(governed: &[Governed<'_>], context: &Context<'_>) -> Vec<Si
 }
 
 /// For each pid, how many sessions wait on its locks (from `blocked_by` of the lock waiters).
-pub fn blockers(snapshot: &Snapshot) -> HashMap<i32, u32> {
-    let mut blocks: HashMap<i32, u32> = HashMap::new();
+pub fn blockers(snapshot: &Snapshot) -> HashMap<i64, u32> {
+    let mut blocks: HashMap<i64, u32> = HashMap::new();
     for s in &snapshot.sessions {
         for pid in &s.blocked_by {
             *blocks.entry(*pid).or_default() += 1;
