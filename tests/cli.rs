@@ -93,7 +93,7 @@ async fn check_json_names_the_seed_findings_and_their_sessions_and_terminates_no
         p
     };
     let sorted = |sessions: &[poolwarden_sandbox::ClientSession]| -> Vec<i64> {
-        let mut p: Vec<i64> = sessions.iter().map(|s| i64::from(s.pid())).collect();
+        let mut p: Vec<i64> = sessions.iter().map(|s| s.pid()).collect();
         p.sort();
         p
     };

@@ -1255,8 +1255,8 @@ fn an_application_idle_as_a_whole_or_a_recycling_pool_is_no_leak() {
         .map(|i| {
             session(330 + i)
                 .client_addr(&pod_ip(1))
-                .started_ago(10 * MIN - i64::from(i) * MIN)
-                .idle(10 * MIN - i64::from(i) * MIN - 1)
+                .started_ago(10 * MIN - i * MIN)
+                .idle(10 * MIN - i * MIN - 1)
         })
         .collect();
     recycling.push(session(334).client_addr(&pod_ip(1)).active(0));
@@ -1313,7 +1313,7 @@ fn with_an_idle_threshold_that_many_stranded_sessions_are_idle_accumulation_even
             .map(|i| {
                 session(360 + i)
                     .client_addr(&pod_ip(1))
-                    .idle(2 * HOUR - i64::from(i) * 10 * MIN)
+                    .idle(2 * HOUR - i * 10 * MIN)
             })
             .collect(),
     );
@@ -1415,7 +1415,7 @@ fn pool_on_pod(n: u8, count: i64, oldest_start: i64) -> Vec<SessionBuilder> {
         .map(|i| {
             session(400 + i)
                 .client_addr(&pod_ip(n))
-                .started_at(ago(oldest_start - i64::from(i) * MIN))
+                .started_at(ago(oldest_start - i * MIN))
                 .state(SessionState::IdleInTransaction)
                 .in_state_since(ago(MIN))
         })
