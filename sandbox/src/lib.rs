@@ -16,10 +16,15 @@
 //! in production, and with [`SandboxOptions::tls`] the server speaks TLS with a certificate
 //! signed by a throwaway CA ([`Sandbox::ca_cert_path`]).
 //!
+//! [`MariaDb`] is the same for the MySQL family: a throwaway MariaDB and [`MySqlSession`]s from
+//! chosen addresses.
+//!
 //! Binaries are looked up in `$POOLWARDEN_PG_BIN`, then the newest `/usr/lib/postgresql/*/bin`,
 //! then `pg_config --bindir`, then `PATH`. PostgreSQL refuses to run as root, so when we are root
 //! the server runs as the `postgres` OS user.
 
+mod mariadb;
+mod mysql_session;
 mod server;
 mod session;
 mod tls;
@@ -31,6 +36,7 @@ use std::time::{Duration, Instant};
 use tokio_postgres::error::{DbError, SqlState};
 use tokio_postgres::{Client, NoTls};
 
+pub use mariadb::{MariaDb, MariaDbOptions, MySqlSession, MySqlSessionSpec};
 use server::{Binaries, Cluster, StartFailure};
 pub use session::{ClientSession, SessionSpec};
 use tls::TlsFiles;
@@ -74,7 +80,7 @@ pub enum SandboxError {
     )]
     NoBinaries,
 
-    #[error("POOLWARDEN_PG_BIN is {}, but that folder has no {missing}", path.display())]
+    #[error("the binaries folder {} has no {missing}", path.display())]
     BadBinDir { path: PathBuf, missing: String },
 
     #[error(
@@ -82,6 +88,27 @@ pub enum SandboxError {
          exist (`apt-get install postgresql` creates it)"
     )]
     NoServerUser,
+
+    #[error(
+        "no MariaDB server binaries (mariadbd, mariadb-install-db) found: looked in \
+         $POOLWARDEN_MARIADB_BIN, /usr/sbin, /usr/bin and PATH; install them with \
+         `apt-get install mariadb-server` or point POOLWARDEN_MARIADB_BIN at their folder"
+    )]
+    NoMariaDbBinaries,
+
+    #[error(
+        "MariaDB will not run as root, and the `mysql` OS user to run it as does not exist \
+         (`apt-get install mariadb-server` creates it)"
+    )]
+    NoMariaDbUser,
+
+    #[error("{context}: {detail}")]
+    MySql {
+        context: String,
+        detail: String,
+        #[source]
+        source: mysql_async::Error,
+    },
 
     #[error("invalid sandbox setting {name:?}: {reason}")]
     InvalidSetting { name: String, reason: &'static str },
@@ -150,6 +177,21 @@ impl SandboxError {
             cause = inner.source();
         }
         SandboxError::Postgres {
+            context: context.into(),
+            detail,
+            source,
+        }
+    }
+
+    pub(crate) fn mysql(context: impl Into<String>, source: mysql_async::Error) -> Self {
+        let mut detail = source.to_string();
+        let mut cause = std::error::Error::source(&source);
+        while let Some(inner) = cause {
+            detail.push_str(": ");
+            detail.push_str(&inner.to_string());
+            cause = inner.source();
+        }
+        SandboxError::MySql {
             context: context.into(),
             detail,
             source,
@@ -428,7 +470,7 @@ impl Sandbox {
 
 /// A port nobody listens on right now. Another process may take it before the server binds it;
 /// [`Sandbox::start`] then retries with another.
-fn free_port() -> Result<u16, SandboxError> {
+pub(crate) fn free_port() -> Result<u16, SandboxError> {
     let listener = TcpListener::bind((Ipv4Addr::LOCALHOST, 0))
         .map_err(|e| SandboxError::io("looking for a free port on 127.0.0.1", e))?;
     let port = listener
@@ -439,7 +481,7 @@ fn free_port() -> Result<u16, SandboxError> {
 }
 
 /// Percent-encodes everything but RFC 3986's unreserved characters, for URL user info and path.
-fn percent_encode(text: &str) -> String {
+pub(crate) fn percent_encode(text: &str) -> String {
     let mut out = String::with_capacity(text.len());
     for byte in text.bytes() {
         if byte.is_ascii_alphanumeric() || matches!(byte, b'-' | b'.' | b'_' | b'~') {

@@ -56,7 +56,7 @@ fn has_programs(dir: &Path) -> bool {
     PROGRAMS.iter().all(|p| is_executable(&dir.join(p)))
 }
 
-fn is_executable(path: &Path) -> bool {
+pub(crate) fn is_executable(path: &Path) -> bool {
     use std::os::unix::fs::PermissionsExt;
     fs::metadata(path)
         .map(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
@@ -336,7 +336,7 @@ fn kill_postmaster(pid_file: &Path) {
 }
 
 /// Runs a command to completion; a failure carries its output.
-pub(super) fn run(mut command: Command) -> Result<Output, SandboxError> {
+pub(crate) fn run(mut command: Command) -> Result<Output, SandboxError> {
     let described = describe(&command);
     let output = command
         .output()
@@ -375,7 +375,7 @@ fn combined_output(output: &Output) -> String {
 }
 
 /// The last `lines` lines of `path` from byte `from` on (the log of this start attempt only).
-fn read_tail(path: &Path, from: u64, lines: usize) -> String {
+pub(crate) fn read_tail(path: &Path, from: u64, lines: usize) -> String {
     let mut text = String::new();
     let read = fs::File::open(path).and_then(|mut file| {
         file.seek(SeekFrom::Start(from))?;

@@ -36,15 +36,15 @@ authorityKeyIdentifier = keyid
 ";
 
 /// The files of a TLS-enabled sandbox.
-pub(super) struct TlsFiles {
-    pub(super) ca_cert: PathBuf,
-    pub(super) server_cert: PathBuf,
-    pub(super) server_key: PathBuf,
+pub(crate) struct TlsFiles {
+    pub(crate) ca_cert: PathBuf,
+    pub(crate) server_cert: PathBuf,
+    pub(crate) server_key: PathBuf,
 }
 
 impl TlsFiles {
     /// Writes a CA and a server certificate for `127.0.0.1` and `localhost` into `dir`.
-    pub(super) fn generate(dir: &Path) -> Result<TlsFiles, SandboxError> {
+    pub(crate) fn generate(dir: &Path) -> Result<TlsFiles, SandboxError> {
         fs::create_dir_all(dir)
             .map_err(|e| SandboxError::io(format!("creating {}", dir.display()), e))?;
         let conf = dir.join("openssl.cnf");
