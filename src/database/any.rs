@@ -2,24 +2,33 @@
 //!
 //! Everything that starts from a URL (`check`, `run`, the controller's Secret) goes through
 //! [`AnyEngine`], so that adding an engine is one variant here and nothing above this module
-//! changes. Today: `postgres://` and `postgresql://`.
+//! changes: `postgres://` and `postgresql://` for PostgreSQL, `mysql://` and `mariadb://` for
+//! MySQL and MariaDB.
 
+use super::mysql::{self, MySql};
 use super::postgres::{ConnectOptions, Postgres, Target};
 use super::{DatabaseError, Engine, SessionIdentity, Snapshot};
 
 /// One of the engines poolwarden speaks.
 pub enum AnyEngine {
     Postgres(Postgres),
+    MySql(MySql),
 }
 
 impl AnyEngine {
     /// Parses `url` and prepares the engine its scheme names; nothing is connected yet.
     pub fn for_url(url: &str, options: ConnectOptions) -> Result<Self, DatabaseError> {
+        if mysql::is_mysql_url(url) {
+            return Ok(Self::MySql(MySql::new(mysql::Target::parse(url, options)?)));
+        }
         Ok(Self::Postgres(Postgres::new(Target::parse(url, options)?)))
     }
 
     /// Parses `url` and connects once, so that a bad URL, password or address fails right here.
     pub async fn connect(url: &str, options: ConnectOptions) -> Result<Self, DatabaseError> {
+        if mysql::is_mysql_url(url) {
+            return Ok(Self::MySql(MySql::connect(url, options).await?));
+        }
         Ok(Self::Postgres(Postgres::connect(url, options).await?))
     }
 
@@ -27,6 +36,7 @@ impl AnyEngine {
     pub fn display(&self) -> &str {
         match self {
             Self::Postgres(pg) => pg.target().display(),
+            Self::MySql(my) => my.target().display(),
         }
     }
 
@@ -34,6 +44,7 @@ impl AnyEngine {
     pub fn kind(&self) -> &'static str {
         match self {
             Self::Postgres(_) => "postgres",
+            Self::MySql(_) => "mysql",
         }
     }
 }
@@ -42,12 +53,14 @@ impl Engine for AnyEngine {
     async fn observe(&mut self) -> Result<Snapshot, DatabaseError> {
         match self {
             Self::Postgres(pg) => pg.observe().await,
+            Self::MySql(my) => my.observe().await,
         }
     }
 
     async fn terminate(&mut self, sessions: &[SessionIdentity]) -> Result<Vec<i64>, DatabaseError> {
         match self {
             Self::Postgres(pg) => pg.terminate(sessions).await,
+            Self::MySql(my) => my.terminate(sessions).await,
         }
     }
 }

@@ -1,13 +1,15 @@
 //! The database seam: observe a snapshot, terminate a verified list.
 //!
-//! Everything above this module speaks [`Snapshot`] and [`SessionIdentity`]; only
-//! [`postgres`] knows SQL. A second engine (MySQL's `PROCESSLIST` and `KILL CONNECTION`) joins by
-//! implementing [`Engine`] and becoming a variant of [`AnyEngine`] (chosen by the URL's scheme),
-//! without touching the deciding, reporting or controller code.
+//! Everything above this module speaks [`Snapshot`] and [`SessionIdentity`]; only the engines
+//! know SQL: [`postgres`] (`pg_stat_activity`, `pg_terminate_backend`) and [`mysql`] (MySQL and
+//! MariaDB: the processlist and `KILL CONNECTION`). Each implements [`Engine`] and is a variant of
+//! [`AnyEngine`], chosen by the URL's scheme, so the deciding, reporting and controller code never
+//! names one.
 
 mod any;
 mod error;
 mod model;
+pub mod mysql;
 pub mod postgres;
 
 pub use any::AnyEngine;

@@ -171,7 +171,8 @@ fn describe(config: &Config) -> String {
     format!("{host}:{port}/{db}")
 }
 
-fn percent_decode(value: &str) -> String {
+/// Decodes `%XX` escapes (a URL parameter's value); anything else is kept as it is.
+pub(crate) fn percent_decode(value: &str) -> String {
     let bytes = value.as_bytes();
     let mut out = Vec::with_capacity(bytes.len());
     let mut i = 0;

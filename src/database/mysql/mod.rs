@@ -1,0 +1,204 @@
+//! MySQL and MariaDB behind the [`Engine`](crate::database::Engine) seam: one long-lived
+//! monitoring connection, reopened when it drops, as on PostgreSQL.
+//!
+//! What differs from PostgreSQL, and where it is handled:
+//! - the thread list ([`sql`]): `performance_schema` on MySQL where enabled, else
+//!   `information_schema.PROCESSLIST`; InnoDB transactions from `INNODB_TRX`; `program_name` from
+//!   the connection attributes where `performance_schema` shows them;
+//! - no connection start time: the engine remembers when it first saw each thread
+//!   ([`snapshot::Memory`]) and reports the latest moment a thread can have connected;
+//! - no conditional kill: each thread is re-read just before its own `KILL CONNECTION`
+//!   ([`terminate`]), and the window between the two is measured.
+
+mod connect;
+mod snapshot;
+mod sql;
+mod terminate;
+mod tls;
+
+pub use connect::{PROGRAM_NAME, Processlist, Target, is_mysql_url};
+pub use terminate::Fate;
+pub use tls::SslMode;
+
+use std::time::Duration;
+
+use mysql_async::Conn;
+use mysql_async::prelude::Queryable;
+
+use crate::database::postgres::ConnectOptions;
+use crate::database::{DatabaseError, Engine, Flavour, SessionIdentity, Snapshot};
+use sql::Queries;
+
+/// A MySQL-family server and poolwarden's monitoring connection to it.
+pub struct MySql {
+    target: Target,
+    connection: Option<Connection>,
+    memory: snapshot::Memory,
+    /// The verify-to-kill windows of the last `terminate`.
+    windows: Vec<Duration>,
+    /// The fates of the last `terminate`, in the order asked.
+    fates: Vec<Fate>,
+}
+
+struct Connection {
+    conn: Conn,
+    queries: Queries,
+    own_id: i64,
+    may_kill_others: bool,
+}
+
+impl MySql {
+    /// Prepares the target; nothing is connected until the first call.
+    pub fn new(target: Target) -> Self {
+        Self {
+            target,
+            connection: None,
+            memory: snapshot::Memory::default(),
+            windows: Vec::new(),
+            fates: Vec::new(),
+        }
+    }
+
+    /// Parses `url` and connects once, so that a bad URL, password or address fails right here.
+    pub async fn connect(url: &str, options: ConnectOptions) -> Result<Self, DatabaseError> {
+        let mut engine = Self::new(Target::parse(url, options)?);
+        engine.connection().await?;
+        Ok(engine)
+    }
+
+    pub fn target(&self) -> &Target {
+        &self.target
+    }
+
+    /// The server's flavour, once connected.
+    pub fn flavour(&self) -> Option<Flavour> {
+        self.connection.as_ref().map(|c| c.queries.flavour)
+    }
+
+    /// For each thread the last `terminate` killed: from its verification to the server's answer
+    /// to `KILL`, the window in which it could have started a statement unseen.
+    pub fn kill_windows(&self) -> &[Duration] {
+        &self.windows
+    }
+
+    /// What became of each thread the last `terminate` was given, in order.
+    pub fn last_fates(&self) -> &[Fate] {
+        &self.fates
+    }
+
+    async fn connection(&mut self) -> Result<&mut Connection, DatabaseError> {
+        if self.connection.is_none() {
+            let (mut conn, flavour) = self.target.connect().await?;
+            let queries = Queries::discover(&mut conn, flavour, self.target.processlist()).await?;
+            let own_id = i64::from(conn.id());
+            tracing::info!(
+                target = self.target.display(),
+                flavour = flavour.name(),
+                performance_schema = queries.performance_schema,
+                "monitoring connection open"
+            );
+            self.connection = Some(Connection {
+                conn,
+                queries,
+                own_id,
+                may_kill_others: false,
+            });
+        }
+        self.connection
+            .as_mut()
+            .ok_or_else(|| DatabaseError::ConnectionLost("no connection".into()))
+    }
+
+    /// Drops the connection after a failure that may have left it unusable.
+    fn forget_if_lost(&mut self, error: &DatabaseError) {
+        if matches!(error, DatabaseError::ConnectionLost(_)) {
+            self.connection = None;
+        }
+    }
+
+    /// Runs the bare thread list query (for benchmarks), returning the row count.
+    pub async fn bare_processlist_query(&mut self) -> Result<usize, DatabaseError> {
+        let c = self.connection().await?;
+        let bare = c.queries.bare();
+        let rows: Vec<mysql_async::Row> = c
+            .conn
+            .query(bare)
+            .await
+            .map_err(connect::classify_query_error)?;
+        Ok(rows.len())
+    }
+}
+
+impl Engine for MySql {
+    async fn observe(&mut self) -> Result<Snapshot, DatabaseError> {
+        let result = match self.connection().await {
+            Ok(_) => {
+                let Self {
+                    connection, memory, ..
+                } = self;
+                let c = connection.as_mut().expect("connected above");
+                let snapshot = snapshot::take(&mut c.conn, &c.queries, memory).await;
+                if let Ok(s) = &snapshot {
+                    c.own_id = s.own_pid;
+                    c.may_kill_others = s.monitor.can_signal_backends;
+                }
+                snapshot
+            }
+            Err(e) => Err(e),
+        };
+        if let Err(e) = &result {
+            self.forget_if_lost(e);
+        }
+        result
+    }
+
+    async fn terminate(&mut self, sessions: &[SessionIdentity]) -> Result<Vec<i64>, DatabaseError> {
+        self.windows.clear();
+        self.fates.clear();
+        if sessions.is_empty() {
+            return Ok(Vec::new());
+        }
+        let result = match self.connection().await {
+            Ok(_) => {
+                let Self {
+                    connection, memory, ..
+                } = self;
+                let c = connection.as_mut().expect("connected above");
+                terminate::verified(
+                    &mut c.conn,
+                    &c.queries,
+                    c.own_id,
+                    c.may_kill_others,
+                    memory,
+                    sessions,
+                )
+                .await
+            }
+            Err(e) => Err(e),
+        };
+        match result {
+            Ok(done) => {
+                if let Some(longest) = done.windows.iter().max() {
+                    tracing::debug!(
+                        kills = done.windows.len(),
+                        longest_window_us = longest.as_micros() as u64,
+                        "threads verified and killed one at a time"
+                    );
+                }
+                let signalled = sessions
+                    .iter()
+                    .zip(&done.fates)
+                    .filter(|(_, fate)| **fate == Fate::Signalled)
+                    .map(|(s, _)| s.pid)
+                    .collect();
+                self.windows = done.windows;
+                self.fates = done.fates;
+                Ok(signalled)
+            }
+            Err(e) => {
+                self.forget_if_lost(&e);
+                Err(e)
+            }
+        }
+    }
+}

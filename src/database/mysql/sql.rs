@@ -1,0 +1,196 @@
+//! The statements of one look and of one verification, for the thread list the server offers.
+//!
+//! Where the list comes from is settled once per connection ([`Queries::discover`]):
+//! `performance_schema.threads` on MySQL when it is on and readable (it takes no global mutex,
+//! unlike `information_schema.PROCESSLIST`), else `information_schema.PROCESSLIST`, which on
+//! MariaDB has the time in the current state in milliseconds (`TIME_MS`). Connection attributes
+//! (`program_name`) come from `performance_schema.session_connect_attrs` when it is readable.
+//!
+//! Every row carries the moment its thread entered its current state, computed by the server as
+//! `SYSDATE(6) − time in state`: `SYSDATE` is read as the row is produced, after the list was
+//! filled, so the moment can only come out a little late and ages a little short, never long.
+//! `INNODB_TRX` is a copy InnoDB refreshes at most every 0.1 s and is not consistent with the
+//! thread list even within one statement; a thread idle for longer than that has not touched its
+//! transaction since, so for the threads poolwarden may end the two agree.
+
+use std::time::Duration;
+
+use mysql_async::Conn;
+use mysql_async::prelude::Queryable;
+
+use super::connect::{Processlist, classify_query_error};
+use crate::database::{DatabaseError, Flavour};
+
+/// The statements for one connection.
+#[derive(Clone, Debug)]
+pub struct Queries {
+    /// One look: threads, facts, status counters, grants (and, on MySQL, who holds SYSTEM_USER),
+    /// sent together as one multi-statement query: one round trip.
+    pub snapshot: String,
+    /// The verification of one thread, with `{id}` to replace.
+    verify: String,
+    /// Whether threads' `program_name` can be seen.
+    pub attributes: bool,
+    /// Whether the list comes from `performance_schema.threads` (hosts without ports).
+    pub performance_schema: bool,
+    /// How finely the server measures the time in a state (`TIME_MS`: 1 ms; `TIME`: 1 s).
+    pub resolution: Duration,
+    pub flavour: Flavour,
+}
+
+/// Column positions of the thread rows, shared by the snapshot and the verification.
+pub mod col {
+    pub const ID: usize = 0;
+    pub const USER: usize = 1;
+    pub const HOST: usize = 2;
+    pub const DB: usize = 3;
+    pub const COMMAND: usize = 4;
+    pub const STATE_CHANGE_US: usize = 5;
+    pub const THREAD_TYPE: usize = 6;
+    pub const TRX_STARTED: usize = 7;
+    pub const PROGRAM_NAME: usize = 8;
+    /// The server's clock as the row was produced.
+    pub const NOW_US: usize = 9;
+}
+
+impl Queries {
+    /// Finds out what the server offers the monitoring user and builds the statements.
+    pub async fn discover(
+        conn: &mut Conn,
+        flavour: Flavour,
+        wanted: Processlist,
+    ) -> Result<Self, DatabaseError> {
+        let ps_on: Option<i64> = conn
+            .query_first("SELECT @@performance_schema")
+            .await
+            .map_err(classify_query_error)?;
+        let ps_on = ps_on == Some(1);
+        let attributes = ps_on && readable(conn, "session_connect_attrs").await;
+        let threads_readable = ps_on && readable(conn, "threads").await;
+        let performance_schema = match wanted {
+            Processlist::Auto => flavour == Flavour::MySql && threads_readable,
+            Processlist::InformationSchema => false,
+            Processlist::PerformanceSchema if threads_readable => true,
+            Processlist::PerformanceSchema => {
+                return Err(DatabaseError::PermissionDenied(
+                    "processlist=performance_schema, but performance_schema.threads is off or \
+                     not readable: turn performance_schema on, GRANT SELECT ON \
+                     performance_schema.* to the monitoring user, or use processlist=auto"
+                        .into(),
+                ));
+            }
+        };
+        Ok(Self::build(flavour, performance_schema, attributes))
+    }
+
+    fn build(flavour: Flavour, performance_schema: bool, attributes: bool) -> Self {
+        let (time_us, resolution) = match (performance_schema, flavour) {
+            (false, Flavour::MariaDb) => ("p.TIME_MS * 1000", Duration::from_millis(1)),
+            _ => ("p.TIME * 1000000", Duration::from_secs(1)),
+        };
+        let (id, from) = if performance_schema {
+            (
+                "p.ID",
+                "(SELECT PROCESSLIST_ID AS ID, PROCESSLIST_USER AS USER, PROCESSLIST_HOST AS HOST, \
+                 PROCESSLIST_DB AS DB, PROCESSLIST_COMMAND AS COMMAND, \
+                 COALESCE(PROCESSLIST_TIME, 0) AS TIME, TYPE \
+                 FROM performance_schema.threads WHERE PROCESSLIST_ID IS NOT NULL) p",
+            )
+        } else {
+            (
+                "p.ID",
+                "(SELECT ID, USER, HOST, DB, COMMAND, TIME, TIME_MS, NULL AS TYPE \
+                 FROM information_schema.PROCESSLIST) p",
+            )
+        };
+        let (attr_column, attr_join) = if attributes {
+            (
+                "a.ATTR_VALUE",
+                format!(
+                    " LEFT JOIN performance_schema.session_connect_attrs a \
+                     ON a.PROCESSLIST_ID = {id} AND a.ATTR_NAME = 'program_name'"
+                ),
+            )
+        } else {
+            ("NULL", String::new())
+        };
+        // MySQL's PROCESSLIST has no TIME_MS; the subquery above names it only on MariaDB.
+        let from = if flavour == Flavour::MariaDb || performance_schema {
+            from.to_owned()
+        } else {
+            from.replace(", TIME_MS", "")
+        };
+        let threads = format!(
+            "SELECT {id}, p.USER, p.HOST, p.DB, p.COMMAND, \
+             CAST(UNIX_TIMESTAMP(SYSDATE(6)) * 1000000 - {time_us} AS SIGNED), p.TYPE, \
+             UNIX_TIMESTAMP(t.trx_started), {attr_column}, \
+             CAST(UNIX_TIMESTAMP(SYSDATE(6)) * 1000000 AS SIGNED) \
+             FROM {from} \
+             LEFT JOIN information_schema.INNODB_TRX t ON t.trx_mysql_thread_id = {id}{attr_join}"
+        );
+        let facts = "SELECT CAST(UNIX_TIMESTAMP(NOW(6)) * 1000000 AS SIGNED), CONNECTION_ID(), \
+                     VERSION(), @@max_connections, @@max_user_connections, \
+                     SUBSTRING_INDEX(CURRENT_USER(), '@', 1)";
+        let status =
+            "SHOW GLOBAL STATUS WHERE Variable_name IN ('Threads_connected', 'Connections')";
+        let mut snapshot = format!("{threads}; {facts}; {status}; SHOW GRANTS");
+        if flavour == Flavour::MySql {
+            // Visible for other users only to a monitor that may read the grant tables.
+            snapshot.push_str(
+                "; SELECT GRANTEE FROM information_schema.USER_PRIVILEGES \
+                 WHERE PRIVILEGE_TYPE = 'SYSTEM_USER'",
+            );
+        }
+        let verify = format!("{threads} WHERE {id} = {{id}}");
+        Self {
+            snapshot,
+            verify,
+            attributes,
+            performance_schema,
+            resolution,
+            flavour,
+        }
+    }
+
+    /// The verification statement for thread `id`.
+    pub fn verify(&self, id: i64) -> String {
+        self.verify.replace("{id}", &id.to_string())
+    }
+
+    /// The bare thread list the benchmarks compare against.
+    pub fn bare(&self) -> &'static str {
+        if self.performance_schema {
+            "SELECT * FROM performance_schema.threads"
+        } else {
+            "SELECT * FROM information_schema.PROCESSLIST"
+        }
+    }
+}
+
+/// Whether the monitoring user may read `performance_schema.<table>`.
+async fn readable(conn: &mut Conn, table: &str) -> bool {
+    conn.query_drop(format!("SELECT 1 FROM performance_schema.{table} LIMIT 0"))
+        .await
+        .is_ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn mariadb_reads_milliseconds_and_mysql_seconds() {
+        let maria = Queries::build(Flavour::MariaDb, false, false);
+        assert!(maria.snapshot.contains("p.TIME_MS * 1000"));
+        assert!(!maria.snapshot.contains("SYSTEM_USER"));
+        assert_eq!(maria.resolution, Duration::from_millis(1));
+        let mysql = Queries::build(Flavour::MySql, false, true);
+        assert!(!mysql.snapshot.contains("TIME_MS"));
+        assert!(mysql.snapshot.contains("session_connect_attrs"));
+        assert!(mysql.snapshot.contains("SYSTEM_USER"));
+        let ps = Queries::build(Flavour::MySql, true, true);
+        assert!(ps.snapshot.contains("performance_schema.threads"));
+        assert_eq!(ps.bare(), "SELECT * FROM performance_schema.threads");
+        assert!(ps.verify(42).ends_with("WHERE p.ID = 42"));
+    }
+}

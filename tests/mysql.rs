@@ -1,0 +1,672 @@
+//! The observe → decide → act cycle against a real MariaDB, started by the test itself: every
+//! safety rule that involves the database, as on PostgreSQL, plus what MySQL does differently
+//! (no conditional kill, connection attributes only with performance_schema, TLS modes).
+
+use std::collections::BTreeSet;
+use std::net::Ipv4Addr;
+use std::time::Duration;
+
+use poolwarden::cycle::{self, Cycle};
+use poolwarden::database::mysql::{Fate, MySql};
+use poolwarden::database::postgres::ConnectOptions;
+use poolwarden::database::{DatabaseError, Engine, Flavour, Protection, SessionState};
+use poolwarden::decide::{self, ClusterView, FindingKind, Inputs, Memory, Reason, Rules};
+use poolwarden_sandbox::{MariaDb, MariaDbOptions, MySqlSession, MySqlSessionSpec};
+
+const APP_DB: &str = "app";
+
+const QUICK_IDLE: &str = "
+mode: Enforce
+idle: {idleTimeout: 300ms, idleInTransactionTimeout: 300ms}
+";
+
+/// A MariaDB with database `app`, application users `app` and `batch`, and monitoring users:
+/// `monitor` (PROCESS, CONNECTION ADMIN) and `watcher` (PROCESS only).
+async fn server_with(options: MariaDbOptions) -> MariaDb {
+    let db = MariaDb::start(options).await.expect("MariaDB starts");
+    db.create_database(APP_DB).await.unwrap();
+    for user in ["app", "batch"] {
+        db.create_user(user, user, &["ALL ON app.*"]).await.unwrap();
+    }
+    db.create_user(
+        "monitor",
+        "monitor",
+        &[
+            "PROCESS, CONNECTION ADMIN ON *.*",
+            "SELECT ON performance_schema.*",
+        ],
+    )
+    .await
+    .unwrap();
+    db.create_user("watcher", "watcher", &["PROCESS ON *.*"])
+        .await
+        .unwrap();
+    db
+}
+
+async fn server() -> MariaDb {
+    server_with(MariaDbOptions::default()).await
+}
+
+/// The monitoring user needs no database of its own: its URL names none.
+fn monitor_url(db: &MariaDb) -> String {
+    db.url("monitor", "monitor", "") + "?ssl-mode=DISABLED"
+}
+
+/// A session of user `app` calling itself `program`, from `127.0.0.<host>`.
+async fn open(db: &MariaDb, program: &str, host: u8) -> MySqlSession {
+    db.open_session(
+        &MySqlSessionSpec::new("app", "app", APP_DB)
+            .program(program)
+            .from_addr(Ipv4Addr::new(127, 0, 0, host)),
+    )
+    .await
+    .expect("session opens")
+}
+
+fn rules(yaml: &str) -> Rules {
+    let spec = serde_saphyr::from_str(yaml).expect("policy YAML parses");
+    Rules::compile(&spec).expect("policy compiles")
+}
+
+async fn connect(url: &str) -> MySql {
+    MySql::connect(url, ConnectOptions::default())
+        .await
+        .expect("monitoring connection")
+}
+
+async fn run_cycle(engine: &mut MySql, rules: &Rules) -> Cycle {
+    cycle::run_once(engine, rules, &ClusterView::default(), &Memory::default())
+        .await
+        .expect("cycle runs")
+}
+
+fn ended(c: &Cycle) -> Vec<i64> {
+    c.outcome
+        .terminated
+        .iter()
+        .map(|t| t.identity.pid)
+        .collect()
+}
+
+/// Whether the server still shows thread `id`, asked as root: a statement on the session itself
+/// would be activity.
+async fn alive(db: &MariaDb, id: i64) -> bool {
+    use mysql_async::prelude::Queryable;
+    let mut admin = db.admin().await.unwrap();
+    let n: Option<i64> = admin
+        .exec_first(
+            "SELECT COUNT(*) FROM information_schema.PROCESSLIST WHERE ID = ?",
+            (id,),
+        )
+        .await
+        .unwrap();
+    n == Some(1)
+}
+
+/// Waits until the server no longer shows thread `id` (a killed thread leaves a moment later).
+async fn gone(db: &MariaDb, id: i64) -> bool {
+    for _ in 0..100 {
+        if !alive(db, id).await {
+            return true;
+        }
+        pause(20).await;
+    }
+    false
+}
+
+async fn pause(millis: u64) {
+    tokio::time::sleep(Duration::from_millis(millis)).await;
+}
+
+#[tokio::test]
+async fn an_idle_thread_past_its_timeout_is_killed_in_enforce_and_kept_in_dry_run() {
+    let db = server().await;
+    let leaked = open(&db, "worker", 11).await;
+    pause(600).await;
+
+    let mut my = connect(&monitor_url(&db)).await;
+    let dry = run_cycle(&mut my, &rules(&QUICK_IDLE.replace("Enforce", "DryRun"))).await;
+    let would: Vec<i64> = dry
+        .decision
+        .dry_run
+        .iter()
+        .map(|t| t.identity.pid)
+        .collect();
+    assert_eq!(would, vec![leaked.id()]);
+    assert!(dry.outcome.terminated.is_empty());
+    assert!(alive(&db, leaked.id()).await);
+
+    let c = run_cycle(&mut my, &rules(QUICK_IDLE)).await;
+    assert_eq!(ended(&c), vec![leaked.id()]);
+    assert_eq!(c.outcome.terminated[0].reason, Reason::IdleTimeout);
+    assert_eq!(my.last_fates(), [Fate::Signalled]);
+    assert_eq!(my.kill_windows().len(), 1);
+    assert!(gone(&db, leaked.id()).await);
+    assert!(!leaked.is_alive().await);
+}
+
+#[tokio::test]
+async fn a_thread_idle_in_a_transaction_is_killed() {
+    let db = server().await;
+    let in_tx = open(&db, "api", 12).await;
+    in_tx.begin_idle_in_transaction().await.unwrap();
+    pause(600).await;
+
+    let mut my = connect(&monitor_url(&db)).await;
+    let c = run_cycle(&mut my, &rules(QUICK_IDLE)).await;
+
+    let seen = c
+        .snapshot
+        .sessions
+        .iter()
+        .find(|s| s.pid == in_tx.id())
+        .unwrap();
+    assert_eq!(seen.state, SessionState::IdleInTransaction);
+    assert!(seen.xact_start.is_some());
+    assert_eq!(ended(&c), vec![in_tx.id()]);
+    assert_eq!(
+        c.outcome.terminated[0].reason,
+        Reason::IdleInTransactionTimeout
+    );
+    assert!(gone(&db, in_tx.id()).await);
+}
+
+#[tokio::test]
+async fn a_running_query_is_never_killed_however_long_it_runs() {
+    let db = server().await;
+    let busy = open(&db, "report", 13).await;
+    busy.start_active(5.0);
+    db.wait_for_command(busy.id(), "Query", Duration::from_secs(5))
+        .await
+        .unwrap();
+    pause(600).await;
+
+    let mut my = connect(&monitor_url(&db)).await;
+    let c = run_cycle(&mut my, &rules(QUICK_IDLE)).await;
+
+    let seen = c
+        .snapshot
+        .sessions
+        .iter()
+        .find(|s| s.pid == busy.id())
+        .unwrap();
+    assert_eq!(seen.state, SessionState::Active);
+    assert!(c.outcome.terminated.is_empty());
+    assert!(c.decision.deferred.is_empty() && c.decision.protected.is_empty());
+    assert!(busy.is_alive().await);
+}
+
+#[tokio::test]
+async fn excluded_users_and_programs_are_never_killed() {
+    let db = server_with(MariaDbOptions {
+        performance_schema: true,
+        ..Default::default()
+    })
+    .await;
+    let console = open(&db, "mysql", 14).await;
+    let batch = db
+        .open_session(&MySqlSessionSpec::new("batch", "batch", APP_DB).program("nightly"))
+        .await
+        .unwrap();
+    let leaked = open(&db, "worker", 11).await;
+    pause(600).await;
+
+    let policy =
+        format!("{QUICK_IDLE}scope: {{excludeUsers: [batch], excludeApplications: [mysql]}}\n");
+    let mut my = connect(&monitor_url(&db)).await;
+    let c = run_cycle(&mut my, &rules(&policy)).await;
+
+    assert_eq!(ended(&c), vec![leaked.id()]);
+    for s in [&console, &batch] {
+        assert!(s.is_alive().await);
+    }
+    assert_eq!(
+        c.decision.out_of_scope[&decide::Exclusion::ExcludedApplication],
+        1
+    );
+    assert_eq!(c.decision.out_of_scope[&decide::Exclusion::ExcludedUser], 1);
+}
+
+#[tokio::test]
+async fn poolwarden_never_kills_its_own_thread_or_another_poolwardens() {
+    let db = server_with(MariaDbOptions {
+        performance_schema: true,
+        ..Default::default()
+    })
+    .await;
+    // Another poolwarden's monitoring connection, idle between its cycles, as user `app`.
+    let other = open(&db, "poolwarden", 15).await;
+    let leaked = open(&db, "worker", 16).await;
+    pause(600).await;
+
+    let mut my = connect(&monitor_url(&db)).await;
+    let first = run_cycle(&mut my, &rules(QUICK_IDLE)).await;
+    pause(600).await;
+    // Our own connection is idle between cycles now, for longer than the timeout.
+    let second = run_cycle(&mut my, &rules(QUICK_IDLE)).await;
+
+    assert_eq!(ended(&first), vec![leaked.id()]);
+    assert!(second.outcome.terminated.is_empty());
+    assert!(other.is_alive().await);
+    assert!(second.snapshot.application_names_known);
+    assert_eq!(
+        second.decision.out_of_scope[&decide::Exclusion::OwnSession],
+        1
+    );
+    assert_eq!(
+        second.decision.out_of_scope[&decide::Exclusion::PoolwardenSession],
+        1
+    );
+
+    // Even handed the identities directly, the engine re-checks and refuses both.
+    let snapshot = my.observe().await.unwrap();
+    let identities: Vec<_> = snapshot
+        .sessions
+        .iter()
+        .filter(|s| s.pid == other.id() || s.pid == snapshot.own_pid)
+        .filter_map(|s| s.identity())
+        .collect();
+    assert_eq!(identities.len(), 2);
+    assert!(my.terminate(&identities).await.unwrap().is_empty());
+    assert_eq!(my.last_fates(), [Fate::Changed, Fate::Changed]);
+    assert!(other.is_alive().await);
+}
+
+#[tokio::test]
+async fn without_performance_schema_the_monitoring_users_threads_are_spared() {
+    let db = server().await;
+    // Another poolwarden, as the monitoring user: without connection attributes its name is
+    // invisible, so its user is all there is to go by.
+    let other = db
+        .open_session(&MySqlSessionSpec::new("monitor", "monitor", "").program("poolwarden"))
+        .await
+        .unwrap();
+    let leaked = open(&db, "worker", 11).await;
+    pause(600).await;
+
+    let mut my = connect(&monitor_url(&db)).await;
+    let c = run_cycle(&mut my, &rules(QUICK_IDLE)).await;
+
+    assert!(!c.snapshot.application_names_known);
+    assert_eq!(ended(&c), vec![leaked.id()]);
+    assert_eq!(
+        c.decision.out_of_scope[&decide::Exclusion::PoolwardenSession],
+        1
+    );
+    assert!(
+        c.decision
+            .warnings
+            .iter()
+            .any(|w| w.contains("performance_schema is off")),
+        "{:?}",
+        c.decision.warnings
+    );
+    assert!(other.is_alive().await);
+}
+
+#[tokio::test]
+async fn a_thread_that_works_between_the_look_and_the_kill_survives() {
+    let db = server().await;
+    let woke = open(&db, "worker", 11).await;
+    let still = open(&db, "worker", 11).await;
+    woke.begin_idle_in_transaction().await.unwrap();
+    pause(600).await;
+
+    let mut my = connect(&monitor_url(&db)).await;
+    let snapshot = my.observe().await.unwrap();
+    // The race: one thread runs a statement after we looked and before we act.
+    woke.touch().await.unwrap();
+    let rules = rules(QUICK_IDLE);
+    let decision = decide::decide(Inputs {
+        snapshot: &snapshot,
+        rules: &rules,
+        cluster: &ClusterView::default(),
+        memory: &Memory::default(),
+    });
+    assert_eq!(
+        decision.terminate.len(),
+        2,
+        "both condemned on the snapshot"
+    );
+    let outcome = poolwarden::act::terminate(&mut my, &decision).await;
+
+    let killed: Vec<i64> = outcome.terminated.iter().map(|t| t.identity.pid).collect();
+    let spared: Vec<i64> = outcome.changed.iter().map(|t| t.identity.pid).collect();
+    assert_eq!(killed, vec![still.id()]);
+    assert_eq!(spared, vec![woke.id()]);
+    assert!(woke.is_alive().await);
+    assert!(gone(&db, still.id()).await);
+}
+
+#[tokio::test]
+async fn a_thread_gone_or_in_a_new_transaction_is_never_killed() {
+    let db = server().await;
+    let s = open(&db, "worker", 11).await;
+    s.begin_idle_in_transaction().await.unwrap();
+    pause(600).await;
+    let mut my = connect(&monitor_url(&db)).await;
+    let snapshot = my.observe().await.unwrap();
+    let mut identity = snapshot
+        .sessions
+        .iter()
+        .find(|x| x.pid == s.id())
+        .and_then(|x| x.identity())
+        .unwrap();
+    // Another transaction than the one judged.
+    identity.xact_start = identity
+        .xact_start
+        .map(|t| t - jiff::SignedDuration::from_secs(30));
+    assert!(my.terminate(&[identity.clone()]).await.unwrap().is_empty());
+    assert_eq!(my.last_fates(), [Fate::Changed]);
+    // A thread id that is not there.
+    identity.pid += 1000;
+    assert!(my.terminate(&[identity]).await.unwrap().is_empty());
+    assert_eq!(my.last_fates(), [Fate::Gone]);
+    assert!(s.is_alive().await);
+}
+
+#[tokio::test]
+async fn the_cap_ends_only_the_oldest_offenders_each_cycle() {
+    let db = server().await;
+    let mut sessions = Vec::new();
+    for _ in 0..5 {
+        sessions.push(open(&db, "worker", 11).await);
+        pause(60).await;
+    }
+    pause(600).await;
+
+    let policy = "mode: Enforce\nidle: {idleTimeout: 300ms, maxTerminationsPerCycle: 2}\n";
+    let mut my = connect(&monitor_url(&db)).await;
+    let c = run_cycle(&mut my, &rules(policy)).await;
+
+    assert_eq!(
+        ended(&c),
+        vec![sessions[0].id(), sessions[1].id()],
+        "the two idle longest, oldest first"
+    );
+    assert_eq!(c.decision.deferred.len(), 3);
+    for s in &sessions[2..] {
+        assert!(s.is_alive().await);
+    }
+}
+
+#[tokio::test]
+async fn a_monitor_without_connection_admin_is_told_so_and_kills_nothing() {
+    let db = server().await;
+    let leaked = open(&db, "worker", 11).await;
+    pause(600).await;
+
+    let mut my = connect(&(db.url("watcher", "watcher", "") + "?ssl-mode=DISABLED")).await;
+    let c = run_cycle(&mut my, &rules(QUICK_IDLE)).await;
+
+    assert!(c.outcome.terminated.is_empty());
+    assert!(c.outcome.error.is_none(), "decide must not even try");
+    assert_eq!(c.decision.protected.len(), 1);
+    assert_eq!(
+        c.decision.protected[0].protection,
+        Protection::MissingSignalPrivilege
+    );
+    assert!(
+        c.decision
+            .warnings
+            .iter()
+            .any(|w| w.contains("GRANT CONNECTION ADMIN")),
+        "{:?}",
+        c.decision.warnings
+    );
+    assert!(alive(&db, leaked.id()).await);
+
+    // Were it to try anyway, the server says no, and poolwarden names it.
+    let identity = my
+        .observe()
+        .await
+        .unwrap()
+        .sessions
+        .iter()
+        .find(|s| s.pid == leaked.id())
+        .unwrap()
+        .identity()
+        .unwrap();
+    let err = my.terminate(&[identity]).await.unwrap_err();
+    assert!(matches!(err, DatabaseError::PermissionDenied(_)), "{err:?}");
+    assert!(err.to_string().contains("CONNECTION ADMIN"), "{err}");
+    assert!(alive(&db, leaked.id()).await);
+}
+
+#[tokio::test]
+async fn a_user_the_server_will_not_let_us_kill_is_reported_from_then_on_not_retried() {
+    let db = server().await;
+    let leaked = open(&db, "worker", 11).await;
+    pause(600).await;
+    // `watcher` believes it may kill (a grant it lost after the look, as it were): the server's
+    // refusal is remembered for the user, whose threads are protected from the next look on.
+    let mut my = connect(&(db.url("watcher", "watcher", "") + "?ssl-mode=DISABLED")).await;
+    db.execute("GRANT CONNECTION ADMIN ON *.* TO 'watcher'@'%'")
+        .await
+        .unwrap();
+    let snapshot = my.observe().await.unwrap();
+    assert!(snapshot.monitor.can_signal_backends);
+    db.execute("REVOKE CONNECTION ADMIN ON *.* FROM 'watcher'@'%'")
+        .await
+        .unwrap();
+    let identity = snapshot
+        .sessions
+        .iter()
+        .find(|s| s.pid == leaked.id())
+        .and_then(|s| s.identity())
+        .unwrap();
+    assert!(my.terminate(&[identity]).await.unwrap().is_empty());
+    assert!(matches!(my.last_fates(), [Fate::Refused(_)]));
+
+    let c = run_cycle(&mut my, &rules(QUICK_IDLE)).await;
+    assert!(c.outcome.terminated.is_empty() && c.outcome.error.is_none());
+    assert_eq!(c.decision.protected.len(), 1);
+    assert_eq!(c.decision.protected[0].pid, leaked.id());
+    assert!(alive(&db, leaked.id()).await);
+}
+
+#[tokio::test]
+async fn the_snapshot_reads_addresses_states_transactions_and_server_facts() {
+    let db = server_with(MariaDbOptions {
+        max_connections: 40,
+        performance_schema: true,
+        ..Default::default()
+    })
+    .await;
+    let s = open(&db, "orders-api-7d9f-x2x", 42).await;
+    s.begin_idle_in_transaction().await.unwrap();
+    pause(300).await;
+    let mut my = connect(&monitor_url(&db)).await;
+    let snapshot = my.observe().await.unwrap();
+
+    let seen = snapshot.sessions.iter().find(|x| x.pid == s.id()).unwrap();
+    assert_eq!(seen.client_addr, Some("127.0.0.42".parse().unwrap()));
+    assert_eq!(seen.application_name, "orders-api-7d9f-x2x");
+    assert_eq!(seen.user.as_deref(), Some("app"));
+    assert_eq!(seen.database.as_deref(), Some(APP_DB));
+    assert_eq!(seen.state, SessionState::IdleInTransaction);
+    assert!(seen.is_client_backend());
+    let idle = seen.in_state_for(snapshot.observed_at);
+    assert!(idle >= Duration::from_millis(250), "{idle:?}");
+    let xact = seen.xact_start.unwrap();
+    assert!(xact <= seen.state_change.unwrap() && xact <= snapshot.observed_at);
+    assert_eq!(snapshot.server.flavour, Flavour::MariaDb);
+    assert_eq!(snapshot.server.max_connections, 40);
+    assert!(snapshot.server.version_num >= 100_000);
+    assert!(snapshot.server.connected.is_some_and(|n| n >= 2));
+    assert!(snapshot.sessions_opened_total.is_some_and(|n| n >= 2));
+    assert!(snapshot.monitor.can_signal_backends && snapshot.monitor.can_read_all_stats);
+    assert!(!snapshot.monitor.is_superuser);
+    assert_eq!(snapshot.monitor.name, "monitor");
+    // Ages come from the server's clock: never in the future.
+    assert!(snapshot.sessions.iter().all(|x| {
+        x.backend_start <= snapshot.observed_at
+            && x.state_change.is_none_or(|c| c <= snapshot.observed_at)
+    }));
+}
+
+#[tokio::test]
+async fn churn_is_measured_from_the_servers_connections_counter_across_cycles() {
+    let db = server().await;
+    let mut my = connect(&monitor_url(&db)).await;
+    let rules = rules("leakDetection: {newSessionsPerSecond: 5}\n");
+    let first = cycle::run_once(&mut my, &rules, &ClusterView::default(), &Memory::default())
+        .await
+        .unwrap();
+    for _ in 0..30 {
+        drop(open(&db, "celery-worker", 31).await);
+    }
+    let _lingering = open(&db, "celery-worker", 31).await;
+    let second = cycle::run_once(
+        &mut my,
+        &rules,
+        &ClusterView::default(),
+        &first.next_memory(),
+    )
+    .await
+    .unwrap();
+    let rate = second
+        .decision
+        .capacity
+        .new_sessions_per_second
+        .expect("measured");
+    assert!(rate > 5.0, "{rate}");
+    let churn = second
+        .decision
+        .findings
+        .iter()
+        .find(|f| f.kind == FindingKind::ConnectionChurn)
+        .expect("churn found");
+    // No performance_schema: the source is its address alone.
+    assert_eq!(
+        churn.subject.to_string(),
+        "(no application_name)@127.0.0.31"
+    );
+}
+
+/// Seed 001: FastAPI BackgroundTasks handed the request's session, `pool_size=10,
+/// max_overflow=15`: 25 connections of one pod, each in `Sleep` with an open transaction.
+async fn seed_001(db: &MariaDb) -> Vec<MySqlSession> {
+    let mut pinned = Vec::new();
+    for _ in 0..25 {
+        let s = open(db, "reports-api", 22).await;
+        s.begin_idle_in_transaction().await.unwrap();
+        pinned.push(s);
+    }
+    pinned
+}
+
+const SEED_001_POLICY: &str = "
+budgets: {maxConnectionsPerPod: 25}
+idle: {idleInTransactionTimeout: 1s}
+leakDetection: {window: 1s}
+";
+
+#[tokio::test]
+async fn seed_001_a_pinned_pool_is_idle_in_transaction_and_saturated_on_the_right_threads() {
+    let db = server().await;
+    let pinned = seed_001(&db).await;
+    // A healthy neighbour, busy every 100 ms.
+    let healthy = open(&db, "storefront", 24).await;
+    for _ in 0..16 {
+        healthy.touch().await.unwrap();
+        pause(100).await;
+    }
+
+    let mut my = connect(&monitor_url(&db)).await;
+    let c = run_cycle(&mut my, &rules(SEED_001_POLICY)).await;
+
+    let ids: BTreeSet<i64> = pinned.iter().map(MySqlSession::id).collect();
+    let on = |kind: FindingKind| {
+        c.decision
+            .findings
+            .iter()
+            .find(|f| f.kind == kind)
+            .unwrap_or_else(|| panic!("{kind:?} in {:#?}", c.decision.findings))
+    };
+    for kind in [FindingKind::IdleInTransaction, FindingKind::PoolSaturation] {
+        let f = on(kind);
+        assert_eq!(f.subject.to_string(), "(no application_name)@127.0.0.22");
+        assert!(!f.pids.is_empty());
+        assert!(
+            f.pids.iter().all(|p| ids.contains(p)),
+            "{kind:?}: {:?}",
+            f.pids
+        );
+    }
+    assert!(
+        on(FindingKind::PoolSaturation)
+            .evidence
+            .contains("25 idle in transaction")
+    );
+    assert_eq!(c.decision.findings.len(), 2, "{:#?}", c.decision.findings);
+    // DryRun (the default): nothing is killed; Enforce would end the pinned threads, 20 (the
+    // default brake) this cycle and the rest the next.
+    assert!(c.outcome.terminated.is_empty());
+    let would: BTreeSet<i64> = [&c.decision.dry_run, &c.decision.deferred]
+        .into_iter()
+        .flatten()
+        .map(|t| t.identity.pid)
+        .collect();
+    assert_eq!(would, ids);
+    assert_eq!(c.decision.dry_run.len(), 20);
+    for s in &pinned {
+        assert!(alive(&db, s.id()).await);
+    }
+}
+
+#[tokio::test]
+async fn check_prints_seed_001_as_json_and_terminates_nothing() {
+    let db = server().await;
+    let pinned = seed_001(&db).await;
+    pause(1200).await;
+    let dir = tempfile::tempdir().unwrap();
+    let policy = dir.path().join("policy.yaml");
+    std::fs::write(
+        &policy,
+        SEED_001_POLICY.replace("idle:", "mode: Enforce\nidle:"),
+    )
+    .unwrap();
+
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_poolwarden"))
+        .args(["check", "--output", "json", "--policy"])
+        .arg(&policy)
+        .args(["--database-url", &monitor_url(&db)])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(report["server"]["flavour"], "MariaDb");
+    let ids: BTreeSet<i64> = pinned.iter().map(MySqlSession::id).collect();
+    let findings = report["findings"].as_array().unwrap();
+    for kind in ["IdleInTransaction", "PoolSaturation"] {
+        let f = findings
+            .iter()
+            .find(|f| f["kind"] == kind)
+            .unwrap_or_else(|| panic!("{kind} in {findings:#?}"));
+        assert_eq!(f["subject"]["source"]["address"], "127.0.0.22");
+        let pids: BTreeSet<i64> = f["pids"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|p| p.as_i64().unwrap())
+            .collect();
+        assert!(!pids.is_empty() && pids.is_subset(&ids), "{kind}: {pids:?}");
+    }
+    // check never terminates, even with a policy in Enforce.
+    assert!(
+        report["outcome"]["terminated"]
+            .as_array()
+            .unwrap()
+            .is_empty()
+    );
+    assert!(report["terminate"].as_array().unwrap().is_empty());
+    for s in &pinned {
+        assert!(alive(&db, s.id()).await);
+    }
+}
