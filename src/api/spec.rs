@@ -52,8 +52,9 @@ use super::status::PoolPolicyStatus;
 #[serde(rename_all = "camelCase")]
 #[schemars(transform = require_database)]
 pub struct PoolPolicySpec {
-    /// The PostgreSQL server to govern. Required in a cluster; `poolwarden check` and `run` take the
-    /// URL from `--database-url` instead and ignore this field (a policy file may leave it out).
+    /// The database server to govern (PostgreSQL, MySQL or MariaDB). Required in a cluster;
+    /// `poolwarden check` and `run` take the URL from `--database-url` instead and ignore this
+    /// field (a policy file may leave it out).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub database: Option<DatabaseTarget>,
 
@@ -106,9 +107,11 @@ fn default_interval() -> Duration {
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct DatabaseTarget {
-    /// A Secret in the policy's namespace holding a PostgreSQL URL
-    /// (`postgres://user:password@host:5432/dbname?sslmode=verify-full`). Use a monitoring role
-    /// with `pg_monitor` and `pg_signal_backend`, not a superuser.
+    /// A Secret in the policy's namespace holding the database URL; its scheme names the engine:
+    /// PostgreSQL (`postgres://user:password@host:5432/dbname?sslmode=verify-full`, a role with
+    /// `pg_monitor` and `pg_signal_backend`) or MySQL/MariaDB
+    /// (`mysql://user:password@host:3306/?ssl-mode=VERIFY_IDENTITY`, also `mariadb://`, a user with
+    /// `PROCESS` and `CONNECTION ADMIN`). Never a superuser.
     pub connection_secret_ref: SecretKeyRef,
 }
 
