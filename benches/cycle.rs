@@ -10,7 +10,8 @@
 //! ```
 //!
 //! Five sections, each printing a Markdown table: observe (the snapshot vs the bare
-//! `SELECT * FROM pg_stat_activity`), decide (the pure function on synthetic snapshots), act
+//! `SELECT * FROM pg_stat_activity`, and on MariaDB vs the bare processlist, with the cost and
+//! window of MySQL's one-at-a-time kills), decide (the pure function on synthetic snapshots), act
 //! (mass termination), latency (idleTimeout crossed → session ended) and controller (the real
 //! binary's API requests, memory and CPU against the Kubernetes API stand-in). Nothing here
 //! asserts on time: the figures are for people to read. Full sizes run under `cargo bench` (or
@@ -28,6 +29,8 @@ mod decide;
 mod latency;
 #[path = "cycle/observe.rs"]
 mod observe;
+#[path = "cycle/observe_mysql.rs"]
+mod observe_mysql;
 #[allow(dead_code)] // shared with the tests; the bench uses part of it
 #[path = "../tests/support/kube.rs"]
 mod standin;
@@ -151,7 +154,11 @@ async fn bench(args: Args) -> Res<()> {
         let load_before = load1();
         eprintln!("== {section}");
         let mut produced = match *section {
-            "observe" => observe::run(cfg).await?,
+            "observe" => {
+                let mut tables = observe::run(cfg).await?;
+                tables.extend(observe_mysql::run(cfg).await?);
+                tables
+            }
             "decide" => vec![decide::run(cfg).await?],
             "act" => vec![act::run(cfg).await?],
             "latency" => vec![latency::run(cfg).await?],
