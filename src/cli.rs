@@ -51,7 +51,18 @@ pub enum Command {
     /// post-mortems, then poolwarden finding and ending them. Cleans up after itself.
     /// (Not in the operator's image: built with the `demo` feature, which `cargo run` has.)
     #[cfg(feature = "demo")]
-    Demo,
+    Demo {
+        /// Which server the demo runs on: PostgreSQL, or MariaDB for the MySQL engine.
+        #[arg(long, value_enum, default_value_t = DemoEngine::Postgres)]
+        engine: DemoEngine,
+    },
+}
+
+/// The servers `poolwarden demo` can run on.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum DemoEngine {
+    Postgres,
+    Mysql,
 }
 
 /// Where and what to check, outside Kubernetes.

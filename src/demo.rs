@@ -1,6 +1,9 @@
 //! `poolwarden demo`: a throwaway PostgreSQL, sessions that reproduce the leaks poolwarden was
 //! born from, then `check` and an `Enforce` run that finds and ends them, and the proof that the
-//! healthy sessions were left alone. It cleans up after itself.
+//! healthy sessions were left alone. It cleans up after itself. [`mysql`] tells the same story on
+//! a throwaway MariaDB (`poolwarden demo --engine mysql`).
+
+pub mod mysql;
 
 use std::io::Write;
 use std::net::Ipv4Addr;
@@ -44,7 +47,7 @@ spec:
 
 #[derive(Debug, thiserror::Error)]
 pub enum DemoError {
-    #[error("the demo's PostgreSQL: {0}")]
+    #[error("the demo's throwaway server: {0}")]
     Sandbox(#[from] SandboxError),
     #[error(transparent)]
     Standalone(#[from] StandaloneError),

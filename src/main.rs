@@ -84,9 +84,14 @@ async fn run(cli: Cli) -> Result<(), Box<dyn Error>> {
             controller::run(config, cli_args::database_engine).await?;
         }
         #[cfg(feature = "demo")]
-        Command::Demo => {
+        Command::Demo { engine } => {
             telemetry::init(cli.log_format, "warn");
-            demo::run(&mut std::io::stdout()).await?;
+            match engine {
+                poolwarden::cli::DemoEngine::Postgres => demo::run(&mut std::io::stdout()).await?,
+                poolwarden::cli::DemoEngine::Mysql => {
+                    demo::mysql::run(&mut std::io::stdout()).await?
+                }
+            }
         }
     }
     Ok(())

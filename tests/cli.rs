@@ -437,3 +437,25 @@ fn the_demo_ends_every_leak_and_spares_every_healthy_session() {
         "{text}"
     );
 }
+
+#[test]
+fn the_mysql_demo_kills_every_leaked_thread_and_spares_every_healthy_one() {
+    let out = poolwarden(&["demo", "--engine", "mysql"]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{text}\n{}", stderr(&out));
+    assert!(
+        text.contains("Every leaked thread was killed; every healthy one was left alone."),
+        "{text}"
+    );
+    assert!(
+        text.contains("The throwaway MariaDB is stopped and removed."),
+        "{text}"
+    );
+    assert!(
+        text.contains("(MariaDB 10."),
+        "the report names the server: {text}"
+    );
+    for finding in ["IdleAccumulation", "IdleInTransaction", "PoolSaturation"] {
+        assert!(text.contains(finding), "the demo shows {finding}");
+    }
+}
