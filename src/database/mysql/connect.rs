@@ -238,15 +238,18 @@ fn classify_connect_error(e: mysql_async::Error, target: &str) -> DatabaseError 
                     detail,
                 }
             }
-            code::TOO_MANY_CONNECTIONS | code::TOO_MANY_USER_CONNECTIONS => {
-                DatabaseError::ServerFull {
-                    detail: format!(
-                        "{detail}; MySQL admits one connection beyond max_connections for a user \
-                         with CONNECTION_ADMIN or SUPER (MariaDB: extra_max_connections on \
-                         extra_port)"
-                    ),
-                }
-            }
+            code::TOO_MANY_CONNECTIONS => DatabaseError::ServerFull {
+                detail,
+                advice: "MySQL and MariaDB admit one connection beyond max_connections for a user \
+                         with CONNECTION ADMIN (MySQL 8: CONNECTION_ADMIN) or SUPER: grant it to \
+                         the monitoring user, and keep poolwarden connected before an incident \
+                         (it keeps its connection and retries); MariaDB also offers extra_port",
+            },
+            code::TOO_MANY_USER_CONNECTIONS => DatabaseError::ServerFull {
+                detail,
+                advice: "the monitoring user is at its connection limit (max_user_connections): \
+                         give it one of its own (ALTER USER ... WITH MAX_USER_CONNECTIONS 5)",
+            },
             code::BAD_DB => DatabaseError::Unreachable {
                 target: target.to_owned(),
                 detail,

@@ -222,6 +222,12 @@ pub async fn take(
             xact_start: thread.xact_start(),
             state: thread.state(),
             state_change: Some(thread.state_change),
+            // InnoDB has no snapshot horizon per session to read (its purge view is server-wide),
+            // and lock waits are not read: LongTransaction goes by the transaction's age alone,
+            // and no session is named as a blocker (docs/mysql.md).
+            backend_xmin: None,
+            xmin_age: None,
+            blocked_by: Vec::new(),
         });
     }
     memory.first_seen = first_seen;
@@ -252,6 +258,7 @@ pub async fn take(
         monitor,
         sessions,
         sessions_opened_total: counter("Connections"),
+        churn: None,
         application_names_known: queries.attributes,
     })
 }
