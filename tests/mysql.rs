@@ -508,16 +508,27 @@ async fn the_snapshot_reads_addresses_states_transactions_and_server_facts() {
 
 #[tokio::test]
 async fn churn_is_measured_from_the_servers_connections_counter_across_cycles() {
-    let db = server().await;
+    let db = std::sync::Arc::new(server().await);
     let mut my = connect(&monitor_url(&db)).await;
     let rules = rules("leakDetection: {newSessionsPerSecond: 5}\n");
     let first = cycle::run_once(&mut my, &rules, &ClusterView::default(), &Memory::default())
         .await
         .unwrap();
-    for _ in 0..30 {
-        drop(open(&db, "celery-worker", 31).await);
-    }
-    let _lingering = open(&db, "celery-worker", 31).await;
+    // A NullPool worker: a connection per unit of work, one statement, closed; and a pool that
+    // opened once and stays (new, but it persists: not churn).
+    let churner = {
+        let db = db.clone();
+        tokio::spawn(async move {
+            loop {
+                let s = open(&db, "celery-worker", 31).await;
+                s.touch().await.unwrap();
+                drop(s);
+                pause(20).await;
+            }
+        })
+    };
+    pause(1000).await;
+    let _lingering = open(&db, "storefront", 32).await;
     let second = cycle::run_once(
         &mut my,
         &rules,
@@ -526,6 +537,7 @@ async fn churn_is_measured_from_the_servers_connections_counter_across_cycles() 
     )
     .await
     .unwrap();
+    churner.abort();
     let rate = second
         .decision
         .capacity
@@ -538,10 +550,21 @@ async fn churn_is_measured_from_the_servers_connections_counter_across_cycles() 
         .iter()
         .find(|f| f.kind == FindingKind::ConnectionChurn)
         .expect("churn found");
-    // No performance_schema: the source is its address alone.
+    // Named from the threads the quick looks saw appear and vanish. No performance_schema: the
+    // source is its address alone.
     assert_eq!(
         churn.subject.to_string(),
-        "(no application_name)@127.0.0.31"
+        "(no application_name)@127.0.0.31",
+        "{churn:#?}"
+    );
+    let sample = second.snapshot.churn.as_ref().expect("churn sampled");
+    assert!(!sample.short_lived.is_empty() && sample.looks > 1, "{sample:#?}");
+    assert!(
+        sample
+            .short_lived
+            .iter()
+            .all(|s| s.client_addr == Some("127.0.0.31".parse().unwrap())),
+        "{sample:#?}"
     );
 }
 
@@ -560,7 +583,7 @@ async fn seed_001(db: &MariaDb) -> Vec<MySqlSession> {
 const SEED_001_POLICY: &str = "
 budgets: {maxConnectionsPerPod: 25}
 idle: {idleInTransactionTimeout: 1s}
-leakDetection: {window: 1s}
+leakDetection: {window: 1s, idleInTransactionAge: 1s}
 ";
 
 #[tokio::test]
@@ -588,12 +611,8 @@ async fn seed_001_a_pinned_pool_is_idle_in_transaction_and_saturated_on_the_righ
     for kind in [FindingKind::IdleInTransaction, FindingKind::PoolSaturation] {
         let f = on(kind);
         assert_eq!(f.subject.to_string(), "(no application_name)@127.0.0.22");
-        assert!(!f.pids.is_empty());
-        assert!(
-            f.pids.iter().all(|p| ids.contains(p)),
-            "{kind:?}: {:?}",
-            f.pids
-        );
+        let named: BTreeSet<i64> = f.pids.iter().copied().collect();
+        assert_eq!(named, ids, "{kind:?}: every pinned thread, no other");
     }
     assert!(
         on(FindingKind::PoolSaturation)
@@ -616,23 +635,15 @@ async fn seed_001_a_pinned_pool_is_idle_in_transaction_and_saturated_on_the_righ
     }
 }
 
-#[tokio::test]
-async fn check_prints_seed_001_as_json_and_terminates_nothing() {
-    let db = server().await;
-    let pinned = seed_001(&db).await;
-    pause(1200).await;
+/// `poolwarden check --output json` (the binary) against `db` with `policy`, as the monitor.
+fn check_json(db: &MariaDb, policy: &str) -> serde_json::Value {
     let dir = tempfile::tempdir().unwrap();
-    let policy = dir.path().join("policy.yaml");
-    std::fs::write(
-        &policy,
-        SEED_001_POLICY.replace("idle:", "mode: Enforce\nidle:"),
-    )
-    .unwrap();
-
+    let file = dir.path().join("policy.yaml");
+    std::fs::write(&file, policy).unwrap();
     let out = std::process::Command::new(env!("CARGO_BIN_EXE_poolwarden"))
         .args(["check", "--output", "json", "--policy"])
-        .arg(&policy)
-        .args(["--database-url", &monitor_url(&db)])
+        .arg(&file)
+        .args(["--database-url", &monitor_url(db)])
         .output()
         .unwrap();
     assert!(
@@ -640,7 +651,35 @@ async fn check_prints_seed_001_as_json_and_terminates_nothing() {
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    serde_json::from_slice(&out.stdout).unwrap()
+}
+
+fn json_pids(finding: &serde_json::Value) -> BTreeSet<i64> {
+    finding["pids"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p.as_i64().unwrap())
+        .collect()
+}
+
+fn json_finding<'r>(report: &'r serde_json::Value, kind: &str) -> Option<&'r serde_json::Value> {
+    report["findings"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|f| f["kind"] == kind)
+}
+
+#[tokio::test]
+async fn check_prints_seed_001_as_json_and_terminates_nothing() {
+    let db = server().await;
+    let pinned = seed_001(&db).await;
+    pause(1200).await;
+    let report = check_json(
+        &db,
+        &SEED_001_POLICY.replace("idle:", "mode: Enforce\nidle:"),
+    );
     assert_eq!(report["server"]["flavour"], "MariaDb");
     let ids: BTreeSet<i64> = pinned.iter().map(MySqlSession::id).collect();
     let findings = report["findings"].as_array().unwrap();
@@ -650,13 +689,7 @@ async fn check_prints_seed_001_as_json_and_terminates_nothing() {
             .find(|f| f["kind"] == kind)
             .unwrap_or_else(|| panic!("{kind} in {findings:#?}"));
         assert_eq!(f["subject"]["source"]["address"], "127.0.0.22");
-        let pids: BTreeSet<i64> = f["pids"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|p| p.as_i64().unwrap())
-            .collect();
-        assert!(!pids.is_empty() && pids.is_subset(&ids), "{kind}: {pids:?}");
+        assert_eq!(json_pids(f), ids, "{kind}: every pinned thread, no other");
     }
     // check never terminates, even with a policy in Enforce.
     assert!(
@@ -669,4 +702,73 @@ async fn check_prints_seed_001_as_json_and_terminates_nothing() {
     for s in &pinned {
         assert!(alive(&db, s.id()).await);
     }
+}
+
+/// Seed 001 with nothing but the defaults: a policy of only `database` (what a PoolPolicy in the
+/// cluster needs; `check` takes the URL from `--database-url`). Once the transactions are older
+/// than `leakDetection.idleInTransactionAge` (2m by default), `IdleInTransaction` names every
+/// pinned thread and calls it a pinned pool; `PoolSaturation` needs a per-pod budget to compare
+/// with (as on PostgreSQL) and names the same threads once the policy gives one.
+#[tokio::test]
+async fn check_with_the_default_policy_names_seed_001_after_the_default_two_minutes() {
+    let db = server().await;
+    let pinned = seed_001(&db).await;
+    let since = std::time::Instant::now();
+    let healthy = open(&db, "storefront", 24).await;
+    let healthy_id = healthy.id();
+    let busy = tokio::spawn(async move {
+        loop {
+            healthy.touch().await.unwrap();
+            pause(1000).await;
+        }
+    });
+    let two_minutes = std::time::Duration::from_secs(2 * 60 + 5);
+    tokio::time::sleep(two_minutes.saturating_sub(since.elapsed())).await;
+
+    let only_database = "database:\n  connectionSecretRef: {name: shop-mysql-monitor, key: uri}\n";
+    let report = check_json(&db, only_database);
+    let ids: BTreeSet<i64> = pinned.iter().map(MySqlSession::id).collect();
+    let f = json_finding(&report, "IdleInTransaction")
+        .unwrap_or_else(|| panic!("IdleInTransaction in {:#}", report["findings"]));
+    assert_eq!(f["subject"]["source"]["address"], "127.0.0.22");
+    assert_eq!(json_pids(f), ids, "a pinned pool is named in full");
+    assert_eq!(f["sessions"], 25);
+    assert!(
+        f["evidence"].as_str().unwrap().contains(
+            "every one of the 25 sessions of 127.0.0.22 is idle in a transaction: its pool is pinned"
+        ),
+        "{f:#}"
+    );
+    assert!(
+        json_finding(&report, "PoolSaturation").is_none(),
+        "no budget, no PoolSaturation: {:#}",
+        report["findings"]
+    );
+    let findings = report["findings"].as_array().unwrap();
+    assert!(
+        findings
+            .iter()
+            .all(|f| f["subject"]["source"]["address"] == "127.0.0.22"),
+        "nothing on the healthy neighbour: {findings:#?}"
+    );
+    assert!(report["outcome"]["terminated"].as_array().unwrap().is_empty());
+    assert!(report["terminate"].as_array().unwrap().is_empty());
+
+    // One line more, the pool's size: the pod at its budget is PoolSaturation too.
+    let report = check_json(
+        &db,
+        &format!("{only_database}budgets: {{maxConnectionsPerPod: 25}}\n"),
+    );
+    let f = json_finding(&report, "PoolSaturation")
+        .unwrap_or_else(|| panic!("PoolSaturation in {:#}", report["findings"]));
+    assert_eq!(f["subject"]["source"]["address"], "127.0.0.22");
+    assert_eq!(json_pids(f), ids);
+    assert!(json_finding(&report, "IdleInTransaction").is_some());
+    assert!(report["outcome"]["terminated"].as_array().unwrap().is_empty());
+
+    for s in &pinned {
+        assert!(alive(&db, s.id()).await);
+    }
+    assert!(alive(&db, healthy_id).await);
+    busy.abort();
 }

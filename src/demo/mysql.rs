@@ -26,9 +26,11 @@ idle:
   maxTerminationsPerCycle: 40     # a brake: never a mass kill
 budgets:
   maxConnectionsPerPod: 25        # pool_size + max_overflow
-leakDetection:
+leakDetection:                    # ages in seconds for the demo; the defaults take minutes
   window: 3s
-  idleThreshold: 5
+  strandedIdleAge: 5s
+  idleInTransactionAge: 3s
+  idleThreshold: 5                # the forked workers' pool is found even with no busy parent
 ";
 
 struct Group {

@@ -8,7 +8,11 @@
 //! - no connection start time: the engine remembers when it first saw each thread
 //!   ([`snapshot::Memory`]) and reports the latest moment a thread can have connected;
 //! - no conditional kill: each thread is re-read just before its own `KILL CONNECTION`
-//!   ([`terminate`]), and the window between the two is measured.
+//!   ([`terminate`]), and the window between the two is measured;
+//! - churn: the `Connections` counter plays `pg_stat_database.sessions`, and the quick looks at
+//!   new threads ([`snapshot::sample_churn`]) run when the PostgreSQL engine's would: on the first
+//!   observation, and when more than [`CHURN_TRIGGER`] connections a second were opened since the
+//!   previous one.
 
 mod connect;
 mod snapshot;
@@ -22,10 +26,11 @@ pub use tls::SslMode;
 
 use std::time::Duration;
 
+use jiff::Timestamp;
 use mysql_async::Conn;
 use mysql_async::prelude::Queryable;
 
-use crate::database::postgres::ConnectOptions;
+use crate::database::postgres::{CHURN_TRIGGER, ChurnLooks, ConnectOptions};
 use crate::database::{DatabaseError, Engine, Flavour, SessionIdentity, Snapshot};
 use sql::Queries;
 
@@ -38,6 +43,10 @@ pub struct MySql {
     windows: Vec<Duration>,
     /// The fates of the last `terminate`, in the order asked.
     fates: Vec<Fate>,
+    /// `(observed_at, Connections)` of the previous observation: whether to sample churn.
+    last_count: Option<(Timestamp, i64)>,
+    observed_once: bool,
+    looks: ChurnLooks,
 }
 
 struct Connection {
@@ -56,6 +65,9 @@ impl MySql {
             memory: snapshot::Memory::default(),
             windows: Vec::new(),
             fates: Vec::new(),
+            last_count: None,
+            observed_once: false,
+            looks: ChurnLooks::default(),
         }
     }
 
@@ -129,18 +141,50 @@ impl MySql {
     }
 }
 
+/// Takes a snapshot, and samples churn on the first observation or when the `Connections`
+/// counter rose by more than [`CHURN_TRIGGER`] a second since the previous one.
+async fn observe_and_sample(
+    c: &mut Connection,
+    memory: &mut snapshot::Memory,
+    previous: Option<(Timestamp, i64)>,
+    first: bool,
+    looks: ChurnLooks,
+) -> Result<Snapshot, DatabaseError> {
+    let mut snapshot = snapshot::take(&mut c.conn, &c.queries, memory).await?;
+    let busy = match (previous, snapshot.sessions_opened_total) {
+        (Some((then, before)), Some(now)) => {
+            let seconds = crate::database::elapsed(then, snapshot.observed_at).as_secs_f64();
+            seconds <= 0.0 || (now - before) as f64 / seconds > CHURN_TRIGGER
+        }
+        _ => first,
+    };
+    if busy {
+        snapshot.churn =
+            Some(snapshot::sample_churn(&mut c.conn, &c.queries, &snapshot, looks).await?);
+    }
+    Ok(snapshot)
+}
+
 impl Engine for MySql {
     async fn observe(&mut self) -> Result<Snapshot, DatabaseError> {
         let result = match self.connection().await {
             Ok(_) => {
                 let Self {
-                    connection, memory, ..
+                    connection,
+                    memory,
+                    last_count,
+                    observed_once,
+                    looks,
+                    ..
                 } = self;
                 let c = connection.as_mut().expect("connected above");
-                let snapshot = snapshot::take(&mut c.conn, &c.queries, memory).await;
+                let snapshot = observe_and_sample(c, memory, *last_count, !*observed_once, *looks)
+                    .await;
                 if let Ok(s) = &snapshot {
                     c.own_id = s.own_pid;
                     c.may_kill_others = s.monitor.can_signal_backends;
+                    *observed_once = true;
+                    *last_count = s.sessions_opened_total.map(|n| (s.observed_at, n));
                 }
                 snapshot
             }

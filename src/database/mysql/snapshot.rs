@@ -6,6 +6,7 @@
 
 use std::collections::{HashMap, HashSet};
 use std::net::IpAddr;
+use std::time::Instant;
 
 use jiff::{SignedDuration, Timestamp};
 use mysql_async::prelude::Queryable;
@@ -13,8 +14,10 @@ use mysql_async::{Conn, Row};
 
 use super::connect::{PROGRAM_NAME, classify_query_error};
 use super::sql::{Queries, col};
+use crate::database::postgres::ChurnLooks;
 use crate::database::{
-    CLIENT_BACKEND, DatabaseError, MonitorRole, ServerFacts, Session, SessionState, Snapshot,
+    CLIENT_BACKEND, ChurnSample, DatabaseError, MonitorRole, ServerFacts, Session, SessionState,
+    Snapshot,
 };
 
 /// What the engine remembers between looks.
@@ -209,26 +212,13 @@ pub async fn take(
         let thread = Thread::from_row(row)?;
         let seen = *memory.first_seen.get(&thread.id).unwrap_or(&observed_at);
         first_seen.insert(thread.id, seen);
-        sessions.push(Session {
-            pid: thread.id,
-            backend_type: thread.kind().to_owned(),
-            database: thread.db.clone(),
-            user: Some(thread.user.clone()),
-            user_is_superuser: protected.contains(&thread.user),
-            application_name: thread.program_name.clone().unwrap_or_default(),
-            client_addr: thread.client_addr(!queries.performance_schema),
+        sessions.push(session(
+            &thread,
             // The latest moment it can have connected.
-            backend_start: seen.min(thread.state_change),
-            xact_start: thread.xact_start(),
-            state: thread.state(),
-            state_change: Some(thread.state_change),
-            // InnoDB has no snapshot horizon per session to read (its purge view is server-wide),
-            // and lock waits are not read: LongTransaction goes by the transaction's age alone,
-            // and no session is named as a blocker (docs/mysql.md).
-            backend_xmin: None,
-            xmin_age: None,
-            blocked_by: Vec::new(),
-        });
+            seen.min(thread.state_change),
+            protected.contains(&thread.user),
+            queries,
+        ));
     }
     memory.first_seen = first_seen;
     memory.monitor_user = Some(monitor_user.clone());
@@ -260,6 +250,102 @@ pub async fn take(
         sessions_opened_total: counter("Connections"),
         churn: None,
         application_names_known: queries.attributes,
+    })
+}
+
+fn session(thread: &Thread, backend_start: Timestamp, protected: bool, queries: &Queries) -> Session {
+    Session {
+        pid: thread.id,
+        backend_type: thread.kind().to_owned(),
+        database: thread.db.clone(),
+        user: Some(thread.user.clone()),
+        user_is_superuser: protected,
+        application_name: thread.program_name.clone().unwrap_or_default(),
+        client_addr: thread.client_addr(!queries.performance_schema),
+        backend_start,
+        xact_start: thread.xact_start(),
+        state: thread.state(),
+        state_change: Some(thread.state_change),
+        // InnoDB has no snapshot horizon per session to read (its purge view is server-wide),
+        // and lock waits are not read: LongTransaction goes by the transaction's age alone, and
+        // no session is named as a blocker (docs/mysql.md).
+        backend_xmin: None,
+        xmin_age: None,
+        blocked_by: Vec::new(),
+    }
+}
+
+/// Looks at the threads newer than the snapshot's again and again for `looks.budget`, as the
+/// PostgreSQL engine does (see [`ChurnSample`]). Thread ids only grow while the server runs, so
+/// "new" is simply an id above every id the snapshot showed. A thread seen in a look and missing
+/// from the last one appeared and vanished; threads still there at the end only count as
+/// persisted. The `Connections` counter is read once more at the end, for the rate.
+pub async fn sample_churn(
+    conn: &mut Conn,
+    queries: &Queries,
+    snapshot: &Snapshot,
+    looks: ChurnLooks,
+) -> Result<ChurnSample, DatabaseError> {
+    let newest = snapshot
+        .sessions
+        .iter()
+        .map(|s| s.pid)
+        .chain([snapshot.own_pid])
+        .max()
+        .unwrap_or(0);
+    let look_at = queries.newer_than(newest);
+    let began = Instant::now();
+    let mut looked = 0;
+    let mut seen: HashMap<i64, Session> = HashMap::new();
+    let mut present_at_last = HashSet::new();
+    loop {
+        looked += 1;
+        let this_look = Instant::now();
+        let rows: Vec<Row> = conn
+            .query(look_at.as_str())
+            .await
+            .map_err(classify_query_error)?;
+        present_at_last.clear();
+        for row in &rows {
+            let thread = Thread::from_row(row)?;
+            present_at_last.insert(thread.id);
+            seen.entry(thread.id).or_insert_with(|| {
+                let start = thread.state_change.min(thread.now);
+                session(&thread, start, false, queries)
+            });
+        }
+        if began.elapsed() >= looks.budget {
+            break;
+        }
+        // Never look more than half the time: the pause grows with what a look costs.
+        tokio::time::sleep(looks.pause.max(this_look.elapsed())).await;
+    }
+    let ended_at: Option<i64> = conn
+        .query_first("SELECT CAST(UNIX_TIMESTAMP(NOW(6)) * 1000000 AS SIGNED)")
+        .await
+        .map_err(classify_query_error)?;
+    let opened: Option<(String, String)> = conn
+        .query_first("SHOW GLOBAL STATUS LIKE 'Connections'")
+        .await
+        .map_err(classify_query_error)?;
+    let mut short_lived = Vec::new();
+    let mut persisted = 0;
+    for (id, session) in seen {
+        if present_at_last.contains(&id) {
+            persisted += 1;
+        } else {
+            short_lived.push(session);
+        }
+    }
+    short_lived.sort_by_key(|s| s.pid);
+    Ok(ChurnSample {
+        started_at: snapshot.observed_at,
+        ended_at: micros(ended_at.unwrap_or_default())?,
+        looks: looked,
+        opened_at_start: snapshot.sessions_opened_total,
+        opened_at_end: opened.and_then(|(_, n)| n.parse().ok()),
+        short_lived,
+        persisted,
     })
 }
 

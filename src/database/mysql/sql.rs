@@ -29,6 +29,8 @@ pub struct Queries {
     pub snapshot: String,
     /// The verification of one thread, with `{id}` to replace.
     verify: String,
+    /// The threads newer than `{id}` (churn sampling), with `{id}` to replace.
+    newer: String,
     /// Whether threads' `program_name` can be seen.
     pub attributes: bool,
     /// Whether the list comes from `performance_schema.threads` (hosts without ports).
@@ -142,9 +144,11 @@ impl Queries {
             );
         }
         let verify = format!("{threads} WHERE {id} = {{id}}");
+        let newer = format!("{threads} WHERE {id} > {{id}}");
         Self {
             snapshot,
             verify,
+            newer,
             attributes,
             performance_schema,
             resolution,
@@ -155,6 +159,11 @@ impl Queries {
     /// The verification statement for thread `id`.
     pub fn verify(&self, id: i64) -> String {
         self.verify.replace("{id}", &id.to_string())
+    }
+
+    /// The threads with an id above `id`: those that connected after the thread `id` did.
+    pub fn newer_than(&self, id: i64) -> String {
+        self.newer.replace("{id}", &id.to_string())
     }
 
     /// The bare thread list the benchmarks compare against.
@@ -192,5 +201,6 @@ mod tests {
         assert!(ps.snapshot.contains("performance_schema.threads"));
         assert_eq!(ps.bare(), "SELECT * FROM performance_schema.threads");
         assert!(ps.verify(42).ends_with("WHERE p.ID = 42"));
+        assert!(ps.newer_than(42).ends_with("WHERE p.ID > 42"));
     }
 }
