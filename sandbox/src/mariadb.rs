@@ -323,6 +323,10 @@ fn prepare(
         .map_err(|e| SandboxError::io("creating the MariaDB sandbox's directory", e))?;
     fs::create_dir(root.path().join("data"))
         .map_err(|e| SandboxError::io("creating the MariaDB data directory", e))?;
+    // Its own temporary directory: with the shared /tmp, concurrent installs were seen failing on
+    // a temporary table ("Could not remove temporary table '/tmp/#sql-temptable-…'").
+    fs::create_dir(root.path().join("tmp"))
+        .map_err(|e| SandboxError::io("creating the MariaDB temporary directory", e))?;
     let tls = if tls {
         Some(TlsFiles::generate(&root.path().join("tls"))?)
     } else {
@@ -343,6 +347,7 @@ fn config(dir: &Path, port: u16, options: &MariaDbOptions, tls: Option<&TlsFiles
          socket={}\n\
          pid-file={}\n\
          log-error={}\n\
+         tmpdir={}\n\
          port={port}\n\
          bind-address=127.0.0.1\n\
          skip-name-resolve\n\
@@ -358,6 +363,7 @@ fn config(dir: &Path, port: u16, options: &MariaDbOptions, tls: Option<&TlsFiles
         path(&dir.join("mariadb.sock")),
         path(&dir.join("mariadbd.pid")),
         path(&dir.join("error.log")),
+        path(&dir.join("tmp")),
         options.max_connections,
         if options.performance_schema {
             "ON"
