@@ -109,6 +109,15 @@ impl Flavour {
         }
     }
 
+    /// A short, bounded name for metric labels.
+    pub fn label(self) -> &'static str {
+        match self {
+            Self::PostgreSql => "postgresql",
+            Self::MySql => "mysql",
+            Self::MariaDb => "mariadb",
+        }
+    }
+
     pub fn is_mysql_family(self) -> bool {
         matches!(self, Self::MySql | Self::MariaDb)
     }
