@@ -558,7 +558,10 @@ async fn churn_is_measured_from_the_servers_connections_counter_across_cycles() 
         "{churn:#?}"
     );
     let sample = second.snapshot.churn.as_ref().expect("churn sampled");
-    assert!(!sample.short_lived.is_empty() && sample.looks > 1, "{sample:#?}");
+    assert!(
+        !sample.short_lived.is_empty() && sample.looks > 1,
+        "{sample:#?}"
+    );
     assert!(
         sample
             .short_lived
@@ -751,7 +754,12 @@ async fn check_with_the_default_policy_names_seed_001_after_the_default_two_minu
             .all(|f| f["subject"]["source"]["address"] == "127.0.0.22"),
         "nothing on the healthy neighbour: {findings:#?}"
     );
-    assert!(report["outcome"]["terminated"].as_array().unwrap().is_empty());
+    assert!(
+        report["outcome"]["terminated"]
+            .as_array()
+            .unwrap()
+            .is_empty()
+    );
     assert!(report["terminate"].as_array().unwrap().is_empty());
 
     // One line more, the pool's size: the pod at its budget is PoolSaturation too.
@@ -764,11 +772,62 @@ async fn check_with_the_default_policy_names_seed_001_after_the_default_two_minu
     assert_eq!(f["subject"]["source"]["address"], "127.0.0.22");
     assert_eq!(json_pids(f), ids);
     assert!(json_finding(&report, "IdleInTransaction").is_some());
-    assert!(report["outcome"]["terminated"].as_array().unwrap().is_empty());
+    assert!(
+        report["outcome"]["terminated"]
+            .as_array()
+            .unwrap()
+            .is_empty()
+    );
 
     for s in &pinned {
         assert!(alive(&db, s.id()).await);
     }
     assert!(alive(&db, healthy_id).await);
     busy.abort();
+}
+
+/// Seed 003's shape on MySQL: a service holding one transaction open and touching it now and
+/// then. Its idle time keeps starting again, but `INNODB_TRX` keeps the transaction's start:
+/// `LongTransaction` names it, `IdleInTransaction` does not. InnoDB shows no per-session purge
+/// horizon and lock waits are not read, so the evidence has neither (docs/mysql.md).
+#[tokio::test]
+async fn a_transaction_touched_now_and_then_is_a_long_transaction() {
+    let db = server().await;
+    let holder = open(&db, "ledger-sync", 25).await;
+    holder.begin_idle_in_transaction().await.unwrap();
+    let healthy = open(&db, "storefront", 26).await;
+    // Whole seconds in INNODB_TRX: well past 2s by the end.
+    for _ in 0..14 {
+        holder.touch().await.unwrap();
+        healthy.touch().await.unwrap();
+        pause(300).await;
+    }
+    let mut my = connect(&monitor_url(&db)).await;
+    let c = run_cycle(
+        &mut my,
+        &rules("leakDetection: {transactionAge: 2s, idleInTransactionAge: 2s}\n"),
+    )
+    .await;
+    let long: Vec<_> = c
+        .decision
+        .findings
+        .iter()
+        .filter(|f| f.kind == FindingKind::LongTransaction)
+        .collect();
+    assert_eq!(long.len(), 1, "{:#?}", c.decision.findings);
+    assert_eq!(
+        long[0].subject.to_string(),
+        "(no application_name)@127.0.0.25"
+    );
+    assert_eq!(long[0].pids, [holder.id()]);
+    assert!(!long[0].evidence.contains("xmin"), "{}", long[0].evidence);
+    assert!(
+        c.decision
+            .findings
+            .iter()
+            .all(|f| f.kind == FindingKind::LongTransaction),
+        "touched every 300 ms: not idle in a transaction: {:#?}",
+        c.decision.findings
+    );
+    assert!(c.outcome.terminated.is_empty());
 }

@@ -16,7 +16,7 @@ pub use any::AnyEngine;
 pub use error::{DatabaseError, server_full_advice};
 pub use model::{
     CLIENT_BACKEND, ChurnSample, Flavour, MonitorRole, Protection, ServerFacts, Session,
-    SessionIdentity,    SessionState, Snapshot, elapsed,
+    SessionIdentity, SessionState, Snapshot, elapsed,
 };
 
 /// A database server poolwarden can watch and act on.

@@ -178,8 +178,8 @@ impl Engine for MySql {
                     ..
                 } = self;
                 let c = connection.as_mut().expect("connected above");
-                let snapshot = observe_and_sample(c, memory, *last_count, !*observed_once, *looks)
-                    .await;
+                let snapshot =
+                    observe_and_sample(c, memory, *last_count, !*observed_once, *looks).await;
                 if let Ok(s) = &snapshot {
                     c.own_id = s.own_pid;
                     c.may_kill_others = s.monitor.can_signal_backends;

@@ -253,7 +253,12 @@ pub async fn take(
     })
 }
 
-fn session(thread: &Thread, backend_start: Timestamp, protected: bool, queries: &Queries) -> Session {
+fn session(
+    thread: &Thread,
+    backend_start: Timestamp,
+    protected: bool,
+    queries: &Queries,
+) -> Session {
     Session {
         pid: thread.id,
         backend_type: thread.kind().to_owned(),
