@@ -357,7 +357,7 @@ async fn each_failure_gets_one_clear_line_and_a_nonzero_exit_and_nothing_is_term
     let bad_yaml = policy_file(&sb, "mode: [Enforce\n");
 
     let cases: [(&str, &str, &str); 6] = [
-        ("mysql://x@y/z", &good_policy, "invalid database URL"),
+        ("redis://x@y/z", &good_policy, "invalid database URL"),
         (&unreachable, &good_policy, "cannot reach the database"),
         (&wrong_password, &good_policy, "authentication failed"),
         (&url, &typo_policy, "idle.idleTimout"),

@@ -304,7 +304,10 @@ fn error_detail(e: &mysql_async::Error) -> String {
         }
         source = cause.source();
     }
-    text
+    // The driver's wrappers repeat their kind ("Input/output error: Input/output error: …").
+    let mut parts: Vec<&str> = text.split(": ").collect();
+    parts.dedup();
+    parts.join(": ")
 }
 
 #[cfg(test)]
