@@ -11,8 +11,9 @@
 //!   ([`terminate`]), and the window between the two is measured;
 //! - churn: the `Connections` counter plays `pg_stat_database.sessions`, and the quick looks at
 //!   new threads ([`snapshot::sample_churn`]) run when the PostgreSQL engine's would: on the first
-//!   observation, and when more than [`CHURN_TRIGGER`] connections a second were opened since the
-//!   previous one.
+//!   observation, and when more than
+//!   [`CHURN_TRIGGER`](crate::database::postgres::CHURN_TRIGGER) connections a second were opened
+//!   since the previous one.
 
 mod connect;
 mod snapshot;
@@ -30,7 +31,7 @@ use jiff::Timestamp;
 use mysql_async::Conn;
 use mysql_async::prelude::Queryable;
 
-use crate::database::postgres::{CHURN_TRIGGER, ChurnLooks, ConnectOptions};
+use crate::database::postgres::{ChurnLooks, ConnectOptions, churn_sample_due};
 use crate::database::{DatabaseError, Engine, Flavour, SessionIdentity, Snapshot};
 use sql::Queries;
 
@@ -142,7 +143,8 @@ impl MySql {
 }
 
 /// Takes a snapshot, and samples churn on the first observation or when the `Connections`
-/// counter rose by more than [`CHURN_TRIGGER`] a second since the previous one.
+/// counter rose by more than [`CHURN_TRIGGER`](crate::database::postgres::CHURN_TRIGGER) a second
+/// since the previous one.
 async fn observe_and_sample(
     c: &mut Connection,
     memory: &mut snapshot::Memory,
@@ -151,14 +153,7 @@ async fn observe_and_sample(
     looks: ChurnLooks,
 ) -> Result<Snapshot, DatabaseError> {
     let mut snapshot = snapshot::take(&mut c.conn, &c.queries, memory).await?;
-    let busy = match (previous, snapshot.sessions_opened_total) {
-        (Some((then, before)), Some(now)) => {
-            let seconds = crate::database::elapsed(then, snapshot.observed_at).as_secs_f64();
-            seconds <= 0.0 || (now - before) as f64 / seconds > CHURN_TRIGGER
-        }
-        _ => first,
-    };
-    if busy {
+    if churn_sample_due(previous, &snapshot, first) {
         snapshot.churn =
             Some(snapshot::sample_churn(&mut c.conn, &c.queries, &snapshot, looks).await?);
     }

@@ -29,6 +29,25 @@ use crate::database::{DatabaseError, Engine, SessionIdentity, Snapshot, server_f
 /// New sessions per second since the previous observation above which churn is sampled.
 pub const CHURN_TRIGGER: f64 = 2.0;
 
+/// Whether to sample churn after `snapshot`: when sessions were opened at more than
+/// [`CHURN_TRIGGER`] per second since `previous` (`(observed_at, sessions opened)`), and on the
+/// `first` observation. Shared with the MySQL engine, whose `Connections` counter plays the part.
+pub fn churn_sample_due(
+    previous: Option<(Timestamp, i64)>,
+    snapshot: &Snapshot,
+    first: bool,
+) -> bool {
+    match (previous, snapshot.sessions_opened_total) {
+        (Some((then, before)), Some(now)) => {
+            let seconds = crate::database::elapsed(then, snapshot.observed_at).as_secs_f64();
+            seconds <= 0.0 || (now - before) as f64 / seconds > CHURN_TRIGGER
+        }
+        // Nothing to compare with yet: look once. Without the counter (before PostgreSQL 14)
+        // there is never anything to compare with, and the first look is the only one.
+        _ => first,
+    }
+}
+
 /// A PostgreSQL server and poolwarden's monitoring connection to it.
 pub struct Postgres {
     target: Target,
@@ -123,16 +142,7 @@ impl Postgres {
         let first = self.version_num.is_none();
         let client = self.client().await?;
         let mut snapshot = snapshot::take(client).await?;
-        let busy = match (previous, snapshot.sessions_opened_total) {
-            (Some((then, before)), Some(now)) => {
-                let seconds = crate::database::elapsed(then, snapshot.observed_at).as_secs_f64();
-                seconds <= 0.0 || (now - before) as f64 / seconds > CHURN_TRIGGER
-            }
-            // Nothing to compare with yet: look once. Without the counter (before PostgreSQL 14)
-            // there is never anything to compare with, and the first look is the only one.
-            _ => first,
-        };
-        if busy {
+        if churn_sample_due(previous, &snapshot, first) {
             snapshot.churn = Some(snapshot::sample_churn(client, &snapshot, looks).await?);
         }
         self.version_num = Some(snapshot.server.version_num);
