@@ -1,5 +1,10 @@
 //! Prometheus metrics (`/metrics`). Every label is bounded: policy names, workload names of the
-//! policy's namespace, states, reasons, finding kinds, error categories; never pids or error text.
+//! policy's namespace, states, reasons, finding kinds, error categories, the engine (`postgresql`,
+//! `mysql`, `mariadb`); never pids or error text.
+//!
+//! What a cycle saw carries the `engine` its server is, so that dashboards can tell a MySQL
+//! target's sessions from a PostgreSQL one's; reconcile durations and errors do not (a reconcile
+//! can fail before the engine is known).
 
 use std::collections::HashMap;
 use std::sync::Mutex;
@@ -22,18 +27,27 @@ pub struct PolicyLabels {
     pub policy: String,
 }
 
+/// A policy and the engine of its server.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ServerLabels {
+    pub policy: String,
+    pub engine: String,
+}
+
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct SessionLabels {
     pub policy: String,
     /// `Kind/name`, or `unattributed`: addresses and application names are not bounded.
     pub workload: String,
     pub state: String,
+    pub engine: String,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct ReasonLabels {
     pub policy: String,
     pub reason: String,
+    pub engine: String,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -43,6 +57,8 @@ pub struct FindingLabels {
     /// What the finding is on: `Kind/name`, `unattributed`, or `server` (Overbooked,
     /// ServerSaturation, churn nobody can be named for). Bounded like the sessions' label.
     pub workload: String,
+    /// `postgresql`, `mysql` or `mariadb`.
+    pub engine: String,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -65,14 +81,14 @@ const PROTECTIONS: [(Protection, &str); 2] = [
 ];
 
 /// The gauge label sets one policy last wrote.
-type Written = (Vec<SessionLabels>, Vec<FindingLabels>);
+type Written = (Vec<SessionLabels>, Vec<FindingLabels>, ServerLabels);
 
 /// Everything the controller measures.
 pub struct Metrics {
     pub sessions: Family<SessionLabels, Gauge>,
     pub terminations: Family<ReasonLabels, Counter>,
     pub findings: Family<FindingLabels, Gauge>,
-    pub utilization: Family<PolicyLabels, Gauge<f64, AtomicU64>>,
+    pub utilization: Family<ServerLabels, Gauge<f64, AtomicU64>>,
     pub oldest_transaction: Family<PolicyLabels, Gauge<f64, AtomicU64>>,
     pub protected: Family<ProtectionLabels, Gauge>,
     pub reconcile_duration: Family<PolicyLabels, Histogram>,
@@ -161,6 +177,7 @@ impl Metrics {
     /// Records what a cycle saw and did.
     pub fn record(&self, policy: &str, cycle: &Cycle) {
         let d = &cycle.decision;
+        let engine = cycle.snapshot.server.flavour.label().to_owned();
         // Replace the policy's gauges: workloads and findings that went away must not linger.
         self.forget(policy);
         let mut sessions = Vec::new();
@@ -177,6 +194,7 @@ impl Metrics {
                     policy: policy.to_owned(),
                     workload: workload.clone(),
                     state: state.to_owned(),
+                    engine: engine.clone(),
                 };
                 self.sessions.get_or_create(&labels).inc_by(i64::from(n));
                 sessions.push(labels);
@@ -187,6 +205,7 @@ impl Metrics {
                 .get_or_create(&ReasonLabels {
                     policy: policy.to_owned(),
                     reason: t.reason.as_str().to_owned(),
+                    engine: engine.clone(),
                 })
                 .inc();
         }
@@ -194,6 +213,7 @@ impl Metrics {
             let labels = FindingLabels {
                 policy: policy.to_owned(),
                 kind: f.kind.as_str().to_owned(),
+                engine: engine.clone(),
                 workload: match &f.subject {
                     Subject::Source { source } => workload_label(source),
                     Subject::Server => "server".to_owned(),
@@ -202,14 +222,16 @@ impl Metrics {
             self.findings.get_or_create(&labels).inc();
             findings.push(labels);
         }
-        if let Ok(mut written) = self.written.lock() {
-            written.insert(policy.to_owned(), (sessions, findings));
-        }
+        let server = ServerLabels {
+            policy: policy.to_owned(),
+            engine,
+        };
         self.utilization
-            .get_or_create(&PolicyLabels {
-                policy: policy.to_owned(),
-            })
+            .get_or_create(&server)
             .set(f64::from(d.capacity.utilization_percent) / 100.0);
+        if let Ok(mut written) = self.written.lock() {
+            written.insert(policy.to_owned(), (sessions, findings, server));
+        }
         let snapshot = &cycle.snapshot;
         let oldest = snapshot
             .sessions
@@ -267,18 +289,18 @@ impl Metrics {
     /// Forgets a deleted policy's gauges.
     pub fn forget(&self, policy: &str) {
         let previous = self.written.lock().ok().and_then(|mut w| w.remove(policy));
-        if let Some((sessions, findings)) = previous {
+        if let Some((sessions, findings, server)) = previous {
             for l in sessions {
                 self.sessions.remove(&l);
             }
             for l in findings {
                 self.findings.remove(&l);
             }
+            self.utilization.remove(&server);
         }
         let labels = PolicyLabels {
             policy: policy.to_owned(),
         };
-        self.utilization.remove(&labels);
         self.oldest_transaction.remove(&labels);
         for (_, label) in PROTECTIONS {
             self.protected.remove(&ProtectionLabels {

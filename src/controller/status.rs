@@ -109,7 +109,11 @@ pub fn build(
                     conditions::DATABASE_REACHABLE,
                     true,
                     reasons::CONNECTED,
-                    format!("PostgreSQL {}", cycle.snapshot.server.version),
+                    format!(
+                        "{} {}",
+                        cycle.snapshot.server.flavour.name(),
+                        cycle.snapshot.server.version
+                    ),
                 ),
                 // Degraded reads the other way round: True means trouble.
                 cond(conditions::DEGRADED, degraded, reason, message),
@@ -174,12 +178,15 @@ fn degradation(cycle: &Cycle) -> (bool, &'static str, String) {
         };
         return (true, reason, e.to_string());
     }
+    let flavour = cycle.snapshot.server.flavour;
     let count = |p: Protection| d.protected.iter().filter(|x| x.protection == p).count();
     if count(Protection::MissingSignalPrivilege) > 0 {
         return (
             true,
             reasons::PERMISSION_DENIED,
-            Protection::MissingSignalPrivilege.advice().to_owned(),
+            Protection::MissingSignalPrivilege
+                .advice_for(flavour)
+                .to_owned(),
         );
     }
     if count(Protection::SuperuserSession) > 0 {
@@ -187,9 +194,14 @@ fn degradation(cycle: &Cycle) -> (bool, &'static str, String) {
             true,
             reasons::SUPERUSER_SESSIONS,
             format!(
-                "{} condemned sessions belong to superusers: {}",
+                "{} condemned sessions belong to {}: {}",
                 count(Protection::SuperuserSession),
-                Protection::SuperuserSession.advice()
+                if flavour.is_mysql_family() {
+                    "users the monitoring user may not kill"
+                } else {
+                    "superusers"
+                },
+                Protection::SuperuserSession.advice_for(flavour)
             ),
         );
     }
