@@ -1,6 +1,6 @@
 //! End to end: the real `poolwarden controller` binary, over HTTP, against the Kubernetes API
-//! stand-in (tests/kube/standin.py) and a real PostgreSQL started by the test. Pod IPs are
-//! 127.0.0.x addresses, so sessions opened from them are the pods' sessions.
+//! stand-in (tests/kube/standin.py) and a real PostgreSQL (or MariaDB) started by the test. Pod
+//! IPs are 127.0.0.x addresses, so sessions opened from them are the pods' sessions.
 
 mod support;
 
@@ -17,7 +17,9 @@ use k8s_openapi::api::core::v1::{Pod, Secret};
 use k8s_openapi::api::events::v1::Event;
 use kube::api::{Api, DeleteParams, ListParams, PostParams};
 use poolwarden::api::PoolPolicy;
-use poolwarden_sandbox::{ClientSession, Sandbox, SessionSpec};
+use poolwarden_sandbox::{
+    ClientSession, MariaDb, MariaDbOptions, MySqlSession, MySqlSessionSpec, Sandbox, SessionSpec,
+};
 use serde_json::json;
 use support::alive;
 use support::kube::KubeStandin;
@@ -159,6 +161,11 @@ async fn session(sb: &Sandbox, host: u8) -> ClientSession {
 /// Secret, Deployment → ReplicaSet → two pods (127.0.0.41, .42) in `shop`; the Deployment's uid.
 async fn cluster(client: &kube::Client, sb: &Sandbox) -> String {
     let url = sb.url("monitor", "monitor", "orders") + "?sslmode=disable";
+    cluster_on(client, &url).await
+}
+
+/// [`cluster`], its Secret holding `url`.
+async fn cluster_on(client: &kube::Client, url: &str) -> String {
     let secrets: Api<Secret> = Api::namespaced(client.clone(), NS);
     let secret = serde_json::from_value(json!({
         "apiVersion": "v1", "kind": "Secret",
@@ -386,7 +393,7 @@ async fn the_controller_ends_leaks_marks_the_workload_reports_and_cleans_up() {
 
     // Metrics, with bounded labels.
     let terminated = controller
-        .metric("poolwarden_terminations_total{policy=\"shop/orders-db\",reason=\"IdleInTransactionTimeout\"}")
+        .metric("poolwarden_terminations_total{policy=\"shop/orders-db\",reason=\"IdleInTransactionTimeout\",engine=\"postgresql\"}")
         .unwrap();
     assert_eq!(terminated, 2.0);
     assert_eq!(controller.metric("poolwarden_leader"), Some(1.0));
@@ -660,8 +667,9 @@ async fn after_the_api_server_forgets_its_history_the_controller_relists_and_cat
     assert_eq!(controller.get("/readyz").map(|(s, _)| s), Some(200));
     // The metrics are reported after the cycle has acted on the cluster: wait for that step.
     let terminated = eventually("the termination counted", 30, || async {
-        controller
-            .metric("poolwarden_terminations_total{policy=\"shop/orders-db\",reason=\"Orphaned\"}")
+        controller.metric(
+            "poolwarden_terminations_total{policy=\"shop/orders-db\",reason=\"Orphaned\",engine=\"postgresql\"}",
+        )
     })
     .await;
     assert_eq!(terminated, 1.0);
@@ -764,4 +772,166 @@ async fn the_first_list_of_pods_is_paged_and_never_held_whole() {
         pages[1..].iter().all(|p| p.contains("continue=")),
         "{pages:#?}"
     );
+}
+
+/// A MariaDB with database `orders`, user `app` and the monitoring user `monitor`.
+async fn mariadb() -> MariaDb {
+    let db = MariaDb::start(MariaDbOptions::default()).await.unwrap();
+    db.create_database("orders").await.unwrap();
+    db.create_user("app", "app", &["ALL ON orders.*"])
+        .await
+        .unwrap();
+    db.create_user("monitor", "monitor", &["PROCESS, CONNECTION ADMIN ON *.*"])
+        .await
+        .unwrap();
+    db
+}
+
+async fn mysql_session(db: &MariaDb, host: u8) -> MySqlSession {
+    let spec = MySqlSessionSpec::new("app", "app", "orders")
+        .program("orders-api")
+        .from_addr(Ipv4Addr::new(127, 0, 0, host));
+    db.open_session(&spec).await.unwrap()
+}
+
+/// How many threads of `user` the MariaDB shows, asked as root.
+async fn mysql_threads_of(db: &MariaDb, user: &str) -> i64 {
+    use mysql_async::prelude::Queryable;
+    let mut admin = db.admin().await.unwrap();
+    let n: Option<i64> = admin
+        .exec_first(
+            "SELECT COUNT(*) FROM information_schema.PROCESSLIST WHERE USER = ?",
+            (user,),
+        )
+        .await
+        .unwrap();
+    n.unwrap_or(0)
+}
+
+async fn mysql_alive(db: &MariaDb, id: i64) -> bool {
+    use mysql_async::prelude::Queryable;
+    let mut admin = db.admin().await.unwrap();
+    let n: Option<i64> = admin
+        .exec_first(
+            "SELECT COUNT(*) FROM information_schema.PROCESSLIST WHERE ID = ?",
+            (id,),
+        )
+        .await
+        .unwrap();
+    n == Some(1)
+}
+
+/// The same policy, with a Secret holding a `mysql://` URL: the controller reconciles a MariaDB
+/// end to end. MariaDB's `performance_schema` is off, as it ships: threads are attributed by the
+/// pod IP alone, and the status and metrics say which engine they come from.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_mysql_url_in_the_secret_is_reconciled_end_to_end_with_attribution_by_pod_ip() {
+    let db = mariadb().await;
+    let kube = KubeStandin::start();
+    let client = kube.client().await;
+    let dir = tempfile::tempdir().unwrap();
+    let url = db.url("monitor", "monitor", "") + "?ssl-mode=DISABLED";
+    cluster_on(&client, &url).await;
+
+    // Pod a leaks: 4 threads idle (an inherited pool) and 2 idle in a transaction.
+    let mut idle = Vec::new();
+    for _ in 0..4 {
+        idle.push(mysql_session(&db, 41).await);
+    }
+    let mut in_tx = Vec::new();
+    for _ in 0..2 {
+        let s = mysql_session(&db, 41).await;
+        s.begin_idle_in_transaction().await.unwrap();
+        in_tx.push(s);
+    }
+    // Pod b is busy and healthy.
+    let busy = mysql_session(&db, 42).await;
+    busy.start_active(120.0);
+    create_policy(&client).await;
+
+    let controller = Controller::start(&kube.kubeconfig(dir.path()), dir.path(), "replica-a");
+    eventually("/readyz says ready", 30, || async {
+        controller.get("/readyz").filter(|(s, _)| *s == 200)
+    })
+    .await;
+
+    // The open transactions are killed; idle and busy threads are not.
+    for s in &in_tx {
+        let id = s.id();
+        eventually(&format!("thread {id} killed"), 30, || async {
+            (!mysql_alive(&db, id).await).then_some(())
+        })
+        .await;
+    }
+    for s in idle.iter().chain([&busy]) {
+        assert!(mysql_alive(&db, s.id()).await, "thread {} lives", s.id());
+    }
+
+    // Attributed by pod IP: the Deployment carries the leak, on pod a.
+    let deployments: Api<Deployment> = Api::namespaced(client.clone(), NS);
+    let annotations = eventually("the Deployment is annotated", 30, || async {
+        let d = deployments.get("orders-api").await.ok()?;
+        let a = d.metadata.annotations?;
+        a.get("poolwarden.io/leak")
+            .filter(|v| v.contains("IdleAccumulation"))?;
+        Some(a)
+    })
+    .await;
+    assert!(
+        annotations["poolwarden.io/leak-detail"].contains("on orders-api-5c6d-a"),
+        "{annotations:?}"
+    );
+
+    // The status names the engine.
+    let policies: Api<PoolPolicy> = Api::namespaced(client.clone(), NS);
+    let status = eventually("the status shows the kills", 30, || async {
+        let s = policies.get("orders-db").await.ok()?.status?;
+        (s.terminations.total >= 2 && s.leaking_workloads >= 1).then_some(s)
+    })
+    .await;
+    let reachable = status
+        .conditions
+        .iter()
+        .find(|c| c.type_ == "DatabaseReachable")
+        .unwrap();
+    assert_eq!(reachable.status, "True");
+    assert!(
+        reachable.message.starts_with("MariaDB "),
+        "{}",
+        reachable.message
+    );
+    assert_eq!(status.top_leaks[0].workload, "Deployment/orders-api");
+
+    // Metrics carry the engine.
+    let terminated = eventually("the kills counted", 30, || async {
+        controller.metric(
+            "poolwarden_terminations_total{policy=\"shop/orders-db\",reason=\"IdleInTransactionTimeout\",engine=\"mariadb\"}",
+        )
+    })
+    .await;
+    assert_eq!(terminated, 2.0);
+    assert_eq!(
+        controller.metric(
+            "poolwarden_sessions{policy=\"shop/orders-db\",workload=\"Deployment/orders-api\",state=\"idle\",engine=\"mariadb\"}"
+        ),
+        Some(4.0),
+        "{:?}",
+        controller.get("/metrics")
+    );
+    assert!(
+        controller
+            .metric(
+                "poolwarden_server_utilization_ratio{policy=\"shop/orders-db\",engine=\"mariadb\"}"
+            )
+            .is_some()
+    );
+
+    // SIGTERM: a clean exit, the monitoring thread closed.
+    let mut controller = controller;
+    let exit = controller.terminate();
+    assert!(exit.success(), "{exit:?}\n{}", controller.log());
+    eventually("the monitoring thread is gone", 10, || async {
+        (mysql_threads_of(&db, "monitor").await == 0).then_some(())
+    })
+    .await;
 }
