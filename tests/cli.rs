@@ -231,7 +231,7 @@ async fn run_enforce_leaves_one_audit_record_per_ended_session_as_the_server_log
     let mut expected: Vec<i64> = idle
         .iter()
         .chain(&in_transaction)
-        .map(|s| i64::from(s.pid()))
+        .map(|s| s.pid())
         .collect();
     expected.sort();
     let logged_by_server = terminated_in_server_log(&sb, log_start);
@@ -262,7 +262,7 @@ async fn run_enforce_leaves_one_audit_record_per_ended_session_as_the_server_log
         assert!(r["workload"].is_null(), "no cluster, no workload: {r}");
         assert!(r["idleSeconds"].as_f64().unwrap() >= 0.4, "{r}");
         assert!(r["time"].as_str().is_some_and(|t| t.ends_with('Z')), "{r}");
-        if in_transaction.iter().any(|s| i64::from(s.pid()) == pid) {
+        if in_transaction.iter().any(|s| s.pid() == pid) {
             assert_eq!(r["reason"], "IdleInTransactionTimeout", "{r}");
             assert_eq!(r["source"], "reports-api@127.0.0.22", "{r}");
             assert_eq!(r["state"], "idle in transaction", "{r}");

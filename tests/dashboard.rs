@@ -396,7 +396,7 @@ async fn every_dashboard_query_parses_and_returns_series_from_a_real_prometheus(
         })
         .collect();
     audited.sort();
-    let mut ended: Vec<i64> = idle.iter().map(|s| i64::from(s.pid())).collect();
+    let mut ended: Vec<i64> = idle.iter().map(|s| s.pid()).collect();
     ended.sort();
     assert_eq!(audited, ended, "one audit record per ended session");
     for s in &in_transaction {

@@ -34,7 +34,7 @@ pub struct Memory {
     pub cycles: u64,
     /// Sessions (pid, backend start) the audit trail has recorded as refused and that are
     /// still refused: recorded once, not every cycle.
-    pub audited_refusals: BTreeSet<(i32, Timestamp)>,
+    pub audited_refusals: BTreeSet<(i64, Timestamp)>,
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize)]
@@ -181,7 +181,7 @@ impl Memory {
         seen: SeenSources,
         terminations_total: u64,
         cycles: u64,
-        audited_refusals: BTreeSet<(i32, Timestamp)>,
+        audited_refusals: BTreeSet<(i64, Timestamp)>,
     ) -> Self {
         Self {
             tracked,

@@ -11,6 +11,7 @@ use std::time::Duration;
 use poolwarden_sandbox::{MariaDb, MariaDbOptions, MySqlSession, MySqlSessionSpec, SandboxError};
 
 use super::DemoError;
+use crate::report::audit::AuditTrail;
 use crate::standalone::{self, Output, RunOptions, StandaloneError};
 
 /// The demo's policy: the PostgreSQL part's, with MySQL's console excluded instead of psql.
@@ -109,8 +110,9 @@ async fn play(db: &MariaDb, out: &mut (impl Write + Send)) -> Result<(), DemoErr
         cycles: Some(3),
         output: Output::Table,
     };
+    let mut audit = AuditTrail::log_only("demo");
     tokio::select! {
-        result = standalone::run(&url, &policy.rules, options, out) => { result?; }
+        result = standalone::run(&url, &policy.rules, options, &mut audit, out) => { result?; }
         _ = keep_busy(pooled) => {}
     }
 

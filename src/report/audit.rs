@@ -55,7 +55,7 @@ pub struct AuditRecord {
     pub policy: String,
     /// The policy's cycle that acted, counted from 1 since poolwarden started watching it.
     pub cycle: u64,
-    pub pid: i32,
+    pub pid: i64,
     pub user: String,
     pub database: String,
     pub application_name: String,
@@ -134,7 +134,7 @@ pub fn records(policy: &str, cycle: &Cycle, at: Timestamp) -> Vec<AuditRecord> {
     if let Some(error) = &outcome.error {
         // The request failed: the condemned sessions it said nothing of were not ended.
         let detail = format!("not ended: {error}");
-        let told: BTreeSet<i32> = out.iter().map(|r| r.pid).collect();
+        let told: BTreeSet<i64> = out.iter().map(|r| r.pid).collect();
         out.extend(
             cycle
                 .decision
@@ -190,7 +190,7 @@ fn refused(cycle: &Cycle) -> impl Iterator<Item = (&Protected, &Session)> {
 
 /// The refused sessions of `cycle`, as the next cycle's memory keeps them: each is recorded once
 /// while it stays refused, again if it is refused after a spell of not being so.
-pub fn refused_sessions(cycle: &Cycle) -> BTreeSet<(i32, Timestamp)> {
+pub fn refused_sessions(cycle: &Cycle) -> BTreeSet<(i64, Timestamp)> {
     refused(cycle)
         .map(|(p, s)| (p.pid, s.backend_start))
         .collect()
@@ -317,7 +317,7 @@ mod tests {
     }
 
     /// Backend `pid`, idle in a transaction begun at 0 s, idle since 40 s; observed at 100 s.
-    fn session(pid: i32) -> Session {
+    fn session(pid: i64) -> Session {
         Session {
             pid,
             backend_type: "client backend".into(),
@@ -336,13 +336,14 @@ mod tests {
         }
     }
 
-    fn termination(pid: i32) -> Termination {
+    fn termination(pid: i64) -> Termination {
         Termination {
             identity: SessionIdentity {
                 pid,
                 backend_start: at(0),
                 state: "idle in transaction".into(),
                 state_change: at(40),
+                xact_start: Some(at(0)),
             },
             reason: Reason::IdleInTransactionTimeout,
             source: Source::Client {
@@ -370,6 +371,7 @@ mod tests {
                 sessions: (10..20).map(session).collect(),
                 sessions_opened_total: None,
                 churn: None,
+                application_names_known: true,
             },
             decision: Decision {
                 observed_at: at(100),
@@ -391,7 +393,7 @@ mod tests {
         }
     }
 
-    fn protected(pid: i32) -> Protected {
+    fn protected(pid: i64) -> Protected {
         Protected {
             pid,
             source: Source::Client {
@@ -416,7 +418,7 @@ mod tests {
             },
         );
         let records = records("shop/orders-db", &c, at(101));
-        let summary: Vec<(i32, Action)> = records.iter().map(|r| (r.pid, r.action)).collect();
+        let summary: Vec<(i64, Action)> = records.iter().map(|r| (r.pid, r.action)).collect();
         assert_eq!(
             summary,
             vec![
