@@ -19,6 +19,10 @@
 
 #[path = "cycle/act.rs"]
 mod act;
+#[path = "cycle/act_cost.rs"]
+mod act_cost;
+#[path = "cycle/act_race.rs"]
+mod act_race;
 #[path = "cycle/common.rs"]
 mod common;
 #[path = "cycle/controller.rs"]
@@ -160,7 +164,7 @@ async fn bench(args: Args) -> Res<()> {
                 tables
             }
             "decide" => vec![decide::run(cfg).await?],
-            "act" => vec![act::run(cfg).await?],
+            "act" => act::run(cfg).await?,
             "latency" => vec![latency::run(cfg).await?],
             _ => controller::run(cfg).await?,
         };

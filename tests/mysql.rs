@@ -7,9 +7,9 @@ use std::net::Ipv4Addr;
 use std::time::Duration;
 
 use poolwarden::cycle::{self, Cycle};
-use poolwarden::database::mysql::{Fate, MySql};
+use poolwarden::database::mysql::MySql;
 use poolwarden::database::postgres::ConnectOptions;
-use poolwarden::database::{DatabaseError, Engine, Flavour, Protection, SessionState};
+use poolwarden::database::{DatabaseError, Engine, Flavour, Protection, SessionState, Verdict};
 use poolwarden::decide::{self, ClusterView, FindingKind, Inputs, Memory, Reason, Rules};
 use poolwarden_sandbox::{MariaDb, MariaDbOptions, MySqlSession, MySqlSessionSpec};
 
@@ -140,7 +140,7 @@ async fn an_idle_thread_past_its_timeout_is_killed_in_enforce_and_kept_in_dry_ru
     let c = run_cycle(&mut my, &rules(QUICK_IDLE)).await;
     assert_eq!(ended(&c), vec![leaked.id()]);
     assert_eq!(c.outcome.terminated[0].reason, Reason::IdleTimeout);
-    assert_eq!(my.last_fates(), [Fate::Signalled]);
+    assert_eq!(my.last_fates(), [Verdict::Signalled]);
     assert_eq!(my.kill_windows().len(), 1);
     assert!(gone(&db, leaked.id()).await);
     assert!(!leaked.is_alive().await);
@@ -269,7 +269,7 @@ async fn poolwarden_never_kills_its_own_thread_or_another_poolwardens() {
         .collect();
     assert_eq!(identities.len(), 2);
     assert!(my.terminate(&identities).await.unwrap().is_empty());
-    assert_eq!(my.last_fates(), [Fate::Changed, Fate::Changed]);
+    assert_eq!(my.last_fates(), [Verdict::Changed, Verdict::Changed]);
     assert!(other.is_alive().await);
 }
 
@@ -358,11 +358,11 @@ async fn a_thread_gone_or_in_a_new_transaction_is_never_killed() {
         .xact_start
         .map(|t| t - jiff::SignedDuration::from_secs(30));
     assert!(my.terminate(&[identity.clone()]).await.unwrap().is_empty());
-    assert_eq!(my.last_fates(), [Fate::Changed]);
+    assert_eq!(my.last_fates(), [Verdict::Changed]);
     // A thread id that is not there.
     identity.pid += 1000;
     assert!(my.terminate(&[identity]).await.unwrap().is_empty());
-    assert_eq!(my.last_fates(), [Fate::Gone]);
+    assert_eq!(my.last_fates(), [Verdict::Gone]);
     assert!(s.is_alive().await);
 }
 
@@ -457,7 +457,7 @@ async fn a_user_the_server_will_not_let_us_kill_is_reported_from_then_on_not_ret
         .and_then(|s| s.identity())
         .unwrap();
     assert!(my.terminate(&[identity]).await.unwrap().is_empty());
-    assert!(matches!(my.last_fates(), [Fate::Refused(_)]));
+    assert!(matches!(my.last_fates(), [Verdict::Refused(_)]));
 
     let c = run_cycle(&mut my, &rules(QUICK_IDLE)).await;
     assert!(c.outcome.terminated.is_empty() && c.outcome.error.is_none());

@@ -6,7 +6,7 @@ mod support;
 use std::collections::BTreeSet;
 
 use poolwarden::cycle;
-use poolwarden::database::{DatabaseError, Engine, Protection, SessionState};
+use poolwarden::database::{DatabaseError, Engine, Protection, SessionState, Verdict};
 use poolwarden::decide::{self, ClusterView, Inputs, Memory, Reason};
 use support::*;
 
@@ -236,13 +236,110 @@ async fn a_reused_pid_or_changed_start_time_is_never_signalled() {
         .unwrap();
     // Same pid, different backend start: what a reused pid looks like.
     identity.backend_start -= jiff::SignedDuration::from_micros(1);
-    let signalled = pg.terminate(&[identity.clone()]).await.unwrap();
-    assert!(signalled.is_empty());
+    let verdicts = pg.terminate(&[identity.clone()]).await.unwrap();
+    assert_eq!(verdicts, vec![Verdict::Gone], "the session judged is gone");
     // Same pid and start, different state: the session moved on.
     identity.backend_start += jiff::SignedDuration::from_micros(1);
     identity.state = "idle in transaction".into();
-    assert!(pg.terminate(&[identity]).await.unwrap().is_empty());
+    let verdicts = pg.terminate(&[identity]).await.unwrap();
+    assert_eq!(verdicts, vec![Verdict::Changed]);
     assert!(s.is_alive().await);
+}
+
+/// The identity `snapshot` shows for `pid`.
+fn identity_of(
+    snapshot: &poolwarden::database::Snapshot,
+    pid: i64,
+) -> poolwarden::database::SessionIdentity {
+    snapshot
+        .sessions
+        .iter()
+        .find(|x| x.pid == pid)
+        .and_then(|x| x.identity())
+        .unwrap_or_else(|| panic!("backend {pid} has an identity in the snapshot"))
+}
+
+#[tokio::test]
+async fn the_terminating_statement_itself_spares_what_is_not_an_idle_client_backend() {
+    let sb = sandbox().await;
+    // Idle, unchanged since the snapshot: only the statement's own checks stand in the way.
+    let other_poolwarden = open(&sb, "poolwarden", 15).await;
+    let busy = open(&sb, "worker", 11).await;
+    busy.start_active(60.0);
+    sb.wait_for_state(busy.pid(), "active", std::time::Duration::from_secs(10))
+        .await
+        .unwrap();
+    let mut pg = connect(&(sb.superuser_url() + "?sslmode=disable")).await;
+    let snapshot = pg.observe().await.unwrap();
+
+    let mut asked = vec![
+        identity_of(&snapshot, other_poolwarden.pid()),
+        // Active: it would take a forged identity to ask, and the statement still says no.
+        poolwarden::database::SessionIdentity {
+            state: "idle".into(),
+            ..identity_of(&snapshot, busy.pid())
+        },
+    ];
+    // A background process (the checkpointer, say), with a forged idle identity.
+    let background = snapshot
+        .sessions
+        .iter()
+        .find(|x| !x.is_client_backend())
+        .expect("a background process");
+    asked.push(poolwarden::database::SessionIdentity {
+        pid: background.pid,
+        backend_start: background.backend_start,
+        state: "idle".into(),
+        state_change: background.backend_start,
+        xact_start: None,
+    });
+    let verdicts = pg.terminate(&asked).await.unwrap();
+
+    assert_eq!(verdicts, vec![Verdict::Changed; 3]);
+    assert!(other_poolwarden.is_alive().await);
+    assert!(alive(&sb, busy.pid()).await);
+    assert!(alive(&sb, background.pid).await);
+}
+
+#[tokio::test]
+async fn one_call_keeps_each_sessions_verdict_and_a_refusal_stops_nothing() {
+    let sb = sandbox().await;
+    // The monitoring role `watcher` lacks pg_signal_backend, but may end its own role's sessions.
+    let refused = open(&sb, "worker", 11).await;
+    let own_role = sb
+        .open_session(
+            &poolwarden_sandbox::SessionSpec::new("watcher", "watcher", APP_DB)
+                .application("worker"),
+        )
+        .await
+        .unwrap();
+    let woke = open(&sb, "worker", 11).await;
+    let left = open(&sb, "worker", 11).await;
+    let mut pg = connect(&(sb.url("watcher", "watcher", APP_DB) + "?sslmode=disable")).await;
+    let snapshot = pg.observe().await.unwrap();
+    let asked: Vec<_> = [refused.pid(), own_role.pid(), woke.pid(), left.pid()]
+        .into_iter()
+        .map(|pid| identity_of(&snapshot, pid))
+        .collect();
+    woke.touch().await.unwrap();
+    let left_pid = left.pid();
+    drop(left);
+    assert!(gone(&sb, left_pid).await);
+
+    let verdicts = pg.terminate(&asked).await.unwrap();
+
+    assert_eq!(verdicts.len(), 4, "{verdicts:?}");
+    assert!(
+        matches!(&verdicts[0], Verdict::Refused(reason) if reason.contains("pg_signal_backend")),
+        "{verdicts:?}"
+    );
+    assert_eq!(
+        verdicts[1..],
+        [Verdict::Signalled, Verdict::Changed, Verdict::Gone]
+    );
+    assert!(gone(&sb, own_role.pid()).await);
+    assert!(refused.is_alive().await);
+    assert!(woke.is_alive().await);
 }
 
 #[tokio::test]
@@ -316,9 +413,11 @@ async fn a_monitor_without_pg_signal_backend_is_told_so_and_terminates_nothing()
         .unwrap()
         .identity()
         .unwrap();
-    let err = pg.terminate(&[identity]).await.unwrap_err();
-    assert!(matches!(err, DatabaseError::PermissionDenied(_)), "{err:?}");
-    assert_eq!(err.category(), "PermissionDenied");
+    let verdicts = pg.terminate(&[identity]).await.unwrap();
+    assert!(
+        matches!(&verdicts[..], [Verdict::Refused(reason)] if reason.contains("pg_signal_backend")),
+        "{verdicts:?}"
+    );
     assert!(leaked.is_alive().await);
 }
 

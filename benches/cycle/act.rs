@@ -1,5 +1,5 @@
 //! Act (section 3): many idle sessions condemned and terminated in one cycle, the cap raised
-//! to fit.
+//! to fit; then the kills' cost at several sizes (`act_cost`) and the race (`act_race`).
 
 use std::time::{Duration, Instant};
 
@@ -9,6 +9,7 @@ use poolwarden::database::postgres::{ConnectOptions, Postgres};
 use poolwarden::decide::{self, ClusterView, Inputs, Memory, Rules};
 use tokio_postgres::types::Type;
 
+use crate::act_cost::BARE_TERMINATE;
 use crate::common::*;
 
 fn rules(cap: usize) -> Res<Rules> {
@@ -58,9 +59,6 @@ async fn cycle(pg: &mut Postgres, sb_admin: &tokio_postgres::Client, rules: &Rul
     })
 }
 
-/// The bare work: the same sessions signalled without any check, in one statement.
-const BARE_TERMINATE: &str = "SELECT pg_terminate_backend(pid) FROM unnest($1::int4[]) AS pid";
-
 /// Opens `count` idle sessions, then terminates them with [`BARE_TERMINATE`] over `client`:
 /// `(statement ms, until none is left ms)`.
 async fn bare(
@@ -88,7 +86,15 @@ async fn bare(
     Ok((statement, statement + gone.as_secs_f64() * 1e3))
 }
 
-pub async fn run(cfg: &Config) -> Res<Table> {
+pub async fn run(cfg: &Config) -> Res<Vec<Table>> {
+    let mut tables = vec![one_cycle(cfg).await?];
+    tables.push(crate::act_cost::run(cfg).await?);
+    tables.push(crate::act_race::run(cfg).await?);
+    Ok(tables)
+}
+
+/// One cycle that ends 1,000 sessions, phase by phase.
+async fn one_cycle(cfg: &Config) -> Res<Table> {
     let count = if cfg.tiny { 20 } else { 1_000 };
     let runs = if cfg.tiny { 2 } else { 5 };
     let sb = sandbox(count as u32 + 30).await?;
@@ -130,8 +136,8 @@ pub async fn run(cfg: &Config) -> Res<Table> {
     let bare_wire = wire.count() - before;
 
     // Round trips: the same statements with and without the server's answers delayed. The
-    // terminate statement is sent again with the same identities; it finds none of them any
-    // more, but it is the same statement with the same arrays.
+    // termination is sent again with the same identities; it finds none of them any more, but
+    // it is the same statements with the same parameters.
     let identities: Vec<_> = decision
         .terminate
         .iter()
@@ -196,7 +202,7 @@ pub async fn run(cfg: &Config) -> Res<Table> {
         "–".into(),
     ]);
     table.row(vec![
-        "terminate (one statement)".into(),
+        "terminate (one statement, each session checked live before its signal)".into(),
         stat(|p| p.terminate).show(2),
         format!("{rt_terminate:.1}"),
         kib(terminated_wire),
@@ -234,7 +240,7 @@ pub async fn run(cfg: &Config) -> Res<Table> {
          they are past `idleTimeout: 500ms`, then runs observe → decide → terminate over the \
          monitoring connection (TCP) with `maxTerminationsPerCycle: {count}`. Termination does \
          not wait for the backends to exit; the last row is measured from the start of the \
-         terminate statement until `pg_stat_activity` shows none of them (polled every 2 ms). \
+         termination until `pg_stat_activity` shows none of them (polled every 2 ms). \
          Bytes: one extra cycle through a counting proxy. Round trips: how much longer each \
          statement takes when the proxy delays every answer of the server by {} ms, in units \
          of that delay (median of 5 calls each way). The bare rows: as many fresh sessions, \

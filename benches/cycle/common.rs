@@ -226,8 +226,10 @@ pub async fn open_local(sb: &Sandbox, application: &str, state: State) -> Res<Lo
         let _ = connection.await;
         SystemTime::now()
     });
+    // `query_typed_one`: an unnamed statement, so no Close follows later on its own, which
+    // would move the session's `state_change` after it was observed.
     let pid: i64 = client
-        .query_one("SELECT pg_backend_pid()::int8", &[])
+        .query_typed_one("SELECT pg_backend_pid()::int8", &[])
         .await?
         .get(0);
     let client = Arc::new(client);

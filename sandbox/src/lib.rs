@@ -10,6 +10,9 @@
 //! with its own `application_name` and its own client address. Every address in 127.0.0.0/8 is
 //! loopback on Linux, so binding a session's socket to, say, 127.0.0.12 makes
 //! `pg_stat_activity.client_addr` show a distinct "pod" without any network set-up.
+//! [`Sandbox::start_flipping`] runs the shape of the termination race (sessions flipping between
+//! idle spells and short statements), and [`Sandbox::admin_terminations_since`] reads from the
+//! server log which terminated backends were in the middle of a statement.
 //!
 //! The server is tuned for speed, not durability (`fsync=off` and friends): its data is thrown
 //! away anyway. Password authentication is real (SCRAM), so wrong passwords fail as they would
@@ -23,9 +26,11 @@
 //! then `pg_config --bindir`, then `PATH`. PostgreSQL refuses to run as root, so when we are root
 //! the server runs as the `postgres` OS user.
 
+mod flipping;
 mod mariadb;
 mod mysql_session;
 mod server;
+mod server_log;
 mod session;
 mod tls;
 
@@ -36,8 +41,10 @@ use std::time::{Duration, Instant};
 use tokio_postgres::error::{DbError, SqlState};
 use tokio_postgres::{Client, NoTls};
 
+pub use flipping::{Flipping, FlippingCounts, FlippingSpec};
 pub use mariadb::{MariaDb, MariaDbOptions, MySqlSession, MySqlSessionSpec};
 use server::{Binaries, Cluster, StartFailure};
+pub use server_log::AdminTerminations;
 pub use session::{ClientSession, SessionSpec};
 use tls::TlsFiles;
 
@@ -264,7 +271,10 @@ impl Sandbox {
              shared_buffers = '16MB'\n\
              fsync = off\n\
              full_page_writes = off\n\
-             synchronous_commit = off\n",
+             synchronous_commit = off\n\
+             # every log line names its backend; an error or FATAL logs its statement\n\
+             log_line_prefix = '%m [%p] '\n\
+             log_min_error_statement = error\n",
             server::quote_conf(&cluster.root().to_string_lossy()),
             options.max_connections,
         );

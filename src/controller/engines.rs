@@ -104,7 +104,7 @@ impl<E> State<E> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::database::{SessionIdentity, Snapshot};
+    use crate::database::{SessionIdentity, Snapshot, Verdict};
 
     const A: &str = "postgres://m:p@db-a:5432/orders?sslmode=disable";
     const B: &str = "postgres://m:p@db-b:5432/orders?sslmode=disable";
@@ -116,7 +116,10 @@ mod tests {
         async fn observe(&mut self) -> Result<Snapshot, DatabaseError> {
             Err(DatabaseError::Query("not asked".into()))
         }
-        async fn terminate(&mut self, _: &[SessionIdentity]) -> Result<Vec<i64>, DatabaseError> {
+        async fn terminate(
+            &mut self,
+            _: &[SessionIdentity],
+        ) -> Result<Vec<Verdict>, DatabaseError> {
             Ok(Vec::new())
         }
     }

@@ -177,9 +177,12 @@ impl Engine for Scripted {
         })
     }
 
-    async fn terminate(&mut self, sessions: &[SessionIdentity]) -> Result<Vec<i64>, DatabaseError> {
+    async fn terminate(
+        &mut self,
+        sessions: &[SessionIdentity],
+    ) -> Result<Vec<crate::database::Verdict>, DatabaseError> {
         self.0.terminated.lock().unwrap().push(sessions.to_vec());
-        Ok(sessions.iter().map(|s| s.pid).collect())
+        Ok(vec![crate::database::Verdict::Signalled; sessions.len()])
     }
 }
 

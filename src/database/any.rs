@@ -7,7 +7,7 @@
 
 use super::mysql::{self, MySql};
 use super::postgres::{ConnectOptions, Postgres, Target};
-use super::{DatabaseError, Engine, SessionIdentity, Snapshot};
+use super::{DatabaseError, Engine, SessionIdentity, Snapshot, Verdict};
 
 /// One of the engines poolwarden speaks.
 pub enum AnyEngine {
@@ -57,7 +57,10 @@ impl Engine for AnyEngine {
         }
     }
 
-    async fn terminate(&mut self, sessions: &[SessionIdentity]) -> Result<Vec<i64>, DatabaseError> {
+    async fn terminate(
+        &mut self,
+        sessions: &[SessionIdentity],
+    ) -> Result<Vec<Verdict>, DatabaseError> {
         match self {
             Self::Postgres(pg) => pg.terminate(sessions).await,
             Self::MySql(my) => my.terminate(sessions).await,

@@ -11,6 +11,7 @@ mod error;
 mod model;
 pub mod mysql;
 pub mod postgres;
+mod verdict;
 
 pub use any::AnyEngine;
 pub use error::{DatabaseError, server_full_advice};
@@ -18,6 +19,7 @@ pub use model::{
     CLIENT_BACKEND, ChurnSample, Flavour, MonitorRole, Protection, ServerFacts, Session,
     SessionIdentity, SessionState, Snapshot, elapsed,
 };
+pub use verdict::Verdict;
 
 /// A database server poolwarden can watch and act on.
 pub trait Engine {
@@ -25,10 +27,23 @@ pub trait Engine {
     fn observe(&mut self) -> impl Future<Output = Result<Snapshot, DatabaseError>> + Send;
 
     /// Terminates the sessions that still match their identity exactly, without waiting for them to
-    /// exit, and returns the pids actually signalled. A session that changed since the snapshot is
-    /// silently left alone: it is not an error, it is the race the check exists for.
+    /// exit, and returns one [`Verdict`] per session, in the order given.
+    ///
+    /// Each session is verified immediately before its own signal against what that one backend
+    /// is doing at that moment, not only against a read shared by all the sessions of the call:
+    /// such a read leaves every later session the whole call's time to start a statement and be
+    /// ended in the middle of it. (PostgreSQL: the identity against the call's own read of the
+    /// backends, then the backend's live wait event, in the same row as its signal.) The
+    /// verification also repeats the safety rules that do not depend on the policy: client
+    /// backends only, in an idle state, never the engine's own session nor another poolwarden's.
+    /// A session that changed is not an error, it is the race the check exists for
+    /// ([`Verdict::Changed`]); nor is a refusal for one session ([`Verdict::Refused`]).
+    ///
+    /// `Err` means the request as a whole failed (no connection, the connection lost part-way,
+    /// a statement failed for a reason that is not the session's): which of the sessions were
+    /// signalled is then unknown, and the next snapshot tells.
     fn terminate(
         &mut self,
         sessions: &[SessionIdentity],
-    ) -> impl Future<Output = Result<Vec<i64>, DatabaseError>> + Send;
+    ) -> impl Future<Output = Result<Vec<Verdict>, DatabaseError>> + Send;
 }

@@ -26,11 +26,14 @@ use crate::decide::{Protected, Source, Termination};
 pub enum Action {
     /// Signalled: it was still exactly as judged.
     Terminated,
-    /// Left alone: it did something since the look, or it is gone.
+    /// Left alone: still connected, but it did something since the look.
     Changed,
+    /// Already gone: it ended on its own, or its pid belongs to a newer session now.
+    Gone,
     /// Not ended: the server refused, or the request failed (`detail` says which).
     Failed,
-    /// Condemned, but poolwarden may not end it (`detail` says why and what to do).
+    /// Not ended: poolwarden may not end it (decided before acting), or the server refused to
+    /// signal it (`detail` says why, and what to do).
     Refused,
 }
 
@@ -39,6 +42,7 @@ impl Action {
         match self {
             Action::Terminated => "terminated",
             Action::Changed => "changed",
+            Action::Gone => "gone",
             Action::Failed => "failed",
             Action::Refused => "refused",
         }
@@ -128,7 +132,21 @@ pub fn records(policy: &str, cycle: &Cycle, at: Timestamp) -> Vec<AuditRecord> {
         record(
             t,
             Action::Changed,
-            Some("gone, or active since the look: left alone".to_owned()),
+            Some("active since the look: left alone".to_owned()),
+        )
+    }));
+    out.extend(outcome.gone.iter().map(|t| {
+        record(
+            t,
+            Action::Gone,
+            Some("ended on its own, or its pid is a newer session's".to_owned()),
+        )
+    }));
+    out.extend(outcome.refused.iter().map(|r| {
+        record(
+            &r.termination,
+            Action::Refused,
+            Some(format!("the server refused: {}", r.reason)),
         )
     }));
     if let Some(error) = &outcome.error {
@@ -226,6 +244,7 @@ pub fn log(records: &[AuditRecord]) {
         match r.action {
             Action::Terminated => emit!(info, "session terminated"),
             Action::Changed => emit!(info, "session left alone: changed since the look"),
+            Action::Gone => emit!(info, "session already gone"),
             Action::Failed => emit!(warn, "session not terminated"),
             Action::Refused => emit!(warn, "session not terminated: poolwarden may not end it"),
         }
@@ -415,6 +434,7 @@ mod tests {
                 terminated: vec![termination(10)],
                 changed: vec![termination(11)],
                 error: Some(DatabaseError::Query("the statement failed".into())),
+                ..Outcome::default()
             },
         );
         let records = records("shop/orders-db", &c, at(101));
@@ -444,6 +464,42 @@ mod tests {
         assert_eq!(json["idleSeconds"], 60.0);
         assert_eq!(json["transactionAgeSeconds"], 100.0);
         assert_eq!(json["action"], "terminated");
+    }
+
+    #[test]
+    fn every_verdict_of_the_server_is_its_own_record_and_a_refusal_fails_nothing_else() {
+        let c = cycle(
+            Mode::Enforce,
+            (10..14).map(termination).collect(),
+            Outcome {
+                terminated: vec![termination(10)],
+                changed: vec![termination(11)],
+                gone: vec![termination(12)],
+                refused: vec![crate::act::Refusal {
+                    termination: termination(13),
+                    reason: "permission denied to terminate process".into(),
+                }],
+                // As the act step reports the first refusal.
+                error: Some(DatabaseError::PermissionDenied("refused".into())),
+            },
+        );
+        let records = records("p", &c, at(101));
+        let summary: Vec<(i64, Action)> = records.iter().map(|r| (r.pid, r.action)).collect();
+        assert_eq!(
+            summary,
+            vec![
+                (10, Action::Terminated),
+                (11, Action::Changed),
+                (12, Action::Gone),
+                (13, Action::Refused)
+            ]
+        );
+        assert!(
+            records[3]
+                .detail
+                .as_deref()
+                .is_some_and(|d| d.contains("permission denied to terminate process"))
+        );
     }
 
     #[test]

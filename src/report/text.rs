@@ -195,7 +195,8 @@ fn terminations(out: &mut String, cycle: &Cycle) {
         Mode::Enforce => ("Terminated", &o.terminated),
         Mode::DryRun => ("Would terminate (Enforce mode)", &d.dry_run),
     };
-    if list.is_empty() && o.changed.is_empty() && d.deferred.is_empty() && o.error.is_none() {
+    let unsignalled = o.changed.len() + o.gone.len() + o.refused.len();
+    if list.is_empty() && unsignalled == 0 && d.deferred.is_empty() && o.error.is_none() {
         let _ = writeln!(out, "{title}: nothing\n");
     } else {
         let _ = writeln!(out, "{title}: {} sessions", list.len());
@@ -204,16 +205,30 @@ fn terminations(out: &mut String, cycle: &Cycle) {
             let _ = writeln!(out, "  {note}");
         }
     }
+    let pids = |list: &mut dyn Iterator<Item = &Termination>| {
+        list.map(|t| t.identity.pid.to_string())
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
     if !o.changed.is_empty() {
-        let pids: Vec<String> = o
-            .changed
-            .iter()
-            .map(|t| t.identity.pid.to_string())
-            .collect();
         let _ = writeln!(
             out,
             "  left alone, changed since the snapshot: {}",
-            pids.join(", ")
+            pids(&mut o.changed.iter())
+        );
+    }
+    if !o.gone.is_empty() {
+        let _ = writeln!(
+            out,
+            "  already gone (ended on their own): {}",
+            pids(&mut o.gone.iter())
+        );
+    }
+    if !o.refused.is_empty() {
+        let _ = writeln!(
+            out,
+            "  refused by the server: {}",
+            pids(&mut o.refused.iter().map(|r| &r.termination))
         );
     }
     if let Some(e) = &o.error {

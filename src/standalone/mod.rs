@@ -278,6 +278,13 @@ fn report_cycle(target: &str, cycle: &Cycle, output: Output, out: &mut impl Writ
             cycle.outcome.changed.len()
         );
     }
+    if !cycle.outcome.gone.is_empty() {
+        let _ = writeln!(
+            out,
+            "  already gone (ended on their own): {}",
+            cycle.outcome.gone.len()
+        );
+    }
     if let Some(e) = &cycle.outcome.error {
         let _ = writeln!(out, "  termination failed: {e}");
     }

@@ -22,7 +22,6 @@ mod terminate;
 mod tls;
 
 pub use connect::{PROGRAM_NAME, Processlist, Target, is_mysql_url};
-pub use terminate::Fate;
 pub use tls::SslMode;
 
 use std::time::Duration;
@@ -32,7 +31,7 @@ use mysql_async::Conn;
 use mysql_async::prelude::Queryable;
 
 use crate::database::postgres::{ChurnLooks, ConnectOptions, churn_sample_due};
-use crate::database::{DatabaseError, Engine, Flavour, SessionIdentity, Snapshot};
+use crate::database::{DatabaseError, Engine, Flavour, SessionIdentity, Snapshot, Verdict};
 use sql::Queries;
 
 /// A MySQL-family server and poolwarden's monitoring connection to it.
@@ -43,7 +42,7 @@ pub struct MySql {
     /// The verify-to-kill windows of the last `terminate`.
     windows: Vec<Duration>,
     /// The fates of the last `terminate`, in the order asked.
-    fates: Vec<Fate>,
+    fates: Vec<Verdict>,
     /// `(observed_at, Connections)` of the previous observation: whether to sample churn.
     last_count: Option<(Timestamp, i64)>,
     observed_once: bool,
@@ -95,7 +94,7 @@ impl MySql {
     }
 
     /// What became of each thread the last `terminate` was given, in order.
-    pub fn last_fates(&self) -> &[Fate] {
+    pub fn last_fates(&self) -> &[Verdict] {
         &self.fates
     }
 
@@ -191,7 +190,10 @@ impl Engine for MySql {
         result
     }
 
-    async fn terminate(&mut self, sessions: &[SessionIdentity]) -> Result<Vec<i64>, DatabaseError> {
+    async fn terminate(
+        &mut self,
+        sessions: &[SessionIdentity],
+    ) -> Result<Vec<Verdict>, DatabaseError> {
         self.windows.clear();
         self.fates.clear();
         if sessions.is_empty() {
@@ -224,15 +226,9 @@ impl Engine for MySql {
                         "threads verified and killed one at a time"
                     );
                 }
-                let signalled = sessions
-                    .iter()
-                    .zip(&done.fates)
-                    .filter(|(_, fate)| **fate == Fate::Signalled)
-                    .map(|(s, _)| s.pid)
-                    .collect();
                 self.windows = done.windows;
-                self.fates = done.fates;
-                Ok(signalled)
+                self.fates = done.fates.clone();
+                Ok(done.fates)
             }
             Err(e) => {
                 self.forget_if_lost(&e);

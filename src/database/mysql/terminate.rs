@@ -21,26 +21,17 @@ use mysql_async::prelude::Queryable;
 use super::connect::{classify_query_error, code};
 use super::snapshot::{Memory, Thread};
 use super::sql::Queries;
-use crate::database::{CLIENT_BACKEND, DatabaseError, SessionIdentity, elapsed};
+use crate::database::{CLIENT_BACKEND, DatabaseError, SessionIdentity, Verdict, elapsed};
 
 /// How far two reads of the same unchanged thread may disagree about when its state began,
 /// beyond the server's resolution: the rows are timed as they are produced, so a busy server
 /// skews them a little.
 const SKEW: Duration = Duration::from_millis(50);
 
-/// What became of one thread.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub enum Fate {
-    Signalled,
-    Changed,
-    Gone,
-    Refused(String),
-}
-
 /// The fates of one call, in the order asked, and the measured windows of the kills.
 #[derive(Debug, Default)]
 pub struct Terminations {
-    pub fates: Vec<Fate>,
+    pub fates: Vec<Verdict>,
     /// For each kill: from sending the verification to the server's answer to `KILL`, an upper
     /// bound of the time in which the thread could have started a statement unseen.
     pub windows: Vec<Duration>,
@@ -64,14 +55,14 @@ pub async fn verified(
             .await
             .map_err(classify_query_error)?;
         let Some(row) = rows.first() else {
-            done.fates.push(Fate::Gone);
+            done.fates.push(Verdict::Gone);
             continue;
         };
         let thread = Thread::from_row(row)?;
         // Without connection attributes another poolwarden is known only by the monitoring user.
         let spared = !queries.attributes && memory.monitor_user.as_deref() == Some(&thread.user);
         if spared || !still_as_judged(&thread, identity, own_id, tolerance) {
-            done.fates.push(Fate::Changed);
+            done.fates.push(Verdict::Changed);
             continue;
         }
         match conn
@@ -80,10 +71,10 @@ pub async fn verified(
         {
             Ok(()) => {
                 done.windows.push(began.elapsed());
-                done.fates.push(Fate::Signalled);
+                done.fates.push(Verdict::Signalled);
             }
             Err(mysql_async::Error::Server(e)) if e.code == code::NO_SUCH_THREAD => {
-                done.fates.push(Fate::Gone);
+                done.fates.push(Verdict::Gone);
             }
             Err(mysql_async::Error::Server(e)) if e.code == code::KILL_DENIED => {
                 if !may_kill_others {
@@ -96,7 +87,7 @@ pub async fn verified(
                 // The monitor may end others' threads but not this user's (MySQL 8: the user
                 // holds SYSTEM_USER): say so from the next snapshot on instead of trying again.
                 memory.refused_users.insert(thread.user.clone());
-                done.fates.push(Fate::Refused(e.message));
+                done.fates.push(Verdict::Refused(e.message));
             }
             Err(e) => return Err(classify_query_error(e)),
         }

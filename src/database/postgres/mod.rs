@@ -24,7 +24,9 @@ use tokio_postgres::Client;
 
 use jiff::Timestamp;
 
-use crate::database::{DatabaseError, Engine, SessionIdentity, Snapshot, server_full_advice};
+use crate::database::{
+    DatabaseError, Engine, SessionIdentity, Snapshot, Verdict, server_full_advice,
+};
 
 /// New sessions per second since the previous observation above which churn is sampled.
 pub const CHURN_TRIGGER: f64 = 2.0;
@@ -162,7 +164,13 @@ impl Engine for Postgres {
         result
     }
 
-    async fn terminate(&mut self, sessions: &[SessionIdentity]) -> Result<Vec<i64>, DatabaseError> {
+    async fn terminate(
+        &mut self,
+        sessions: &[SessionIdentity],
+    ) -> Result<Vec<Verdict>, DatabaseError> {
+        if sessions.is_empty() {
+            return Ok(Vec::new());
+        }
         let result = terminate::verified(self.client().await?, sessions).await;
         if let Err(e) = &result {
             self.forget_if_lost(e);
