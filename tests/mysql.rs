@@ -268,8 +268,9 @@ async fn poolwarden_never_kills_its_own_thread_or_another_poolwardens() {
         .filter_map(|s| s.identity())
         .collect();
     assert_eq!(identities.len(), 2);
-    assert!(my.terminate(&identities).await.unwrap().is_empty());
-    assert_eq!(my.last_fates(), [Verdict::Changed, Verdict::Changed]);
+    let verdicts = my.terminate(&identities).await.unwrap();
+    assert_eq!(verdicts, [Verdict::Changed, Verdict::Changed]);
+    assert_eq!(my.last_fates(), verdicts);
     assert!(other.is_alive().await);
 }
 
@@ -357,12 +358,14 @@ async fn a_thread_gone_or_in_a_new_transaction_is_never_killed() {
     identity.xact_start = identity
         .xact_start
         .map(|t| t - jiff::SignedDuration::from_secs(30));
-    assert!(my.terminate(&[identity.clone()]).await.unwrap().is_empty());
-    assert_eq!(my.last_fates(), [Verdict::Changed]);
+    let verdicts = my.terminate(&[identity.clone()]).await.unwrap();
+    assert_eq!(verdicts, [Verdict::Changed]);
+    assert_eq!(my.last_fates(), verdicts);
     // A thread id that is not there.
     identity.pid += 1000;
-    assert!(my.terminate(&[identity]).await.unwrap().is_empty());
-    assert_eq!(my.last_fates(), [Verdict::Gone]);
+    let verdicts = my.terminate(&[identity]).await.unwrap();
+    assert_eq!(verdicts, [Verdict::Gone]);
+    assert_eq!(my.last_fates(), verdicts);
     assert!(s.is_alive().await);
 }
 
@@ -456,8 +459,9 @@ async fn a_user_the_server_will_not_let_us_kill_is_reported_from_then_on_not_ret
         .find(|s| s.pid == leaked.id())
         .and_then(|s| s.identity())
         .unwrap();
-    assert!(my.terminate(&[identity]).await.unwrap().is_empty());
-    assert!(matches!(my.last_fates(), [Verdict::Refused(_)]));
+    let verdicts = my.terminate(&[identity]).await.unwrap();
+    assert!(matches!(verdicts.as_slice(), [Verdict::Refused(_)]));
+    assert_eq!(my.last_fates(), verdicts);
 
     let c = run_cycle(&mut my, &rules(QUICK_IDLE)).await;
     assert!(c.outcome.terminated.is_empty() && c.outcome.error.is_none());
