@@ -15,8 +15,24 @@ use serde::{Deserialize, Deserializer, Serialize, Serializer};
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct Duration(std::time::Duration);
 
-/// What the CRD schema accepts: one or more `<number><unit>` groups, units ms, s, m, h.
-pub const DURATION_PATTERN: &str = r"^([0-9]+(\.[0-9]+)?(ms|s|m|h))+$";
+/// What the CRD schema accepts: a number and a unit for each of `h`, `m`, `s` and `ms`, largest
+/// first, each at most once (`1h30m`, `90s`, `1.5h`, `500ms`), with no more digits than the
+/// largest limit of any field needs. That bound keeps every accepted value within Go's duration
+/// range, so the CRD's CEL rules can always convert it (see [`super::bounds`]). `[.]`, not `\.`,
+/// so that the same text works inside a CEL string.
+pub const DURATION_PATTERN: &str = "^([0-9]{1,6}([.][0-9]{1,9})?h)?([0-9]{1,7}([.][0-9]{1,9})?m)?\
+     ([0-9]{1,9}([.][0-9]{1,9})?s)?([0-9]{1,12}([.][0-9]{1,9})?ms)?$";
+
+/// The longest duration string the schema accepts (it bounds the cost of the CEL rules).
+pub const DURATION_MAX_LENGTH: u64 = 64;
+
+/// The units in the order they must appear, with their length in nanoseconds.
+const UNITS: [(&str, u128); 4] = [
+    ("h", 3_600_000_000_000),
+    ("m", 60_000_000_000),
+    ("s", 1_000_000_000),
+    ("ms", 1_000_000),
+];
 
 impl Duration {
     pub const fn from_secs(secs: u64) -> Self {
@@ -58,6 +74,9 @@ pub struct ParseDurationError {
 impl FromStr for Duration {
     type Err = ParseDurationError;
 
+    /// Parses what [`DURATION_PATTERN`] accepts, with the same unit order and fraction digits and
+    /// up to 12 digits before the point (so that a value far too large is still a number the
+    /// limits of [`super::bounds`] refuse by name, not an overflow).
     fn from_str(s: &str) -> Result<Self, Self::Err> {
         let fail = |reason: &str| ParseDurationError {
             input: s.to_owned(),
@@ -69,11 +88,64 @@ impl FromStr for Duration {
         if s.starts_with('-') {
             return Err(fail("it must not be negative"));
         }
-        let parsed: kube::core::Duration = s.parse().map_err(|e| fail(&format!("{e}")))?;
-        if parsed.is_negative() {
-            return Err(fail("it must not be negative"));
+        let mut rest = s;
+        let mut next_unit = 0;
+        let mut nanos: u128 = 0;
+        while !rest.is_empty() {
+            let whole_len = rest
+                .find(|c: char| !c.is_ascii_digit())
+                .unwrap_or(rest.len());
+            let (whole, after) = rest.split_at(whole_len);
+            let (fraction, after) = match after.strip_prefix('.') {
+                Some(after) => {
+                    let len = after
+                        .find(|c: char| !c.is_ascii_digit())
+                        .unwrap_or(after.len());
+                    if len == 0 {
+                        return Err(fail("a point needs digits after it"));
+                    }
+                    after.split_at(len)
+                }
+                None => ("", after),
+            };
+            if whole.is_empty() {
+                return Err(fail("each unit needs a number before it"));
+            }
+            if whole.len() > 12 || fraction.len() > 9 {
+                return Err(fail("it has too many digits"));
+            }
+            let unit_len = after
+                .find(|c: char| c.is_ascii_digit())
+                .unwrap_or(after.len());
+            let (unit, after) = after.split_at(unit_len);
+            let Some(index) = UNITS.iter().position(|(name, _)| *name == unit) else {
+                return Err(fail(if unit.is_empty() {
+                    "it needs a unit"
+                } else {
+                    "the units are h, m, s and ms"
+                }));
+            };
+            if index < next_unit {
+                return Err(fail(
+                    "the units must go from the largest to the smallest, each once",
+                ));
+            }
+            next_unit = index + 1;
+            let per_unit = UNITS[index].1;
+            let whole: u128 = whole.parse().expect("at most 12 digits");
+            let fraction_nanos = match fraction {
+                "" => 0,
+                digits => {
+                    let scale = 10u128.pow(digits.len() as u32);
+                    digits.parse::<u128>().expect("at most 9 digits") * per_unit / scale
+                }
+            };
+            nanos += whole * per_unit + fraction_nanos;
+            rest = after;
         }
-        Ok(Self(parsed.into()))
+        let secs = u64::try_from(nanos / 1_000_000_000).expect("12 digits of hours fit");
+        let subsec = (nanos % 1_000_000_000) as u32;
+        Ok(Self(std::time::Duration::new(secs, subsec)))
     }
 }
 
@@ -128,6 +200,7 @@ impl JsonSchema for Duration {
         json_schema!({
             "type": "string",
             "pattern": DURATION_PATTERN,
+            "maxLength": DURATION_MAX_LENGTH,
         })
     }
 }
@@ -193,6 +266,39 @@ mod tests {
         let err = "five minutes".parse::<Duration>().unwrap_err().to_string();
         assert!(err.contains("30s, 5m"), "{err}");
         assert!("".parse::<Duration>().is_err());
+    }
+
+    #[test]
+    fn only_the_shape_the_crd_accepts_is_parsed() {
+        for bad in [
+            "30m1h",
+            "1h1h",
+            "1.h",
+            ".5h",
+            "5us",
+            "5ns",
+            "5",
+            "h",
+            "1d",
+            "1h 30m",
+            "+5m",
+            "1.1234567890s",
+            "1234567890123h",
+        ] {
+            assert!(bad.parse::<Duration>().is_err(), "{bad} parsed");
+        }
+        assert_eq!(
+            "1h30m15s250ms".parse::<Duration>().unwrap().as_std(),
+            std::time::Duration::from_millis(5_415_250)
+        );
+        assert_eq!(
+            "0.5s".parse::<Duration>().unwrap(),
+            Duration::from_millis(500)
+        );
+        assert_eq!(
+            "1.5h".parse::<Duration>().unwrap(),
+            Duration::from_secs(5400)
+        );
     }
 
     #[test]

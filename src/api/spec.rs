@@ -8,6 +8,7 @@ use kube::{CustomResource, KubeSchema};
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
+use super::bounds;
 use super::duration::Duration;
 use super::status::PoolPolicyStatus;
 
@@ -63,9 +64,9 @@ pub struct PoolPolicySpec {
     #[serde(default)]
     pub mode: Mode,
 
-    /// How often to look at the server, e.g. `30s`. At least 1s.
+    /// How often to look at the server, e.g. `30s`. From 1s to 1h.
     #[serde(default = "default_interval")]
-    #[x_kube(validation = Rule::new("duration(self) >= duration('1s')").message("interval must be at least 1s"))]
+    #[x_kube(validation = bounds::INTERVAL.rule())]
     pub interval: Duration,
 
     /// Which sessions the policy governs. Sessions outside the scope are counted but never touched.
@@ -168,19 +169,19 @@ pub struct IdleRules {
     /// Leave unset to never end idle sessions for being idle (sessions left behind by pods that
     /// no longer exist are still ended in Enforce).
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[x_kube(validation = Rule::new("duration(self) > duration('0s')").message("idleTimeout must be greater than 0; leave it out to never end idle sessions"))]
+    #[x_kube(validation = bounds::IDLE_TIMEOUT.rule())]
     pub idle_timeout: Option<Duration>,
     /// A session `idle in transaction` (or `idle in transaction (aborted)`) for longer than this is
     /// terminated or reported. Leave unset to never end them.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[x_kube(validation = Rule::new("duration(self) > duration('0s')").message("idleInTransactionTimeout must be greater than 0; leave it out to never end such sessions"))]
+    #[x_kube(validation = bounds::IDLE_IN_TRANSACTION_TIMEOUT.rule())]
     pub idle_in_transaction_timeout: Option<Duration>,
     /// A session whose transaction has been open for longer than this (by `xact_start`, however
     /// recently it ran a statement) is terminated or reported, but only while it sits idle in that
     /// transaction: a session running a statement is never ended. Leave unset to never end
     /// sessions for the age of their transaction.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[x_kube(validation = Rule::new("duration(self) > duration('0s')").message("maxTransactionAge must be greater than 0; leave it out to never end sessions for their transaction's age"))]
+    #[x_kube(validation = bounds::MAX_TRANSACTION_AGE.rule())]
     pub max_transaction_age: Option<Duration>,
     /// A brake: at most this many sessions are terminated per cycle. Sessions that block others
     /// go first, then the longest-idle.
@@ -230,7 +231,7 @@ pub struct LeakDetection {
     /// confirmed rather than suspected), and be gone this long before the annotation is removed.
     /// Default 10m.
     #[serde(default = "default_window")]
-    #[x_kube(validation = Rule::new("duration(self) > duration('0s')").message("window must be greater than 0"))]
+    #[x_kube(validation = bounds::WINDOW.rule())]
     pub window: Duration,
     /// An idle session is stranded once it has been idle for longer than this: longer than a
     /// healthy pool keeps a spare connection (HikariCP retires its connections after
@@ -238,7 +239,7 @@ pub struct LeakDetection {
     /// with two or more stranded sessions while it keeps using others is `IdleAccumulation`
     /// (forked workers that inherited a pool). Default 30m.
     #[serde(default = "default_stranded_idle_age")]
-    #[x_kube(validation = Rule::new("duration(self) > duration('0s')").message("strandedIdleAge must be greater than 0"))]
+    #[x_kube(validation = bounds::STRANDED_IDLE_AGE.rule())]
     pub stranded_idle_age: Duration,
     /// Also `IdleAccumulation` when one pod holds at least this many stranded sessions even while
     /// the application is idle as a whole. Unset by default: an application with no traffic
@@ -249,13 +250,13 @@ pub struct LeakDetection {
     /// A session idle in a transaction (or in an aborted one) for longer than this is
     /// `IdleInTransaction`: a transaction nobody commits. Default 2m.
     #[serde(default = "default_idle_in_transaction_age")]
-    #[x_kube(validation = Rule::new("duration(self) > duration('0s')").message("idleInTransactionAge must be greater than 0"))]
+    #[x_kube(validation = bounds::IDLE_IN_TRANSACTION_AGE.rule())]
     pub idle_in_transaction_age: Duration,
     /// A transaction open for longer than this (by `xact_start`, the server's clock), whether or
     /// not its session ran a statement recently, is `LongTransaction`, reported with the oldest
     /// snapshot (`backend_xmin`) it holds and the sessions waiting on its locks. Default 10m.
     #[serde(default = "default_transaction_age")]
-    #[x_kube(validation = Rule::new("duration(self) > duration('0s')").message("transactionAge must be greater than 0"))]
+    #[x_kube(validation = bounds::TRANSACTION_AGE.rule())]
     pub transaction_age: Duration,
     /// `ConnectionChurn` is found when the server opens more than this many new sessions per
     /// second (`pg_stat_database.sessions`, PostgreSQL 14+). Default 10.

@@ -6,7 +6,7 @@
 
 use std::time::Duration;
 
-use crate::api::{Mode, PoolPolicySpec};
+use crate::api::{Mode, PoolPolicySpec, bounds};
 
 use super::scope::CompiledScope;
 
@@ -48,48 +48,30 @@ impl Rules {
         let scope = CompiledScope::new(&spec.scope)
             .map_err(|e| problems.push(e))
             .ok();
-        let positive = |name: &str, d: Option<crate::api::Duration>, problems: &mut Vec<String>| {
-            if d.is_some_and(|d| d.is_zero()) {
-                problems.push(format!(
-                    "{name} must be greater than 0 (leave it out to never end such sessions)"
-                ));
-            }
-            d.map(Into::into)
-        };
-        let idle_timeout = positive(
-            "spec.idle.idleTimeout",
-            spec.idle.idle_timeout,
-            &mut problems,
-        );
-        let idle_in_transaction_timeout = positive(
-            "spec.idle.idleInTransactionTimeout",
-            spec.idle.idle_in_transaction_timeout,
-            &mut problems,
-        );
-        let max_transaction_age = positive(
-            "spec.idle.maxTransactionAge",
-            spec.idle.max_transaction_age,
-            &mut problems,
-        );
         let detection = &spec.leak_detection;
-        for (name, age) in [
-            (
-                "spec.leakDetection.strandedIdleAge",
-                detection.stranded_idle_age,
-            ),
-            (
-                "spec.leakDetection.idleInTransactionAge",
-                detection.idle_in_transaction_age,
-            ),
-            (
-                "spec.leakDetection.transactionAge",
-                detection.transaction_age,
-            ),
-        ] {
-            if age.is_zero() {
-                problems.push(format!("{name} must be greater than 0"));
+        // The same limits and messages as the CRD's CEL rules, for what did not pass through the
+        // API server (a policy file).
+        let mut within = |bound: bounds::DurationBound, value: Option<crate::api::Duration>| {
+            if let Some(Err(problem)) = value.map(|v| bound.check(v)) {
+                problems.push(problem);
             }
-        }
+            value.map(Into::into)
+        };
+        within(bounds::INTERVAL, Some(spec.interval));
+        let idle_timeout = within(bounds::IDLE_TIMEOUT, spec.idle.idle_timeout);
+        let idle_in_transaction_timeout = within(
+            bounds::IDLE_IN_TRANSACTION_TIMEOUT,
+            spec.idle.idle_in_transaction_timeout,
+        );
+        let max_transaction_age =
+            within(bounds::MAX_TRANSACTION_AGE, spec.idle.max_transaction_age);
+        within(bounds::WINDOW, Some(detection.window));
+        within(bounds::STRANDED_IDLE_AGE, Some(detection.stranded_idle_age));
+        within(
+            bounds::IDLE_IN_TRANSACTION_AGE,
+            Some(detection.idle_in_transaction_age),
+        );
+        within(bounds::TRANSACTION_AGE, Some(detection.transaction_age));
         if detection.idle_threshold == Some(0) {
             problems.push(
                 "spec.leakDetection.idleThreshold must be at least 1 (leave it out to turn it off)"
@@ -117,12 +99,6 @@ impl Rules {
                     "{name} must be at least 1 (leave it out for no budget)"
                 ));
             }
-        }
-        if spec.interval.as_std() < Duration::from_secs(1) {
-            problems.push("spec.interval must be at least 1s".into());
-        }
-        if spec.leak_detection.window.is_zero() {
-            problems.push("spec.leakDetection.window must be greater than 0".into());
         }
         if let (Some(total), Some(per_pod)) = (
             spec.budgets.max_connections,

@@ -169,6 +169,20 @@ mod tests {
     }
 
     #[test]
+    fn a_duration_out_of_bounds_gets_the_crds_own_message() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("policy.yaml");
+        std::fs::write(&path, "interval: 99999999999h\nidle: {idleTimeout: 721h}\n").unwrap();
+        let err = load(&path).err().expect("refused").to_string();
+        for bound in [
+            crate::api::bounds::INTERVAL,
+            crate::api::bounds::IDLE_TIMEOUT,
+        ] {
+            assert!(err.contains(&bound.message()), "{err}");
+        }
+    }
+
+    #[test]
     fn another_kind_is_refused() {
         let err = parse("apiVersion: v1\nkind: ConfigMap\n").unwrap_err();
         assert!(
