@@ -22,7 +22,7 @@ use poolwarden_sandbox::{
 };
 use serde_json::json;
 use support::alive;
-use support::kube::KubeStandin;
+use support::kube::{KubeStandin, TEST_USER_AGENT};
 
 const NS: &str = "shop";
 
@@ -422,7 +422,6 @@ async fn the_controller_ends_leaks_marks_the_workload_reports_and_cleans_up() {
             .then_some(())
     })
     .await;
-
     // SIGTERM: a clean exit, no monitoring session left behind, the lease released.
     let exit = controller.terminate();
     assert!(exit.success(), "{exit:?}\n{}", controller.log());
@@ -445,6 +444,12 @@ async fn the_controller_ends_leaks_marks_the_workload_reports_and_cleans_up() {
         .and_then(|s| s.holder_identity)
         .unwrap_or_default();
     assert!(holder.is_empty(), "released, not held by {holder:?}");
+
+    // Every request the binary sent said who it was; the rest are this test's own.
+    let agents = kube.user_agents();
+    let version = format!("poolwarden/{}", env!("CARGO_PKG_VERSION"));
+    let senders: Vec<&str> = agents.keys().map(String::as_str).collect();
+    assert_eq!(senders, [TEST_USER_AGENT, version.as_str()], "{agents:?}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

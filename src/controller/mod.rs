@@ -4,13 +4,14 @@
 //! and owners current (the kinds it follows are the one table of [`kinds`]), [`reconcile`] runs
 //! the five steps per policy ([`validate`] → [`dereference`] → the cycle → [`act_on_cluster`] →
 //! [`report`]), [`error`] chooses what a failure leads to, [`status`] and [`patches`] build what
-//! is written, [`leader`] makes sure one replica acts, [`http`] serves metrics and probes.
+//! is written, [`leader`] makes sure one replica acts, [`client`] says who is asking, [`http`] serves metrics and probes.
 //!
 //! Every replica watches and keeps its caches warm, leading or not, so that it is ready (and can
 //! take over at once); only the lease holder reconciles.
 
 mod act_on_cluster;
 mod cleanup;
+mod client;
 mod context;
 mod dereference;
 mod engines;
@@ -32,6 +33,7 @@ mod watch;
 #[cfg(test)]
 mod tests;
 
+pub use client::USER_AGENT;
 pub use engines::Connector;
 pub use index::{ClusterIndex, MAX_REPLICAS};
 pub use patches::{FIELD_MANAGER, FINALIZER};
@@ -99,7 +101,7 @@ struct OwnWatches {
 /// Runs until SIGTERM or Ctrl-C, then finishes in-flight reconciles, closes database connections
 /// and releases the lease. `connector` makes the engine each policy's database URL names.
 pub async fn run<C: Connector>(config: Config, connector: C) -> Result<(), ControllerError> {
-    let client = Client::try_default().await?;
+    let client = client::client().await?;
     let (stop_tx, stop_rx) = signal::channel(false);
     tokio::spawn(async move {
         terminated().await;

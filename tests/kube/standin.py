@@ -399,6 +399,9 @@ class Standin(kmock.KubernetesScaffold):
     paused: bool = attrs.field(default=False, init=False)
     # `POST /standin/forbid?seconds=N`: until then, every API request is answered 403 Forbidden.
     forbidden_until: float = attrs.field(default=0.0, init=False)
+    # Requests by their User-Agent header ("" when there is none), as an audit log tells clients
+    # apart; `POST /standin/user-agents` reads them.
+    user_agents: dict[str, int] = attrs.field(factory=dict, init=False)
     # The consistent snapshots behind unfinished paged lists, by continue-token id.
     snapshots: dict[str, tuple[int, list[dict[str, Any]]]] = attrs.field(factory=dict, init=False)
 
@@ -497,6 +500,8 @@ class Standin(kmock.KubernetesScaffold):
         log(f"{request.method.value} {raw.path_qs}{' (metadata only)' if meta_only else ''}")
         if request.url.path.startswith(ADMIN):
             return await self.admin(request)
+        agent = raw.headers.get("User-Agent", "")
+        self.user_agents[agent] = self.user_agents.get(agent, 0) + 1
         try:
             if asyncio.get_running_loop().time() < self.forbidden_until:
                 raise api_error(
@@ -522,7 +527,8 @@ class Standin(kmock.KubernetesScaffold):
         compacts the history (every resourceVersion so far is too old: a watch or a continue token
         from before gets 410 Gone), ends every open watch without the events it held back, and
         unpauses; `POST /standin/forbid?seconds=N` answers every API request 403 for N seconds,
-        as RBAC does right after an API server restart."""
+        as RBAC does right after an API server restart; `POST /standin/user-agents` answers how
+        many API requests came with each User-Agent ("" for none)."""
         what = request.url.path[len(ADMIN) :]
         if request.method.value != "POST":
             raise api_error(405, "MethodNotAllowed", "the stand-in's own endpoints take POST")
@@ -539,6 +545,8 @@ class Standin(kmock.KubernetesScaffold):
         elif what == "forbid":
             seconds = float(request.params.get("seconds") or 5)
             self.forbidden_until = asyncio.get_running_loop().time() + seconds
+        elif what == "user-agents":
+            return aiohttp.web.json_response({"userAgents": self.user_agents})
         else:
             raise api_error(404, "NotFound", f"no stand-in endpoint {what!r}")
         return aiohttp.web.json_response({"done": what, "resourceVersion": str(self.rv)})

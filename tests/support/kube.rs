@@ -16,6 +16,7 @@
 //! [`KubeStandin::expire`] (compaction: every watch must relist after a 410 Gone),
 //! [`KubeStandin::forbid`] (RBAC answering 403 for a while after an API server restart).
 
+use std::collections::BTreeMap;
 use std::fs::File;
 use std::io::{BufRead, BufReader, Read, Seek, SeekFrom, Write};
 use std::net::TcpStream;
@@ -24,6 +25,8 @@ use std::process::{Child, ChildStdin, Command, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
+/// The User-Agent of [`KubeStandin::client`], the tests' own requests.
+pub const TEST_USER_AGENT: &str = "poolwarden-tests";
 /// How long the server may take to print `ready`.
 const START_TIMEOUT: Duration = Duration::from_secs(30);
 /// The exit code of `standin.py` when a Python package is missing.
@@ -147,11 +150,16 @@ impl KubeStandin {
         path
     }
 
-    /// A client of the server, with `default` as its default namespace.
+    /// A client of the server, with `default` as its default namespace and
+    /// [`TEST_USER_AGENT`] as its User-Agent (the stand-in tells its requests from the binary's).
     pub async fn client(&self) -> ::kube::Client {
         let uri = self.url.parse().expect("the stand-in's URL parses");
         let mut config = ::kube::Config::new(uri);
         config.default_namespace = "default".into();
+        config.headers.push((
+            http::header::USER_AGENT,
+            http::HeaderValue::from_static(TEST_USER_AGENT),
+        ));
         ::kube::Client::try_from(config).expect("a client of the stand-in")
     }
 
@@ -172,7 +180,18 @@ impl KubeStandin {
         self.admin(&format!("forbid?seconds={seconds}"));
     }
 
-    fn admin(&self, what: &str) {
+    /// How many API requests came with each User-Agent so far (`""`: none), as an API server's
+    /// audit log tells its clients apart.
+    pub fn user_agents(&self) -> BTreeMap<String, u64> {
+        let answer = self.admin("user-agents");
+        let body = answer.split_once("\r\n\r\n").map_or("", |(_, b)| b);
+        let parsed: serde_json::Value =
+            serde_json::from_str(body).unwrap_or_else(|e| panic!("{e}: {answer}"));
+        serde_json::from_value(parsed["userAgents"].clone()).expect("counts by User-Agent")
+    }
+
+    /// POSTs to `/standin/{what}`; the whole answer, headers and body.
+    fn admin(&self, what: &str) -> String {
         let address = self.url.trim_start_matches("http://");
         let mut stream = TcpStream::connect(address).expect("the stand-in listens");
         write!(
@@ -188,6 +207,7 @@ impl KubeStandin {
             answer.starts_with("HTTP/1.0 200") || answer.starts_with("HTTP/1.1 200"),
             "POST /standin/{what}: {answer}"
         );
+        answer
     }
 
     /// What the server has logged so far: one line a request, then errors and tracebacks.
