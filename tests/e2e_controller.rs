@@ -422,6 +422,14 @@ async fn the_controller_ends_leaks_marks_the_workload_reports_and_cleans_up() {
             .then_some(())
     })
     .await;
+    // Its connection is closed, and no series names it any more.
+    eventually("the deleted policy's metrics go", 30, || async {
+        let (_, metrics) = controller.get("/metrics")?;
+        let left = metrics.contains("policy=\"shop/orders-db\"");
+        (controller.metric("poolwarden_monitoring_connections") == Some(0.0) && !left).then_some(())
+    })
+    .await;
+
     // SIGTERM: a clean exit, no monitoring session left behind, the lease released.
     let exit = controller.terminate();
     assert!(exit.success(), "{exit:?}\n{}", controller.log());

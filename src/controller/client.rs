@@ -39,6 +39,9 @@ mod tests {
             .filter(|(name, _)| *name == USER_AGENT_HEADER)
             .map(|(_, value)| value.to_str().unwrap())
             .collect();
-        assert_eq!(agents, [format!("poolwarden/{}", env!("CARGO_PKG_VERSION"))]);
+        assert_eq!(
+            agents,
+            [format!("poolwarden/{}", env!("CARGO_PKG_VERSION"))]
+        );
     }
 }

@@ -101,6 +101,14 @@ impl<C: Connector> Context<C> {
             f.remove(uid);
         }
         self.engines.release(uid);
+        self.count_connections();
+    }
+
+    /// Sets `poolwarden_monitoring_connections` from the connections open now.
+    pub fn count_connections(&self) {
+        self.metrics
+            .monitoring_connections
+            .set(self.engines.open_targets() as i64);
     }
 
     /// One more failure in a row for the policy `uid`: how many so far.

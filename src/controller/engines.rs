@@ -89,8 +89,15 @@ impl<C: Connector> Engines<C> {
         state.by_url.clear();
     }
 
+    /// Targets with a monitoring connection open now. One that a cycle is using at this moment
+    /// is open.
     pub fn open_targets(&self) -> usize {
-        self.inner.lock().map(|s| s.by_url.len()).unwrap_or(0)
+        let state = self.inner.lock().unwrap_or_else(|e| e.into_inner());
+        state
+            .by_url
+            .values()
+            .filter(|engine| engine.try_lock().map_or(true, |e| e.is_connected()))
+            .count()
     }
 }
 

@@ -6,7 +6,7 @@
 //! target's sessions from a PostgreSQL one's; reconcile durations and errors do not (a reconcile
 //! can fail before the engine is known).
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::Mutex;
 use std::sync::atomic::AtomicU64;
 use std::time::Instant;
@@ -80,8 +80,17 @@ const PROTECTIONS: [(Protection, &str); 2] = [
     (Protection::SuperuserSession, "SuperuserSession"),
 ];
 
-/// The gauge label sets one policy last wrote.
-type Written = (Vec<SessionLabels>, Vec<FindingLabels>, ServerLabels);
+/// The label sets one policy has written: its gauges as the last cycle set them, and every
+/// counter it has, so that all of them can go when the policy does (prometheus-client families
+/// have no "remove where").
+#[derive(Default)]
+struct Written {
+    sessions: Vec<SessionLabels>,
+    findings: Vec<FindingLabels>,
+    server: Option<ServerLabels>,
+    reasons: HashSet<ReasonLabels>,
+    categories: HashSet<String>,
+}
 
 /// Everything the controller measures.
 pub struct Metrics {
@@ -95,8 +104,8 @@ pub struct Metrics {
     pub reconcile_errors: Family<ErrorLabels, Counter>,
     pub leader: Gauge,
     pub monitoring_connections: Gauge,
-    /// Label sets last written per policy, so gauges of vanished workloads can be removed
-    /// (prometheus-client families have no "remove where").
+    /// Label sets written per policy: gauges of vanished workloads, and every series of a
+    /// deleted policy, are removed.
     written: Mutex<HashMap<String, Written>>,
 }
 
@@ -179,7 +188,7 @@ impl Metrics {
         let d = &cycle.decision;
         let engine = cycle.snapshot.server.flavour.label().to_owned();
         // Replace the policy's gauges: workloads and findings that went away must not linger.
-        self.forget(policy);
+        self.remove_gauges(policy);
         let mut sessions = Vec::new();
         let mut findings = Vec::new();
         for g in &d.groups {
@@ -200,14 +209,15 @@ impl Metrics {
                 sessions.push(labels);
             }
         }
+        let mut reasons = HashSet::new();
         for t in &cycle.outcome.terminated {
-            self.terminations
-                .get_or_create(&ReasonLabels {
-                    policy: policy.to_owned(),
-                    reason: t.reason.as_str().to_owned(),
-                    engine: engine.clone(),
-                })
-                .inc();
+            let labels = ReasonLabels {
+                policy: policy.to_owned(),
+                reason: t.reason.as_str().to_owned(),
+                engine: engine.clone(),
+            };
+            self.terminations.get_or_create(&labels).inc();
+            reasons.insert(labels);
         }
         for f in d.findings.iter().filter(|f| f.confirmed) {
             let labels = FindingLabels {
@@ -230,7 +240,11 @@ impl Metrics {
             .get_or_create(&server)
             .set(f64::from(d.capacity.utilization_percent) / 100.0);
         if let Ok(mut written) = self.written.lock() {
-            written.insert(policy.to_owned(), (sessions, findings, server));
+            let w = written.entry(policy.to_owned()).or_default();
+            w.sessions = sessions;
+            w.findings = findings;
+            w.server = Some(server);
+            w.reasons.extend(reasons);
         }
         let snapshot = &cycle.snapshot;
         let oldest = snapshot
@@ -284,11 +298,23 @@ impl Metrics {
                 category: category.to_owned(),
             })
             .inc();
+        if let Ok(mut written) = self.written.lock() {
+            let w = written.entry(policy.to_owned()).or_default();
+            w.categories.insert(category.to_owned());
+        }
     }
 
-    /// Forgets a deleted policy's gauges.
-    pub fn forget(&self, policy: &str) {
-        let previous = self.written.lock().ok().and_then(|mut w| w.remove(policy));
+    /// Removes the gauges the policy's last cycle set; its counters stay.
+    fn remove_gauges(&self, policy: &str) {
+        let previous = self.written.lock().ok().and_then(|mut w| {
+            w.get_mut(policy).map(|w| {
+                (
+                    std::mem::take(&mut w.sessions),
+                    std::mem::take(&mut w.findings),
+                    w.server.take(),
+                )
+            })
+        });
         if let Some((sessions, findings, server)) = previous {
             for l in sessions {
                 self.sessions.remove(&l);
@@ -296,7 +322,9 @@ impl Metrics {
             for l in findings {
                 self.findings.remove(&l);
             }
-            self.utilization.remove(&server);
+            if let Some(server) = server {
+                self.utilization.remove(&server);
+            }
         }
         let labels = PolicyLabels {
             policy: policy.to_owned(),
@@ -308,6 +336,25 @@ impl Metrics {
                 protection: label.to_owned(),
             });
         }
+    }
+
+    /// Forgets a deleted policy: every series that names it disappears, gauges and counters
+    /// alike (a series of a policy that no longer exists would say something untrue).
+    pub fn forget(&self, policy: &str) {
+        self.remove_gauges(policy);
+        let written = self.written.lock().ok().and_then(|mut w| w.remove(policy));
+        for labels in written.iter().flat_map(|w| &w.reasons) {
+            self.terminations.remove(labels);
+        }
+        for category in written.iter().flat_map(|w| &w.categories) {
+            self.reconcile_errors.remove(&ErrorLabels {
+                policy: policy.to_owned(),
+                category: category.clone(),
+            });
+        }
+        self.reconcile_duration.remove(&PolicyLabels {
+            policy: policy.to_owned(),
+        });
     }
 }
 

@@ -203,6 +203,7 @@ pub async fn run<C: Connector>(config: Config, connector: C) -> Result<(), Contr
     following.abort();
     metrics.leader.set(0);
     ctx.engines.close_all();
+    ctx.count_connections();
     leadership.release().await;
     for task in watch_tasks {
         task.abort();

@@ -23,9 +23,7 @@ pub async fn write<C: Connector>(
 ) -> Result<(), ReconcileError> {
     let name = patches::policy_ref(policy);
     let uid = policy.uid().unwrap_or_default();
-    ctx.metrics
-        .monitoring_connections
-        .set(ctx.engines.open_targets() as i64);
+    ctx.count_connections();
     let message;
     let ended = match ended {
         Ok(cycle) => {

@@ -131,6 +131,8 @@ struct Script {
     snapshots: Arc<Mutex<VecDeque<Result<Snapshot, DatabaseError>>>>,
     terminated: Arc<Mutex<Vec<Vec<SessionIdentity>>>>,
     observed: Arc<Mutex<usize>>,
+    /// Whether the last look succeeded: the scripted monitoring connection is open.
+    connected: Arc<Mutex<bool>>,
 }
 
 impl Script {
@@ -170,11 +172,17 @@ impl Engine for Scripted {
     async fn observe(&mut self) -> Result<Snapshot, DatabaseError> {
         *self.0.observed.lock().unwrap() += 1;
         let next = self.0.snapshots.lock().unwrap().pop_front();
-        next.unwrap_or_else(|| {
+        let answer = next.unwrap_or_else(|| {
             Err(DatabaseError::Query(
                 "the script has no more snapshots".into(),
             ))
-        })
+        });
+        *self.0.connected.lock().unwrap() = answer.is_ok();
+        answer
+    }
+
+    fn is_connected(&self) -> bool {
+        *self.0.connected.lock().unwrap()
     }
 
     async fn terminate(
@@ -959,6 +967,95 @@ async fn deleting_a_policy_removes_its_annotations_then_its_finalizer() {
     r.reply(200, serde_json::to_value(&p).unwrap());
 
     assert_eq!(task.await.unwrap().unwrap(), Action::await_change());
+    drop(ctx);
+    assert!(handle.next_request().await.is_none());
+}
+
+#[tokio::test]
+async fn the_gauges_follow_what_exists_a_lost_connection_and_a_deleted_policy_drop_out() {
+    let down = || DatabaseError::Unreachable {
+        target: "orders-db.shop:5432/orders".into(),
+        detail: "connection refused".into(),
+    };
+    let sessions = vec![idle(101, [10, 0, 0, 1], 5)];
+    let script = Script::answering(vec![
+        Ok(snapshot(sessions.clone())),
+        Err(down()),
+        Ok(snapshot(sessions)),
+    ]);
+    let (ctx, mut handle, registry, _leader) = context(
+        script.connector(),
+        ClusterIndex::default(),
+        true,
+        true,
+        false,
+    );
+    let mut p = policy(with_secret(json!({"interval": "10s"})), true);
+    let once = async |handle: &mut Pin<Box<ApiHandle>>, p: &PoolPolicy| {
+        let task = tokio::spawn(reconcile(Arc::new(p.clone()), ctx.clone()));
+        next(handle).await.reply(200, secret("5"));
+        let r = next(handle).await;
+        assert_eq!(r.line(), (Method::PATCH, POLICY_STATUS, APPLY));
+        r.reply(200, serde_json::to_value(p).unwrap());
+        task.await.unwrap()
+    };
+    let connections = |registry: &Registry| {
+        let metrics = encoded(registry);
+        let line = metrics
+            .lines()
+            .find(|l| l.starts_with("poolwarden_monitoring_connections "))
+            .map(str::to_owned);
+        (line, metrics)
+    };
+    let ours = "policy=\"shop/orders-db\"";
+
+    once(&mut handle, &p).await.unwrap();
+    let (line, metrics) = connections(&registry);
+    assert_eq!(
+        line.as_deref(),
+        Some("poolwarden_monitoring_connections 1"),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains(&format!("poolwarden_sessions{{{ours}")),
+        "{metrics}"
+    );
+
+    // The server goes away: its connection is closed, and the gauge says so.
+    let error = once(&mut handle, &p).await.unwrap_err();
+    error_policy(Arc::new(p.clone()), &error, ctx.clone());
+    let (line, metrics) = connections(&registry);
+    assert_eq!(
+        line.as_deref(),
+        Some("poolwarden_monitoring_connections 0"),
+        "{metrics}"
+    );
+
+    // It answers again.
+    once(&mut handle, &p).await.unwrap();
+    let (line, metrics) = connections(&registry);
+    assert_eq!(
+        line.as_deref(),
+        Some("poolwarden_monitoring_connections 1"),
+        "{metrics}"
+    );
+
+    // Deleted: its connection closes, and no series names it any more.
+    p.metadata.deletion_timestamp = Some(Time(Timestamp::now()));
+    let task = tokio::spawn(reconcile(Arc::new(p.clone()), ctx.clone()));
+    let r = next(&mut handle).await;
+    assert_eq!(r.method, Method::PATCH, "{}", r.uri);
+    p.metadata.finalizers = None;
+    r.reply(200, serde_json::to_value(&p).unwrap());
+    assert_eq!(task.await.unwrap().unwrap(), Action::await_change());
+    let (line, metrics) = connections(&registry);
+    assert_eq!(
+        line.as_deref(),
+        Some("poolwarden_monitoring_connections 0"),
+        "{metrics}"
+    );
+    let left: Vec<&str> = metrics.lines().filter(|l| l.contains(ours)).collect();
+    assert!(left.is_empty(), "series of the deleted policy: {left:#?}");
     drop(ctx);
     assert!(handle.next_request().await.is_none());
 }

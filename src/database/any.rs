@@ -66,4 +66,11 @@ impl Engine for AnyEngine {
             Self::MySql(my) => my.terminate(sessions).await,
         }
     }
+
+    fn is_connected(&self) -> bool {
+        match self {
+            Self::Postgres(pg) => pg.is_connected(),
+            Self::MySql(my) => my.is_connected(),
+        }
+    }
 }

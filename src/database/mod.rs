@@ -46,4 +46,11 @@ pub trait Engine {
         &mut self,
         sessions: &[SessionIdentity],
     ) -> impl Future<Output = Result<Vec<Verdict>, DatabaseError>> + Send;
+
+    /// Whether a monitoring connection is open right now (not merely configured): what the
+    /// controller's `poolwarden_monitoring_connections` counts. An engine that cannot tell
+    /// says yes.
+    fn is_connected(&self) -> bool {
+        true
+    }
 }

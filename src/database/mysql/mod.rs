@@ -236,4 +236,10 @@ impl Engine for MySql {
             }
         }
     }
+
+    /// A connection poolwarden holds and has not seen fail (mysql_async notices a lost one on
+    /// its next use, which drops it here).
+    fn is_connected(&self) -> bool {
+        self.connection.is_some()
+    }
 }

@@ -177,4 +177,8 @@ impl Engine for Postgres {
         }
         result
     }
+
+    fn is_connected(&self) -> bool {
+        self.client.as_ref().is_some_and(|c| !c.is_closed())
+    }
 }
