@@ -5,7 +5,9 @@
 //!   URL, missing privileges) wait for a change (the spec, or the Secret: both are watched), with
 //!   a slow re-check in case the change came from somewhere poolwarden does not watch;
 //! - transient failures ("the database blinked", a 403 while RBAC settles after an API server
-//!   restart) back off, doubling from the policy's interval, with jitter;
+//!   restart) back off from the policy's interval, with jitter, to at most
+//!   [`MAX_BACKOFF_INTERVALS`] intervals: a policy is looked at again within two intervals of
+//!   its database answering, never left unwatched for minutes after a short outage;
 //! - a conflict (two writers raced) retries in a second.
 //!
 //! Categories come from the variants (and their sources' variants), never from message text:
@@ -27,8 +29,8 @@ use crate::api::PoolPolicy;
 use crate::database::DatabaseError;
 use crate::decide::WorkloadRef;
 
-/// The longest wait between retries of a transient failure.
-pub const MAX_BACKOFF: Duration = Duration::from_secs(300);
+/// The longest wait between retries of a transient failure, in the policy's intervals.
+pub const MAX_BACKOFF_INTERVALS: u32 = 2;
 /// How often a policy that waits for a change is looked at anyway.
 pub const RECHECK: Duration = Duration::from_secs(600);
 /// How soon a conflict is retried.
@@ -177,10 +179,11 @@ pub fn error_policy<C: Connector>(
         Retry::AtInterval => interval,
         Retry::Backoff => {
             let failures = ctx.failed(&uid);
+            let longest = interval.saturating_mul(MAX_BACKOFF_INTERVALS);
             let base = interval
                 .saturating_mul(2u32.saturating_pow(failures.min(16) - 1))
-                .min(MAX_BACKOFF);
-            base.mul_f64(0.8 + ctx.jitter(&uid, failures))
+                .min(longest);
+            base.mul_f64(0.8 + ctx.jitter(&uid, failures)).min(longest)
         }
     };
     tracing::warn!(

@@ -1257,6 +1257,41 @@ async fn error_policy_chooses_by_the_kind_of_failure_and_counts_every_one() {
 }
 
 #[tokio::test]
+async fn a_long_outage_backs_off_to_two_intervals_at_most() {
+    let (ctx, _handle, _, _leader) = context(
+        Script::default().connector(),
+        ClusterIndex::default(),
+        true,
+        true,
+        true,
+    );
+    let p = Arc::new(policy(with_secret(json!({"interval": "10s"})), true));
+    let failures = [
+        ReconcileError::Database(DatabaseError::Unreachable {
+            target: "orders-db.shop:5432/orders".into(),
+            detail: "connection refused".into(),
+        }),
+        ReconcileError::Secret(SecretError::NotFound {
+            namespace: "shop".into(),
+            name: "orders-db-monitor".into(),
+        }),
+    ];
+    for failure in &failures {
+        // Twenty failures in a row, as in an outage of several minutes.
+        let waits: Vec<f64> = (0..20)
+            .map(|_| retry_secs(error_policy(p.clone(), failure, ctx.clone())))
+            .collect();
+        assert!((8.0..=12.0).contains(&waits[0]), "{failure}: {waits:?}");
+        // It backs off, and never beyond two intervals: the policy is looked at again within
+        // two intervals of its database (or Secret) coming back.
+        assert!(waits[1..].iter().all(|w| *w >= 16.0), "{failure}: {waits:?}");
+        assert!(waits.iter().all(|w| *w <= 20.0), "{failure}: {waits:?}");
+        // A success starts the backoff over.
+        ctx.remember("uid-1", Memory::default());
+    }
+}
+
+#[tokio::test]
 async fn against_a_real_postgresql_one_reconcile_ends_exactly_the_leaked_sessions() {
     use poolwarden_sandbox::{Sandbox, SandboxOptions, SessionSpec};
     let sb = Sandbox::start(SandboxOptions::default()).await.unwrap();
