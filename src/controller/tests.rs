@@ -1284,7 +1284,10 @@ async fn a_long_outage_backs_off_to_two_intervals_at_most() {
         assert!((8.0..=12.0).contains(&waits[0]), "{failure}: {waits:?}");
         // It backs off, and never beyond two intervals: the policy is looked at again within
         // two intervals of its database (or Secret) coming back.
-        assert!(waits[1..].iter().all(|w| *w >= 16.0), "{failure}: {waits:?}");
+        assert!(
+            waits[1..].iter().all(|w| *w >= 16.0),
+            "{failure}: {waits:?}"
+        );
         assert!(waits.iter().all(|w| *w <= 20.0), "{failure}: {waits:?}");
         // A success starts the backoff over.
         ctx.remember("uid-1", Memory::default());
