@@ -239,18 +239,27 @@ async fn create_pod(client: &kube::Client, rs: &ReplicaSet, name: &str, ip: &str
 }
 
 async fn create_policy(client: &kube::Client) {
-    let policies: Api<PoolPolicy> = Api::namespaced(client.clone(), NS);
-    let policy: PoolPolicy = serde_json::from_value(json!({
-        "apiVersion": "poolwarden.io/v1alpha1", "kind": "PoolPolicy",
-        "metadata": {"name": "orders-db", "namespace": NS},
-        "spec": {
-            "database": {"connectionSecretRef": {"name": "orders-db-monitor"}},
+    create_policy_with(
+        client,
+        json!({
             "mode": "Enforce",
             "interval": "1s",
             // Idle sessions are left alone (the leak stays visible); open transactions are ended.
             "idle": {"idleInTransactionTimeout": "1s"},
             "leakDetection": {"window": "1s", "strandedIdleAge": "1s", "idleThreshold": 3},
-        },
+        }),
+    )
+    .await;
+}
+
+/// PoolPolicy `shop/orders-db` on Secret `orders-db-monitor`, with the rest of `spec`.
+async fn create_policy_with(client: &kube::Client, mut spec: serde_json::Value) {
+    spec["database"] = json!({"connectionSecretRef": {"name": "orders-db-monitor"}});
+    let policies: Api<PoolPolicy> = Api::namespaced(client.clone(), NS);
+    let policy: PoolPolicy = serde_json::from_value(json!({
+        "apiVersion": "poolwarden.io/v1alpha1", "kind": "PoolPolicy",
+        "metadata": {"name": "orders-db", "namespace": NS},
+        "spec": spec,
     }))
     .unwrap();
     policies
@@ -957,20 +966,8 @@ async fn a_secret_that_appears_retriggers_its_policy_at_once() {
     let kube = KubeStandin::start();
     let client = kube.client().await;
     let dir = tempfile::tempdir().unwrap();
+    create_policy_with(&client, json!({"interval": "5m"})).await;
     let policies: Api<PoolPolicy> = Api::namespaced(client.clone(), NS);
-    let policy: PoolPolicy = serde_json::from_value(json!({
-        "apiVersion": "poolwarden.io/v1alpha1", "kind": "PoolPolicy",
-        "metadata": {"name": "orders-db", "namespace": NS},
-        "spec": {
-            "database": {"connectionSecretRef": {"name": "orders-db-monitor"}},
-            "interval": "5m",
-        },
-    }))
-    .unwrap();
-    policies
-        .create(&PostParams::default(), &policy)
-        .await
-        .unwrap();
     let _controller = ready_controller(&kube, dir.path(), "replica-a").await;
     let ready = || async {
         let p = policies.get("orders-db").await.ok()?;
