@@ -71,9 +71,21 @@ pub struct Standalone {
     /// postgres://user:password@host:5432/dbname?sslmode=verify-full&sslrootcert=/path/ca.pem
     #[arg(long, env = "POOLWARDEN_DATABASE_URL", hide_env_values = true)]
     pub database_url: String,
-    /// A PoolPolicy manifest (or just its spec) in YAML; `spec.database` is ignored.
+    /// A PoolPolicy manifest (or just its spec) in YAML; `spec.database` and `spec.poolers` are
+    /// ignored (they name Secrets).
     #[arg(long)]
     pub policy: PathBuf,
+    /// A PgBouncer in front of the server: its admin console's URL,
+    /// postgres://stats:password@pgbouncer:6432/pgbouncer (a `stats_users` user is enough),
+    /// optionally named NAME=URL. Repeat the flag for several poolers.
+    #[arg(
+        long = "pooler",
+        value_name = "[NAME=]URL",
+        env = "POOLWARDEN_POOLER_URLS",
+        value_delimiter = ',',
+        hide_env_values = true
+    )]
+    pub poolers: Vec<String>,
     /// How to print the report.
     #[arg(long, value_enum, default_value_t = Output::Table)]
     pub output: Output,

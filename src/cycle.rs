@@ -1,8 +1,17 @@
 //! One pass of observe → decide → act, shared by `check`, `run` and the controller.
+//!
+//! With poolers in front, their consoles are read at the same time as the server's snapshot (all
+//! at once, not after the snapshot's churn sample, which takes half a second), so that the links
+//! they show are those of the sessions the snapshot saw. Where a link changes in between, one
+//! cycle may name the wrong client: a finding confirms only when it holds over the window, and
+//! the verified termination skips a session whose state changed since the snapshot. A console
+//! that cannot be read does not fail the cycle: the decision warns, and the sessions behind that
+//! pooler are attributed as if there were no pooler.
 
 use crate::act::{self, Outcome};
+use crate::database::pgbouncer::PoolerConsole;
 use crate::database::{DatabaseError, Engine, Snapshot};
-use crate::decide::{self, ClusterView, Decision, Inputs, Memory, Rules};
+use crate::decide::{self, ClusterView, Decision, Inputs, Memory, PoolerLook, Rules};
 
 /// Everything one cycle saw, decided and did.
 pub struct Cycle {
@@ -31,11 +40,24 @@ pub async fn run_once(
     cluster: &ClusterView,
     memory: &Memory,
 ) -> Result<Cycle, DatabaseError> {
-    let snapshot = engine.observe().await?;
+    run_once_behind(engine, &mut [], rules, cluster, memory).await
+}
+
+/// Observes the server and the `poolers` in front of it, decides and acts once.
+pub async fn run_once_behind(
+    engine: &mut impl Engine,
+    poolers: &mut [PoolerConsole],
+    rules: &Rules,
+    cluster: &ClusterView,
+    memory: &Memory,
+) -> Result<Cycle, DatabaseError> {
+    let (snapshot, looks) = tokio::join!(engine.observe(), look_at(poolers));
+    let snapshot = snapshot?;
     let decision = decide::decide(Inputs {
         snapshot: &snapshot,
         rules,
         cluster,
+        poolers: &looks,
         memory,
     });
     let outcome = act::terminate(engine, &decision).await;
@@ -45,4 +67,19 @@ pub async fn run_once(
         decision,
         outcome,
     })
+}
+
+/// Reads every pooler's console at once; a failure is kept as its message.
+pub async fn look_at(poolers: &mut [PoolerConsole]) -> Vec<PoolerLook> {
+    futures::future::join_all(poolers.iter_mut().map(|console| async move {
+        let seen = console.observe().await;
+        if let Err(e) = &seen {
+            tracing::warn!(pooler = console.name(), error = %e, "pooler console not read");
+        }
+        PoolerLook {
+            name: console.name().to_owned(),
+            console: seen.map_err(|e| e.to_string()),
+        }
+    }))
+    .await
 }

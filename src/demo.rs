@@ -125,7 +125,7 @@ async fn play(sandbox: &Sandbox, out: &mut (impl Write + Send)) -> Result<(), De
         "$ poolwarden check --database-url {url} --policy orders-db.yaml\n"
     )?;
     tokio::select! {
-        result = standalone::check(&url, &policy, Output::Table, out) => { result?; }
+        result = standalone::check(&url, &[], &policy, Output::Table, out) => { result?; }
         _ = keep_busy(&busy) => {}
         _ = churn(sandbox) => {}
     }
@@ -141,7 +141,7 @@ async fn play(sandbox: &Sandbox, out: &mut (impl Write + Send)) -> Result<(), De
     };
     let mut audit = AuditTrail::log_only("demo");
     tokio::select! {
-        result = standalone::run(&url, &policy.rules, options, &mut audit, out) => { result?; }
+        result = standalone::run(&url, &[], &policy.rules, options, &mut audit, out) => { result?; }
         _ = keep_busy(&busy) => {}
         _ = churn(sandbox) => {}
     }

@@ -31,6 +31,7 @@ async fn run(cli: Cli) -> Result<(), Box<dyn Error>> {
             let policy = standalone::load(&args.policy)?;
             standalone::check(
                 &args.database_url,
+                &args.poolers,
                 &policy,
                 args.output,
                 &mut std::io::stdout(),
@@ -49,6 +50,9 @@ async fn run(cli: Cli) -> Result<(), Box<dyn Error>> {
                 Some(path) => AuditTrail::with_file(&policy.name, path)?,
                 None => AuditTrail::log_only(&policy.name),
             };
+            if let Some(note) = standalone::policy_poolers_note(&policy, args.poolers.len()) {
+                eprintln!("warning: {note}");
+            }
             let options = RunOptions {
                 interval: interval.unwrap_or(policy.spec.interval).into(),
                 cycles,
@@ -56,6 +60,7 @@ async fn run(cli: Cli) -> Result<(), Box<dyn Error>> {
             };
             standalone::run(
                 &args.database_url,
+                &args.poolers,
                 &policy.rules,
                 options,
                 &mut audit,

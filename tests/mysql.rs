@@ -324,6 +324,7 @@ async fn a_thread_that_works_between_the_look_and_the_kill_survives() {
         rules: &rules,
         cluster: &ClusterView::default(),
         memory: &Memory::default(),
+        poolers: &[],
     });
     assert_eq!(
         decision.terminate.len(),

@@ -204,6 +204,7 @@ async fn a_session_that_works_between_snapshot_and_kill_survives() {
         snapshot: &snapshot,
         rules: &rules,
         cluster: &ClusterView::default(),
+        poolers: &[],
         memory: &Memory::default(),
     });
     assert_eq!(
@@ -467,6 +468,7 @@ async fn the_snapshot_reads_addresses_states_and_server_limits() {
 
     let seen = snapshot.sessions.iter().find(|x| x.pid == s.pid()).unwrap();
     assert_eq!(seen.client_addr, Some("127.0.0.42".parse().unwrap()));
+    assert_eq!(seen.client_port, Some(s.local_addr().port()));
     assert_eq!(seen.application_name, "orders-api-7d9f-x2x");
     assert_eq!(seen.state, SessionState::Idle);
     assert_eq!(seen.user.as_deref(), Some("app"));

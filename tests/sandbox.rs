@@ -1,15 +1,18 @@
 //! The throwaway PostgreSQL server really produces the sessions poolwarden hunts, and really
 //! goes away afterwards.
 
-use std::net::{IpAddr, Ipv4Addr, TcpStream};
+use std::net::{IpAddr, Ipv4Addr, SocketAddr, TcpStream};
 use std::path::PathBuf;
 use std::str::FromStr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use poolwarden_sandbox::{Sandbox, SandboxError, SandboxOptions, SessionSpec};
+use poolwarden_sandbox::{
+    PgBouncerOptions, PoolMode, Sandbox, SandboxError, SandboxOptions, SessionSpec,
+};
 use rustls::pki_types::CertificateDer;
 use rustls::pki_types::pem::PemObject;
+use tokio_postgres::SimpleQueryMessage;
 use tokio_postgres::config::SslMode;
 use tokio_postgres::error::SqlState;
 use tokio_postgres_rustls::MakeRustlsConnect;
@@ -49,6 +52,15 @@ fn addr(last: u8) -> Ipv4Addr {
 /// Nothing accepts connections on the port any more.
 fn port_is_closed(port: u16) -> bool {
     TcpStream::connect_timeout(&(Ipv4Addr::LOCALHOST, port).into(), Duration::from_secs(2)).is_err()
+}
+
+/// The server that listened on `port` with its files in `dir` is gone, files and all.
+fn assert_gone(port: u16, dir: &std::path::Path) {
+    assert!(
+        port_is_closed(port),
+        "port {port} still accepts connections"
+    );
+    assert!(!dir.exists(), "{} still exists", dir.display());
 }
 
 #[tokio::test]
@@ -356,22 +368,14 @@ async fn stop_and_drop_remove_the_server_and_its_directory() {
     assert!(session.is_alive().await);
     assert!(dir.join("data").is_dir());
     sandbox.stop();
-    assert!(
-        port_is_closed(port),
-        "port {port} still accepts connections"
-    );
-    assert!(!dir.exists(), "{} still exists", dir.display());
+    assert_gone(port, &dir);
     assert!(!session.is_alive().await);
 
     // drop
     let sandbox = Sandbox::start(SandboxOptions::default()).await.unwrap();
     let (port, dir) = (sandbox.port(), sandbox.dir().to_path_buf());
     drop(sandbox);
-    assert!(
-        port_is_closed(port),
-        "port {port} still accepts connections"
-    );
-    assert!(!dir.exists(), "{} still exists", dir.display());
+    assert_gone(port, &dir);
 
     // A test that panics drops its sandbox while unwinding.
     let (sender, receiver) = tokio::sync::oneshot::channel::<(u16, PathBuf)>();
@@ -385,11 +389,7 @@ async fn stop_and_drop_remove_the_server_and_its_directory() {
     .await;
     assert!(panicked.unwrap_err().is_panic());
     let (port, dir) = receiver.await.unwrap();
-    assert!(
-        port_is_closed(port),
-        "port {port} still accepts connections"
-    );
-    assert!(!dir.exists(), "{} still exists", dir.display());
+    assert_gone(port, &dir);
 }
 
 #[tokio::test]
@@ -415,4 +415,194 @@ async fn bad_settings_are_refused_before_anything_starts() {
     let message = error.to_string();
     assert!(matches!(error, SandboxError::Start { .. }), "{message}");
     assert!(message.contains("shared_buffers"), "{message}");
+}
+
+/// The rows of a console `SHOW` command, as column name -> value.
+async fn show(
+    console: &tokio_postgres::Client,
+    what: &str,
+) -> Vec<std::collections::HashMap<String, String>> {
+    console
+        .simple_query(&format!("SHOW {what}"))
+        .await
+        .unwrap()
+        .iter()
+        .filter_map(|message| match message {
+            SimpleQueryMessage::Row(row) => Some(
+                row.columns()
+                    .iter()
+                    .enumerate()
+                    .map(|(i, c)| (c.name().to_string(), row.get(i).unwrap_or("").to_string()))
+                    .collect(),
+            ),
+            _ => None,
+        })
+        .collect()
+}
+
+async fn sandbox_with_pooler() -> (Sandbox, poolwarden_sandbox::PgBouncer) {
+    let sandbox = Sandbox::start(SandboxOptions::default()).await.unwrap();
+    sandbox.create_database("shop").await.unwrap();
+    sandbox.create_role("app", "s3cret", &[]).await.unwrap();
+    // Started as root, this also shows that PgBouncer runs as another user: it refuses root.
+    let pooler = sandbox
+        .start_pgbouncer(
+            PgBouncerOptions::default()
+                .database("shop", "shop", PoolMode::Session, 2)
+                .database("shop_tx", "shop", PoolMode::Transaction, 2)
+                .user("app", "s3cret"),
+        )
+        .await
+        .unwrap();
+    (sandbox, pooler)
+}
+
+#[tokio::test]
+async fn pgbouncer_shows_clients_from_chosen_addresses_linked_to_their_servers() {
+    let (sandbox, pooler) = sandbox_with_pooler().await;
+    let session_pooled = pooler
+        .open_client(&SessionSpec::new("app", "s3cret", "shop").from_addr(addr(21)))
+        .await
+        .unwrap();
+    let session_pid = session_pooled.backend_pid().await.unwrap();
+    let tx_pooled = pooler
+        .open_client(&SessionSpec::new("app", "s3cret", "shop_tx").from_addr(addr(22)))
+        .await
+        .unwrap();
+    let tx_pid = tx_pooled.begin_idle_in_transaction().await.unwrap();
+
+    let console = pooler.console().await.unwrap();
+    let clients = show(&console, "CLIENTS").await;
+    let servers = show(&console, "SERVERS").await;
+    let client_of = |source: SocketAddr| {
+        clients
+            .iter()
+            .find(|c| {
+                c["addr"] == source.ip().to_string() && c["port"] == source.port().to_string()
+            })
+            .unwrap_or_else(|| panic!("no client {source} in {clients:?}"))
+    };
+    let admin = sandbox.admin().await.unwrap();
+    for (client, pid, database) in [
+        (&session_pooled, session_pid, "shop"),
+        (&tx_pooled, tx_pid, "shop_tx"),
+    ] {
+        let row = client_of(client.local_addr());
+        assert_eq!(row["database"], database);
+        assert_eq!(row["user"], "app");
+        // The server serving it links back to it, and PostgreSQL sees that server connection
+        // coming from the pooler's local address and port.
+        let server = servers
+            .iter()
+            .find(|s| s["remote_pid"] == pid.to_string())
+            .unwrap_or_else(|| panic!("no server with pid {pid} in {servers:?}"));
+        assert_eq!(server["link"], row["ptr"]);
+        assert_eq!(row["link"], server["ptr"]);
+        let seen = admin
+            .query_one(
+                "SELECT client_addr, client_port FROM pg_stat_activity WHERE pid = $1",
+                &[&pid],
+            )
+            .await
+            .unwrap();
+        let (client_addr, client_port): (Option<IpAddr>, Option<i32>) = (seen.get(0), seen.get(1));
+        assert_eq!(
+            client_addr.map(|a| a.to_string()),
+            Some(server["local_addr"].clone())
+        );
+        assert_eq!(
+            client_port.map(|p| p.to_string()),
+            Some(server["local_port"].clone())
+        );
+    }
+    assert_eq!(
+        seen(&admin, tx_pid).await.state.as_deref(),
+        Some("idle in transaction")
+    );
+
+    // After the commit the transaction-pooled server goes back to the pool, unlinked.
+    tx_pooled.commit().await.unwrap();
+    let servers = show(&console, "SERVERS").await;
+    let server = servers
+        .iter()
+        .find(|s| s["remote_pid"] == tx_pid.to_string())
+        .unwrap();
+    assert_eq!(server["link"], "", "{server:?}");
+    assert!(tx_pooled.is_alive().await);
+
+    // The stats user may read the console but not change anything.
+    let stats = tokio_postgres::connect(&pooler.stats_url(), tokio_postgres::NoTls)
+        .await
+        .unwrap();
+    tokio::spawn(stats.1);
+    assert!(!show(&stats.0, "POOLS").await.is_empty());
+    assert!(stats.0.simple_query("PAUSE shop").await.is_err());
+}
+
+#[tokio::test]
+async fn pgbouncer_goes_away_on_stop_drop_and_panic() {
+    let (sandbox, pooler) = sandbox_with_pooler().await;
+    let (port, dir) = (pooler.port(), pooler.dir().to_path_buf());
+    let client = pooler
+        .open_client(&SessionSpec::new("app", "s3cret", "shop").from_addr(addr(23)))
+        .await
+        .unwrap();
+    assert!(client.is_alive().await);
+    pooler.stop();
+    assert_gone(port, &dir);
+    assert!(!client.is_alive().await);
+
+    let pooler = sandbox
+        .start_pgbouncer(PgBouncerOptions::default())
+        .await
+        .unwrap();
+    let (port, dir) = (pooler.port(), pooler.dir().to_path_buf());
+    drop(pooler);
+    assert_gone(port, &dir);
+
+    let sandbox = std::sync::Arc::new(sandbox);
+    let (sender, receiver) = tokio::sync::oneshot::channel::<(u16, PathBuf)>();
+    let panicked = tokio::spawn({
+        let sandbox = std::sync::Arc::clone(&sandbox);
+        async move {
+            let pooler = sandbox
+                .start_pgbouncer(PgBouncerOptions::default())
+                .await
+                .unwrap();
+            sender
+                .send((pooler.port(), pooler.dir().to_path_buf()))
+                .unwrap();
+            panic!("a failing test (on purpose)");
+        }
+    })
+    .await;
+    assert!(panicked.unwrap_err().is_panic());
+    let (port, dir) = receiver.await.unwrap();
+    assert_gone(port, &dir);
+}
+
+#[tokio::test]
+async fn bad_pgbouncer_settings_are_refused_with_its_log() {
+    let sandbox = Sandbox::start(SandboxOptions::default()).await.unwrap();
+    let error = sandbox
+        .start_pgbouncer(
+            PgBouncerOptions::default().setting("pool_mode", "session\nadmin_users = x"),
+        )
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(error, SandboxError::InvalidSetting { .. }),
+        "{error}"
+    );
+
+    let error = sandbox
+        .start_pgbouncer(PgBouncerOptions::default().setting("pool_mode", "sometimes"))
+        .await
+        .unwrap_err();
+    let message = error.to_string();
+    assert!(
+        matches!(error, SandboxError::PgBouncerStart { .. }),
+        "{message}"
+    );
+    assert!(message.contains("pool_mode"), "{message}");
 }

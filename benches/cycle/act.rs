@@ -40,6 +40,7 @@ async fn cycle(pg: &mut Postgres, sb_admin: &tokio_postgres::Client, rules: &Rul
         snapshot: &snapshot,
         rules,
         cluster: &ClusterView::default(),
+        poolers: &[],
         memory: &Memory::default(),
     });
     let decide = ms(t);
@@ -115,6 +116,7 @@ async fn one_cycle(cfg: &Config) -> Res<Table> {
         snapshot: &snapshot,
         rules: &rules,
         cluster: &ClusterView::default(),
+        poolers: &[],
         memory: &Memory::default(),
     });
     let before = wire.count();

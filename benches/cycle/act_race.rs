@@ -63,7 +63,7 @@ async fn poolwarden(sb: &Sandbox, from: &mut u64, wanted: usize) -> Res<Tally> {
             output: Output::Table,
         };
         let mut audit = poolwarden::report::audit::AuditTrail::log_only("bench");
-        standalone::run(&url, &rules, options, &mut audit, &mut std::io::sink()).await
+        standalone::run(&url, &[], &rules, options, &mut audit, &mut std::io::sink()).await
     });
     let seen = until_terminated(sb, from, wanted, Duration::from_secs(3600)).await;
     runner.abort();

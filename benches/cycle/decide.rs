@@ -177,6 +177,7 @@ fn snapshot(count: usize, cluster: &ClusterView, now: Timestamp, seed: u64) -> S
             user,
             application_name: application,
             client_addr,
+            client_port: client_addr.map(|_| 40_000 + (pid % 20_000) as u16),
             backend_start,
             xact_start,
             state,
@@ -285,6 +286,7 @@ pub async fn run(cfg: &Config) -> Res<Table> {
             snapshot: &earlier,
             rules: &rules,
             cluster: &view,
+            poolers: &[],
             memory: &Memory::default(),
         })
         .memory;
@@ -298,6 +300,7 @@ pub async fn run(cfg: &Config) -> Res<Table> {
                 snapshot: &snap,
                 rules: &rules,
                 cluster: &view,
+                poolers: &[],
                 memory: &memory,
             });
             samples.push(ms(t));

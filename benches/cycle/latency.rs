@@ -28,7 +28,7 @@ async fn measure(interval: Duration, samples: usize) -> Res<Vec<f64>> {
             output: Output::Table,
         };
         let mut audit = poolwarden::report::audit::AuditTrail::log_only("bench");
-        standalone::run(&url, &rules, options, &mut audit, &mut sink).await
+        standalone::run(&url, &[], &rules, options, &mut audit, &mut sink).await
     });
     // Let the loop connect and settle into its rhythm.
     tokio::time::sleep(interval + Duration::from_millis(300)).await;

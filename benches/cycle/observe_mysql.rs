@@ -105,6 +105,7 @@ pub async fn run(cfg: &Config) -> Res<Vec<Table>> {
         rules: &rules,
         cluster: &ClusterView::default(),
         memory: &Memory::default(),
+        poolers: &[],
     });
     assert_eq!(decision.mode, Mode::Enforce);
     let identities: Vec<_> = decision

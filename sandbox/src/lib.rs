@@ -21,6 +21,8 @@
 //!
 //! [`MariaDb`] is the same for the MySQL family: a throwaway MariaDB and [`MySqlSession`]s from
 //! chosen addresses.
+//! [`Sandbox::start_pgbouncer`] puts a throwaway PgBouncer in front of the server (see
+//! [`PgBouncer`]), so that sessions reach PostgreSQL through a pooler as they do in many clusters.
 //!
 //! Binaries are looked up in `$POOLWARDEN_PG_BIN`, then the newest `/usr/lib/postgresql/*/bin`,
 //! then `pg_config --bindir`, then `PATH`. PostgreSQL refuses to run as root, so when we are root
@@ -29,6 +31,7 @@
 mod flipping;
 mod mariadb;
 mod mysql_session;
+mod pgbouncer;
 mod server;
 mod server_log;
 mod session;
@@ -43,6 +46,10 @@ use tokio_postgres::{Client, NoTls};
 
 pub use flipping::{Flipping, FlippingCounts, FlippingSpec};
 pub use mariadb::{MariaDb, MariaDbOptions, MySqlSession, MySqlSessionSpec};
+pub use pgbouncer::{
+    ADMIN_PASSWORD, ADMIN_USER, PgBouncer, PgBouncerOptions, PoolMode, PooledClient,
+    PooledDatabase, STATS_PASSWORD, STATS_USER,
+};
 use server::{Binaries, Cluster, StartFailure};
 pub use server_log::AdminTerminations;
 pub use session::{ClientSession, SessionSpec};
@@ -116,6 +123,20 @@ pub enum SandboxError {
         #[source]
         source: mysql_async::Error,
     },
+
+    #[error(
+        "no pgbouncer binary found: looked at $POOLWARDEN_PGBOUNCER, /usr/sbin/pgbouncer and PATH; \
+         install it with `apt-get install pgbouncer` (scripts/setup does) or point \
+         POOLWARDEN_PGBOUNCER at it"
+    )]
+    NoPgBouncer,
+
+    #[error("POOLWARDEN_PGBOUNCER is {}, which is not an executable file", path.display())]
+    BadPgBouncer { path: PathBuf },
+
+    /// The log lives in the pooler's directory, which is gone by the time this is returned.
+    #[error("PgBouncer did not start; end of its log:\n{log_tail}")]
+    PgBouncerStart { log_tail: String },
 
     #[error("invalid sandbox setting {name:?}: {reason}")]
     InvalidSetting { name: String, reason: &'static str },
@@ -202,6 +223,26 @@ impl SandboxError {
             context: context.into(),
             detail,
             source,
+        }
+    }
+
+    /// The same error, its context prefixed with what the caller was doing.
+    pub(crate) fn within(self, outer: &str) -> Self {
+        match self {
+            SandboxError::Io { context, source } => SandboxError::Io {
+                context: format!("{outer}: {context}"),
+                source,
+            },
+            SandboxError::Postgres {
+                context,
+                detail,
+                source,
+            } => SandboxError::Postgres {
+                context: format!("{outer}: {context}"),
+                detail,
+                source,
+            },
+            other => other,
         }
     }
 
@@ -337,13 +378,7 @@ impl Sandbox {
 
     /// `postgres://user:password@127.0.0.1:PORT/database`, without any `sslmode`.
     pub fn url(&self, user: &str, password: &str, database: &str) -> String {
-        format!(
-            "postgres://{}:{}@127.0.0.1:{}/{}",
-            percent_encode(user),
-            percent_encode(password),
-            self.port,
-            percent_encode(database)
-        )
+        loopback_url(self.port, user, password, database)
     }
 
     /// URL of the bootstrap superuser `postgres` (password `postgres`) on database `postgres`.
@@ -381,11 +416,7 @@ impl Sandbox {
             .connect(NoTls)
             .await
             .map_err(|e| SandboxError::postgres("connecting to the sandbox as superuser", e))?;
-        tokio::spawn(async move {
-            if let Err(e) = connection.await {
-                tracing::debug!(error = %e, "sandbox admin connection ended");
-            }
-        });
+        session::spawn_connection(connection, "sandbox admin");
         Ok(client)
     }
 
@@ -471,6 +502,18 @@ impl Sandbox {
         }
     }
 
+    /// Starts a throwaway PgBouncer on a free loopback port in front of this server; see
+    /// [`PgBouncer`]. The roles of `options.users` must exist here already.
+    pub async fn start_pgbouncer(
+        &self,
+        options: PgBouncerOptions,
+    ) -> Result<PgBouncer, SandboxError> {
+        let port = self.port;
+        tokio::task::spawn_blocking(move || PgBouncer::start_blocking(port, &options))
+            .await
+            .map_err(|e| SandboxError::Unexpected(format!("PgBouncer start-up task failed: {e}")))?
+    }
+
     /// Stops the server at once (`pg_ctl stop -m immediate`) and deletes its directory.
     pub fn stop(self) {
         // Drop does the work, so that a panicking test cleans up the same way.
@@ -488,6 +531,16 @@ pub(crate) fn free_port() -> Result<u16, SandboxError> {
         .map_err(|e| SandboxError::io("looking for a free port on 127.0.0.1", e))?
         .port();
     Ok(port)
+}
+
+/// `postgres://user:password@127.0.0.1:PORT/database`, without any `sslmode`.
+fn loopback_url(port: u16, user: &str, password: &str, database: &str) -> String {
+    format!(
+        "postgres://{}:{}@127.0.0.1:{port}/{}",
+        percent_encode(user),
+        percent_encode(password),
+        percent_encode(database)
+    )
 }
 
 /// Percent-encodes everything but RFC 3986's unreserved characters, for URL user info and path.

@@ -102,14 +102,44 @@ fn path_bin_dir() -> Option<PathBuf> {
     std::env::split_paths(&path).find(|dir| has_programs(dir))
 }
 
-/// The OS user the server runs as when we are root, since PostgreSQL refuses to run as root.
-struct ServerUser {
+/// The OS user the servers run as when we are root, since PostgreSQL (and PgBouncer) refuse to
+/// run as root.
+pub(super) struct ServerUser {
     uid: Uid,
     gid: Gid,
     home: PathBuf,
 }
 
-fn server_user() -> Result<Option<ServerUser>, SandboxError> {
+impl ServerUser {
+    /// Makes `command` run as this user.
+    pub(super) fn apply(&self, command: &mut Command) {
+        // std drops supplementary groups too when it switches uid as root.
+        command
+            .uid(self.uid.as_raw())
+            .gid(self.gid.as_raw())
+            .env("HOME", &self.home)
+            .env("USER", "postgres")
+            .env("LOGNAME", "postgres");
+    }
+
+    /// Hands `path` and everything under it to this user.
+    pub(super) fn chown_tree(&self, path: &Path) -> Result<(), SandboxError> {
+        let context = || format!("handing {} to the postgres user", path.display());
+        std::os::unix::fs::lchown(path, Some(self.uid.as_raw()), Some(self.gid.as_raw()))
+            .map_err(|e| SandboxError::io(context(), e))?;
+        let metadata = fs::symlink_metadata(path).map_err(|e| SandboxError::io(context(), e))?;
+        if metadata.is_dir() {
+            for entry in fs::read_dir(path).map_err(|e| SandboxError::io(context(), e))? {
+                let entry = entry.map_err(|e| SandboxError::io(context(), e))?;
+                self.chown_tree(&entry.path())?;
+            }
+        }
+        Ok(())
+    }
+}
+
+/// `None` unless we are root; then the `postgres` OS user.
+pub(super) fn server_user() -> Result<Option<ServerUser>, SandboxError> {
     if !geteuid().is_root() {
         return Ok(None);
     }
@@ -191,13 +221,7 @@ impl Cluster {
             .env_remove("PGPORT")
             .env_remove("PGHOST");
         if let Some(user) = &self.user {
-            // std drops supplementary groups too when it switches uid as root.
-            command
-                .uid(user.uid.as_raw())
-                .gid(user.gid.as_raw())
-                .env("HOME", &user.home)
-                .env("USER", "postgres")
-                .env("LOGNAME", "postgres");
+            user.apply(&mut command);
         }
         command
     }
@@ -293,20 +317,10 @@ impl Cluster {
 
     /// Hands `path` and everything under it to the server's user.
     fn chown_tree(&self, path: &Path) -> Result<(), SandboxError> {
-        let Some(user) = &self.user else {
-            return Ok(());
-        };
-        let context = || format!("handing {} to the postgres user", path.display());
-        std::os::unix::fs::lchown(path, Some(user.uid.as_raw()), Some(user.gid.as_raw()))
-            .map_err(|e| SandboxError::io(context(), e))?;
-        let metadata = fs::symlink_metadata(path).map_err(|e| SandboxError::io(context(), e))?;
-        if metadata.is_dir() {
-            for entry in fs::read_dir(path).map_err(|e| SandboxError::io(context(), e))? {
-                let entry = entry.map_err(|e| SandboxError::io(context(), e))?;
-                self.chown_tree(&entry.path())?;
-            }
+        match &self.user {
+            Some(user) => user.chown_tree(path),
+            None => Ok(()),
         }
-        Ok(())
     }
 }
 

@@ -59,6 +59,7 @@ pub struct ClientSession {
     // Shared with the task of start_active, which must outlive the call.
     client: Arc<Client>,
     pid: i32,
+    local_addr: SocketAddr,
     /// How many start_active queries are running, so that is_alive need not queue behind them.
     busy: Arc<watch::Sender<usize>>,
 }
@@ -79,34 +80,9 @@ impl ClientSession {
                 spec.user, spec.database, spec.source
             )
         };
-        let socket = TcpSocket::new_v4().map_err(|e| SandboxError::io(context(), e))?;
-        socket
-            .bind(SocketAddr::from((spec.source, 0)))
-            .map_err(|e| SandboxError::io(format!("{}: binding {}", context(), spec.source), e))?;
-        let stream = socket
-            .connect(SocketAddr::from((Ipv4Addr::LOCALHOST, port)))
+        let (client, local_addr) = connect_from(spec.source, port, &spec.config())
             .await
-            .map_err(|e| SandboxError::io(context(), e))?;
-        // Nagle's algorithm would hold back the small messages of the handshake.
-        stream
-            .set_nodelay(true)
-            .map_err(|e| SandboxError::io(context(), e))?;
-
-        let mut config = tokio_postgres::Config::new();
-        config
-            .user(&spec.user)
-            .password(&spec.password)
-            .dbname(&spec.database)
-            .application_name(&spec.application_name);
-        let (client, connection) = config
-            .connect_raw(stream, NoTls)
-            .await
-            .map_err(|e| SandboxError::postgres(context(), e))?;
-        tokio::spawn(async move {
-            if let Err(e) = connection.await {
-                tracing::debug!(error = %e, "sandbox session connection ended");
-            }
-        });
+            .map_err(|e| e.within(&context()))?;
         let row = client
             .query_one("SELECT pg_backend_pid()", &[])
             .await
@@ -117,6 +93,7 @@ impl ClientSession {
         Ok(ClientSession {
             client: Arc::new(client),
             pid,
+            local_addr,
             busy: Arc::new(watch::Sender::new(0)),
         })
     }
@@ -125,6 +102,12 @@ impl ClientSession {
     /// poolwarden's session ids, which also hold MySQL thread ids).
     pub fn pid(&self) -> i64 {
         i64::from(self.pid)
+    }
+
+    /// The session's end of the TCP connection: `pg_stat_activity`'s `client_addr` and
+    /// `client_port`.
+    pub fn local_addr(&self) -> SocketAddr {
+        self.local_addr
     }
 
     pub fn client(&self) -> &Client {
@@ -219,5 +202,63 @@ impl ClientSession {
 
     fn error(&self, what: &str, source: tokio_postgres::Error) -> SandboxError {
         SandboxError::postgres(format!("session {}: {what}", self.pid), source)
+    }
+}
+
+/// Connects to `127.0.0.1:port` from a socket bound to `source` and logs in with `config`; the
+/// connection task is spawned on tokio. Returns the client and its socket's local address.
+pub(super) async fn connect_from(
+    source: Ipv4Addr,
+    port: u16,
+    config: &tokio_postgres::Config,
+) -> Result<(Client, SocketAddr), SandboxError> {
+    let socket = TcpSocket::new_v4().map_err(|e| SandboxError::io("opening a socket", e))?;
+    socket
+        .bind(SocketAddr::from((source, 0)))
+        .map_err(|e| SandboxError::io(format!("binding {source}"), e))?;
+    let stream = socket
+        .connect(SocketAddr::from((Ipv4Addr::LOCALHOST, port)))
+        .await
+        .map_err(|e| SandboxError::io(format!("connecting to 127.0.0.1:{port}"), e))?;
+    // Nagle's algorithm would hold back the small messages of the handshake.
+    stream
+        .set_nodelay(true)
+        .map_err(|e| SandboxError::io("setting TCP_NODELAY", e))?;
+    let local_addr = stream
+        .local_addr()
+        .map_err(|e| SandboxError::io("reading the socket's address", e))?;
+    let (client, connection) = config
+        .connect_raw(stream, NoTls)
+        .await
+        .map_err(|e| SandboxError::postgres("logging in", e))?;
+    spawn_connection(connection, "sandbox session");
+    Ok((client, local_addr))
+}
+
+/// Runs a connection's driver on tokio until its client is dropped or the server hangs up.
+pub(super) fn spawn_connection<S, T>(
+    connection: tokio_postgres::Connection<S, T>,
+    what: &'static str,
+) where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+    T: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
+    tokio::spawn(async move {
+        if let Err(e) = connection.await {
+            tracing::debug!(error = %e, "{what} connection ended");
+        }
+    });
+}
+
+impl SessionSpec {
+    /// The login of this spec: user, password, database and application name.
+    pub(super) fn config(&self) -> tokio_postgres::Config {
+        let mut config = tokio_postgres::Config::new();
+        config
+            .user(&self.user)
+            .password(&self.password)
+            .dbname(&self.database)
+            .application_name(&self.application_name);
+        config
     }
 }

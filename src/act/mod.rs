@@ -130,6 +130,7 @@ mod tests {
                 address: None,
             },
             pod: String::new(),
+            pooler: None,
             user: "app".into(),
             database: "app".into(),
             application_name: "worker".into(),

@@ -11,8 +11,8 @@ pub use duration::{
     option_seconds, seconds,
 };
 pub use spec::{
-    Budgets, DatabaseTarget, IdleRules, LeakDetection, Mode, PoolPolicy, PoolPolicySpec, Scope,
-    SecretKeyRef, Workloads,
+    Budgets, DatabaseTarget, IdleRules, LeakDetection, Mode, PoolPolicy, PoolPolicySpec,
+    PoolerTarget, Scope, SecretKeyRef, Workloads,
 };
 pub use status::{LeakReport, PoolPolicyStatus, ServerStatus, SessionCounts, TerminationCounts};
 

@@ -90,6 +90,30 @@ pub struct PoolPolicySpec {
     /// Which pods sessions are attributed to, and whether their workloads are annotated.
     #[serde(default)]
     pub workloads: Workloads,
+
+    /// The PgBouncers in front of the server. Behind a pooler every session's client address is
+    /// the pooler's; its admin console says which client (pod) holds each server connection, so
+    /// that leaks are named on the pod behind it. Connections the pooler holds for reuse are
+    /// counted per pooler and never terminated. (`poolwarden check` and `run` take
+    /// `--pooler URL` instead.)
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 16))]
+    pub poolers: Vec<PoolerTarget>,
+}
+
+/// One PgBouncer in front of the server.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct PoolerTarget {
+    /// How reports, events and the status name it; defaults to its console's `host:port`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 63))]
+    pub name: Option<String>,
+    /// A Secret in the policy's namespace holding the URL of PgBouncer's admin console
+    /// (`postgres://poolwarden:password@pgbouncer.shop:6432/pgbouncer?sslmode=verify-full`).
+    /// A user listed in PgBouncer's `stats_users` is enough: poolwarden only reads `SHOW SERVERS`,
+    /// `SHOW CLIENTS` and `SHOW POOLS`; it never needs `admin_users`.
+    pub console_secret_ref: SecretKeyRef,
 }
 
 fn require_database(schema: &mut schemars::Schema) {

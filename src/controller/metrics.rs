@@ -375,5 +375,6 @@ fn workload_label(source: &Source) -> String {
     match source {
         Source::Workload(w) => w.to_string(),
         Source::Client { .. } => "unattributed".to_owned(),
+        Source::Pooler { .. } => "pooler".to_owned(),
     }
 }

@@ -212,6 +212,7 @@ fn idle(pid: i64, addr: [u8; 4], idle_secs: i64) -> Session {
         user_is_superuser: false,
         application_name: "orders-api".into(),
         client_addr: Some(IpAddr::V4(Ipv4Addr::from(addr))),
+        client_port: None,
         backend_start: ago(7200),
         xact_start: None,
         state: SessionState::Idle,
@@ -388,6 +389,7 @@ fn expected_decision(policy: &PoolPolicy, snapshot: &Snapshot, index: &ClusterIn
         snapshot,
         rules: &rules,
         cluster: &view,
+        poolers: &[],
         memory: &Memory::default(),
     })
 }

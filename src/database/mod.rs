@@ -5,11 +5,15 @@
 //! MariaDB: the processlist and `KILL CONNECTION`). Each implements [`Engine`] and is a variant of
 //! [`AnyEngine`], chosen by the URL's scheme, so the deciding, reporting and controller code never
 //! names one.
+//!
+//! [`pgbouncer`] reads what a pooler in front of the server knows (which client holds which
+//! server connection): not an engine, a second witness for attribution.
 
 mod any;
 mod error;
 mod model;
 pub mod mysql;
+pub mod pgbouncer;
 pub mod postgres;
 mod verdict;
 

@@ -220,6 +220,11 @@ pub struct Session {
     pub user_is_superuser: bool,
     pub application_name: String,
     pub client_addr: Option<IpAddr>,
+    /// The client's TCP port (`pg_stat_activity.client_port`); `None` over a Unix socket (and on
+    /// MySQL, whose processlist shows the host without the port). With `client_addr` it names the
+    /// other end of the connection, which a pooler's `SHOW SERVERS` shows as its
+    /// `local_addr`/`local_port`.
+    pub client_port: Option<u16>,
     /// When the session connected. MySQL does not say: there it is the latest moment the session
     /// can have connected (when poolwarden first saw it, or before its current state began).
     pub backend_start: Timestamp,

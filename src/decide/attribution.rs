@@ -8,6 +8,15 @@
 //!    again only if the session started after the pod;
 //! 4. otherwise it is grouped by application name and address: outside Kubernetes that is all
 //!    there is; inside, it is *unattributed*, counted but never annotated onto anyone.
+//!
+//! Behind a PgBouncer the backend's `client_addr` is the pooler's, so the pooler's word comes
+//! first ([`super::pooler`]): a server connection linked to a client now is that client's, and
+//! the client's address (or application name) names the pod as in rules 1 and 3, `Via::Pooler`.
+//! No start-time check applies there: the server connection is usually older than the pod, and
+//! the link is current, so the address belongs to the pod that holds it now. A server connection
+//! the pooler holds unlinked belongs to the pooler ([`Source::Pooler`], `Via::HeldByPooler`),
+//! and one whose link changed between the pooler's two views to nobody this time
+//! (`Via::PoolerUnsettled`): neither is ever blamed on a pod.
 
 use std::collections::HashMap;
 use std::fmt;
@@ -16,6 +25,7 @@ use std::net::IpAddr;
 use serde::Serialize;
 
 use super::cluster::{ClusterView, DepartedPod, PodInfo, WorkloadRef};
+use super::pooler::{Behind, PooledClient};
 use crate::database::Session;
 
 /// The group a session is counted in.
@@ -29,6 +39,9 @@ pub enum Source {
         application: String,
         address: Option<IpAddr>,
     },
+    /// A pooler's own server connections, held for reuse by no client (or unsettled this time):
+    /// counted per pooler, never blamed on a pod.
+    Pooler { pooler: String },
 }
 
 impl fmt::Display for Source {
@@ -49,6 +62,7 @@ impl fmt::Display for Source {
                     None => write!(f, "{app}@local socket"),
                 }
             }
+            Source::Pooler { pooler } => write!(f, "pooler {pooler}"),
         }
     }
 }
@@ -63,6 +77,21 @@ pub enum Via {
     Orphaned,
     /// Not matched to any pod.
     Unattributed,
+    /// Through a pooler: the client the pooler links to the server connection right now, named by
+    /// its address (a pod's IP, or outside a cluster the address itself) or its application name.
+    Pooler,
+    /// A server connection the pooler holds for reuse, linked to no client.
+    HeldByPooler,
+    /// A server connection whose client the pooler's two views disagree about (the link changed
+    /// between them): nobody's this time.
+    PoolerUnsettled,
+}
+
+impl Via {
+    /// A pooler's own connection: never condemned, never blamed.
+    pub fn is_held_by_pooler(self) -> bool {
+        matches!(self, Via::HeldByPooler | Via::PoolerUnsettled)
+    }
 }
 
 /// Where a session came from.
@@ -72,6 +101,9 @@ pub struct Attribution {
     /// The pod (or, for a client, its address) the session counts against for per-pod budgets.
     pub pod: String,
     pub via: Via,
+    /// The pooler the session came through, when one is in front.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub pooler: Option<String>,
 }
 
 /// Lookups built once per decision: O(1) per session even with thousands of pods.
@@ -104,7 +136,16 @@ impl<'a> Attributor<'a> {
         }
     }
 
-    pub fn attribute(&self, session: &Session) -> Attribution {
+    /// Who opened `session`; `behind` is what the poolers in front say about it, if anything.
+    pub fn attribute(&self, session: &Session, behind: Option<&Behind>) -> Attribution {
+        match behind {
+            Some(Behind::Client(client)) => return self.pooled_client(session, client),
+            Some(Behind::HeldByPooler { pooler }) => {
+                return held_by(pooler, Via::HeldByPooler);
+            }
+            Some(Behind::Unsettled { pooler }) => return held_by(pooler, Via::PoolerUnsettled),
+            None => {}
+        }
         let started_after = |started: Option<jiff::Timestamp>| {
             started.is_some_and(|pod_start| session.backend_start >= pod_start)
         };
@@ -135,6 +176,7 @@ impl<'a> Attributor<'a> {
                     source: Source::Workload(pod.workload.clone()),
                     pod: pod.name.clone(),
                     via: Via::Orphaned,
+                    pooler: None,
                 };
             }
         }
@@ -152,7 +194,39 @@ impl<'a> Attributor<'a> {
                 .client_addr
                 .map_or_else(|| "local socket".to_owned(), |a| a.to_string()),
             via: Via::Unattributed,
+            pooler: None,
         }
+    }
+
+    /// The pooler's client holding the session now: its pod by address, else by application
+    /// name, else the client itself.
+    fn pooled_client(&self, session: &Session, client: &PooledClient) -> Attribution {
+        let application = client
+            .application_name
+            .clone()
+            .filter(|a| !a.is_empty())
+            .unwrap_or_else(|| session.application_name.clone());
+        let by_ip = client
+            .addr
+            .and_then(|addr| self.by_ip.get(&addr))
+            .and_then(|pods| pods.iter().max_by_key(|p| p.started_at));
+        let pod = by_ip.or_else(|| self.by_name.get(application.as_str()));
+        let mut attribution = match pod {
+            Some(pod) => pod_attribution(pod, Via::Pooler),
+            None => Attribution {
+                source: Source::Client {
+                    application,
+                    address: client.addr,
+                },
+                pod: client
+                    .addr
+                    .map_or_else(|| "local socket".to_owned(), |a| a.to_string()),
+                via: Via::Pooler,
+                pooler: None,
+            },
+        };
+        attribution.pooler = Some(client.pooler.clone());
+        attribution
     }
 }
 
@@ -161,5 +235,17 @@ fn pod_attribution(pod: &PodInfo, via: Via) -> Attribution {
         source: Source::Workload(pod.workload.clone()),
         pod: pod.name.clone(),
         via,
+        pooler: None,
+    }
+}
+
+fn held_by(pooler: &str, via: Via) -> Attribution {
+    Attribution {
+        source: Source::Pooler {
+            pooler: pooler.to_owned(),
+        },
+        pod: pooler.to_owned(),
+        via,
+        pooler: Some(pooler.to_owned()),
     }
 }

@@ -40,6 +40,9 @@ pub struct Group {
     pub via: Via,
     pub counts: StateCounts,
     pub pods: BTreeSet<String>,
+    /// The poolers its sessions came through, if any.
+    #[serde(skip_serializing_if = "BTreeSet::is_empty")]
+    pub poolers: BTreeSet<String>,
     #[serde(rename = "oldestIdleSeconds", serialize_with = "crate::api::seconds")]
     pub oldest_idle: Duration,
     #[serde(
@@ -70,9 +73,10 @@ pub struct Governed<'a> {
 fn trust(via: Via) -> u8 {
     match via {
         Via::Orphaned => 0,
-        Via::Unattributed => 1,
+        Via::Unattributed | Via::HeldByPooler | Via::PoolerUnsettled => 1,
         Via::ApplicationName => 2,
-        Via::PodIp => 3,
+        Via::Pooler => 3,
+        Via::PodIp => 4,
     }
 }
 
@@ -88,6 +92,7 @@ pub fn by_source(governed: &[Governed<'_>], observed_at: jiff::Timestamp) -> Vec
                 via: g.attribution.via,
                 counts: StateCounts::default(),
                 pods: BTreeSet::new(),
+                poolers: BTreeSet::new(),
                 oldest_idle: Duration::ZERO,
                 oldest_idle_in_transaction: Duration::ZERO,
                 oldest_transaction: Duration::ZERO,
@@ -98,6 +103,9 @@ pub fn by_source(governed: &[Governed<'_>], observed_at: jiff::Timestamp) -> Vec
         }
         group.counts.add(s.state);
         group.pods.insert(g.attribution.pod.clone());
+        if let Some(pooler) = &g.attribution.pooler {
+            group.poolers.insert(pooler.clone());
+        }
         let age = s.in_state_for(observed_at);
         match s.state {
             SessionState::Idle => group.oldest_idle = group.oldest_idle.max(age),

@@ -1,7 +1,8 @@
 //! Deciding: a pure function from what was observed to what to do.
 //!
 //! In: a [`Snapshot`] (ages by the database's clock), the compiled policy [`Rules`], the
-//! [`ClusterView`] (empty outside Kubernetes) and the [`Memory`] of earlier cycles.
+//! [`ClusterView`] (empty outside Kubernetes), what the poolers in front showed ([`PoolerLook`],
+//! none without poolers) and the [`Memory`] of earlier cycles.
 //! Out: a [`Decision`]: the sessions to terminate with their reasons, per-source groups, findings
 //! with the window applied, capacity, workload annotations to change, and the next memory.
 //! No IO happens here; every safety rule is tested without a database or a cluster.
@@ -13,6 +14,7 @@ mod cluster;
 mod findings;
 mod groups;
 mod memory;
+pub mod pooler;
 mod rules;
 mod scope;
 mod terminations;
@@ -27,6 +29,7 @@ pub use cluster::{ClusterView, DepartedPod, PodInfo, WorkloadInfo, WorkloadRef};
 pub use findings::{CHECKED_OUT_NOTE, FindingKind, Sighting, Subject};
 pub use groups::{Group, StateCounts};
 pub use memory::{Finding, Memory};
+pub use pooler::{PoolerLook, PoolerReport};
 pub use rules::{Detection, InvalidSpec, Rules};
 pub use scope::Exclusion;
 pub use terminations::{Protected, Reason, Termination};
@@ -44,6 +47,8 @@ pub struct Inputs<'a> {
     pub snapshot: &'a Snapshot,
     pub rules: &'a Rules,
     pub cluster: &'a ClusterView,
+    /// The PgBouncers in front of the server, as this cycle saw them; empty without poolers.
+    pub poolers: &'a [PoolerLook],
     pub memory: &'a Memory,
 }
 
@@ -69,6 +74,9 @@ pub struct Decision {
     pub out_of_scope: BTreeMap<Exclusion, u32>,
     pub findings: Vec<Finding>,
     pub capacity: Capacity,
+    /// The PgBouncers in front: what is behind their server connections, their clients.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub poolers: Vec<PoolerReport>,
     pub annotations: Vec<AnnotationChange>,
     /// Things a person should fix about poolwarden's own access.
     pub warnings: Vec<String>,
@@ -83,10 +91,12 @@ pub fn decide(inputs: Inputs<'_>) -> Decision {
         snapshot,
         rules,
         cluster,
+        poolers,
         memory,
     } = inputs;
     let now = snapshot.observed_at;
     let attributor = attribution::Attributor::new(cluster);
+    let (behind_poolers, pooler_reports) = pooler::join_looks(&snapshot.sessions, poolers);
 
     let mut governed = Vec::new();
     let mut out_of_scope: BTreeMap<Exclusion, u32> = BTreeMap::new();
@@ -94,7 +104,7 @@ pub fn decide(inputs: Inputs<'_>) -> Decision {
         match rules.scope.governs(session, snapshot) {
             Ok(()) => governed.push(Governed {
                 session,
-                attribution: attributor.attribute(session),
+                attribution: attributor.attribute(session, behind_poolers.behind(session.pid)),
             }),
             // Background processes are not connections anyone opened; do not count them.
             Err(Exclusion::NotAClientBackend) => {}
@@ -107,10 +117,15 @@ pub fn decide(inputs: Inputs<'_>) -> Decision {
     }
 
     let blocks = findings::blockers(snapshot);
+    // A pooler whose console could not be read hides which of its server connections it holds
+    // for reuse: ending those for idleness would only make it open others, so no session is
+    // ended for plain idleness this cycle. A transaction left idle is a client's, pooler or not.
+    let poolers_unread = poolers.iter().any(|look| look.console.is_err());
     let condemned = governed
         .iter()
         .filter_map(|g| {
             terminations::condemn(g.session, &g.attribution, now, rules)
+                .filter(|r| !(poolers_unread && *r == Reason::IdleTimeout))
                 .map(|r| (g.session, &g.attribution, r))
         })
         .collect();
@@ -129,8 +144,14 @@ pub fn decide(inputs: Inputs<'_>) -> Decision {
         },
     );
 
+    for look in poolers {
+        if let Ok(console) = &look.console {
+            sightings.extend(findings::pooler_saturation(&look.name, console));
+        }
+    }
+
     // Churn: the short-lived sessions of the snapshot's sample, through the same scope and
-    // attribution as the rest.
+    // attribution as the rest (gone before the pooler's views could name their clients).
     let short_lived: Vec<Governed<'_>> = snapshot
         .churn
         .iter()
@@ -138,7 +159,7 @@ pub fn decide(inputs: Inputs<'_>) -> Decision {
         .filter(|s| rules.scope.governs(s, snapshot).is_ok())
         .map(|session| Governed {
             session,
-            attribution: attributor.attribute(session),
+            attribution: attributor.attribute(session, None),
         })
         .collect();
     let churn = findings::churn(
@@ -194,20 +215,30 @@ pub fn decide(inputs: Inputs<'_>) -> Decision {
         terminate,
         dry_run,
         deferred: verdicts.deferred,
-        warnings: warnings(snapshot, &verdicts.protected),
+        warnings: warnings(snapshot, &verdicts.protected, &pooler_reports),
         protected: verdicts.protected,
         groups,
         in_scope,
         out_of_scope,
         findings,
         capacity,
+        poolers: pooler_reports,
         annotations,
         memory: next_memory,
     }
 }
 
-fn warnings(snapshot: &Snapshot, protected: &[Protected]) -> Vec<String> {
+fn warnings(snapshot: &Snapshot, protected: &[Protected], poolers: &[PoolerReport]) -> Vec<String> {
     let mut warnings = Vec::new();
+    for p in poolers {
+        if let Some(e) = &p.error {
+            warnings.push(format!(
+                "pooler {}: {e}; the sessions behind it are counted under the pooler's address \
+                 this cycle, as if it were any client, and none is ended for being idle",
+                p.tally.pooler
+            ));
+        }
+    }
     let monitor = &snapshot.monitor;
     let flavour = snapshot.server.flavour;
     if monitor.is_superuser {

@@ -45,6 +45,9 @@ pub struct Termination {
     pub reason: Reason,
     pub source: Source,
     pub pod: String,
+    /// The pooler the session came through: the source and pod are its client's.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub pooler: Option<String>,
     pub user: String,
     pub database: String,
     pub application_name: String,
@@ -86,6 +89,12 @@ pub fn condemn(
     observed_at: jiff::Timestamp,
     rules: &Rules,
 ) -> Option<Reason> {
+    // A pooler's own connection (held for reuse, or unsettled this time) is never ended: the
+    // pooler manages its idle connections (server_idle_timeout), and ending one only makes it open
+    // another. An unsettled one is left for the next cycle, when the pooler's views agree.
+    if attribution.via.is_held_by_pooler() {
+        return None;
+    }
     let age = session.in_state_for(observed_at);
     let past = |timeout: Option<Duration>| timeout.is_some_and(|t| age > t);
     match session.state {
@@ -147,6 +156,7 @@ pub fn select(
             reason,
             source: attribution.source.clone(),
             pod: attribution.pod.clone(),
+            pooler: attribution.pooler.clone(),
             user: session.user.clone().unwrap_or_default(),
             database: session.database.clone().unwrap_or_default(),
             application_name: session.application_name.clone(),

@@ -11,6 +11,7 @@ use jiff::{SignedDuration, Timestamp};
 
 use super::*;
 use crate::api::PoolPolicySpec;
+use crate::database::pgbouncer::{ClientRow, ConsoleSnapshot, PoolRow, ServerRow};
 use crate::database::{
     CLIENT_BACKEND, ChurnSample, MonitorRole, ServerFacts, Session, SessionIdentity, SessionState,
 };
@@ -83,6 +84,7 @@ fn session(pid: i64) -> SessionBuilder {
             user_is_superuser: false,
             application_name: "app".to_owned(),
             client_addr: None,
+            client_port: None,
             backend_start: t0(), // resolved in `build`
             xact_start: None,
             state: SessionState::Idle,
@@ -158,6 +160,13 @@ impl SessionBuilder {
 
     fn client_addr(mut self, addr: &str) -> Self {
         self.session.client_addr = Some(ip(addr));
+        self
+    }
+
+    /// A server session of the pooler at [`POOLER_IP`], from its local port `port`.
+    fn through_pooler(mut self, port: u16) -> Self {
+        self.session.client_addr = Some(ip(POOLER_IP));
+        self.session.client_port = Some(port);
         self
     }
 
@@ -407,6 +416,7 @@ fn decide_with(
         snapshot,
         rules,
         cluster,
+        poolers: &[],
         memory,
     })
 }
@@ -2313,4 +2323,244 @@ fn durations_in_the_decisions_json_are_seconds() {
     assert_eq!(json["dryRun"][0]["inStateForSeconds"], 1860.0);
     assert_eq!(json["groups"][0]["oldestIdleSeconds"], 1860.0);
     assert!(json.to_string().find("secs").is_none(), "{json:#}");
+}
+
+// ================================================================================================
+// Behind a pooler (DESIGN.md §10)
+// ================================================================================================
+
+const POOLER_IP: &str = "10.0.9.9";
+const POOLER: &str = "pgbouncer";
+
+/// The pooler's server connection from local port `port` to backend `pid`, linked to `client`.
+fn pooled_server(port: u16, pid: i32, client: Option<&str>) -> ServerRow {
+    ServerRow {
+        ptr: format!("s{port}"),
+        link: client.map(|c| format!("c-{c}")),
+        user: "app".to_owned(),
+        database: "orders".to_owned(),
+        state: if client.is_some() { "active" } else { "idle" }.to_owned(),
+        local_addr: Some(ip(POOLER_IP)),
+        local_port: Some(port),
+        remote_pid: Some(pid),
+        connected_for: None,
+        since_request: None,
+    }
+}
+
+/// The pooler's client from `addr`, linked to the server from local port `server`.
+fn pooled_client(addr: &str, server: Option<u16>) -> ClientRow {
+    ClientRow {
+        ptr: format!("c-{addr}"),
+        link: server.map(|port| format!("s{port}")),
+        user: "app".to_owned(),
+        database: "orders".to_owned(),
+        state: "active".to_owned(),
+        addr: Some(ip(addr)),
+        port: Some(40_000),
+        application_name: None,
+        connected_for: None,
+        since_request: None,
+        waiting_for: None,
+    }
+}
+
+fn pool(waiting: u32, max_wait_secs: u64) -> PoolRow {
+    PoolRow {
+        database: "orders".to_owned(),
+        user: "app".to_owned(),
+        clients_active: 2,
+        clients_waiting: waiting,
+        servers_active: 2,
+        servers_idle: 0,
+        servers_used: 0,
+        servers_tested: 0,
+        servers_login: 0,
+        max_wait: Duration::from_secs(max_wait_secs),
+        pool_mode: Some("transaction".to_owned()),
+    }
+}
+
+/// Behind the pooler: pid 301 (port 5001) is linked to pod 1 and idle in a transaction for 10
+/// minutes; pid 302 (port 5002) is held by the pooler, idle for 5 hours; pid 303 (port 5003) is
+/// linked to pod 2 and active.
+fn behind_the_pooler() -> (Snapshot, ConsoleSnapshot) {
+    let snap = snapshot()
+        .with(
+            session(301)
+                .through_pooler(5001)
+                .idle_in_transaction(10 * MIN),
+        )
+        .with(session(302).through_pooler(5002).idle(5 * HOUR))
+        .with(session(303).through_pooler(5003).active(1))
+        .build();
+    let console = ConsoleSnapshot {
+        servers: vec![
+            pooled_server(5001, 301, Some(&pod_ip(1))),
+            pooled_server(5002, 302, None),
+            pooled_server(5003, 303, Some(&pod_ip(2))),
+        ],
+        clients: vec![
+            pooled_client(&pod_ip(1), Some(5001)),
+            pooled_client(&pod_ip(2), Some(5003)),
+            pooled_client(&pod_ip(3), None),
+        ],
+        pools: vec![pool(0, 0)],
+    };
+    (snap, console)
+}
+
+fn decide_behind(
+    snapshot: &Snapshot,
+    looks: &[PoolerLook],
+    rules: &Rules,
+    cluster: &ClusterView,
+) -> Decision {
+    decide(Inputs {
+        snapshot,
+        rules,
+        cluster,
+        poolers: looks,
+        memory: &Memory::default(),
+    })
+}
+
+fn look(console: ConsoleSnapshot) -> Vec<PoolerLook> {
+    vec![PoolerLook {
+        name: POOLER.to_owned(),
+        console: Ok(console),
+    }]
+}
+
+fn held() -> Source {
+    Source::Pooler {
+        pooler: POOLER.to_owned(),
+    }
+}
+
+#[test]
+fn behind_a_pooler_an_idle_transaction_is_named_on_the_pod_holding_it_and_ended() {
+    let (snap, console) = behind_the_pooler();
+    let rules = rules("mode: Enforce\nidle: {idleInTransactionTimeout: 5m}\n");
+    let d = decide_behind(&snap, &look(console), &rules, &cluster());
+
+    let f = the_finding(&d, FindingKind::IdleInTransaction);
+    assert_eq!(f.subject, about(deployment()));
+    assert_eq!(f.pids, vec![301]);
+    assert_eq!(pids(&d.terminate), vec![301]);
+    let t = &d.terminate[0];
+    assert_eq!(t.pod, pod_name(1));
+    assert_eq!(t.pooler.as_deref(), Some(POOLER));
+    let g = group(&d, &deployment());
+    assert_eq!(g.via, Via::Pooler);
+    assert_eq!(g.pods, BTreeSet::from([pod_name(1), pod_name(2)]));
+    assert_eq!(g.poolers, BTreeSet::from([POOLER.to_owned()]));
+    let report = &d.poolers[0];
+    assert_eq!(
+        (
+            report.tally.linked,
+            report.tally.held_by_pooler,
+            report.clients
+        ),
+        (2, 1, 3)
+    );
+}
+
+#[test]
+fn a_connection_the_pooler_holds_is_counted_on_the_pooler_and_never_ended_however_idle() {
+    let (snap, console) = behind_the_pooler();
+    // Every rule that could condemn an idle session, as tight as they go.
+    let rules = rules(
+        "mode: Enforce\nidle: {idleTimeout: 1s, idleInTransactionTimeout: 1s, maxTransactionAge: 1s}\n\
+         leakDetection: {strandedIdleAge: 1s, idleThreshold: 1}\n",
+    );
+    for cluster in [cluster(), ClusterView::default()] {
+        let d = decide_behind(&snap, &look(console.clone()), &rules, &cluster);
+        assert!(!pids(&d.terminate).contains(&302), "{:#?}", d.terminate);
+        assert!(!pids(&d.deferred).contains(&302));
+        let g = group(&d, &held());
+        assert_eq!((g.counts.total, g.via), (1, Via::HeldByPooler));
+        assert_eq!(g.pods, BTreeSet::from([POOLER.to_owned()]));
+        assert!(
+            d.findings.iter().all(|f| f.subject != about(held())),
+            "{:#?}",
+            d.findings
+        );
+    }
+}
+
+#[test]
+fn outside_a_cluster_the_pooled_client_is_named_by_its_address() {
+    let (snap, console) = behind_the_pooler();
+    let d = decide_behind(&snap, &look(console), &rules("{}"), &ClusterView::default());
+    let f = the_finding(&d, FindingKind::IdleInTransaction);
+    assert_eq!(f.subject, about(client("app", Some(&pod_ip(1)))));
+    assert_eq!(
+        pids(&d.dry_run),
+        Vec::<i64>::new(),
+        "the default ends nothing"
+    );
+    assert_eq!(group(&d, &client("app", Some(&pod_ip(2)))).via, Via::Pooler);
+}
+
+#[test]
+fn a_link_the_two_views_disagree_about_is_nobodys_and_never_ended() {
+    let (snap, mut console) = behind_the_pooler();
+    // The server still names pod 1's client, which now names another server.
+    console.clients[0].link = Some("s9999".to_owned());
+    let rules = rules("mode: Enforce\nidle: {idleInTransactionTimeout: 5m}\n");
+    let d = decide_behind(&snap, &look(console), &rules, &cluster());
+    assert!(d.terminate.is_empty(), "{:#?}", d.terminate);
+    assert_eq!(group(&d, &held()).via, Via::PoolerUnsettled);
+    assert!(findings(&d, FindingKind::IdleInTransaction).is_empty());
+    assert_eq!(d.poolers[0].tally.unsettled, 1);
+}
+
+#[test]
+fn an_unreadable_pooler_is_a_warning_and_its_sessions_count_on_its_address() {
+    let (snap, _) = behind_the_pooler();
+    let looks = vec![PoolerLook {
+        name: POOLER.to_owned(),
+        console: Err("cannot reach 10.0.9.9:6432: connection refused".to_owned()),
+    }];
+    let rules = rules("mode: Enforce\nidle: {idleTimeout: 1m, idleInTransactionTimeout: 5m}\n");
+    let d = decide_behind(&snap, &looks, &rules, &cluster());
+    assert!(
+        d.warnings
+            .iter()
+            .any(|w| w.contains("pooler pgbouncer") && w.contains("connection refused")),
+        "{:?}",
+        d.warnings
+    );
+    assert_eq!(
+        d.poolers[0].error.as_deref(),
+        looks[0].console.as_ref().err().map(String::as_str)
+    );
+    // As without a pooler: the pooler's address, unattributed. The idle transaction is a
+    // client's whoever it is, and ended; the 5-hour idle one may be the pooler's own: kept.
+    let g = group(&d, &client("app", Some(POOLER_IP)));
+    assert_eq!((g.counts.total, g.via), (3, Via::Unattributed));
+    assert_eq!(pids(&d.terminate), vec![301]);
+}
+
+#[test]
+fn a_pool_with_clients_waiting_is_a_finding_on_the_pooler_naming_who_holds_it() {
+    let (snap, mut console) = behind_the_pooler();
+    console.pools = vec![pool(4, 7)];
+    let d = decide_behind(&snap, &look(console.clone()), &rules("{}"), &cluster());
+    let f = the_finding(&d, FindingKind::PoolerSaturation);
+    assert_eq!(f.subject, about(held()));
+    assert_eq!(f.sessions, 4);
+    assert!(f.evidence.contains("4 clients waiting"), "{}", f.evidence);
+    assert!(
+        f.evidence.contains(&format!("{} 1", pod_ip(1))),
+        "{}",
+        f.evidence
+    );
+    assert_eq!(d.poolers[0].clients_waiting, 4);
+
+    // A wait under a second is a burst the pool absorbs.
+    console.pools = vec![pool(4, 0)];
+    let d = decide_behind(&snap, &look(console), &rules("{}"), &cluster());
+    assert!(findings(&d, FindingKind::PoolerSaturation).is_empty());
 }

@@ -100,7 +100,7 @@ async fn play(db: &MariaDb, out: &mut (impl Write + Send)) -> Result<(), DemoErr
         out,
         "$ poolwarden check --database-url {url} --policy orders-db.yaml\n"
     )?;
-    standalone::check(&url, &policy, Output::Table, out).await?;
+    standalone::check(&url, &[], &policy, Output::Table, out).await?;
     writeln!(
         out,
         "$ poolwarden run --database-url {url} --policy orders-db.yaml --cycles 3\n"
@@ -112,7 +112,7 @@ async fn play(db: &MariaDb, out: &mut (impl Write + Send)) -> Result<(), DemoErr
     };
     let mut audit = AuditTrail::log_only("demo");
     tokio::select! {
-        result = standalone::run(&url, &policy.rules, options, &mut audit, out) => { result?; }
+        result = standalone::run(&url, &[], &policy.rules, options, &mut audit, out) => { result?; }
         _ = keep_busy(pooled) => {}
     }
 

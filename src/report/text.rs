@@ -6,7 +6,7 @@ use std::fmt::Write;
 use super::table::Table;
 use crate::api::{Mode, human};
 use crate::cycle::Cycle;
-use crate::decide::{Decision, Exclusion, Termination};
+use crate::decide::{Decision, Exclusion, Source, Termination};
 
 /// The full report, as `poolwarden check` prints it.
 pub fn render(target: &str, cycle: &Cycle) -> String {
@@ -31,6 +31,7 @@ pub fn render(target: &str, cycle: &Cycle) -> String {
 
     capacity(&mut out, d);
     sources(&mut out, d);
+    poolers(&mut out, d);
     findings(&mut out, d);
     terminations(&mut out, cycle);
     for w in &d.warnings {
@@ -125,8 +126,17 @@ fn sources(out: &mut String, d: &Decision) {
         }
     };
     for g in &d.groups {
+        let source = match (&g.source, g.poolers.is_empty()) {
+            (Source::Pooler { .. }, _) => format!("{} (held, no client)", g.source),
+            (_, true) => g.source.to_string(),
+            (_, false) => format!(
+                "{} via pooler {}",
+                g.source,
+                g.poolers.iter().cloned().collect::<Vec<_>>().join(", ")
+            ),
+        };
         t.row(vec![
-            g.source.to_string(),
+            source,
             g.pods.len().to_string(),
             g.counts.total.to_string(),
             g.counts.active.to_string(),
@@ -138,6 +148,47 @@ fn sources(out: &mut String, d: &Decision) {
         ]);
     }
     out.push_str(&t.render("  "));
+    out.push('\n');
+}
+
+/// What each pooler in front showed: its server connections by what is behind them, its clients.
+fn poolers(out: &mut String, d: &Decision) {
+    if d.poolers.is_empty() {
+        return;
+    }
+    let _ = writeln!(out, "Poolers");
+    let mut t = Table::new(&[
+        "pooler",
+        "linked to a client",
+        "held by the pooler",
+        "unsettled",
+        "clients",
+        "waiting",
+        "longest wait",
+    ])
+    .numeric(&[1, 2, 3, 4, 5]);
+    for p in &d.poolers {
+        if let Some(e) = &p.error {
+            let _ = writeln!(out, "  {}: not read ({e})", p.tally.pooler);
+            continue;
+        }
+        t.row(vec![
+            p.tally.pooler.clone(),
+            p.tally.linked.to_string(),
+            p.tally.held_by_pooler.to_string(),
+            p.tally.unsettled.to_string(),
+            p.clients.to_string(),
+            p.clients_waiting.to_string(),
+            if p.max_wait.is_zero() {
+                "-".to_owned()
+            } else {
+                human(p.max_wait)
+            },
+        ]);
+    }
+    if d.poolers.iter().any(|p| p.error.is_none()) {
+        out.push_str(&t.render("  "));
+    }
     out.push('\n');
 }
 

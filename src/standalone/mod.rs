@@ -1,5 +1,7 @@
 //! `poolwarden check` and `poolwarden run`: the same cycle against a database URL and a policy
-//! file, with no cluster. Attribution is by `application_name` and client address only.
+//! file, with no cluster. Attribution is by `application_name` and client address only; behind a
+//! PgBouncer given with `--pooler`, by the address of the pooler's client that holds each server
+//! session (see [`crate::decide::pooler`]).
 
 mod policy_file;
 
@@ -11,6 +13,7 @@ use std::time::Duration;
 
 use crate::api::{Mode, count, human};
 use crate::cycle::{self, Cycle};
+use crate::database::pgbouncer::{PoolerConsole, PoolerError};
 use crate::database::postgres::ConnectOptions;
 use crate::database::{AnyEngine, DatabaseError};
 use crate::decide::Termination;
@@ -34,11 +37,59 @@ pub enum StandaloneError {
     Database(#[from] DatabaseError),
     #[error(transparent)]
     AuditLog(#[from] AuditLogError),
+    #[error("--pooler {name}: {source}")]
+    Pooler { name: String, source: PoolerError },
+}
+
+/// The consoles of `--pooler [NAME=]URL`, not yet connected: a console that cannot be read is a
+/// warning of each cycle, never the end of the command. A URL that cannot be parsed is an error.
+pub fn poolers(args: &[String]) -> Result<Vec<PoolerConsole>, StandaloneError> {
+    args.iter()
+        .map(|arg| {
+            let (name, url) = split_name(arg);
+            let console = PoolerConsole::new(url, ConnectOptions::default()).map_err(|source| {
+                StandaloneError::Pooler {
+                    name: name.unwrap_or("URL").to_owned(),
+                    source,
+                }
+            })?;
+            Ok(match name {
+                Some(name) => console.named(name),
+                None => console,
+            })
+        })
+        .collect()
+}
+
+/// `NAME=URL` → (`NAME`, `URL`); a bare URL has no name (an `=` in its query string is not one).
+fn split_name(arg: &str) -> (Option<&str>, &str) {
+    match arg.split_once('=') {
+        Some((name, url))
+            if !name.is_empty() && !name.contains([':', '/', '?', '@']) && url.contains("://") =>
+        {
+            (Some(name), url)
+        }
+        _ => (None, arg),
+    }
+}
+
+/// A policy file's `spec.poolers` name Secrets, which only the controller reads.
+pub fn policy_poolers_note(policy: &PolicyFile, given: usize) -> Option<String> {
+    let listed = policy.spec.poolers.len();
+    (listed > 0 && given == 0).then(|| {
+        format!(
+            "the policy lists {} (spec.poolers) whose console URLs are in Secrets, which check and \
+             run do not read: give each one with --pooler URL",
+            count(listed, "pooler")
+        )
+    })
 }
 
 /// One look, reported. Never terminates: `check` shows what `run` would do.
+/// `pooler_args` are `--pooler [NAME=]URL`s.
 pub async fn check(
     url: &str,
+    pooler_args: &[String],
     policy: &PolicyFile,
     output: Output,
     out: &mut impl Write,
@@ -46,14 +97,20 @@ pub async fn check(
     let mut rules = policy.rules.clone();
     let policy_mode = rules.mode;
     rules.mode = Mode::DryRun;
+    let mut consoles = poolers(pooler_args)?;
     let mut engine = AnyEngine::connect(url, ConnectOptions::default()).await?;
-    let cycle = cycle::run_once(
+    let mut cycle = cycle::run_once_behind(
         &mut engine,
+        &mut consoles,
         &rules,
         &ClusterView::default(),
         &Memory::default(),
     )
     .await?;
+    cycle
+        .decision
+        .warnings
+        .extend(policy_poolers_note(policy, consoles.len()));
     let target = engine.display().to_owned();
     let text = match output {
         Output::Table => {
@@ -133,13 +190,16 @@ async fn connect_waiting(
 /// connect at the start ends the run; later failures are reported and retried. Every session it
 /// sets out to end goes to `audit`; a failure to write the audit file ends the run (nothing is
 /// ended unrecorded twice).
+/// `pooler_args` are `--pooler [NAME=]URL`s.
 pub async fn run(
     url: &str,
+    pooler_args: &[String],
     rules: &Rules,
     options: RunOptions,
     audit: &mut AuditTrail,
     out: &mut (impl Write + Send),
 ) -> Result<RunSummary, StandaloneError> {
+    let mut consoles = poolers(pooler_args)?;
     let Some(mut engine) = connect_waiting(url, options, out).await? else {
         return Ok(RunSummary::default());
     };
@@ -160,7 +220,7 @@ pub async fn run(
     let mut summary = RunSummary::default();
     let mut failures = 0u32;
     loop {
-        match cycle::run_once(&mut engine, rules, &cluster, &memory).await {
+        match cycle::run_once_behind(&mut engine, &mut consoles, rules, &cluster, &memory).await {
             Ok(cycle) => {
                 failures = 0;
                 summary.cycles += 1;
@@ -221,6 +281,11 @@ fn report_cycle(target: &str, cycle: &Cycle, output: Output, out: &mut impl Writ
         return;
     }
     let _ = writeln!(out, "{}", report::cycle_line(cycle));
+    for p in cycle.decision.poolers.iter() {
+        if let Some(e) = &p.error {
+            let _ = writeln!(out, "  pooler {} not read: {e}", p.tally.pooler);
+        }
+    }
     for f in &cycle.decision.findings {
         if f.started {
             let _ = writeln!(
@@ -287,5 +352,49 @@ fn report_cycle(target: &str, cycle: &Cycle, output: Output, out: &mut impl Writ
     }
     if let Some(e) = &cycle.outcome.error {
         let _ = writeln!(out, "  termination failed: {e}");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_pooler_may_be_named_and_a_url_is_never_taken_for_a_name() {
+        assert_eq!(
+            split_name("edge=postgres://s:p@pgb:6432/pgbouncer"),
+            (Some("edge"), "postgres://s:p@pgb:6432/pgbouncer")
+        );
+        for bare in [
+            "postgres://s:p@pgb:6432/pgbouncer",
+            "postgres://s:p@pgb:6432/pgbouncer?sslmode=require",
+            "postgres://s:p=x@pgb:6432",
+        ] {
+            assert_eq!(split_name(bare), (None, bare));
+        }
+        let consoles = poolers(&[
+            "postgres://s:p@pgb:6432".to_owned(),
+            "edge=postgres://s:p@10.0.0.5:6432/pgbouncer".to_owned(),
+        ])
+        .unwrap();
+        let names: Vec<&str> = consoles.iter().map(PoolerConsole::name).collect();
+        assert_eq!(names, ["pgb:6432", "edge"]);
+        let err = poolers(&["edge=postgres://s:p@pgb:6432/shop".to_owned()]).unwrap_err();
+        assert!(err.to_string().starts_with("--pooler edge: "), "{err}");
+    }
+
+    #[test]
+    fn a_policy_files_poolers_ask_for_the_flag_when_none_is_given() {
+        let spec: crate::api::PoolPolicySpec =
+            serde_saphyr::from_str("poolers: [{consoleSecretRef: {name: edge-console}}]\n")
+                .unwrap();
+        let policy = PolicyFile {
+            name: "edge".to_owned(),
+            rules: Rules::compile(&spec).unwrap(),
+            spec,
+        };
+        let note = policy_poolers_note(&policy, 0).unwrap();
+        assert!(note.contains("--pooler"), "{note}");
+        assert_eq!(policy_poolers_note(&policy, 1), None);
     }
 }

@@ -183,6 +183,20 @@ mod tests {
     }
 
     #[test]
+    fn poolers_name_their_console_secrets_and_a_typo_is_an_error() {
+        let parsed =
+            parse("poolers:\n  - name: edge\n    consoleSecretRef: {name: edge-console}\n")
+                .unwrap();
+        assert_eq!(parsed.0.poolers[0].name.as_deref(), Some("edge"));
+        assert_eq!(parsed.0.poolers[0].console_secret_ref.key, "uri");
+        let err =
+            parse("poolers: [{consoleSecretRef: {name: x}, url: postgres://p}]\n").unwrap_err();
+        assert!(format!("{err:?}").contains("poolers.0.url"), "{err:?}");
+        let err = parse("poolers: [{name: edge}]\n").unwrap_err();
+        assert!(format!("{err:?}").contains("consoleSecretRef"), "{err:?}");
+    }
+
+    #[test]
     fn another_kind_is_refused() {
         let err = parse("apiVersion: v1\nkind: ConfigMap\n").unwrap_err();
         assert!(

@@ -267,6 +267,8 @@ fn session(
         user_is_superuser: protected,
         application_name: thread.program_name.clone().unwrap_or_default(),
         client_addr: thread.client_addr(!queries.performance_schema),
+        // The processlist's host has no port, so no pooler can be joined by address on MySQL.
+        client_port: None,
         backend_start,
         xact_start: thread.xact_start(),
         state: thread.state(),

@@ -57,6 +57,24 @@ impl Default for ConnectOptions {
 impl Target {
     /// Parses `postgres://user:password@host:port/dbname?sslmode=…&sslrootcert=…`.
     pub fn parse(url: &str, options: ConnectOptions) -> Result<Self, DatabaseError> {
+        Self::parse_for(url, options, true)
+    }
+
+    /// Like [`Target::parse`], for a server that refuses PostgreSQL's `options` startup parameter
+    /// (PgBouncer's admin console: "unsupported startup parameter"), so without the
+    /// `statement_timeout` it carries: the caller bounds its own statements.
+    pub(crate) fn parse_without_server_options(
+        url: &str,
+        options: ConnectOptions,
+    ) -> Result<Self, DatabaseError> {
+        Self::parse_for(url, options, false)
+    }
+
+    fn parse_for(
+        url: &str,
+        options: ConnectOptions,
+        server_options: bool,
+    ) -> Result<Self, DatabaseError> {
         if !(url.starts_with("postgres://") || url.starts_with("postgresql://")) {
             return Err(DatabaseError::InvalidUrl(
                 "expected a URL of the form postgres://user:password@host:5432/dbname".into(),
@@ -93,12 +111,14 @@ impl Target {
             return Err(DatabaseError::InvalidUrl("the URL names no host".into()));
         }
         let display = describe(&config);
-        config
-            .application_name(APPLICATION_NAME)
-            .options(format!(
+        if server_options {
+            config.options(format!(
                 "-c statement_timeout={}",
                 options.statement_timeout.as_millis()
-            ))
+            ));
+        }
+        config
+            .application_name(APPLICATION_NAME)
             .connect_timeout(options.connect_timeout)
             .keepalives(true)
             .keepalives_idle(options.keepalive_idle)
@@ -127,20 +147,31 @@ impl Target {
 
     /// Opens the connection; its driver task runs on the tokio runtime until the client is dropped.
     pub async fn connect(&self) -> Result<Client, DatabaseError> {
-        let classify = |e: tokio_postgres::Error| classify_connect_error(e, &self.display);
+        self.open()
+            .await
+            .map_err(|e| classify_connect_error(e, &self.display))
+    }
+
+    /// [`Target::connect`] with the driver's own error, for a caller that sorts failures its own
+    /// way (PgBouncer's console answers with other codes than PostgreSQL).
+    pub(crate) async fn open(&self) -> Result<Client, tokio_postgres::Error> {
         match &self.tls {
             None => {
-                let (client, connection) = self.config.connect(NoTls).await.map_err(classify)?;
+                let (client, connection) = self.config.connect(NoTls).await?;
                 spawn_driver(connection);
                 Ok(client)
             }
             Some(tls) => {
-                let (client, connection) =
-                    self.config.connect(tls.clone()).await.map_err(classify)?;
+                let (client, connection) = self.config.connect(tls.clone()).await?;
                 spawn_driver(connection);
                 Ok(client)
             }
         }
+    }
+
+    /// The database the URL names (its user's name when it names none, as libpq does).
+    pub(crate) fn dbname(&self) -> Option<&str> {
+        self.config.get_dbname().or(self.config.get_user())
     }
 }
 
@@ -240,7 +271,7 @@ pub fn classify_query_error(e: tokio_postgres::Error) -> DatabaseError {
 }
 
 /// The server's message and detail when there is one, else the driver's (with its cause).
-fn error_detail(e: &tokio_postgres::Error) -> String {
+pub(crate) fn error_detail(e: &tokio_postgres::Error) -> String {
     if let Some(db) = e.as_db_error() {
         return match db.detail() {
             Some(d) => format!("{} ({d})", db.message()),

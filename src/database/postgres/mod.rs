@@ -15,6 +15,7 @@ mod snapshot;
 mod terminate;
 mod tls;
 
+pub(crate) use connect::error_detail;
 pub(crate) use connect::percent_decode;
 pub use connect::{APPLICATION_NAME, ConnectOptions, Target};
 pub use snapshot::{BARE_QUERY, ChurnLooks};

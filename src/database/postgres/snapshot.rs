@@ -35,6 +35,7 @@ const SESSION_COLUMNS: &str = "a.pid,
        coalesce(r.rolsuper, false)       AS user_is_superuser,
        coalesce(a.application_name, '')  AS application_name,
        a.client_addr,
+       a.client_port,
        a.backend_start,
        a.xact_start,
        a.state,
@@ -269,7 +270,7 @@ pub async fn sample_churn(
 }
 
 /// Where each column of the sessions is, found by name once per snapshot instead of once per
-/// column in every row (thousands of rows, fourteen columns).
+/// column in every row (thousands of rows, fifteen columns).
 struct Columns {
     pid: usize,
     backend_type: usize,
@@ -278,6 +279,7 @@ struct Columns {
     user_is_superuser: usize,
     application_name: usize,
     client_addr: usize,
+    client_port: usize,
     backend_start: usize,
     xact_start: usize,
     state: usize,
@@ -303,6 +305,7 @@ impl Columns {
             user_is_superuser: at("user_is_superuser")?,
             application_name: at("application_name")?,
             client_addr: at("client_addr")?,
+            client_port: at("client_port")?,
             backend_start: at("backend_start")?,
             xact_start: at("xact_start")?,
             state: at("state")?,
@@ -334,6 +337,11 @@ fn session(row: &Row, at: &Columns) -> Result<Session, DatabaseError> {
         client_addr: row
             .try_get::<_, Option<IpAddr>>(at.client_addr)
             .map_err(classify_query_error)?,
+        // -1 over a Unix socket, NULL for background processes.
+        client_port: row
+            .try_get::<_, Option<i32>>(at.client_port)
+            .map_err(classify_query_error)?
+            .and_then(|port| u16::try_from(port).ok()),
         backend_start: row
             .try_get::<_, Timestamp>(at.backend_start)
             .map_err(classify_query_error)?,

@@ -15,10 +15,12 @@ mod long_transaction;
 mod orphaned;
 mod overbooked;
 mod pool_saturation;
+mod pooler_saturation;
 mod server_saturation;
 
 pub use churn::churn;
 pub use overbooked::overbooked;
+pub use pooler_saturation::pooler_saturation;
 pub use server_saturation::server_saturation;
 
 use std::collections::{BTreeMap, HashMap};
@@ -45,6 +47,8 @@ pub enum FindingKind {
     Overbooked,
     LongTransaction,
     ServerSaturation,
+    /// A PgBouncer pool whose clients wait for a server connection.
+    PoolerSaturation,
 }
 
 impl FindingKind {
@@ -58,6 +62,7 @@ impl FindingKind {
             Self::Overbooked => "Overbooked",
             Self::LongTransaction => "LongTransaction",
             Self::ServerSaturation => "ServerSaturation",
+            Self::PoolerSaturation => "PoolerSaturation",
         }
     }
 
@@ -99,6 +104,11 @@ impl FindingKind {
             Self::ServerSaturation => {
                 "the server is at its connection limit: new connections fail with 'too many \
                  clients already'; look at the top holders below"
+            }
+            Self::PoolerSaturation => {
+                "the pooler's server pool is full and clients wait for a connection: clients \
+                 holding transactions open behind it (see IdleInTransaction and LongTransaction on \
+                 the holders named), or a default_pool_size too small for the load"
             }
         }
     }
@@ -203,7 +213,7 @@ impl<'a> Budgets<'a> {
     pub fn per_pod(&self, source: &Source) -> Option<u32> {
         let declared = match source {
             Source::Workload(w) => self.declared.get(w).copied().flatten(),
-            Source::Client { .. } => None,
+            Source::Client { .. } | Source::Pooler { .. } => None,
         };
         // A budget of zero is no budget at all (an annotation typo must not condemn a whole pod).
         declared
@@ -238,7 +248,12 @@ pub struct Context<'a> {
 /// Every finding about a source, from the governed sessions: each detector in turn.
 pub fn about_sources(governed: &[Governed<'_>], context: &Context<'_>) -> Vec<Sighting> {
     let mut by_source: BTreeMap<&Source, SourceSessions<'_, '_>> = BTreeMap::new();
-    for g in governed {
+    // A pooler's held connections are nobody's leak: what PgBouncer does with them is its own
+    // policy (server_idle_timeout); a pool that makes clients wait is `pooler_saturation`'s.
+    for g in governed
+        .iter()
+        .filter(|g| !g.attribution.via.is_held_by_pooler())
+    {
         by_source
             .entry(&g.attribution.source)
             .or_insert_with(|| SourceSessions {
