@@ -500,7 +500,7 @@ async fn pgbouncer_shows_clients_from_chosen_addresses_linked_to_their_servers()
         assert_eq!(row["link"], server["ptr"]);
         let seen = admin
             .query_one(
-                "SELECT client_addr, client_port FROM pg_stat_activity WHERE pid = $1",
+                "SELECT client_addr, client_port FROM pg_stat_activity WHERE pid = $1::int8",
                 &[&pid],
             )
             .await
