@@ -76,7 +76,10 @@ async fn the_log_tells_a_kill_mid_statement(sb: &Sandbox) -> u64 {
     let admin = sb.admin().await.unwrap();
     for pid in [busy.pid(), idle.pid()] {
         admin
-            .execute("SELECT pg_terminate_backend($1)", &[&pid])
+            .execute(
+                "SELECT pg_terminate_backend($1::int4)",
+                &[&i32::try_from(pid).unwrap()],
+            )
             .await
             .unwrap();
         assert!(gone(sb, pid).await, "backend {pid} did not exit");
