@@ -135,10 +135,12 @@ async fn once(
             // Prepared before the clock starts: poolwarden would prepare it once per connection.
             let t = Instant::now();
             let answers = futures::future::join_all(identities.iter().map(|s| async {
+                // PostgreSQL's pids are int4; no backend has -1.
+                let pid = i32::try_from(s.pid).unwrap_or(-1);
                 client
                     .query(
                         &statement,
-                        &[&s.pid, &s.backend_start, &s.state, &s.state_change],
+                        &[&pid, &s.backend_start, &s.state, &s.state_change],
                     )
                     .await
             }))

@@ -45,7 +45,7 @@ async fn measure(interval: Duration, samples: usize) -> Res<Vec<f64>> {
         // The moment it went idle, by the server's clock (the same machine's).
         let changed: Timestamp = admin
             .query_one(
-                "SELECT state_change FROM pg_stat_activity WHERE pid = $1",
+                "SELECT state_change FROM pg_stat_activity WHERE pid = $1::int8",
                 &[&s.pid],
             )
             .await?
