@@ -62,6 +62,59 @@ struct Group {
     leaking: bool,
 }
 
+/// What became of one group of a demo's sessions, counted after the run: both engines' demos end
+/// with the same table.
+struct Survivors {
+    label: &'static str,
+    leaking: bool,
+    alive: usize,
+    total: usize,
+}
+
+impl Survivors {
+    fn of(label: &'static str, leaking: bool, alive: usize, total: usize) -> Self {
+        Self {
+            label,
+            leaking,
+            alive,
+            total,
+        }
+    }
+}
+
+/// "Who is still connected": each group's fate, then `success` when every leaking group was
+/// ended whole (`all_ended`) and every healthy one left untouched, else a warning.
+fn report_survivors(
+    out: &mut impl Write,
+    survivors: &[Survivors],
+    all_ended: &str,
+    success: &str,
+) -> Result<(), DemoError> {
+    writeln!(out, "\nWho is still connected:")?;
+    let mut as_expected = true;
+    for group in survivors {
+        let verdict = match (group.leaking, group.alive) {
+            (true, 0) => all_ended.to_owned(),
+            (false, a) if a == group.total => "untouched".to_owned(),
+            (_, a) => {
+                as_expected = false;
+                format!("{a} of {} still open (unexpected!)", group.total)
+            }
+        };
+        writeln!(out, "  {:<62} {verdict}", group.label)?;
+    }
+    writeln!(
+        out,
+        "\n{}",
+        if as_expected {
+            success
+        } else {
+            "Something unexpected happened: see above."
+        }
+    )?;
+    Ok(())
+}
+
 /// Runs the whole demo, narrating to `out`.
 pub async fn run(out: &mut (impl Write + Send)) -> Result<(), DemoError> {
     writeln!(
@@ -146,32 +199,24 @@ async fn play(sandbox: &Sandbox, out: &mut (impl Write + Send)) -> Result<(), De
         _ = churn(sandbox) => {}
     }
 
-    writeln!(out, "\nWho is still connected:")?;
-    let mut as_expected = true;
+    let mut survivors = Vec::new();
     for group in &groups {
         let mut alive = 0;
         for session in &group.sessions {
             alive += usize::from(session.is_alive().await);
         }
-        let total = group.sessions.len();
-        let verdict = match (group.leaking, alive) {
-            (true, 0) => "all terminated".to_owned(),
-            (false, a) if a == total => "untouched".to_owned(),
-            (_, a) => {
-                as_expected = false;
-                format!("{a} of {total} still open (unexpected!)")
-            }
-        };
-        writeln!(out, "  {:<62} {verdict}", group.label)?;
+        survivors.push(Survivors::of(
+            group.label,
+            group.leaking,
+            alive,
+            group.sessions.len(),
+        ));
     }
-    writeln!(
+    report_survivors(
         out,
-        "\n{}",
-        if as_expected {
-            "Every leaked session was ended; every healthy one was left alone."
-        } else {
-            "Something unexpected happened: see above."
-        }
+        &survivors,
+        "all terminated",
+        "Every leaked session was ended; every healthy one was left alone.",
     )?;
     Ok(())
 }

@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use poolwarden_sandbox::{MariaDb, MariaDbOptions, MySqlSession, MySqlSessionSpec, SandboxError};
 
-use super::DemoError;
+use super::{DemoError, Survivors, report_survivors};
 use crate::report::audit::AuditTrail;
 use crate::standalone::{self, Output, RunOptions, StandaloneError};
 
@@ -116,32 +116,24 @@ async fn play(db: &MariaDb, out: &mut (impl Write + Send)) -> Result<(), DemoErr
         _ = keep_busy(pooled) => {}
     }
 
-    writeln!(out, "\nWho is still connected:")?;
-    let mut as_expected = true;
+    let mut survivors = Vec::new();
     for group in &groups {
         let mut alive = 0;
         for session in &group.sessions {
             alive += usize::from(session.is_alive().await);
         }
-        let total = group.sessions.len();
-        let verdict = match (group.leaking, alive) {
-            (true, 0) => "all killed".to_owned(),
-            (false, a) if a == total => "untouched".to_owned(),
-            (_, a) => {
-                as_expected = false;
-                format!("{a} of {total} still open (unexpected!)")
-            }
-        };
-        writeln!(out, "  {:<62} {verdict}", group.label)?;
+        survivors.push(Survivors::of(
+            group.label,
+            group.leaking,
+            alive,
+            group.sessions.len(),
+        ));
     }
-    writeln!(
+    report_survivors(
         out,
-        "\n{}",
-        if as_expected {
-            "Every leaked thread was killed; every healthy one was left alone."
-        } else {
-            "Something unexpected happened: see above."
-        }
+        &survivors,
+        "all killed",
+        "Every leaked thread was killed; every healthy one was left alone.",
     )?;
     Ok(())
 }
