@@ -679,3 +679,39 @@ async fn when_the_server_is_full_the_open_connection_still_acts_and_a_new_one_sa
     assert_eq!(c.decision.capacity.utilization_percent, 100);
     assert_eq!(c.outcome.terminated.len(), 6);
 }
+
+#[tokio::test]
+async fn a_server_that_accepts_and_never_answers_the_login_is_unreachable_not_a_hang() {
+    // A listener that takes the TCP connection and says nothing: the driver's connect timeout
+    // covers only the TCP connect, so without a bound on the whole login this waits forever.
+    let silent = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = silent.local_addr().unwrap().port();
+    let holder = tokio::spawn(async move {
+        let mut held = Vec::new();
+        while let Ok((socket, _)) = silent.accept().await {
+            held.push(socket);
+        }
+    });
+    let options = poolwarden::database::postgres::ConnectOptions {
+        connect_timeout: std::time::Duration::from_millis(500),
+        ..Default::default()
+    };
+    let url = format!("postgres://monitor:secret@127.0.0.1:{port}/postgres?sslmode=disable");
+    let attempt = poolwarden::database::postgres::Postgres::connect(&url, options);
+    // The outer bound only keeps a regression from hanging the suite; the assertion is the error.
+    let err = tokio::time::timeout(std::time::Duration::from_secs(60), attempt)
+        .await
+        .expect("the login must be bounded by the connect timeout")
+        .err()
+        .expect("nobody answered, so no connection");
+    assert!(
+        matches!(err, DatabaseError::Unreachable { .. }),
+        "expected Unreachable, got {err}"
+    );
+    assert!(err.is_transient(), "a silent server may answer later");
+    assert!(
+        err.to_string().contains("did not answer the login"),
+        "{err}"
+    );
+    holder.abort();
+}

@@ -146,10 +146,30 @@ impl Target {
     }
 
     /// Opens the connection; its driver task runs on the tokio runtime until the client is dropped.
+    ///
+    /// The whole login is bounded by the connect timeout: the driver's own timeout covers only the
+    /// TCP connect, and a server (or a proxy, or a half-dead host) that accepts the connection and
+    /// never answers would otherwise hold the caller forever.
     pub async fn connect(&self) -> Result<Client, DatabaseError> {
-        self.open()
-            .await
-            .map_err(|e| classify_connect_error(e, &self.display))
+        let waited = self.login_timeout();
+        match tokio::time::timeout(waited, self.open()).await {
+            Ok(opened) => opened.map_err(|e| classify_connect_error(e, &self.display)),
+            Err(_) => Err(DatabaseError::Unreachable {
+                target: self.display.clone(),
+                detail: format!(
+                    "the server accepted the connection but did not answer the login within {} ms",
+                    waited.as_millis()
+                ),
+            }),
+        }
+    }
+
+    /// How long a whole login may take: the URL's or the options' connect timeout.
+    pub(crate) fn login_timeout(&self) -> Duration {
+        self.config
+            .get_connect_timeout()
+            .copied()
+            .unwrap_or(ConnectOptions::default().connect_timeout)
     }
 
     /// [`Target::connect`] with the driver's own error, for a caller that sorts failures its own
