@@ -213,7 +213,14 @@ fn main() -> ExitCode {
     match runtime.block_on(bench(args)) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("benchmark failed: {e}");
+            // The driver's own Display is only "db error": the server's message is in the source.
+            let mut message = e.to_string();
+            let mut cause = e.source();
+            while let Some(c) = cause {
+                message.push_str(&format!(": {c}"));
+                cause = c.source();
+            }
+            eprintln!("benchmark failed: {message}");
             ExitCode::FAILURE
         }
     }

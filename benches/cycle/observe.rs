@@ -22,7 +22,8 @@ pub async fn run(cfg: &Config) -> Res<Vec<Table>> {
     // Server CPU is read per batch of calls: several batches give median, min and max.
     let (batches, per_batch) = if cfg.tiny { (3, 5) } else { (5, 10) };
     let largest = sizes.iter().copied().max().unwrap_or(0);
-    let sb = sandbox(largest as u32 + 50).await?;
+    // The churn and blocking table adds a lock holder and one waiter per 100 backends.
+    let sb = sandbox((largest + largest / 100) as u32 + 50).await?;
     let url = monitor_url(sb.port());
     let mut pg = Postgres::connect(&url, ConnectOptions::default()).await?;
     let (proxy_port, wire) = wire_proxy(sb.port()).await?;
