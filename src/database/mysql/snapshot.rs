@@ -161,6 +161,8 @@ pub async fn take(
         .await
         .map_err(classify_query_error)?;
     let threads: Vec<Row> = result.collect().await.map_err(classify_query_error)?;
+    let transactions: Vec<(i64, Option<i64>)> =
+        result.collect().await.map_err(classify_query_error)?;
     let facts: Vec<Row> = result.collect().await.map_err(classify_query_error)?;
     let status: Vec<(String, String)> = result.collect().await.map_err(classify_query_error)?;
     let grants: Vec<String> = result.collect().await.map_err(classify_query_error)?;
@@ -208,8 +210,17 @@ pub async fn take(
 
     let mut sessions = Vec::with_capacity(threads.len());
     let mut first_seen = HashMap::with_capacity(threads.len());
+    let started: HashMap<i64, i64> = transactions
+        .into_iter()
+        .filter_map(|(id, started)| Some((id, started?)))
+        .collect();
     for row in &threads {
-        let thread = Thread::from_row(row)?;
+        let mut thread = Thread::from_row(row)?;
+        if let Some(&second) = started.get(&thread.id) {
+            thread.trx_started = Some(
+                Timestamp::from_second(second).map_err(|e| DatabaseError::Query(e.to_string()))?,
+            );
+        }
         let seen = *memory.first_seen.get(&thread.id).unwrap_or(&observed_at);
         first_seen.insert(thread.id, seen);
         sessions.push(session(
