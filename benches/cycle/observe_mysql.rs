@@ -85,7 +85,7 @@ pub async fn run(cfg: &Config) -> Res<Vec<Table>> {
          thread list is `information_schema.PROCESSLIST`; threads of user `app` over TCP, 90% \
          idle, 10% idle in a transaction; rows also count poolwarden's own and root's. Bare: \
          `SELECT * FROM information_schema.PROCESSLIST`. Snapshot: one multi-statement round trip \
-         (threads joined with `INNODB_TRX`, facts, `SHOW GLOBAL STATUS`, `SHOW GRANTS`). \
+         (threads, then `INNODB_TRX` matched to them by id, facts, `SHOW GLOBAL STATUS`, `SHOW GRANTS`). \
          {runs} runs each, alternating, after 3 warm-up calls.",
         my.observe().await?.server.version
     ));

@@ -211,7 +211,10 @@ mod tests {
             let statements: Vec<&str> = q.snapshot.split("; ").collect();
             assert!(!statements[0].contains("INNODB_TRX"), "{}", statements[0]);
             assert_eq!(statements[1], TRANSACTIONS);
-            assert!(q.verify(7).contains("LEFT JOIN information_schema.INNODB_TRX t"));
+            assert!(
+                q.verify(7)
+                    .contains("LEFT JOIN information_schema.INNODB_TRX t")
+            );
             assert!(q.verify(7).ends_with("= 7"));
             assert!(q.newer_than(7).contains("INNODB_TRX"));
         }
