@@ -2,6 +2,7 @@
 //! monitoring role, and helpers to open sessions and run poolwarden's cycle against them.
 #![allow(dead_code)] // each test binary uses its own subset
 
+pub mod controller;
 pub mod kube;
 
 use std::net::Ipv4Addr;

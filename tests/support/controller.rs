@@ -1,0 +1,293 @@
+//! What the end-to-end tests share: the real `poolwarden controller` binary run against the
+//! Kubernetes stand-in, a PostgreSQL with the roles the tests use, and the cluster they attribute
+//! to (a Deployment → ReplicaSet → two pods in `shop`) with its PoolPolicy.
+
+use std::io::{Read, Write};
+use std::net::{Ipv4Addr, TcpStream};
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use k8s_openapi::api::apps::v1::{Deployment, ReplicaSet};
+use k8s_openapi::api::core::v1::{Pod, Secret};
+use kube::api::{Api, PostParams};
+use poolwarden::api::PoolPolicy;
+use poolwarden_sandbox::{ClientSession, Sandbox, SessionSpec};
+use serde_json::json;
+
+pub const NS: &str = "shop";
+
+/// The controller binary, its log in a file; killed on drop.
+pub struct Controller {
+    pub child: Child,
+    pub port: u16,
+    log: std::path::PathBuf,
+}
+
+impl Controller {
+    pub fn start(kubeconfig: &Path, dir: &Path, identity: &str) -> Self {
+        Self::start_with_env(kubeconfig, dir, identity, &[])
+    }
+
+    pub fn start_with_env(
+        kubeconfig: &Path,
+        dir: &Path,
+        identity: &str,
+        env: &[(&str, &str)],
+    ) -> Self {
+        Self::start_with_lease(kubeconfig, dir, identity, 4, env)
+    }
+
+    /// A replica whose lease lasts `lease_secs` (renew deadline ⅔ of it, retry period 2⁄15).
+    pub fn start_with_lease(
+        kubeconfig: &Path,
+        dir: &Path,
+        identity: &str,
+        lease_secs: u64,
+        env: &[(&str, &str)],
+    ) -> Self {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let log = dir.join(format!("controller-{identity}.log"));
+        let child = Command::new(binary())
+            .args(["controller", "--http-addr", &format!("127.0.0.1:{port}")])
+            .args([
+                "--lease-namespace",
+                "default",
+                "--lease-duration",
+                &lease_secs.to_string(),
+                "--identity",
+                identity,
+            ])
+            .env("KUBECONFIG", kubeconfig)
+            .env("RUST_LOG", "info,poolwarden=debug")
+            .envs(env.iter().copied())
+            .env_remove("POD_NAMESPACE")
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(&log).unwrap())
+            .spawn()
+            .expect("the binary starts");
+        Self { child, port, log }
+    }
+
+    pub fn get(&self, path: &str) -> Option<(u16, String)> {
+        let mut stream = TcpStream::connect(("127.0.0.1", self.port)).ok()?;
+        stream.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
+        write!(stream, "GET {path} HTTP/1.0\r\nHost: localhost\r\n\r\n").ok()?;
+        let mut response = String::new();
+        stream.read_to_string(&mut response).ok()?;
+        let status = response.split_whitespace().nth(1)?.parse().ok()?;
+        let body = response
+            .split_once("\r\n\r\n")
+            .map(|(_, b)| b.to_owned())
+            .unwrap_or_default();
+        Some((status, body))
+    }
+
+    pub fn metric(&self, line_start: &str) -> Option<f64> {
+        let (_, body) = self.get("/metrics")?;
+        body.lines()
+            .find(|l| l.starts_with(line_start))
+            .and_then(|l| l.rsplit(' ').next())
+            .and_then(|v| v.parse().ok())
+    }
+
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// The operating system's process id.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// SIGKILL: no chance to release the lease. Waits for the exit.
+    pub fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    /// SIGTERM, then the exit status (within 20 s).
+    pub fn terminate(&mut self) -> std::process::ExitStatus {
+        let pid = nix::unistd::Pid::from_raw(self.child.id() as i32);
+        nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM).unwrap();
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                return status;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "no exit 20 s after SIGTERM:\n{}",
+                self.log()
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+}
+
+impl Drop for Controller {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        if std::thread::panicking() {
+            eprintln!(
+                "--- controller log ({}) ---\n{}",
+                self.log.display(),
+                self.log()
+            );
+        }
+    }
+}
+
+/// The binary under test: this build's, or `POOLWARDEN_BIN` (to run a test against another
+/// build, e.g. to check that it fails on the code before a fix).
+fn binary() -> std::ffi::OsString {
+    std::env::var_os("POOLWARDEN_BIN").unwrap_or_else(|| env!("CARGO_BIN_EXE_poolwarden").into())
+}
+
+/// Polls `check` until it yields, or fails after `secs` seconds saying `what`.
+pub async fn eventually<T, F, Fut>(what: &str, secs: u64, mut check: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Option<T>>,
+{
+    let deadline = Instant::now() + Duration::from_secs(secs);
+    loop {
+        if let Some(v) = check().await {
+            return v;
+        }
+        assert!(Instant::now() < deadline, "timed out waiting for: {what}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+pub async fn database() -> Sandbox {
+    let sb = Sandbox::start(Default::default()).await.unwrap();
+    sb.create_database("orders").await.unwrap();
+    sb.create_role("app", "app", &[]).await.unwrap();
+    sb.create_role("monitor", "monitor", &["pg_monitor", "pg_signal_backend"])
+        .await
+        .unwrap();
+    sb
+}
+
+pub async fn session(sb: &Sandbox, host: u8) -> ClientSession {
+    let spec = SessionSpec::new("app", "app", "orders")
+        .application("orders-api")
+        .from_addr(Ipv4Addr::new(127, 0, 0, host));
+    sb.open_session(&spec).await.unwrap()
+}
+
+/// Secret, Deployment → ReplicaSet → two pods (127.0.0.41, .42) in `shop`; the Deployment's uid.
+pub async fn cluster(client: &kube::Client, sb: &Sandbox) -> String {
+    let url = sb.url("monitor", "monitor", "orders") + "?sslmode=disable";
+    cluster_on(client, &url).await
+}
+
+/// [`cluster`], its Secret holding `url`.
+pub async fn cluster_on(client: &kube::Client, url: &str) -> String {
+    let secrets: Api<Secret> = Api::namespaced(client.clone(), NS);
+    let secret = serde_json::from_value(json!({
+        "apiVersion": "v1", "kind": "Secret",
+        "metadata": {"name": "orders-db-monitor", "namespace": NS},
+        "stringData": {"uri": url},
+    }))
+    .unwrap();
+    secrets
+        .create(&PostParams::default(), &secret)
+        .await
+        .unwrap();
+
+    let deployments: Api<Deployment> = Api::namespaced(client.clone(), NS);
+    let d = deployments
+        .create(
+            &PostParams::default(),
+            &serde_json::from_value(json!({
+                "apiVersion": "apps/v1", "kind": "Deployment",
+                "metadata": {"name": "orders-api", "namespace": NS},
+                "spec": {"selector": {"matchLabels": {"app": "orders-api"}},
+                         "template": {"metadata": {"labels": {"app": "orders-api"}},
+                                      "spec": {"containers": [{"name": "app", "image": "orders:1"}]}}},
+            }))
+            .unwrap(),
+        )
+        .await
+        .unwrap();
+    let owner = |kind: &str, name: &str, uid: &str| json!([{"apiVersion": "apps/v1", "kind": kind, "name": name, "uid": uid, "controller": true}]);
+    let replicasets: Api<ReplicaSet> = Api::namespaced(client.clone(), NS);
+    let rs = replicasets
+        .create(
+            &PostParams::default(),
+            &serde_json::from_value(json!({
+                "apiVersion": "apps/v1", "kind": "ReplicaSet",
+                "metadata": {"name": "orders-api-5c6d", "namespace": NS,
+                             "ownerReferences": owner("Deployment", "orders-api", d.metadata.uid.as_deref().unwrap())},
+                "spec": {"selector": {"matchLabels": {"app": "orders-api"}}},
+            }))
+            .unwrap(),
+        )
+        .await
+        .unwrap();
+    for (name, ip) in [
+        ("orders-api-5c6d-a", "127.0.0.41"),
+        ("orders-api-5c6d-b", "127.0.0.42"),
+    ] {
+        create_pod(client, &rs, name, ip).await;
+    }
+    d.metadata.uid.unwrap()
+}
+
+/// A running pod of `rs`.
+pub async fn create_pod(client: &kube::Client, rs: &ReplicaSet, name: &str, ip: &str) {
+    let owner = json!([{"apiVersion": "apps/v1", "kind": "ReplicaSet", "name": rs.metadata.name,
+                        "uid": rs.metadata.uid, "controller": true}]);
+    Api::<Pod>::namespaced(client.clone(), NS)
+        .create(
+            &PostParams::default(),
+            &serde_json::from_value(json!({
+                "apiVersion": "v1", "kind": "Pod",
+                "metadata": {"name": name, "namespace": NS, "labels": {"app": "orders-api"},
+                             "ownerReferences": owner},
+                "spec": {"containers": [{"name": "app", "image": "orders:1"}]},
+                "status": {"phase": "Running", "podIP": ip, "podIPs": [{"ip": ip}],
+                           "startTime": "2020-01-01T00:00:00Z"},
+            }))
+            .unwrap(),
+        )
+        .await
+        .unwrap();
+}
+
+pub async fn create_policy(client: &kube::Client) {
+    create_policy_with(
+        client,
+        json!({
+            "mode": "Enforce",
+            "interval": "1s",
+            // Idle sessions are left alone (the leak stays visible); open transactions are ended.
+            "idle": {"idleInTransactionTimeout": "1s"},
+            "leakDetection": {"window": "1s", "strandedIdleAge": "1s", "idleThreshold": 3},
+        }),
+    )
+    .await;
+}
+
+/// PoolPolicy `shop/orders-db` on Secret `orders-db-monitor`, with the rest of `spec`.
+pub async fn create_policy_with(client: &kube::Client, mut spec: serde_json::Value) {
+    spec["database"] = json!({"connectionSecretRef": {"name": "orders-db-monitor"}});
+    let policies: Api<PoolPolicy> = Api::namespaced(client.clone(), NS);
+    let policy: PoolPolicy = serde_json::from_value(json!({
+        "apiVersion": "poolwarden.io/v1alpha1", "kind": "PoolPolicy",
+        "metadata": {"name": "orders-db", "namespace": NS},
+        "spec": spec,
+    }))
+    .unwrap();
+    policies
+        .create(&PostParams::default(), &policy)
+        .await
+        .unwrap();
+}
