@@ -51,6 +51,20 @@ pub async fn run_once_behind(
     cluster: &ClusterView,
     memory: &Memory,
 ) -> Result<Cycle, DatabaseError> {
+    let cycle = run_once_if(engine, poolers, rules, cluster, memory, || true).await?;
+    Ok(cycle.expect("a guard that always allows"))
+}
+
+/// [`run_once_behind`], asking `may_act` right before terminating: `None` when it says no
+/// (the controller's leader whose renew deadline passed while it observed).
+pub async fn run_once_if(
+    engine: &mut impl Engine,
+    poolers: &mut [PoolerConsole],
+    rules: &Rules,
+    cluster: &ClusterView,
+    memory: &Memory,
+    may_act: impl Fn() -> bool,
+) -> Result<Option<Cycle>, DatabaseError> {
     let (snapshot, looks) = tokio::join!(engine.observe(), look_at(poolers));
     let snapshot = snapshot?;
     let decision = decide::decide(Inputs {
@@ -60,13 +74,16 @@ pub async fn run_once_behind(
         poolers: &looks,
         memory,
     });
+    if !may_act() {
+        return Ok(None);
+    }
     let outcome = act::terminate(engine, &decision).await;
-    Ok(Cycle {
+    Ok(Some(Cycle {
         number: memory.cycles + 1,
         snapshot,
         decision,
         outcome,
-    })
+    }))
 }
 
 /// Reads every pooler's console at once; a failure is kept as its message.

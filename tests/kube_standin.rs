@@ -23,7 +23,6 @@ use kube::runtime::events::{Event, EventType, Recorder, Reporter};
 use kube::runtime::finalizer::{self, finalizer};
 use kube::runtime::watcher::{self, Event as Seen};
 use kube::{Client, ResourceExt};
-use kube_lease_manager::LeaseManagerBuilder;
 use serde::de::DeserializeOwned;
 use serde_json::{Value, json};
 use support::kube::KubeStandin;
@@ -742,40 +741,56 @@ async fn server_side_apply_tracks_the_fields_of_each_manager() {
     assert!(!forced.annotations().contains_key("d"));
 }
 
+/// The controller's election watches its Lease by `metadata.name` (src/controller/leader.rs):
+/// the watch lists and hears of that Lease only, as a real API server's field selector does.
 #[tokio::test]
-async fn kube_lease_manager_elects_one_leader_at_a_time() {
+async fn a_lease_watched_by_name_is_the_only_lease_heard_of() {
     let kube = KubeStandin::start();
     let client = kube.client().await;
-    let manager = |identity: &str| {
-        LeaseManagerBuilder::new(client.clone(), "poolwarden-leader")
-            .with_namespace("default")
-            .with_identity(identity)
-            .with_duration(5)
-            .with_grace(1)
-            .build()
+    let leases: Api<Lease> = Api::default_namespaced(client);
+    let lease = |name: &str, holder: &str| -> Lease {
+        object(json!({
+            "apiVersion": "coordination.k8s.io/v1", "kind": "Lease",
+            "metadata": {"name": name},
+            "spec": {"holderIdentity": holder, "leaseDurationSeconds": 15},
+        }))
     };
-    let a = manager("poolwarden-a").await.unwrap();
-    let b = manager("poolwarden-b").await.unwrap();
-    let leads = tokio::time::timeout(WAIT, a.changed()).await.unwrap();
-    assert!(leads.unwrap(), "the first manager takes the free lease");
-    let waiting = tokio::time::timeout(Duration::from_millis(1500), b.changed()).await;
-    assert!(
-        waiting.is_err(),
-        "the second manager waits while the lease is held"
-    );
-    a.release().await.unwrap();
-    let leads = tokio::time::timeout(WAIT, b.changed()).await.unwrap();
-    assert!(
-        leads.unwrap(),
-        "the second manager takes the released lease"
-    );
-    let lease = Api::<Lease>::default_namespaced(client)
-        .get("poolwarden-leader")
+    leases
+        .create(&PostParams::default(), &lease("other", "x"))
         .await
         .unwrap();
-    let spec = lease.spec.unwrap();
-    assert_eq!(spec.holder_identity.as_deref(), Some("poolwarden-b"));
-    assert_eq!(spec.lease_transitions, Some(2));
+    leases
+        .create(&PostParams::default(), &lease("poolwarden-leader", "a"))
+        .await
+        .unwrap();
+    let mut events = watch(
+        leases.clone(),
+        watcher::Config::default().fields("metadata.name=poolwarden-leader"),
+    );
+    let mut listed = Vec::new();
+    until(&mut events, "the initial list", |e| {
+        if let Seen::InitApply(l) = e {
+            listed.push(l.name_any());
+        }
+        matches!(e, Seen::InitDone)
+    })
+    .await;
+    assert_eq!(listed, ["poolwarden-leader"]);
+    // A change to the other Lease, then the release of ours: only the release is heard.
+    for (name, holder) in [("other", "y"), ("poolwarden-leader", "")] {
+        let mut changed = leases.get(name).await.unwrap();
+        changed.spec.as_mut().unwrap().holder_identity = Some(holder.into());
+        leases
+            .replace(name, &PostParams::default(), &changed)
+            .await
+            .unwrap();
+    }
+    let Seen::Apply(heard) = until(&mut events, "a change", |e| matches!(e, Seen::Apply(_))).await
+    else {
+        unreachable!()
+    };
+    assert_eq!(heard.name_any(), "poolwarden-leader");
+    assert_eq!(heard.spec.unwrap().holder_identity.as_deref(), Some(""));
 }
 
 #[tokio::test]

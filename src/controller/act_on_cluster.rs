@@ -1,7 +1,8 @@
 //! Step 4 of a reconcile: what the cycle found, told on the cluster. Annotations on the workloads
 //! at the top of their owner chains (only the changes the decision asks for, as merge patches of
 //! poolwarden's keys), `Warning ConnectionLeak` Events on the workloads where a finding starts, and
-//! a `Normal SessionsTerminated` Event on the policy when it acted.
+//! a `Normal SessionsTerminated` Event on the policy when it acted. Each write is made only while
+//! this replica may still act (its lease held, the renew deadline not passed).
 
 use kube::Api;
 use kube::api::{DynamicObject, Patch, PatchParams};
@@ -38,6 +39,9 @@ async fn annotate<C: Connector>(
     change: &AnnotationChange,
 ) -> Result<(), ReconcileError> {
     let workload = &change.workload;
+    if !ctx.is_leader() {
+        return Err(ReconcileError::LostLease);
+    }
     let Some(resource) = patches::workload_resource(workload) else {
         return Ok(());
     };
@@ -90,6 +94,9 @@ async fn raise_events<C: Connector>(ctx: &Context<C>, policy: &PoolPolicy, cycle
             action: "Detected".into(),
             secondary: Some(policy_reference.clone()),
         };
+        if !ctx.is_leader() {
+            return;
+        }
         if let Err(error) = ctx.recorder.publish(&event, &target).await {
             tracing::warn!(%workload, %error, "could not record a ConnectionLeak event");
         }
@@ -106,6 +113,9 @@ async fn raise_events<C: Connector>(ctx: &Context<C>, policy: &PoolPolicy, cycle
             action: "Terminate".into(),
             secondary: None,
         };
+        if !ctx.is_leader() {
+            return;
+        }
         if let Err(error) = ctx.recorder.publish(&event, &policy_reference).await {
             tracing::warn!(policy = %policy_name, %error, "could not record a SessionsTerminated event");
         }

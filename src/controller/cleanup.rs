@@ -28,6 +28,9 @@ pub async fn policy<C: Connector>(
         let Some(resource) = patches::workload_resource(workload) else {
             continue;
         };
+        if !ctx.is_leader() {
+            return Err(ReconcileError::LostLease);
+        }
         let api: Api<DynamicObject> =
             Api::namespaced_with(ctx.client.clone(), &workload.namespace, &resource);
         match api

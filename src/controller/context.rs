@@ -9,10 +9,10 @@ use std::time::Duration;
 
 use kube::Client;
 use kube::runtime::events::Recorder;
-use tokio::sync::watch;
 
 use super::engines::{Connector, Engines};
 use super::index::ClusterIndex;
+use super::leader::Leader;
 use super::metrics::Metrics;
 use super::secret::Secrets;
 use super::watch::Readiness;
@@ -27,8 +27,8 @@ pub struct Context<C: Connector> {
     pub secrets: Arc<Secrets>,
     pub metrics: Arc<Metrics>,
     pub recorder: Recorder,
-    /// `true` while this replica holds the lease.
-    pub leader: watch::Receiver<bool>,
+    /// Whether this replica holds the lease, its renew deadline not passed.
+    pub leader: Leader,
     memories: Mutex<HashMap<String, Memory>>,
     failures: Mutex<HashMap<String, u32>>,
     jitter: std::hash::RandomState,
@@ -43,7 +43,7 @@ pub struct Parts<C: Connector> {
     pub secrets: Arc<Secrets>,
     pub metrics: Arc<Metrics>,
     pub recorder: Recorder,
-    pub leader: watch::Receiver<bool>,
+    pub leader: Leader,
 }
 
 impl<C: Connector> Context<C> {
@@ -63,8 +63,9 @@ impl<C: Connector> Context<C> {
         }
     }
 
+    /// Whether this replica may act now; asked right before every termination and every write.
     pub fn is_leader(&self) -> bool {
-        *self.leader.borrow()
+        self.leader.may_act()
     }
 
     pub fn memory(&self, uid: &str) -> Memory {

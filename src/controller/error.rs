@@ -52,7 +52,8 @@ pub enum ReconcileError {
     /// Step 3, the cycle.
     #[error(transparent)]
     Database(DatabaseError),
-    /// Step 3: the lease was lost before the cycle began; nothing was done.
+    /// Steps 3–5: the lease was lost (or its renew deadline passed) before an act or a write;
+    /// that act or write was not done.
     #[error("this replica lost the lease")]
     LostLease,
     /// Step 4, act on the cluster.

@@ -43,6 +43,7 @@ pub use watch::{InitialList, Namespaces};
 
 use std::net::SocketAddr;
 use std::sync::{Arc, RwLock};
+use std::time::Duration;
 
 use futures::{Stream, StreamExt};
 use kube::runtime::WatchStreamExt;
@@ -55,7 +56,7 @@ use tokio::sync::watch as signal;
 
 use crate::api::PoolPolicy;
 use context::{Context, Parts};
-use leader::Leadership;
+use leader::{Candidate, Leadership, Timing};
 use metrics::Metrics;
 use secret::Secrets;
 use trimmed::TrimmedMeta;
@@ -82,8 +83,6 @@ pub struct Config {
 pub enum ControllerError {
     #[error("cannot build a Kubernetes client (in-cluster config or KUBECONFIG): {0}")]
     Client(#[from] kube::Error),
-    #[error("leader election: {0}")]
-    Lease(#[from] kube_lease_manager::LeaseManagerError),
     #[error("cannot serve HTTP on {addr}: {source}")]
     Http {
         addr: SocketAddr,
@@ -157,12 +156,13 @@ pub async fn run<C: Connector>(config: Config, connector: C) -> Result<(), Contr
     let leadership = if config.leader_election {
         Leadership::campaign(
             client.clone(),
-            &config.lease_namespace,
-            &config.lease_name,
-            &config.identity,
-            config.lease_duration_secs,
+            Candidate {
+                namespace: config.lease_namespace.clone(),
+                lease_name: config.lease_name.clone(),
+                identity: config.identity.clone(),
+                timing: Timing::for_lease(Duration::from_secs(config.lease_duration_secs)),
+            },
         )
-        .await?
     } else {
         Leadership::always()
     };
@@ -181,10 +181,10 @@ pub async fn run<C: Connector>(config: Config, connector: C) -> Result<(), Contr
         secrets: Arc::new(Secrets::new(config.watch_secrets)),
         metrics: metrics.clone(),
         recorder,
-        leader: leadership.is_leader.clone(),
+        leader: leadership.leader.clone(),
     }));
     let following = tokio::spawn(follow_leadership(
-        leadership.is_leader.clone(),
+        leadership.leader.changes(),
         metrics.clone(),
         config.identity.clone(),
     ));
@@ -225,7 +225,7 @@ async fn follow_leadership(
         metrics.leader.set(i64::from(now));
         match (leading, now) {
             (false, true) => tracing::info!(%identity, "leading: reconciling PoolPolicies"),
-            (true, false) => tracing::warn!(%identity, "lost the lease: no longer acting"),
+            (true, false) => tracing::warn!(%identity, "no longer leading: not acting"),
             (false, false) => tracing::info!(%identity, "waiting to lead"),
             (true, true) => {}
         }
@@ -271,7 +271,7 @@ async fn controller<C: Connector>(
         .applied_objects()
         .predicate_filter(meaningful_change, Default::default());
     let mut controller = Controller::for_stream(changes, reader.clone())
-        .reconcile_all_on(became_leader(ctx.leader.clone()));
+        .reconcile_all_on(became_leader(ctx.leader.changes()));
     if let Some(first) = watches.secrets {
         let api = watch::metadata_api(&client, scope, &kinds::SECRET);
         let secret_changes = watch::watcher(api, initial, watch::PAGE, first.name())

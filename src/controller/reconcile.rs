@@ -2,7 +2,8 @@
 //!
 //! 1. [`validate`](super::validate): the spec alone, no client;
 //! 2. [`dereference`](super::dereference): its Secret, the engine, its view of the cluster;
-//! 3. the cycle: observe → decide → act on the database ([`cycle::run_once`]);
+//! 3. the cycle: observe → decide → act on the database ([`cycle::run_once_if`], the lease
+//!    checked again right before terminating);
 //! 4. [`act_on_cluster`](super::act_on_cluster): annotations and Events;
 //! 5. [`report`](super::report): status and metrics, written once from what the steps ended with.
 //!
@@ -94,9 +95,18 @@ async fn run_cycle<C: Connector>(
     if !ctx.is_leader() {
         return Err(ReconcileError::LostLease);
     }
-    let cycle = cycle::run_once(&mut *engine, &valid.rules, &inputs.view, &memory)
-        .await
-        .map_err(ReconcileError::Database)?;
+    // Asked again right before terminating: the renew deadline may pass while it observes.
+    let cycle = cycle::run_once_if(
+        &mut *engine,
+        &mut [],
+        &valid.rules,
+        &inputs.view,
+        &memory,
+        || ctx.is_leader(),
+    )
+    .await
+    .map_err(ReconcileError::Database)?
+    .ok_or(ReconcileError::LostLease)?;
     // The audit trail first: what was ended is on record whatever the later steps do.
     audit::log(&audit::records(
         &patches::policy_ref(policy),

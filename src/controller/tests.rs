@@ -24,6 +24,7 @@ use super::context::{Context, Parts};
 use super::engines::Connector;
 use super::error::{CONFLICT_RETRY, RECHECK, ReconcileError, error_policy};
 use super::index::ClusterIndex;
+use super::leader::Leader;
 use super::metrics::Metrics;
 use super::reconcile::reconcile;
 use super::secret::{SecretError, Secrets};
@@ -290,7 +291,7 @@ fn context<C: Connector>(
         secrets: Arc::new(Secrets::new(watched_secrets)),
         metrics,
         recorder,
-        leader: rx,
+        leader: Leader::from_channel(rx),
     });
     (Arc::new(ctx), Box::pin(handle), registry, tx)
 }
