@@ -274,7 +274,7 @@ EXPECTED_VERBS = {
     **{f"batch/{r}": WORKLOAD_VERBS for r in ["jobs", "cronjobs"]},
     "events.k8s.io/events": ["create", "patch"],
 }
-LEASE_VERBS = {"coordination.k8s.io/leases": ["create", "get", "patch"]}
+LEASE_VERBS = {"coordination.k8s.io/leases": ["create", "get", "list", "update", "watch"]}
 
 
 def rbac_diff(actual: dict[str, list[str]], expected: dict[str, list[str]]) -> str:

@@ -120,7 +120,8 @@ pub struct ControllerArgs {
     /// Namespace of the Lease (defaults to the pod's own, from POD_NAMESPACE).
     #[arg(long, env = "POD_NAMESPACE", default_value = "default")]
     pub lease_namespace: String,
-    /// Seconds a leader's claim lasts without renewal; a successor waits this long at most.
+    /// Seconds a leader's claim lasts without renewal. The leader renews every 2/15 of it and
+    /// stops acting when it could not renew for 2/3 of it (its renew deadline: 10 s of 15 s).
     #[arg(long, default_value_t = 15)]
     pub lease_duration: u64,
     /// This replica's name in the election (defaults to POD_NAME, else host name and pid).
