@@ -547,4 +547,12 @@ async fn takeover_after_a_release_and_after_a_crash_is_measured() {
     );
     assert_eq!(released.len(), RUNS);
     assert_eq!(expired.len(), RUNS);
+    // What makes a release prompt: the standbys watch the Lease, by its name.
+    let log = kube.log_text();
+    let lease_watch = log.lines().find(|l| {
+        l.contains("/leases?")
+            && l.contains("watch=true")
+            && l.contains("fieldSelector=metadata.name")
+    });
+    assert!(lease_watch.is_some(), "no watch of the Lease by name");
 }
