@@ -32,7 +32,7 @@ use futures::StreamExt;
 use k8s_openapi::api::coordination::v1::{Lease, LeaseSpec};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::MicroTime;
 use kube::api::{ObjectMeta, PostParams};
-use kube::runtime::watcher;
+use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Api, Client};
 use tokio::sync::{Notify, watch};
 use tokio::task::JoinHandle;
@@ -92,14 +92,21 @@ impl Shared {
 
     /// Stops acting, if leading; says why.
     fn step_down(&self, why: &str) {
-        let was = self.until.lock().unwrap_or_else(|e| e.into_inner()).take();
-        if was.is_some() {
+        if self.stop() {
             tracing::warn!(
                 "{why}: stopped acting (no terminations, no writes) until it leads again"
             );
+        }
+    }
+
+    /// Stops acting; whether it was leading.
+    fn stop(&self) -> bool {
+        let was = self.until.lock().unwrap_or_else(|e| e.into_inner()).take();
+        if was.is_some() {
             self.state.send_replace(false);
             self.moved.notify_one();
         }
+        was.is_some()
     }
 }
 
@@ -235,7 +242,8 @@ async fn watchdog(shared: Arc<Shared>, timing: Timing) {
 /// Wakes the campaign whenever the Lease changes (a release is acted on at once).
 async fn watch_lease(api: Api<Lease>, name: String, wake: Arc<Notify>) {
     let config = watcher::Config::default().fields(&format!("metadata.name={name}"));
-    let mut events = std::pin::pin!(watcher(api, config));
+    // Backed off while the API server is unreachable (the campaign polls meanwhile).
+    let mut events = std::pin::pin!(watcher(api, config).default_backoff());
     while let Some(event) = events.next().await {
         if let Ok(watcher::Event::Apply(_) | watcher::Event::Delete(_)) = event {
             wake.notify_one();
@@ -438,7 +446,7 @@ impl Observed {
 /// Clears the holder (and shortens the claim) so a standby takes over at once.
 async fn release(api: &Api<Lease>, candidate: &Candidate, shared: &Shared) {
     let leading = shared.may_act(Instant::now());
-    shared.step_down("shutting down");
+    shared.stop();
     if !leading {
         return;
     }
