@@ -28,6 +28,7 @@ import sys
 import tempfile
 import time
 import urllib.error
+import urllib.parse
 import urllib.request
 from pathlib import Path
 from typing import Any, Callable
@@ -116,6 +117,12 @@ def attributes(method: str, path_qs: str) -> dict[str, Any] | None:
     verb = {"POST": "create", "PUT": "update", "PATCH": "patch"}.get(method)
     if method == "GET":
         verb = "get" if name else ("watch" if params.get("watch") in ("1", "true") else "list")
+        # As the API server's RequestInfo does: a list or watch by `metadata.name=N` field
+        # selector is a request for N, which a rule's resourceNames can allow.
+        if not name:
+            for selector in urllib.parse.unquote(params.get("fieldSelector", "")).split(","):
+                if selector.startswith("metadata.name="):
+                    name = selector.removeprefix("metadata.name=")
     if method == "DELETE":
         verb = "delete" if name else "deletecollection"
     return {"verb": verb, "group": group, "resource": resource + (f"/{subresource}" if subresource else ""),
