@@ -122,7 +122,7 @@ pub struct ControllerArgs {
     pub lease_namespace: String,
     /// Seconds a leader's claim lasts without renewal. The leader renews every 2/15 of it and
     /// stops acting when it could not renew for 2/3 of it (its renew deadline: 10 s of 15 s).
-    #[arg(long, default_value_t = 15)]
+    #[arg(long, default_value_t = 15, value_parser = clap::value_parser!(u64).range(1..=3600))]
     pub lease_duration: u64,
     /// This replica's name in the election (defaults to POD_NAME, else host name and pid).
     #[arg(long)]

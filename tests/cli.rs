@@ -405,6 +405,17 @@ fn crd_prints_the_committed_definition() {
 }
 
 #[test]
+fn a_lease_duration_of_zero_is_refused_before_anything_starts() {
+    let out = poolwarden(&["controller", "--lease-duration", "0"]);
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("invalid value '0' for '--lease-duration") && err.contains("1..=3600"),
+        "{err}"
+    );
+}
+
+#[test]
 fn the_demo_ends_every_leak_and_spares_every_healthy_session() {
     let out = poolwarden(&["demo"]);
     let text = String::from_utf8_lossy(&out.stdout);
