@@ -20,6 +20,19 @@ pub struct Cycle {
     pub snapshot: Snapshot,
     pub decision: Decision,
     pub outcome: Outcome,
+    /// The poolers whose consoles this cycle could not read, and why (their sessions were
+    /// attributed as if there were no pooler, and nothing was ended for being idle).
+    pub unread_poolers: Vec<UnreadPooler>,
+}
+
+/// A pooler whose console a cycle could not read.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct UnreadPooler {
+    pub name: String,
+    /// A short, bounded name for why: a condition reason, a metric label.
+    pub reason: &'static str,
+    /// What a person reads: what failed and what to do.
+    pub message: String,
 }
 
 impl Cycle {
@@ -51,22 +64,32 @@ pub async fn run_once_behind(
     cluster: &ClusterView,
     memory: &Memory,
 ) -> Result<Cycle, DatabaseError> {
-    let cycle = run_once_if(engine, poolers, rules, cluster, memory, || true).await?;
+    let cycle =
+        run_once_among(engine, poolers, Vec::new(), rules, cluster, memory, || true).await?;
     Ok(cycle.expect("a guard that always allows"))
 }
 
-/// [`run_once_behind`], asking `may_act` right before terminating: `None` when it says no
-/// (the controller's leader whose renew deadline passed while it observed).
-pub async fn run_once_if(
+/// [`run_once_behind`], with more poolers in front that cannot even be asked (`unusable`: their
+/// Secret or URL is wrong), asking `may_act` right before terminating: `None` when it says no
+/// (the controller's leader whose renew deadline passed while it observed). Unusable poolers
+/// count as unread: their connections cannot be told from a client's, so no session is ended
+/// for being idle.
+pub async fn run_once_among(
     engine: &mut impl Engine,
     poolers: &mut [PoolerConsole],
+    unusable: Vec<UnreadPooler>,
     rules: &Rules,
     cluster: &ClusterView,
     memory: &Memory,
     may_act: impl Fn() -> bool,
 ) -> Result<Option<Cycle>, DatabaseError> {
-    let (snapshot, looks) = tokio::join!(engine.observe(), look_at(poolers));
+    let (snapshot, (mut looks, mut unread)) = tokio::join!(engine.observe(), read_all(poolers));
     let snapshot = snapshot?;
+    looks.extend(unusable.iter().map(|u| PoolerLook {
+        name: u.name.clone(),
+        console: Err(u.message.clone()),
+    }));
+    unread.extend(unusable);
     let decision = decide::decide(Inputs {
         snapshot: &snapshot,
         rules,
@@ -83,20 +106,41 @@ pub async fn run_once_if(
         snapshot,
         decision,
         outcome,
+        unread_poolers: unread,
     }))
 }
 
 /// Reads every pooler's console at once; a failure is kept as its message.
 pub async fn look_at(poolers: &mut [PoolerConsole]) -> Vec<PoolerLook> {
-    futures::future::join_all(poolers.iter_mut().map(|console| async move {
+    read_all(poolers).await.0
+}
+
+/// [`look_at`], and the poolers that could not be read with why.
+async fn read_all(poolers: &mut [PoolerConsole]) -> (Vec<PoolerLook>, Vec<UnreadPooler>) {
+    let seen = futures::future::join_all(poolers.iter_mut().map(|console| async move {
         let seen = console.observe().await;
         if let Err(e) = &seen {
             tracing::warn!(pooler = console.name(), error = %e, "pooler console not read");
         }
-        PoolerLook {
-            name: console.name().to_owned(),
-            console: seen.map_err(|e| e.to_string()),
-        }
+        (console.name().to_owned(), seen)
     }))
-    .await
+    .await;
+    let mut unread = Vec::new();
+    let looks = seen
+        .into_iter()
+        .map(|(name, seen)| {
+            if let Err(e) = &seen {
+                unread.push(UnreadPooler {
+                    name: name.clone(),
+                    reason: e.category(),
+                    message: e.to_string(),
+                });
+            }
+            PoolerLook {
+                name,
+                console: seen.map_err(|e| e.to_string()),
+            }
+        })
+        .collect();
+    (looks, unread)
 }

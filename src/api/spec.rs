@@ -116,6 +116,20 @@ pub struct PoolerTarget {
     pub console_secret_ref: SecretKeyRef,
 }
 
+impl PoolPolicySpec {
+    /// Whether the Secret `name` (in the policy's namespace) holds one of its URLs: the
+    /// database's or a pooler's. A change of such a Secret re-triggers the policy.
+    pub fn refers_to_secret(&self, name: &str) -> bool {
+        self.database
+            .as_ref()
+            .is_some_and(|d| d.connection_secret_ref.name == name)
+            || self
+                .poolers
+                .iter()
+                .any(|p| p.console_secret_ref.name == name)
+    }
+}
+
 fn require_database(schema: &mut schemars::Schema) {
     // `database` is optional in Rust so that a policy file for `poolwarden check` may leave it
     // out, but a PoolPolicy in a cluster cannot work without it: let the API server say so.

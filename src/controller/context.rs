@@ -1,5 +1,5 @@
 //! What every reconcile shares: the API client, the cluster index and whether its watches have
-//! listed, the database connections, the Secrets' versions, the memory of earlier cycles, metrics,
+//! listed, the database connections, the pooler consoles, the Secrets' versions, the memory of earlier cycles, metrics,
 //! the event recorder and whether this replica leads.
 
 use std::collections::HashMap;
@@ -14,6 +14,7 @@ use super::engines::{Connector, Engines};
 use super::index::ClusterIndex;
 use super::leader::Leader;
 use super::metrics::Metrics;
+use super::poolers::Poolers;
 use super::secret::Secrets;
 use super::watch::Readiness;
 use crate::decide::Memory;
@@ -24,6 +25,8 @@ pub struct Context<C: Connector> {
     /// Whether every watch has listed once: attribution is not trusted before.
     pub readiness: Arc<Readiness>,
     pub engines: Engines<C>,
+    /// Each policy's pooler consoles, kept across cycles.
+    pub poolers: Poolers,
     pub secrets: Arc<Secrets>,
     pub metrics: Arc<Metrics>,
     pub recorder: Recorder,
@@ -53,6 +56,7 @@ impl<C: Connector> Context<C> {
             index: parts.index,
             readiness: parts.readiness,
             engines: Engines::new(parts.connector),
+            poolers: Poolers::default(),
             secrets: parts.secrets,
             metrics: parts.metrics,
             recorder: parts.recorder,
@@ -102,6 +106,7 @@ impl<C: Connector> Context<C> {
             f.remove(uid);
         }
         self.engines.release(uid);
+        self.poolers.release(uid);
         self.count_connections();
     }
 

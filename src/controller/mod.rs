@@ -22,6 +22,7 @@ mod kinds;
 mod leader;
 mod metrics;
 mod patches;
+mod poolers;
 mod reconcile;
 mod report;
 mod secret;
@@ -203,6 +204,7 @@ pub async fn run<C: Connector>(config: Config, connector: C) -> Result<(), Contr
     following.abort();
     metrics.leader.set(0);
     ctx.engines.close_all();
+    ctx.poolers.close_all();
     ctx.count_connections();
     leadership.release().await;
     for task in watch_tasks {
@@ -288,13 +290,7 @@ async fn controller<C: Connector>(
                 reader
                     .state()
                     .into_iter()
-                    .filter(|p| {
-                        p.namespace() == ns
-                            && p.spec
-                                .database
-                                .as_ref()
-                                .is_some_and(|d| d.connection_secret_ref.name == name)
-                    })
+                    .filter(|p| p.namespace() == ns && p.spec.refers_to_secret(&name))
                     .map(|p| ObjectRef::from_obj(&*p))
                     .collect::<Vec<_>>()
             },

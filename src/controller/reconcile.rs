@@ -2,7 +2,8 @@
 //!
 //! 1. [`validate`](super::validate): the spec alone, no client;
 //! 2. [`dereference`](super::dereference): its Secret, the engine, its view of the cluster;
-//! 3. the cycle: observe → decide → act on the database ([`cycle::run_once_if`], the lease
+//! 3. the cycle: observe the server and the poolers in front → decide → act on the database
+//!    ([`cycle::run_once_among`], with the policy's [`poolers`](super::poolers), the lease
 //!    checked again right before terminating);
 //! 4. [`act_on_cluster`](super::act_on_cluster): annotations and Events;
 //! 5. [`report`](super::report): status and metrics, written once from what the steps ended with.
@@ -90,15 +91,20 @@ async fn run_cycle<C: Connector>(
 ) -> Result<Cycle, ReconcileError> {
     let uid = policy.uid().unwrap_or_default();
     let memory = ctx.memory(&uid);
+    let poolers = ctx.poolers.of(&uid);
+    let mut poolers = poolers.lock().await;
+    let mut unread = poolers.align(&inputs.poolers);
+    unread.extend(inputs.unusable);
     let mut engine = inputs.engine.lock().await;
     // A replica that lost the lease while it waited for the connection does nothing.
     if !ctx.is_leader() {
         return Err(ReconcileError::LostLease);
     }
     // Asked again right before terminating: the renew deadline may pass while it observes.
-    let cycle = cycle::run_once_if(
+    let cycle = cycle::run_once_among(
         &mut *engine,
-        &mut [],
+        poolers.consoles(),
+        unread,
         &valid.rules,
         &inputs.view,
         &memory,

@@ -20,6 +20,8 @@ pub mod conditions {
     pub const DATABASE_REACHABLE: &str = "DatabaseReachable";
     /// The policy runs, but cannot do all it should (privileges, superuser sessions).
     pub const DEGRADED: &str = "Degraded";
+    /// Every pooler in `spec.poolers` was read (only on a policy that names poolers).
+    pub const POOLERS_REACHABLE: &str = "PoolersReachable";
 }
 
 /// Condition reasons (bounded: they double as Event reasons and metric labels).
@@ -35,6 +37,9 @@ pub mod reasons {
     pub const PERMISSION_DENIED: &str = "PermissionDenied";
     pub const SUPERUSER_SESSIONS: &str = "SuperuserSessions";
     pub const TERMINATION_FAILED: &str = "TerminationFailed";
+    /// Every pooler's console was read. When one was not, the reason is its error's category
+    /// (`Unreachable`, `AuthFailed`, `NotPermitted`, …) or its Secret's (`SecretNotFound`, …).
+    pub const READ: &str = "Read";
 }
 
 /// How the status is refreshed when nothing changes.
@@ -118,6 +123,11 @@ pub fn build(
                 // Degraded reads the other way round: True means trouble.
                 cond(conditions::DEGRADED, degraded, reason, message),
             ]
+            .into_iter()
+            .chain(poolers_reachable(cycle).map(|(ok, reason, message)| {
+                cond(conditions::POOLERS_REACHABLE, ok, reason, message)
+            }))
+            .collect()
         }
         Ended::InvalidSpec(message) => vec![
             cond(
@@ -163,8 +173,55 @@ pub fn build(
     } = ended
     {
         fill_observations(&mut status, cycle, *terminations_total);
+    } else {
+        // No cycle, no look at the poolers: what was last known of them stands.
+        status.conditions.extend(
+            before
+                .iter()
+                .find(|c| c.type_ == conditions::POOLERS_REACHABLE)
+                .cloned(),
+        );
     }
     status
+}
+
+/// `PoolersReachable`, on a policy with poolers: True with each one's tally, or False naming
+/// every pooler that could not be read and why. Nothing was ended for being idle then, and the
+/// message says so.
+fn poolers_reachable(cycle: &Cycle) -> Option<(bool, &'static str, String)> {
+    let reports = &cycle.decision.poolers;
+    if reports.is_empty() {
+        return None;
+    }
+    if let Some(first) = cycle.unread_poolers.first() {
+        let unread: Vec<String> = cycle
+            .unread_poolers
+            .iter()
+            .map(|u| format!("{}: {}", u.name, u.message))
+            .collect();
+        return Some((
+            false,
+            first.reason,
+            format!(
+                "{} of {} poolers not read ({}); their sessions are attributed by address and none \
+                 is ended for being idle",
+                unread.len(),
+                reports.len(),
+                unread.join("; ")
+            ),
+        ));
+    }
+    let tallies: Vec<String> = reports
+        .iter()
+        .map(|r| {
+            let t = &r.tally;
+            format!(
+                "{}: {} linked to a client, {} held by the pooler, {} clients ({} waiting)",
+                t.pooler, t.linked, t.held_by_pooler, r.clients, r.clients_waiting
+            )
+        })
+        .collect();
+    Some((true, reasons::READ, tallies.join("; ")))
 }
 
 fn degradation(cycle: &Cycle) -> (bool, &'static str, String) {

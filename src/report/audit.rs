@@ -412,6 +412,7 @@ mod tests {
                 memory: Memory::default(),
             },
             outcome,
+            unread_poolers: Vec::new(),
         }
     }
 

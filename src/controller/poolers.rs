@@ -1,0 +1,156 @@
+//! The PgBouncer consoles of each policy, kept across cycles.
+//!
+//! A policy's `spec.poolers` name Secrets holding console URLs; [`dereference`](super::dereference)
+//! reads them into the consoles a cycle should read ([`Wanted`]). The consoles themselves live
+//! here, one list per policy, so that each keeps its console connection from cycle to cycle: a
+//! console whose name and URL stay is kept, one whose URL changed (its Secret did) is opened
+//! anew, one no longer named is dropped, closing its connection. A deleted policy's consoles go
+//! with it.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+
+use tokio::sync::Mutex as AsyncMutex;
+
+use crate::cycle::UnreadPooler;
+use crate::database::pgbouncer::PoolerConsole;
+use crate::database::postgres::ConnectOptions;
+
+/// A console a cycle should read: the policy's name for it (or none), and its URL.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Wanted {
+    pub name: Option<String>,
+    pub url: String,
+}
+
+/// One policy's consoles, and the URL each was opened with.
+#[derive(Debug, Default)]
+pub struct Consoles {
+    urls: Vec<String>,
+    consoles: Vec<PoolerConsole>,
+}
+
+impl Consoles {
+    /// Brings the consoles in line with `wanted`, keeping those whose name and URL stay (and
+    /// their connections). A URL that does not parse is no console: it is returned as unread.
+    pub fn align(&mut self, wanted: &[Wanted]) -> Vec<UnreadPooler> {
+        let mut kept: Vec<Option<(String, PoolerConsole)>> = std::mem::take(&mut self.urls)
+            .into_iter()
+            .zip(std::mem::take(&mut self.consoles))
+            .map(Some)
+            .collect();
+        let mut unread = Vec::new();
+        for want in wanted {
+            let same = kept.iter_mut().find(|k| {
+                k.as_ref().is_some_and(|(url, console)| {
+                    *url == want.url && want.name.as_deref().is_none_or(|n| n == console.name())
+                })
+            });
+            let console = match same.and_then(Option::take) {
+                Some((_, console)) => console,
+                None => match PoolerConsole::new(&want.url, ConnectOptions::default()) {
+                    Ok(console) => match &want.name {
+                        Some(name) => console.named(name.clone()),
+                        None => console,
+                    },
+                    Err(e) => {
+                        unread.push(UnreadPooler {
+                            name: want.name.clone().unwrap_or_else(|| "pooler".into()),
+                            reason: e.category(),
+                            message: e.to_string(),
+                        });
+                        continue;
+                    }
+                },
+            };
+            self.urls.push(want.url.clone());
+            self.consoles.push(console);
+        }
+        unread
+    }
+
+    pub fn consoles(&mut self) -> &mut [PoolerConsole] {
+        &mut self.consoles
+    }
+}
+
+/// Every policy's consoles, by policy uid.
+#[derive(Debug, Default)]
+pub struct Poolers {
+    by_policy: Mutex<HashMap<String, Arc<AsyncMutex<Consoles>>>>,
+}
+
+impl Poolers {
+    /// The policy's consoles (none yet for a new one).
+    pub fn of(&self, uid: &str) -> Arc<AsyncMutex<Consoles>> {
+        let mut by_policy = self.by_policy.lock().unwrap_or_else(|e| e.into_inner());
+        by_policy.entry(uid.to_owned()).or_default().clone()
+    }
+
+    /// The policy is gone: its consoles close.
+    pub fn release(&self, uid: &str) {
+        let mut by_policy = self.by_policy.lock().unwrap_or_else(|e| e.into_inner());
+        by_policy.remove(uid);
+    }
+
+    /// Closes every console (shutdown).
+    pub fn close_all(&self) {
+        let mut by_policy = self.by_policy.lock().unwrap_or_else(|e| e.into_inner());
+        by_policy.clear();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const A: &str = "postgres://s:p@pgbouncer-a:6432/pgbouncer?sslmode=disable";
+    const B: &str = "postgres://s:p@pgbouncer-b:6432/pgbouncer?sslmode=disable";
+
+    fn want(name: Option<&str>, url: &str) -> Wanted {
+        Wanted {
+            name: name.map(str::to_owned),
+            url: url.to_owned(),
+        }
+    }
+
+    fn names(consoles: &mut Consoles) -> Vec<String> {
+        consoles
+            .consoles()
+            .iter()
+            .map(|c| c.name().to_owned())
+            .collect()
+    }
+
+    #[test]
+    fn consoles_follow_the_policy_and_keep_their_names() {
+        let mut consoles = Consoles::default();
+        let unread = consoles.align(&[want(Some("edge"), A), want(None, B)]);
+        assert!(unread.is_empty());
+        assert_eq!(names(&mut consoles), ["edge", "pgbouncer-b:6432"]);
+        // The Secret of `edge` now names B: a new console, named as before.
+        consoles.align(&[want(Some("edge"), B)]);
+        assert_eq!(names(&mut consoles), ["edge"]);
+        assert_eq!(
+            consoles.consoles()[0].display(),
+            "pgbouncer-b:6432/pgbouncer"
+        );
+        consoles.align(&[]);
+        assert!(consoles.consoles().is_empty());
+    }
+
+    #[test]
+    fn a_url_that_does_not_parse_is_an_unread_pooler() {
+        let mut consoles = Consoles::default();
+        let unread = consoles.align(&[
+            want(Some("edge"), "postgres://s:p@pgbouncer-a:6432/orders"),
+            want(None, A),
+        ]);
+        assert_eq!(unread.len(), 1);
+        assert_eq!(
+            (unread[0].name.as_str(), unread[0].reason),
+            ("edge", "InvalidUrl")
+        );
+        assert_eq!(names(&mut consoles), ["pgbouncer-a:6432"]);
+    }
+}
