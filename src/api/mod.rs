@@ -12,7 +12,7 @@ pub use duration::{
 };
 pub use spec::{
     Budgets, DatabaseTarget, IdleRules, LeakDetection, Mode, PoolPolicy, PoolPolicySpec,
-    PoolerTarget, Scope, SecretKeyRef, Workloads,
+    PoolerPods, PoolerTarget, Scope, SecretKeyRef, Workloads,
 };
 pub use status::{LeakReport, PoolPolicyStatus, ServerStatus, SessionCounts, TerminationCounts};
 

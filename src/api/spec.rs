@@ -101,11 +101,16 @@ pub struct PoolPolicySpec {
     pub poolers: Vec<PoolerTarget>,
 }
 
-/// One PgBouncer in front of the server.
-#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
+/// One PgBouncer in front of the server, in one of two forms: `consoleSecretRef` for one
+/// PgBouncer (a Service, a sidecar's address), or `pods` for the replicas of a pooler Deployment,
+/// each read on its own.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, KubeSchema)]
 #[serde(rename_all = "camelCase")]
+#[x_kube(validation = Rule::new("has(self.consoleSecretRef) != has(self.pods)").message("give exactly one of consoleSecretRef (one PgBouncer: a Secret with its admin console URL) or pods (the replicas of a pooler Deployment: selector, port and a Secret with the console's credentials)"))]
+#[x_kube(validation = Rule::new("!has(self.pods) || has(self.name)").message("a pooler given by pods needs a name: its replicas are reported as <name>/<pod>"))]
 pub struct PoolerTarget {
     /// How reports, events and the status name it; defaults to its console's `host:port`.
+    /// Required with `pods`: each replica is then `<name>/<pod>`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(length(min = 1, max = 63))]
     pub name: Option<String>,
@@ -113,7 +118,42 @@ pub struct PoolerTarget {
     /// (`postgres://poolwarden:password@pgbouncer.shop:6432/pgbouncer?sslmode=verify-full`).
     /// A user listed in PgBouncer's `stats_users` is enough: poolwarden only reads `SHOW SERVERS`,
     /// `SHOW CLIENTS` and `SHOW POOLS`; it never needs `admin_users`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub console_secret_ref: Option<SecretKeyRef>,
+    /// The replicas of a pooler Deployment: poolwarden reads the console of every Running, Ready
+    /// pod the selector matches in the policy's namespace, at the pod's IP and `port`. While a
+    /// matching pod is running but not Ready, or none matches, the pooler counts as not read
+    /// (nothing is ended for being idle). `poolwarden check` and `run` cannot find pods: give
+    /// each replica with `--pooler URL` there.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pods: Option<PoolerPods>,
+}
+
+/// The pods of a pooler Deployment, and how to reach each one's admin console.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct PoolerPods {
+    /// The pooler's pods, e.g. `matchLabels: {app: pgbouncer}`, in the policy's namespace.
+    pub selector: LabelSelector,
+    /// The port PgBouncer listens on in each pod (its `listen_port`), e.g. 6432.
+    #[schemars(range(min = 1, max = 65535))]
+    pub port: u16,
+    /// A Secret in the policy's namespace holding a console URL with the user, password and TLS
+    /// settings for every replica (a `stats_users` user is enough); its host and port are
+    /// replaced by each pod's IP and `port`. With `sslmode=verify-full` the pooler's certificate
+    /// must name the pod IPs; `verify-ca` checks the CA only.
     pub console_secret_ref: SecretKeyRef,
+}
+
+impl PoolerTarget {
+    /// The Secret holding its console URL (or credentials), whichever form it takes.
+    pub fn secret(&self) -> Option<&SecretKeyRef> {
+        match (&self.console_secret_ref, &self.pods) {
+            (Some(secret), _) => Some(secret),
+            (None, Some(pods)) => Some(&pods.console_secret_ref),
+            (None, None) => None,
+        }
+    }
 }
 
 impl PoolPolicySpec {
@@ -126,7 +166,7 @@ impl PoolPolicySpec {
             || self
                 .poolers
                 .iter()
-                .any(|p| p.console_secret_ref.name == name)
+                .any(|p| p.secret().is_some_and(|s| s.name == name))
     }
 }
 

@@ -5,11 +5,13 @@
 //! does not stop the cycle: it is passed on as unread, which keeps every idle session alive.
 
 use jiff::Timestamp;
+use kube::core::Selector;
 
 use super::context::Context;
 use super::engines::{Connector, SharedEngine};
 use super::error::ReconcileError;
-use super::poolers::Wanted;
+use super::poolers::{self, Wanted};
+use super::status::reasons;
 use super::validate::Valid;
 use crate::api::{PoolPolicy, PoolerTarget};
 use crate::cycle::UnreadPooler;
@@ -45,7 +47,13 @@ pub async fn inputs<C: Connector>(
         let index = ctx.index.read().unwrap_or_else(|e| e.into_inner());
         index.view(namespace, valid.selector.as_ref(), name, Timestamp::now())
     };
-    let (poolers, unusable) = pooler_urls(ctx, namespace, &policy.spec.poolers).await;
+    let (poolers, unusable) = pooler_urls(
+        ctx,
+        namespace,
+        &policy.spec.poolers,
+        &valid.pooler_selectors,
+    )
+    .await;
     Ok(Inputs {
         engine,
         view,
@@ -54,35 +62,80 @@ pub async fn inputs<C: Connector>(
     })
 }
 
-/// The console URL of every pooler, from its Secret; the Secrets that fail, as unread poolers.
+/// The console URL of every pooler (of every Running, Ready replica of one given by `pods`),
+/// from its Secret. What cannot be read is returned as unread poolers: a Secret that fails, a
+/// pods pooler with no pod or a replica that runs but is not Ready (its connections to the
+/// server cannot be told from a client's).
 async fn pooler_urls<C: Connector>(
     ctx: &Context<C>,
     namespace: &str,
     targets: &[PoolerTarget],
+    selectors: &[Option<Selector>],
 ) -> (Vec<Wanted>, Vec<UnreadPooler>) {
     let mut wanted = Vec::new();
     let mut unusable = Vec::new();
-    for target in targets {
-        let secret = &target.console_secret_ref;
-        match ctx
+    for (target, selector) in targets.iter().zip(selectors) {
+        let Some(secret) = target.secret() else {
+            continue; // validate refuses it
+        };
+        let name = target
+            .name
+            .clone()
+            .unwrap_or_else(|| format!("secret/{}", secret.name));
+        let unread = |name: String, reason: &'static str, message: String| UnreadPooler {
+            message: format!("pooler {name}: {message}"),
+            name,
+            reason,
+        };
+        let url = match ctx
             .secrets
             .database_url(&ctx.client, namespace, secret)
             .await
         {
-            Ok(url) => wanted.push(Wanted {
+            Ok(url) => url,
+            Err(e) => {
+                unusable.push(unread(name, e.reason(), e.to_string()));
+                continue;
+            }
+        };
+        let (Some(selector), Some(pods)) = (selector, &target.pods) else {
+            wanted.push(Wanted {
                 name: target.name.clone(),
                 url,
-            }),
-            Err(e) => {
-                let name = target
-                    .name
-                    .clone()
-                    .unwrap_or_else(|| format!("secret/{}", secret.name));
-                unusable.push(UnreadPooler {
-                    message: format!("pooler {name}: {e}"),
-                    name,
-                    reason: e.reason(),
-                });
+            });
+            continue;
+        };
+        let replicas = {
+            let index = ctx.index.read().unwrap_or_else(|e| e.into_inner());
+            index.selected_pods(namespace, selector)
+        };
+        if replicas.is_empty() {
+            unusable.push(unread(
+                name,
+                reasons::NO_POOLER_PODS,
+                format!("no pod in {namespace} matches {selector}"),
+            ));
+            continue;
+        }
+        for pod in replicas {
+            let replica = format!("{name}/{}", pod.name);
+            match pod.ip {
+                // Not started yet: it holds no connection.
+                None => {}
+                Some(_) if !pod.ready => unusable.push(unread(
+                    replica,
+                    reasons::POOLER_POD_NOT_READY,
+                    "running but not Ready".into(),
+                )),
+                Some(ip) => match poolers::at_address(&url, ip, pods.port) {
+                    Ok(url) => wanted.push(Wanted {
+                        name: Some(replica),
+                        url,
+                    }),
+                    Err(message) => {
+                        unusable.push(unread(replica, reasons::INVALID_POOLER_URL, message))
+                    }
+                },
             }
         }
     }

@@ -8,6 +8,7 @@
 //! with it.
 
 use std::collections::HashMap;
+use std::net::IpAddr;
 use std::sync::{Arc, Mutex};
 
 use tokio::sync::Mutex as AsyncMutex;
@@ -74,6 +75,30 @@ impl Consoles {
     }
 }
 
+/// `url` with its host and port replaced by `ip` and `port`: one replica's console, from the
+/// URL (user, password, TLS settings) its pooler's Secret holds. Only the URL form can be
+/// rewritten; the key=value form is refused.
+pub fn at_address(url: &str, ip: IpAddr, port: u16) -> Result<String, String> {
+    let refused = || {
+        "the Secret of a pooler given by pods must hold a URL, \
+         postgres://user:password@any-host/pgbouncer?sslmode=…: each pod's IP and the port \
+         replace its host"
+            .to_owned()
+    };
+    let (scheme, rest) = url.split_once("://").ok_or_else(refused)?;
+    if !matches!(scheme, "postgres" | "postgresql") {
+        return Err(refused());
+    }
+    let end = rest.find(['/', '?']).unwrap_or(rest.len());
+    let (authority, tail) = rest.split_at(end);
+    let user = authority.rfind('@').map_or("", |at| &authority[..=at]);
+    let host = match ip {
+        IpAddr::V4(ip) => ip.to_string(),
+        IpAddr::V6(ip) => format!("[{ip}]"),
+    };
+    Ok(format!("{scheme}://{user}{host}:{port}{tail}"))
+}
+
 /// Every policy's consoles, by policy uid.
 #[derive(Debug, Default)]
 pub struct Poolers {
@@ -137,6 +162,20 @@ mod tests {
         );
         consoles.align(&[]);
         assert!(consoles.consoles().is_empty());
+    }
+
+    #[test]
+    fn a_replica_is_reached_at_its_pod_ip_with_the_secrets_credentials() {
+        let url = "postgres://stats:p%40ss@pgbouncer.shop:6432/pgbouncer?sslmode=verify-ca";
+        assert_eq!(
+            at_address(url, "10.0.3.7".parse().unwrap(), 6433).unwrap(),
+            "postgres://stats:p%40ss@10.0.3.7:6433/pgbouncer?sslmode=verify-ca"
+        );
+        assert_eq!(
+            at_address("postgresql://pgbouncer", "fd00::7".parse().unwrap(), 6432).unwrap(),
+            "postgresql://[fd00::7]:6432"
+        );
+        assert!(at_address("host=pgbouncer user=stats", "10.0.3.7".parse().unwrap(), 1).is_err());
     }
 
     #[test]

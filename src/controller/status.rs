@@ -40,6 +40,12 @@ pub mod reasons {
     /// Every pooler's console was read. When one was not, the reason is its error's category
     /// (`Unreachable`, `AuthFailed`, `NotPermitted`, …) or its Secret's (`SecretNotFound`, …).
     pub const READ: &str = "Read";
+    /// A pooler given by `pods` matches no pod.
+    pub const NO_POOLER_PODS: &str = "NoPoolerPods";
+    /// A pooler's replica runs but is not Ready: its console is not read.
+    pub const POOLER_POD_NOT_READY: &str = "PoolerPodNotReady";
+    /// A pooler's Secret holds no URL that can be read (or rewritten for a replica).
+    pub const INVALID_POOLER_URL: &str = "InvalidUrl";
 }
 
 /// How the status is refreshed when nothing changes.

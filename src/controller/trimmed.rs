@@ -2,7 +2,8 @@
 //! pods costs its JSON, not its specs, container statuses and `managedFields` as objects.
 //!
 //! [`TrimmedPod`] keeps a pod's name, namespace, uid, resourceVersion, labels, owner references,
-//! poolwarden's own annotations, phase, IPs and start time. [`TrimmedMeta`] keeps the same of any
+//! poolwarden's own annotations, phase, IPs, start time and its conditions' types and statuses
+//! (whether it is Ready: a pooler's replica is read only then). [`TrimmedMeta`] keeps the same of any
 //! object's metadata, asked for as metadata only (owners, Secrets). Every other field of the JSON
 //! is skipped by the decoder without being kept.
 
@@ -38,6 +39,16 @@ pub struct TrimmedPodStatus {
     pub pod_ips: Option<Vec<PodIp>>,
     #[serde(default)]
     pub start_time: Option<Time>,
+    #[serde(default)]
+    pub conditions: Option<Vec<PodCondition>>,
+}
+
+/// A pod condition's type and status, nothing more.
+#[derive(Clone, Debug, Default, Deserialize, Serialize)]
+pub struct PodCondition {
+    #[serde(rename = "type")]
+    pub type_: String,
+    pub status: String,
 }
 
 #[derive(Clone, Debug, Default, Deserialize, Serialize)]
@@ -196,7 +207,9 @@ mod tests {
             },
             "spec": {"containers": [{"name": "app", "image": "orders:1"}]},
             "status": {"phase": "Running", "podIP": "10.0.0.1", "podIPs": [{"ip": "10.0.0.1"}],
-                       "startTime": "2026-01-01T10:00:01Z", "containerStatuses": [{"name": "app"}]},
+                       "startTime": "2026-01-01T10:00:01Z", "containerStatuses": [{"name": "app"}],
+                       "conditions": [{"type": "Ready", "status": "True",
+                                       "lastTransitionTime": "2026-01-01T10:00:05Z"}]},
         }))
         .unwrap();
         assert_eq!(
@@ -210,7 +223,8 @@ mod tests {
                                          "name": "orders-7d9f", "uid": "u-0", "controller": true}],
                 },
                 "status": {"phase": "Running", "podIP": "10.0.0.1", "podIPs": [{"ip": "10.0.0.1"}],
-                           "startTime": "2026-01-01T10:00:01Z"},
+                           "startTime": "2026-01-01T10:00:01Z",
+                           "conditions": [{"type": "Ready", "status": "True"}]},
             })
         );
     }

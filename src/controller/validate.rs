@@ -12,6 +12,8 @@ pub struct Valid<'a> {
     pub rules: Rules,
     pub selector: Option<Selector>,
     pub secret: &'a SecretKeyRef,
+    /// For each of `spec.poolers`, its pod selector when it is given by `pods`.
+    pub pooler_selectors: Vec<Option<Selector>>,
 }
 
 /// Why the spec cannot be applied as it is.
@@ -23,6 +25,12 @@ pub enum InvalidPolicy {
     NoDatabase,
     #[error("spec.workloads.podSelector: {0}")]
     Selector(#[source] kube::core::ParseExpressionError),
+    #[error("spec.poolers[{0}]: give exactly one of consoleSecretRef or pods")]
+    PoolerForm(usize),
+    #[error("spec.poolers[{0}]: a pooler given by pods needs a name")]
+    PoolerName(usize),
+    #[error("spec.poolers[{0}].pods.selector: {1}")]
+    PoolerSelector(usize, #[source] kube::core::ParseExpressionError),
 }
 
 pub fn policy(policy: &PoolPolicy) -> Result<Valid<'_>, InvalidPolicy> {
@@ -36,10 +44,26 @@ pub fn policy(policy: &PoolPolicy) -> Result<Valid<'_>, InvalidPolicy> {
         .map(Selector::try_from)
         .transpose()
         .map_err(InvalidPolicy::Selector)?;
+    let pooler_selectors = spec
+        .poolers
+        .iter()
+        .enumerate()
+        .map(
+            |(i, pooler)| match (&pooler.console_secret_ref, &pooler.pods) {
+                (Some(_), None) => Ok(None),
+                (None, Some(_)) if pooler.name.is_none() => Err(InvalidPolicy::PoolerName(i)),
+                (None, Some(pods)) => Selector::try_from(pods.selector.clone())
+                    .map(Some)
+                    .map_err(|e| InvalidPolicy::PoolerSelector(i, e)),
+                _ => Err(InvalidPolicy::PoolerForm(i)),
+            },
+        )
+        .collect::<Result<_, _>>()?;
     Ok(Valid {
         rules,
         selector,
         secret: &database.connection_secret_ref,
+        pooler_selectors,
     })
 }
 
@@ -88,6 +112,36 @@ mod tests {
             messages[2].contains("spec.scope.excludeApplications"),
             "{}",
             messages[2]
+        );
+    }
+
+    #[test]
+    fn a_pooler_takes_one_form_and_a_pod_selector_needs_a_name() {
+        let db = json!({"connectionSecretRef": {"name": "db"}});
+        let pods = json!({"selector": {"matchLabels": {"app": "pgbouncer"}}, "port": 6432,
+                          "consoleSecretRef": {"name": "pgbouncer-stats"}});
+        let with = |poolers: serde_json::Value| {
+            policy(&with_spec(json!({"database": db, "poolers": poolers})))
+                .map(|v| {
+                    v.pooler_selectors
+                        .iter()
+                        .map(Option::is_some)
+                        .collect::<Vec<_>>()
+                })
+                .map_err(|e| e.to_string())
+        };
+        assert_eq!(
+            with(json!([{"consoleSecretRef": {"name": "edge"}},
+                        {"name": "fleet", "pods": pods}])),
+            Ok(vec![false, true])
+        );
+        assert_eq!(
+            with(json!([{"name": "x"}])),
+            Err("spec.poolers[0]: give exactly one of consoleSecretRef or pods".into())
+        );
+        assert_eq!(
+            with(json!([{"consoleSecretRef": {"name": "edge"}}, {"pods": pods}])),
+            Err("spec.poolers[1]: a pooler given by pods needs a name".into())
         );
     }
 }

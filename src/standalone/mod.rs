@@ -73,16 +73,36 @@ fn split_name(arg: &str) -> (Option<&str>, &str) {
     }
 }
 
-/// A policy file's `spec.poolers` name Secrets, which only the controller reads.
+/// A policy file's `spec.poolers` name Secrets and select pods, which only the controller reads.
 pub fn policy_poolers_note(policy: &PolicyFile, given: usize) -> Option<String> {
     let listed = policy.spec.poolers.len();
-    (listed > 0 && given == 0).then(|| {
-        format!(
+    let by_pods: Vec<&str> = policy
+        .spec
+        .poolers
+        .iter()
+        .filter(|p| p.pods.is_some())
+        .filter_map(|p| p.name.as_deref())
+        .collect();
+    if given > 0 && by_pods.is_empty() {
+        return None;
+    }
+    let mut notes = Vec::new();
+    if listed > 0 && given == 0 {
+        notes.push(format!(
             "the policy lists {} (spec.poolers) whose console URLs are in Secrets, which check and \
              run do not read: give each one with --pooler URL",
             count(listed, "pooler")
-        )
-    })
+        ));
+    }
+    if !by_pods.is_empty() {
+        notes.push(format!(
+            "spec.poolers {} selected by pods ({}): check and run cannot find pods; give each \
+             replica with --pooler NAME=postgres://…@POD_IP:PORT/pgbouncer",
+            if by_pods.len() == 1 { "is" } else { "are" },
+            by_pods.join(", ")
+        ));
+    }
+    (!notes.is_empty()).then(|| notes.join("; "))
 }
 
 /// One look, reported. Never terminates: `check` shows what `run` would do.
@@ -396,5 +416,19 @@ mod tests {
         let note = policy_poolers_note(&policy, 0).unwrap();
         assert!(note.contains("--pooler"), "{note}");
         assert_eq!(policy_poolers_note(&policy, 1), None);
+
+        let spec: crate::api::PoolPolicySpec = serde_saphyr::from_str(
+            "poolers: [{name: fleet, pods: {selector: {matchLabels: {app: pgbouncer}}, port: 6432, \
+             consoleSecretRef: {name: stats}}}]\n",
+        )
+        .unwrap();
+        let policy = PolicyFile {
+            name: "fleet".to_owned(),
+            rules: Rules::compile(&spec).unwrap(),
+            spec,
+        };
+        // Even with --pooler given, the selector form is worth a word.
+        let note = policy_poolers_note(&policy, 2).unwrap();
+        assert!(note.contains("selected by pods (fleet)"), "{note}");
     }
 }

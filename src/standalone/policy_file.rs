@@ -124,6 +124,16 @@ fn parse(text: &str) -> Result<(PoolPolicySpec, Option<String>), ParseError> {
             unknown.join(", ")
         )));
     }
+    // The CRD's rule, for a file no API server checks.
+    if let Some(i) = parsed
+        .poolers
+        .iter()
+        .position(|p| p.console_secret_ref.is_some() == p.pods.is_some())
+    {
+        return Err(ParseError::Shape(format!(
+            "{prefix}poolers[{i}]: give exactly one of consoleSecretRef or pods"
+        )));
+    }
     Ok((parsed, name))
 }
 
@@ -188,12 +198,21 @@ mod tests {
             parse("poolers:\n  - name: edge\n    consoleSecretRef: {name: edge-console}\n")
                 .unwrap();
         assert_eq!(parsed.0.poolers[0].name.as_deref(), Some("edge"));
-        assert_eq!(parsed.0.poolers[0].console_secret_ref.key, "uri");
+        assert_eq!(parsed.0.poolers[0].secret().unwrap().key, "uri");
+        let parsed = parse(
+            "poolers:\n  - name: fleet\n    pods: {selector: {matchLabels: {app: pgbouncer}}, \
+             port: 6432, consoleSecretRef: {name: stats}}\n",
+        )
+        .unwrap();
+        assert_eq!(parsed.0.poolers[0].pods.as_ref().unwrap().port, 6432);
         let err =
             parse("poolers: [{consoleSecretRef: {name: x}, url: postgres://p}]\n").unwrap_err();
         assert!(format!("{err:?}").contains("poolers.0.url"), "{err:?}");
         let err = parse("poolers: [{name: edge}]\n").unwrap_err();
-        assert!(format!("{err:?}").contains("consoleSecretRef"), "{err:?}");
+        assert!(
+            format!("{err:?}").contains("poolers[0]: give exactly one of consoleSecretRef or pods"),
+            "{err:?}"
+        );
     }
 
     #[test]

@@ -60,6 +60,15 @@ pub struct Identity {
     pub resource_version: Option<String>,
 }
 
+/// A pod a selector picked (see [`ClusterIndex::selected_pods`]).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SelectedPod {
+    pub name: String,
+    pub ip: Option<IpAddr>,
+    /// Running and Ready.
+    pub ready: bool,
+}
+
 /// A pod, trimmed.
 #[derive(Clone, Debug, PartialEq)]
 struct PodRecord {
@@ -67,6 +76,8 @@ struct PodRecord {
     ips: Vec<IpAddr>,
     started_at: Option<Timestamp>,
     running: bool,
+    /// Phase `Running` and condition `Ready` true: serving.
+    ready: bool,
     owner: Option<OwnerLink>,
     /// poolwarden's annotations, on a bare pod only (its own workload).
     annotations: BTreeMap<String, String>,
@@ -164,6 +175,12 @@ fn pod_record(pod: &TrimmedPod) -> PodRecord {
         ips,
         started_at: status.and_then(|s| s.start_time.as_ref()).map(|t| t.0),
         running: !matches!(phase, Some("Succeeded" | "Failed")),
+        ready: phase == Some("Running")
+            && status
+                .and_then(|s| s.conditions.as_ref())
+                .into_iter()
+                .flatten()
+                .any(|c| c.type_ == "Ready" && c.status == "True"),
         // A pod with an owner is never its own workload.
         annotations: if owner.is_none() {
             ours(&pod.metadata, None)
@@ -351,6 +368,26 @@ impl ClusterIndex {
     /// What one policy may see: pods of its own namespace that its selector picks, pods of that
     /// namespace that left recently, and the workloads involved, including any still carrying this
     /// policy's annotations (so they can be cleared). Nothing from other namespaces.
+    /// The pods of `namespace` that `selector` matches (a pooler's replicas), by name, with
+    /// their first IP and whether they are Running and Ready.
+    pub fn selected_pods(&self, namespace: &str, selector: &Selector) -> Vec<SelectedPod> {
+        let Some(ns) = self.namespaces.get(namespace) else {
+            return Vec::new();
+        };
+        let mut pods: Vec<SelectedPod> = ns
+            .pods
+            .iter()
+            .filter(|(_, record)| selector.matches(&record.labels))
+            .map(|(name, record)| SelectedPod {
+                name: name.clone(),
+                ip: record.ips.first().copied(),
+                ready: record.ready,
+            })
+            .collect();
+        pods.sort_by(|a, b| a.name.cmp(&b.name));
+        pods
+    }
+
     pub fn view(
         &self,
         namespace: &str,

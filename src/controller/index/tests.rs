@@ -292,3 +292,49 @@ fn a_workload_is_known_by_uid_and_resource_version() {
     };
     assert_eq!(index.identity(&gone), None);
 }
+
+#[test]
+fn a_poolers_replicas_are_picked_by_selector_and_ready_only_when_running_and_ready() {
+    let mut index = ClusterIndex::default();
+    let now = t(NOW);
+    let with = |name: &str, ip: Option<&str>, phase: &str, ready: &str| {
+        let mut p: TrimmedPod = serde_json::from_value(json!({
+            "status": {"phase": phase, "podIP": ip,
+                       "conditions": [{"type": "Ready", "status": ready}]},
+            "metadata": {},
+        }))
+        .unwrap();
+        p.metadata = meta("shop", name, Some(("ReplicaSet", "pgbouncer-5c")));
+        p
+    };
+    index.apply_pod(
+        &with("pgbouncer-5c-a", Some("10.0.0.7"), "Running", "True"),
+        now,
+    );
+    index.apply_pod(
+        &with("pgbouncer-5c-b", Some("10.0.0.8"), "Running", "False"),
+        now,
+    );
+    index.apply_pod(&with("pgbouncer-5c-c", None, "Pending", "False"), now);
+    index.apply_pod(&pod("shop", "orders-7d9f-a", "10.0.0.1", None), now);
+    let selector: Selector = LabelSelector {
+        match_labels: Some(BTreeMap::from([("app".into(), "pgbouncer".into())])),
+        ..LabelSelector::default()
+    }
+    .try_into()
+    .unwrap();
+    let picked = index.selected_pods("shop", &selector);
+    let seen: Vec<(&str, Option<String>, bool)> = picked
+        .iter()
+        .map(|p| (p.name.as_str(), p.ip.map(|ip| ip.to_string()), p.ready))
+        .collect();
+    assert_eq!(
+        seen,
+        [
+            ("pgbouncer-5c-a", Some("10.0.0.7".into()), true),
+            ("pgbouncer-5c-b", Some("10.0.0.8".into()), false),
+            ("pgbouncer-5c-c", None, false),
+        ]
+    );
+    assert!(index.selected_pods("other", &selector).is_empty());
+}
