@@ -12,7 +12,8 @@ pub struct PoolPolicyStatus {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub observed_generation: Option<i64>,
     /// `Ready`, `DatabaseReachable` and `Degraded`, with reasons such as `InvalidSpec`,
-    /// `AuthFailed`, `PermissionDenied` or `ServerFull`.
+    /// `AuthFailed`, `PermissionDenied` or `ServerFull`; with `spec.poolers`, also
+    /// `PoolersReachable` (whether every pooler's console was read, and why not).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub conditions: Vec<Condition>,
     /// When the server was last looked at (the database's clock).
