@@ -402,3 +402,137 @@ async fn behind_pgbouncer_the_pod_of_an_idle_transaction_is_named_and_ended_and_
     assert_eq!(condition(&p, "Ready").unwrap().status, "True");
     assert_eq!(p.status.unwrap().terminations.total, 1);
 }
+
+/// Two PgBouncers as the two replicas of a pooler Deployment: one port, each at its pod's IP.
+async fn replicas(sb: &Sandbox) -> (PgBouncer, PgBouncer, u16) {
+    let free = std::net::TcpListener::bind("127.0.0.91:0").unwrap();
+    let port = free.local_addr().unwrap().port();
+    drop(free);
+    let mut started = Vec::new();
+    for host in [91, 92] {
+        let options = PgBouncerOptions {
+            listen: Some(std::net::SocketAddrV4::new(
+                Ipv4Addr::new(127, 0, 0, host),
+                port,
+            )),
+            ..PgBouncerOptions::default()
+                .database("app_tx", APP_DB, PoolMode::Transaction, 2)
+                .user("app", "app")
+        };
+        started.push(sb.start_pgbouncer(options).await.expect("a replica starts"));
+    }
+    let b = started.pop().unwrap();
+    let a = started.pop().unwrap();
+    (a, b, port)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn each_ready_replica_of_a_pooler_deployment_is_read_and_one_not_ready_stops_idle_terminations()
+ {
+    let sb = sandbox().await;
+    let (replica_a, replica_b, port) = replicas(&sb).await;
+    let kube = KubeStandin::start();
+    let client = kube.client().await;
+    let dir = tempfile::tempdir().unwrap();
+    secret(&client, "orders-db-monitor", &monitor_url(&sb)).await;
+    // The credentials; the host is replaced by each replica's pod IP.
+    secret(
+        &client,
+        "orders-pgbouncer-stats",
+        &(replica_a
+            .stats_url()
+            .replace("127.0.0.91", "orders-pgbouncer.shop.svc")
+            + "?sslmode=disable"),
+    )
+    .await;
+    deployment(
+        &client,
+        "orders-pgbouncer",
+        &[
+            ("orders-pgbouncer-5c6d-a", "127.0.0.91"),
+            ("orders-pgbouncer-5c6d-b", "127.0.0.92"),
+        ],
+    )
+    .await;
+    deployment(
+        &client,
+        "orders-api",
+        &[
+            ("orders-api-5c6d-a", "127.0.0.61"),
+            ("orders-api-5c6d-b", "127.0.0.62"),
+        ],
+    )
+    .await;
+    // Pod a goes through replica a, pod b through replica b.
+    let leaking = pod_client(&replica_a, 61).await;
+    let healthy = pod_client(&replica_b, 62).await;
+    policy(
+        &client,
+        json!([{"name": "pgbouncer", "pods": {
+            "selector": {"matchLabels": {"app": "orders-pgbouncer"}},
+            "port": port,
+            "consoleSecretRef": {"name": "orders-pgbouncer-stats"},
+        }}]),
+    )
+    .await;
+    let controller = Controller::start(&kube.kubeconfig(dir.path()), dir.path());
+    let policies: Api<PoolPolicy> = Api::namespaced(client.clone(), NS);
+    let reachable = eventually("PoolersReachable is True", 60, || async {
+        let p = policies.get("orders-db").await.ok()?;
+        condition(&p, "PoolersReachable").filter(|c| c.status == "True")
+    })
+    .await;
+    assert!(
+        reachable
+            .message
+            .contains("pgbouncer/orders-pgbouncer-5c6d-a: ")
+            && reachable
+                .message
+                .contains("pgbouncer/orders-pgbouncer-5c6d-b: "),
+        "{reachable:?}"
+    );
+
+    // The held connection is replica b's, idle between the healthy pod's statements.
+    let leaked_pid = leaking.begin_idle_in_transaction().await.unwrap();
+    let held_pid = healthy.backend_pid().await.unwrap();
+    let healthy = Busy::start(healthy);
+    eventually("the leaked server session is ended", 90, || async {
+        (!alive(&sb, leaked_pid).await).then_some(())
+    })
+    .await;
+    let log = controller.log();
+    let audited = log
+        .lines()
+        .find(|l| l.contains("session terminated") && l.contains(&format!("pid={leaked_pid}")))
+        .unwrap_or_else(|| panic!("no audit record of {leaked_pid}"));
+    assert!(audited.contains("orders-api-5c6d-a"), "{audited}");
+    cycles(&controller, 3).await;
+    assert!(alive(&sb, held_pid).await, "the held connection was ended");
+    assert!(healthy.still_works());
+
+    // Replica b stops being Ready: not read, and while it runs its connections cannot be told
+    // from a client's, so nothing is ended for being idle.
+    Api::<Pod>::namespaced(client.clone(), NS)
+        .patch_status(
+            "orders-pgbouncer-5c6d-b",
+            &PatchParams::default(),
+            &Patch::Merge(
+                json!({"status": {"conditions": [{"type": "Ready", "status": "False"}]}}),
+            ),
+        )
+        .await
+        .unwrap();
+    let down = eventually("PoolersReachable turns False", 60, || async {
+        let p = policies.get("orders-db").await.ok()?;
+        condition(&p, "PoolersReachable").filter(|c| c.status == "False")
+    })
+    .await;
+    assert_eq!(down.reason, "PoolerPodNotReady", "{down:?}");
+    assert!(
+        down.message.contains("pgbouncer/orders-pgbouncer-5c6d-b"),
+        "{down:?}"
+    );
+    cycles(&controller, 3).await;
+    assert!(alive(&sb, held_pid).await, "a held connection was ended");
+    assert!(healthy.still_works());
+}

@@ -19,7 +19,7 @@
 //! `pgbouncer` package), else the first `pgbouncer` on `PATH`.
 
 use std::fs;
-use std::net::{Ipv4Addr, SocketAddr, TcpStream};
+use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -87,6 +87,9 @@ pub struct PgBouncerOptions {
     pub tls: bool,
     /// Extra `[pgbouncer]` settings, as (name, value). They come last, so they win.
     pub settings: Vec<(String, String)>,
+    /// Listen at this loopback address and port instead of 127.0.0.1 on a free port, e.g. as
+    /// one of several replicas at one port, each at its own 127.x address. Not retried if taken.
+    pub listen: Option<SocketAddrV4>,
 }
 
 impl PgBouncerOptions {
@@ -118,6 +121,7 @@ impl PgBouncerOptions {
 pub struct PgBouncer {
     // Fields drop in order: the process is reaped before its directory goes.
     process: Process,
+    host: Ipv4Addr,
     port: u16,
     tls: Option<TlsFiles>,
     dir: TempDir,
@@ -156,9 +160,19 @@ impl PgBouncer {
         let log_path = dir.path().join("pgbouncer.log");
 
         let mut attempt = 1;
+        let mut listening = options.clone();
+        if let Some(at) = options.listen {
+            listening
+                .settings
+                .push(("listen_addr".into(), at.ip().to_string()));
+        }
+        let host = options.listen.map_or(Ipv4Addr::LOCALHOST, |at| *at.ip());
         loop {
-            let port = free_port()?;
-            let ini = render_ini(postgres_port, port, &users_path, tls.as_ref(), options)?;
+            let port = match options.listen {
+                Some(at) => at.port(),
+                None => free_port()?,
+            };
+            let ini = render_ini(postgres_port, port, &users_path, tls.as_ref(), &listening)?;
             write(&ini_path, &ini)?;
             if let Some(user) = &user {
                 user.chown_tree(dir.path())?;
@@ -188,10 +202,11 @@ impl PgBouncer {
                 .spawn()
                 .map_err(|e| SandboxError::io(format!("starting {}", binary.display()), e))?;
             let mut process = Process(child);
-            if process.wait_until_listening(port) {
+            if process.wait_until_listening(SocketAddr::from((host, port))) {
                 tracing::debug!(port, elapsed = ?began.elapsed(), "sandbox PgBouncer started");
                 return Ok(PgBouncer {
                     process,
+                    host,
                     port,
                     tls,
                     dir,
@@ -199,7 +214,10 @@ impl PgBouncer {
             }
             drop(process);
             let log_tail = read_tail(&log_path, log_start, LOG_TAIL_LINES);
-            if log_tail.contains("Address already in use") && attempt < START_ATTEMPTS {
+            if log_tail.contains("Address already in use")
+                && attempt < START_ATTEMPTS
+                && options.listen.is_none()
+            {
                 tracing::debug!(port, attempt, "PgBouncer's port was taken; trying another");
                 attempt += 1;
                 continue;
@@ -208,14 +226,23 @@ impl PgBouncer {
         }
     }
 
-    /// The TCP port PgBouncer listens on, at 127.0.0.1.
+    /// The TCP port PgBouncer listens on, at [`PgBouncer::host`].
     pub fn port(&self) -> u16 {
         self.port
     }
 
-    /// `postgres://user:password@127.0.0.1:PORT/database`, without any `sslmode`.
+    /// The address PgBouncer listens at: 127.0.0.1 unless [`PgBouncerOptions::listen`] said.
+    pub fn host(&self) -> Ipv4Addr {
+        self.host
+    }
+
+    /// `postgres://user:password@HOST:PORT/database`, without any `sslmode`.
     pub fn url(&self, user: &str, password: &str, database: &str) -> String {
-        loopback_url(self.port, user, password, database)
+        loopback_url(self.port, user, password, database).replacen(
+            "@127.0.0.1:",
+            &format!("@{}:", self.host),
+            1,
+        )
     }
 
     /// The admin console (database `pgbouncer`) as [`ADMIN_USER`].
@@ -248,7 +275,7 @@ impl PgBouncer {
     pub async fn console(&self) -> Result<Client, SandboxError> {
         let mut config = tokio_postgres::Config::new();
         config
-            .host("127.0.0.1")
+            .host(self.host.to_string())
             .port(self.port)
             .user(ADMIN_USER)
             .password(ADMIN_PASSWORD)
@@ -265,14 +292,15 @@ impl PgBouncer {
     /// Opens one client connection through the pooler, its socket bound to `spec.source`, so that
     /// `SHOW CLIENTS` shows that address.
     pub async fn open_client(&self, spec: &SessionSpec) -> Result<PooledClient, SandboxError> {
-        let (client, local_addr) = connect_from(spec.source, self.port, &spec.config())
-            .await
-            .map_err(|e| {
-                e.within(&format!(
-                    "opening a client of PgBouncer as {:?} on {:?} from {}",
-                    spec.user, spec.database, spec.source
-                ))
-            })?;
+        let (client, local_addr) =
+            connect_from(spec.source, (self.host, self.port), &spec.config())
+                .await
+                .map_err(|e| {
+                    e.within(&format!(
+                        "opening a client of PgBouncer as {:?} on {:?} from {}",
+                        spec.user, spec.database, spec.source
+                    ))
+                })?;
         Ok(PooledClient { client, local_addr })
     }
 
@@ -287,10 +315,9 @@ impl PgBouncer {
 struct Process(Child);
 
 impl Process {
-    /// Whether PgBouncer accepts connections on `port` before it exits or the time is up.
-    fn wait_until_listening(&mut self, port: u16) -> bool {
+    /// Whether PgBouncer accepts connections at `address` before it exits or the time is up.
+    fn wait_until_listening(&mut self, address: SocketAddr) -> bool {
         let deadline = Instant::now() + START_TIMEOUT;
-        let address = SocketAddr::from((Ipv4Addr::LOCALHOST, port));
         while Instant::now() < deadline {
             if !matches!(self.0.try_wait(), Ok(None)) {
                 return false;

@@ -80,9 +80,10 @@ impl ClientSession {
                 spec.user, spec.database, spec.source
             )
         };
-        let (client, local_addr) = connect_from(spec.source, port, &spec.config())
-            .await
-            .map_err(|e| e.within(&context()))?;
+        let (client, local_addr) =
+            connect_from(spec.source, (Ipv4Addr::LOCALHOST, port), &spec.config())
+                .await
+                .map_err(|e| e.within(&context()))?;
         let row = client
             .query_one("SELECT pg_backend_pid()", &[])
             .await
@@ -205,11 +206,11 @@ impl ClientSession {
     }
 }
 
-/// Connects to `127.0.0.1:port` from a socket bound to `source` and logs in with `config`; the
+/// Connects to `host:port` from a socket bound to `source` and logs in with `config`; the
 /// connection task is spawned on tokio. Returns the client and its socket's local address.
 pub(super) async fn connect_from(
     source: Ipv4Addr,
-    port: u16,
+    (host, port): (Ipv4Addr, u16),
     config: &tokio_postgres::Config,
 ) -> Result<(Client, SocketAddr), SandboxError> {
     let socket = TcpSocket::new_v4().map_err(|e| SandboxError::io("opening a socket", e))?;
@@ -217,9 +218,9 @@ pub(super) async fn connect_from(
         .bind(SocketAddr::from((source, 0)))
         .map_err(|e| SandboxError::io(format!("binding {source}"), e))?;
     let stream = socket
-        .connect(SocketAddr::from((Ipv4Addr::LOCALHOST, port)))
+        .connect(SocketAddr::from((host, port)))
         .await
-        .map_err(|e| SandboxError::io(format!("connecting to 127.0.0.1:{port}"), e))?;
+        .map_err(|e| SandboxError::io(format!("connecting to {host}:{port}"), e))?;
     // Nagle's algorithm would hold back the small messages of the handshake.
     stream
         .set_nodelay(true)
