@@ -6,7 +6,8 @@
 
 mod support;
 
-use std::net::Ipv4Addr;
+use std::io::{Read, Write};
+use std::net::{Ipv4Addr, TcpStream};
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
@@ -31,14 +32,20 @@ const NS: &str = "shop";
 /// The controller binary, its log in a file; killed on drop.
 struct Controller {
     child: Child,
+    port: u16,
     log: std::path::PathBuf,
 }
 
 impl Controller {
     fn start(kubeconfig: &Path, dir: &Path) -> Self {
         let log = dir.join("controller.log");
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
         let child = Command::new(env!("CARGO_BIN_EXE_poolwarden"))
-            .args(["controller", "--http-addr", "127.0.0.1:0"])
+            .args(["controller", "--http-addr", &format!("127.0.0.1:{port}")])
             .args(["--leader-election", "false", "--identity", "replica-a"])
             .env("KUBECONFIG", kubeconfig)
             .env("RUST_LOG", "info,poolwarden=debug")
@@ -47,7 +54,19 @@ impl Controller {
             .stderr(std::fs::File::create(&log).unwrap())
             .spawn()
             .expect("the binary starts");
-        Self { child, log }
+        Self { child, port, log }
+    }
+
+    /// The value of the series `series` on /metrics.
+    fn metric(&self, series: &str) -> Option<f64> {
+        let mut stream = TcpStream::connect(("127.0.0.1", self.port)).ok()?;
+        stream.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
+        write!(stream, "GET /metrics HTTP/1.0\r\nHost: localhost\r\n\r\n").ok()?;
+        let mut response = String::new();
+        stream.read_to_string(&mut response).ok()?;
+        response
+            .lines()
+            .find_map(|l| l.strip_prefix(series)?.strip_prefix(' ')?.parse().ok())
     }
 
     fn log(&self) -> String {
@@ -368,6 +387,8 @@ async fn behind_pgbouncer_the_pod_of_an_idle_transaction_is_named_and_ended_and_
     assert!(healthy.still_works(), "the healthy pod's client failed");
     let p = policies.get("orders-db").await.unwrap();
     assert_eq!(p.status.unwrap().terminations.total, 1);
+    let unread = "poolwarden_poolers_unread{policy=\"shop/orders-db\"}";
+    assert_eq!(controller.metric(unread), Some(0.0));
 
     // The console becomes unreachable (its Secret now names a closed port): the condition says
     // so, nothing crashes, and no connection is ended for being idle.
@@ -401,6 +422,7 @@ async fn behind_pgbouncer_the_pod_of_an_idle_transaction_is_named_and_ended_and_
     let p = policies.get("orders-db").await.unwrap();
     assert_eq!(condition(&p, "Ready").unwrap().status, "True");
     assert_eq!(p.status.unwrap().terminations.total, 1);
+    assert_eq!(controller.metric(unread), Some(1.0));
 }
 
 /// Two PgBouncers as the two replicas of a pooler Deployment: one port, each at its pod's IP.

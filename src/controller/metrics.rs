@@ -100,6 +100,9 @@ pub struct Metrics {
     pub utilization: Family<ServerLabels, Gauge<f64, AtomicU64>>,
     pub oldest_transaction: Family<PolicyLabels, Gauge<f64, AtomicU64>>,
     pub protected: Family<ProtectionLabels, Gauge>,
+    /// Per policy with `spec.poolers`: the poolers (replicas) whose console the last cycle could
+    /// not read. While above 0, nothing is ended for plain idleness.
+    pub poolers_unread: Family<PolicyLabels, Gauge>,
     pub reconcile_duration: Family<PolicyLabels, Histogram>,
     pub reconcile_errors: Family<ErrorLabels, Counter>,
     pub leader: Gauge,
@@ -119,6 +122,7 @@ impl Metrics {
             utilization: Family::default(),
             oldest_transaction: Family::default(),
             protected: Family::default(),
+            poolers_unread: Family::default(),
             reconcile_duration: Family::new_with_constructor(|| {
                 Histogram::new([
                     0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
@@ -159,6 +163,11 @@ impl Metrics {
             "protected_sessions",
             "Sessions the policy condemns but poolwarden may not end, by why (a missing privilege, a superuser's session)",
             metrics.protected.clone(),
+        );
+        r.register(
+            "poolers_unread",
+            "Poolers of the policy whose admin console the last cycle could not read (only for policies with spec.poolers); while above 0 no session is ended for plain idleness",
+            metrics.poolers_unread.clone(),
         );
         r.register(
             "reconcile_duration_seconds",
@@ -261,6 +270,13 @@ impl Metrics {
                 policy: policy.to_owned(),
             })
             .set(oldest);
+        if !d.poolers.is_empty() {
+            self.poolers_unread
+                .get_or_create(&PolicyLabels {
+                    policy: policy.to_owned(),
+                })
+                .set(cycle.unread_poolers.len() as i64);
+        }
         for (protection, label) in PROTECTIONS {
             let n = d
                 .protected
@@ -330,6 +346,7 @@ impl Metrics {
             policy: policy.to_owned(),
         };
         self.oldest_transaction.remove(&labels);
+        self.poolers_unread.remove(&labels);
         for (_, label) in PROTECTIONS {
             self.protected.remove(&ProtectionLabels {
                 policy: policy.to_owned(),
