@@ -189,6 +189,35 @@ async fn deployment(client: &kube::Client, name: &str, pods: &[(&str, &str)]) {
     }
 }
 
+/// The application: Deployment `orders-api`, pods a (127.0.0.61) and b (127.0.0.62).
+async fn orders_api(client: &kube::Client) {
+    deployment(
+        client,
+        "orders-api",
+        &[
+            ("orders-api-5c6d-a", "127.0.0.61"),
+            ("orders-api-5c6d-b", "127.0.0.62"),
+        ],
+    )
+    .await;
+}
+
+/// Waits until the backend `pid` is gone; its audit record, which must name pod a.
+async fn ended_on_pod_a(sb: &Sandbox, controller: &Controller, pid: i64) -> String {
+    eventually("the leaked server session is ended", 90, || async {
+        (!alive(sb, pid).await).then_some(())
+    })
+    .await;
+    let audited = controller
+        .log()
+        .lines()
+        .find(|l| l.contains("session terminated") && l.contains(&format!("pid={pid}")))
+        .unwrap_or_else(|| panic!("no audit record of {pid}"))
+        .to_owned();
+    assert!(audited.contains("orders-api-5c6d-a"), "{audited}");
+    audited
+}
+
 /// PoolPolicy `shop/orders-db` in Enforce on Secret `orders-db-monitor`, with `poolers`.
 async fn policy(client: &kube::Client, poolers: serde_json::Value) {
     let policy: PoolPolicy = serde_json::from_value(json!({
@@ -284,15 +313,7 @@ async fn behind_pgbouncer_the_pod_of_an_idle_transaction_is_named_and_ended_and_
         &(pgbouncer.stats_url() + "?sslmode=disable"),
     )
     .await;
-    deployment(
-        &client,
-        "orders-api",
-        &[
-            ("orders-api-5c6d-a", "127.0.0.61"),
-            ("orders-api-5c6d-b", "127.0.0.62"),
-        ],
-    )
-    .await;
+    orders_api(&client).await;
 
     let healthy = pod_client(&pgbouncer, 62).await;
     let leaking = pod_client(&pgbouncer, 61).await;
@@ -374,10 +395,9 @@ async fn behind_pgbouncer_the_pod_of_an_idle_transaction_is_named_and_ended_and_
 
     // Ended through the verified termination; the connection the pooler holds never, though it
     // sits idle past `idleTimeout: 1s` between the healthy pod's statements.
-    eventually("the leaked server session is ended", 90, || async {
-        (!alive(&sb, leaked_pid).await).then_some(())
-    })
-    .await;
+    // The audit trail names the pod behind the pooler, and its Deployment.
+    let audited = ended_on_pod_a(&sb, &controller, leaked_pid).await;
+    assert!(audited.contains("Deployment/orders-api"), "{audited}");
     assert!(
         leaking.touch().await.is_err(),
         "the pooler closed the leaking client"
@@ -476,15 +496,7 @@ async fn each_ready_replica_of_a_pooler_deployment_is_read_and_one_not_ready_sto
         ],
     )
     .await;
-    deployment(
-        &client,
-        "orders-api",
-        &[
-            ("orders-api-5c6d-a", "127.0.0.61"),
-            ("orders-api-5c6d-b", "127.0.0.62"),
-        ],
-    )
-    .await;
+    orders_api(&client).await;
     // Pod a goes through replica a, pod b through replica b.
     let leaking = pod_client(&replica_a, 61).await;
     let healthy = pod_client(&replica_b, 62).await;
@@ -518,16 +530,7 @@ async fn each_ready_replica_of_a_pooler_deployment_is_read_and_one_not_ready_sto
     let leaked_pid = leaking.begin_idle_in_transaction().await.unwrap();
     let held_pid = healthy.backend_pid().await.unwrap();
     let healthy = Busy::start(healthy);
-    eventually("the leaked server session is ended", 90, || async {
-        (!alive(&sb, leaked_pid).await).then_some(())
-    })
-    .await;
-    let log = controller.log();
-    let audited = log
-        .lines()
-        .find(|l| l.contains("session terminated") && l.contains(&format!("pid={leaked_pid}")))
-        .unwrap_or_else(|| panic!("no audit record of {leaked_pid}"));
-    assert!(audited.contains("orders-api-5c6d-a"), "{audited}");
+    ended_on_pod_a(&sb, &controller, leaked_pid).await;
     cycles(&controller, 3).await;
     assert!(alive(&sb, held_pid).await, "the held connection was ended");
     assert!(healthy.still_works());
