@@ -406,3 +406,25 @@ impl Default for Workloads {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_policy_refers_to_its_database_secret_and_every_poolers() {
+        let spec: PoolPolicySpec = serde_json::from_value(serde_json::json!({
+            "database": {"connectionSecretRef": {"name": "db"}},
+            "poolers": [
+                {"consoleSecretRef": {"name": "edge"}},
+                {"name": "fleet", "pods": {"selector": {"matchLabels": {"app": "pgbouncer"}},
+                                           "port": 6432, "consoleSecretRef": {"name": "stats"}}},
+            ],
+        }))
+        .unwrap();
+        for name in ["db", "edge", "stats"] {
+            assert!(spec.refers_to_secret(name), "{name}");
+        }
+        assert!(!spec.refers_to_secret("other"));
+    }
+}

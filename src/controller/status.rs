@@ -441,6 +441,35 @@ mod tests {
     }
 
     #[test]
+    fn without_a_cycle_what_was_last_known_of_the_poolers_stands() {
+        let at = t("2026-01-01T10:00:00Z");
+        let poolers = Condition {
+            type_: conditions::POOLERS_REACHABLE.into(),
+            status: "False".into(),
+            reason: "Unreachable".into(),
+            message: "pooler pgbouncer: cannot reach PgBouncer's admin console".into(),
+            last_transition_time: Time(at),
+            observed_generation: Some(1),
+        };
+        let previous = PoolPolicyStatus {
+            conditions: vec![poolers.clone()],
+            ..PoolPolicyStatus::default()
+        };
+        let down = DatabaseError::Unreachable {
+            target: "db:5432/orders".into(),
+            detail: "connection refused".into(),
+        };
+        let s = build(
+            Some(&previous),
+            Some(1),
+            &Ended::Database(&down),
+            t("2026-01-01T10:01:00Z"),
+        );
+        assert_eq!(find(&s, conditions::POOLERS_REACHABLE), &poolers);
+        assert_eq!(find(&s, conditions::READY).status, "False");
+    }
+
+    #[test]
     fn an_unchanged_status_is_written_only_on_the_heartbeat() {
         let now = t("2026-01-01T10:00:00Z");
         let old = PoolPolicyStatus {
