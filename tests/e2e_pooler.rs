@@ -6,13 +6,10 @@
 
 mod support;
 
-use std::io::{Read, Write};
-use std::net::{Ipv4Addr, TcpStream};
-use std::path::Path;
-use std::process::{Child, Command, Stdio};
+use std::net::Ipv4Addr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use k8s_openapi::api::apps::v1::{Deployment, ReplicaSet};
 use k8s_openapi::api::core::v1::{Pod, Secret};
@@ -24,85 +21,9 @@ use poolwarden_sandbox::{
     PgBouncer, PgBouncerOptions, PoolMode, PooledClient, Sandbox, SessionSpec,
 };
 use serde_json::json;
+use support::controller::{Controller, NS, eventually};
 use support::kube::KubeStandin;
 use support::{APP_DB, alive, monitor_url, sandbox};
-
-const NS: &str = "shop";
-
-/// The controller binary, its log in a file; killed on drop.
-struct Controller {
-    child: Child,
-    port: u16,
-    log: std::path::PathBuf,
-}
-
-impl Controller {
-    fn start(kubeconfig: &Path, dir: &Path) -> Self {
-        let log = dir.join("controller.log");
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
-        let child = Command::new(env!("CARGO_BIN_EXE_poolwarden"))
-            .args(["controller", "--http-addr", &format!("127.0.0.1:{port}")])
-            .args(["--leader-election", "false", "--identity", "replica-a"])
-            .env("KUBECONFIG", kubeconfig)
-            .env("RUST_LOG", "info,poolwarden=debug")
-            .env_remove("POD_NAMESPACE")
-            .stdout(Stdio::null())
-            .stderr(std::fs::File::create(&log).unwrap())
-            .spawn()
-            .expect("the binary starts");
-        Self { child, port, log }
-    }
-
-    /// The value of the series `series` on /metrics.
-    fn metric(&self, series: &str) -> Option<f64> {
-        let mut stream = TcpStream::connect(("127.0.0.1", self.port)).ok()?;
-        stream.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
-        write!(stream, "GET /metrics HTTP/1.0\r\nHost: localhost\r\n\r\n").ok()?;
-        let mut response = String::new();
-        stream.read_to_string(&mut response).ok()?;
-        response
-            .lines()
-            .find_map(|l| l.strip_prefix(series)?.strip_prefix(' ')?.parse().ok())
-    }
-
-    fn log(&self) -> String {
-        std::fs::read_to_string(&self.log).unwrap_or_default()
-    }
-
-    fn is_running(&mut self) -> bool {
-        self.child.try_wait().unwrap().is_none()
-    }
-}
-
-impl Drop for Controller {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-        if std::thread::panicking() {
-            eprintln!("--- controller log ---\n{}", self.log());
-        }
-    }
-}
-
-/// Polls `check` until it yields, or fails after `secs` seconds saying `what`.
-async fn eventually<T, F, Fut>(what: &str, secs: u64, mut check: F) -> T
-where
-    F: FnMut() -> Fut,
-    Fut: Future<Output = Option<T>>,
-{
-    let deadline = Instant::now() + Duration::from_secs(secs);
-    loop {
-        if let Some(v) = check().await {
-            return v;
-        }
-        assert!(Instant::now() < deadline, "timed out waiting for: {what}");
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
-}
 
 /// A PgBouncer in transaction pooling with two server connections (database `app_tx`).
 async fn pooler(sb: &Sandbox) -> PgBouncer {
@@ -322,7 +243,7 @@ async fn behind_pgbouncer_the_pod_of_an_idle_transaction_is_named_and_ended_and_
         json!([{"name": "pgbouncer", "consoleSecretRef": {"name": "orders-pgbouncer"}}]),
     )
     .await;
-    let mut controller = Controller::start(&kube.kubeconfig(dir.path()), dir.path());
+    let mut controller = Controller::start(&kube.kubeconfig(dir.path()), dir.path(), "replica-a");
     let policies: Api<PoolPolicy> = Api::namespaced(client.clone(), NS);
     eventually("PoolersReachable is True", 60, || async {
         let p = policies.get("orders-db").await.ok()?;
@@ -509,7 +430,7 @@ async fn each_ready_replica_of_a_pooler_deployment_is_read_and_one_not_ready_sto
         }}]),
     )
     .await;
-    let controller = Controller::start(&kube.kubeconfig(dir.path()), dir.path());
+    let controller = Controller::start(&kube.kubeconfig(dir.path()), dir.path(), "replica-a");
     let policies: Api<PoolPolicy> = Api::namespaced(client.clone(), NS);
     let reachable = eventually("PoolersReachable is True", 60, || async {
         let p = policies.get("orders-db").await.ok()?;
