@@ -139,7 +139,9 @@ impl<'a> Attributor<'a> {
     /// Who opened `session`; `behind` is what the poolers in front say about it, if anything.
     pub fn attribute(&self, session: &Session, behind: Option<&Behind>) -> Attribution {
         match behind {
-            Some(Behind::Client(client)) => return self.pooled_client(session, client),
+            Some(Behind::Client(client)) => {
+                return self.pooled_client(client, &session.application_name);
+            }
             Some(Behind::HeldByPooler { pooler }) => {
                 return held_by(pooler, Via::HeldByPooler);
             }
@@ -198,14 +200,15 @@ impl<'a> Attributor<'a> {
         }
     }
 
-    /// The pooler's client holding the session now: its pod by address, else by application
-    /// name, else the client itself.
-    fn pooled_client(&self, session: &Session, client: &PooledClient) -> Attribution {
+    /// A pooler's client: its pod by address, else by application name, else the client
+    /// itself; `fallback_application` when the pooler shows it none (the server session's, for
+    /// the client holding one).
+    pub fn pooled_client(&self, client: &PooledClient, fallback_application: &str) -> Attribution {
         let application = client
             .application_name
             .clone()
             .filter(|a| !a.is_empty())
-            .unwrap_or_else(|| session.application_name.clone());
+            .unwrap_or_else(|| fallback_application.to_owned());
         let by_ip = client
             .addr
             .and_then(|addr| self.by_ip.get(&addr))

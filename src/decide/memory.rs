@@ -12,7 +12,7 @@ use jiff::Timestamp;
 use serde::Serialize;
 
 use super::attribution::Source;
-use super::findings::{FindingKind, Sighting, Subject};
+use super::findings::{FindingKind, PoolerClientRef, Sighting, Subject};
 use crate::database::elapsed;
 
 /// Pods (or client addresses) of each source, with when each was last seen.
@@ -60,6 +60,10 @@ pub struct Finding {
     pub sessions: u32,
     /// The sessions that show it, at most a handful.
     pub pids: Vec<i64>,
+    /// The pooler's client connections that show it without a server session (so without a
+    /// pid), at most a handful; counted in `sessions`, never terminated.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub pooler_clients: Vec<PoolerClientRef>,
     /// How long it has held, as far as poolwarden can tell.
     #[serde(rename = "heldForSeconds", serialize_with = "crate::api::seconds")]
     pub held_for: Duration,
@@ -94,6 +98,7 @@ impl Finding {
             cause: sighting.cause,
             sessions: sighting.sessions,
             pids: sighting.pids,
+            pooler_clients: sighting.pooler_clients,
             held_for,
             confirmed,
             confirms_in: (!confirmed).then(|| window.saturating_sub(held_for)),

@@ -26,7 +26,9 @@ pub use annotations::{AnnotationChange, LEAK, LEAK_DETAIL, OWNED, POLICY, POOL_M
 pub use attribution::{Attribution, Source, Via};
 pub use capacity::Capacity;
 pub use cluster::{ClusterView, DepartedPod, PodInfo, WorkloadInfo, WorkloadRef};
-pub use findings::{CHECKED_OUT_NOTE, FindingKind, Sighting, Subject};
+pub use findings::{
+    CHECKED_OUT_NOTE, FindingKind, POOLER_CLIENTS_NOTE, PoolerClientRef, Sighting, Subject,
+};
 pub use groups::{Group, StateCounts};
 pub use memory::{Finding, Memory};
 pub use pooler::{PoolerLook, PoolerReport};
@@ -34,7 +36,7 @@ pub use rules::{Detection, InvalidSpec, Rules};
 pub use scope::Exclusion;
 pub use terminations::{Protected, Reason, Termination};
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
 use serde::Serialize;
 
@@ -133,8 +135,10 @@ pub fn decide(inputs: Inputs<'_>) -> Decision {
 
     let groups = groups::by_source(&governed, now);
     let budgets = findings::Budgets::new(cluster, rules);
+    let pooler_clients = pooler_clients(&governed, &behind_poolers, poolers, rules, &attributor);
     let mut sightings = findings::about_sources(
         &governed,
+        &pooler_clients,
         &findings::Context {
             snapshot,
             cluster,
@@ -226,6 +230,41 @@ pub fn decide(inputs: Inputs<'_>) -> Decision {
         annotations,
         memory: next_memory,
     }
+}
+
+/// The pooler clients that count beside the governed sessions in the per-pod findings: those
+/// holding no server session now, of a pool whose server connections are governed sessions of
+/// this server (so that a pooler fronting other databases brings only this policy's clients),
+/// in the policy's scope by user and application. Never terminated: they are not sessions.
+fn pooler_clients<'a>(
+    governed: &[Governed<'_>],
+    joined: &pooler::PoolerJoin,
+    looks: &'a [PoolerLook],
+    rules: &Rules,
+    attributor: &attribution::Attributor<'_>,
+) -> Vec<findings::ClientConnection<'a>> {
+    let pools: BTreeSet<pooler::PoolKey> = governed
+        .iter()
+        .filter_map(|g| joined.pool_of.get(&g.session.pid).cloned())
+        .collect();
+    if pools.is_empty() {
+        return Vec::new();
+    }
+    pooler::unlinked_clients(looks, &pools)
+        .into_iter()
+        .filter(|(_, client, _)| {
+            let application = client.application_name.as_deref().unwrap_or_default();
+            rules
+                .scope
+                .governs_client(&client.user, application)
+                .is_ok()
+        })
+        .map(|(pooler, client, row)| findings::ClientConnection {
+            pooler,
+            row,
+            attribution: attributor.pooled_client(&client, ""),
+        })
+        .collect()
 }
 
 fn warnings(snapshot: &Snapshot, protected: &[Protected], poolers: &[PoolerReport]) -> Vec<String> {

@@ -25,7 +25,7 @@
 //! memory of a closed client for the next one, so a `ptr` alone could name a newcomer. A pair that
 //! does not agree is **unsettled** this time: not attributed, never blamed.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::{BTreeSet, HashMap, HashSet};
 use std::net::IpAddr;
 
 use serde::Serialize;
@@ -53,6 +53,28 @@ pub struct PooledClient {
     /// PgBouncer's name of the database, which need not be PostgreSQL's.
     pub database: String,
     pub application_name: Option<String>,
+}
+
+impl PooledClient {
+    fn of(pooler: &str, client: &ClientRow) -> Self {
+        Self {
+            pooler: pooler.to_owned(),
+            addr: client.addr,
+            port: client.port,
+            user: client.user.clone(),
+            database: client.database.clone(),
+            application_name: client.application_name.clone(),
+        }
+    }
+}
+
+/// One pool of one pooler: PgBouncer's database and user pair.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct PoolKey {
+    pub pooler: String,
+    pub database: String,
+    pub user: String,
 }
 
 /// What the poolers say about one backend that came through one of them.
@@ -87,6 +109,8 @@ pub struct PoolerTally {
 pub struct PoolerJoin {
     /// By backend pid: every backend one of the poolers says is its server connection.
     pub by_pid: HashMap<i64, Behind>,
+    /// By backend pid: the pool whose server connection the backend is.
+    pub pool_of: HashMap<i64, PoolKey>,
     /// One per pooler, in the order given.
     pub tallies: Vec<PoolerTally>,
 }
@@ -196,7 +220,7 @@ pub fn join(sessions: &[Session], poolers: &[Pooler<'_>]) -> PoolerJoin {
     let backends = Backends::new(sessions);
     // The surest claim on each backend, with the pooler that made it; two poolers claiming one
     // backend equally surely leave it unsettled.
-    let mut claims: HashMap<i64, (Strength, Behind, usize)> = HashMap::new();
+    let mut claims: HashMap<i64, (Strength, Behind, usize, PoolKey)> = HashMap::new();
     let mut contested: HashSet<i64> = HashSet::new();
     let mut tallies: Vec<PoolerTally> = Vec::with_capacity(poolers.len());
     for (index, pooler) in poolers.iter().enumerate() {
@@ -213,19 +237,25 @@ pub fn join(sessions: &[Session], poolers: &[Pooler<'_>]) -> PoolerJoin {
             };
             let behind = what_is_behind(server, &links, pooler.name);
             match claims.get(&session.pid) {
-                Some((earlier, _, _)) if *earlier > strength => continue,
-                Some((earlier, _, _)) if *earlier == strength => {
+                Some((earlier, ..)) if *earlier > strength => continue,
+                Some((earlier, ..)) if *earlier == strength => {
                     contested.insert(session.pid);
                 }
                 _ => {}
             }
-            claims.insert(session.pid, (strength, behind, index));
+            let pool = PoolKey {
+                pooler: pooler.name.to_owned(),
+                database: server.database.clone(),
+                user: server.user.clone(),
+            };
+            claims.insert(session.pid, (strength, behind, index, pool));
         }
         tallies.push(tally);
     }
 
     let mut by_pid = HashMap::with_capacity(claims.len());
-    for (pid, (_, mut behind, index)) in claims {
+    let mut pool_of = HashMap::with_capacity(claims.len());
+    for (pid, (_, mut behind, index, pool)) in claims {
         if contested.contains(&pid) {
             behind = Behind::Unsettled {
                 pooler: poolers[index].name.to_owned(),
@@ -238,8 +268,13 @@ pub fn join(sessions: &[Session], poolers: &[Pooler<'_>]) -> PoolerJoin {
             Behind::Unsettled { .. } => tally.unsettled += 1,
         }
         by_pid.insert(pid, behind);
+        pool_of.insert(pid, pool);
     }
-    PoolerJoin { by_pid, tallies }
+    PoolerJoin {
+        by_pid,
+        pool_of,
+        tallies,
+    }
 }
 
 /// A pooler's clients by their `ptr`, and by the server they name as their `link`.
@@ -273,17 +308,40 @@ fn what_is_behind(server: &ServerRow, links: &Links<'_>, pooler: &str) -> Behind
     };
     match links.by_ptr.get(link) {
         Some(client) if client.link.as_deref() == Some(server.ptr.as_str()) => {
-            Behind::Client(PooledClient {
-                pooler,
-                addr: client.addr,
-                port: client.port,
-                user: client.user.clone(),
-                database: client.database.clone(),
-                application_name: client.application_name.clone(),
-            })
+            Behind::Client(PooledClient::of(&pooler, client))
         }
         _ => Behind::Unsettled { pooler },
     }
+}
+
+/// The clients of the given pools that hold no server connection right now: an application's
+/// pool connections that PostgreSQL cannot see (between transactions in transaction pooling, or
+/// waiting for a server). A client that holds one is left out: its server session is counted
+/// already, attributed to the same client, and must not be counted twice. Admin-console clients
+/// (poolwarden's own) are not any pool's.
+pub fn unlinked_clients<'l>(
+    looks: &'l [PoolerLook],
+    pools: &BTreeSet<PoolKey>,
+) -> Vec<(&'l str, PooledClient, &'l ClientRow)> {
+    let mut clients = Vec::new();
+    for look in looks {
+        let Ok(console) = &look.console else { continue };
+        for client in &console.clients {
+            let pool = PoolKey {
+                pooler: look.name.clone(),
+                database: client.database.clone(),
+                user: client.user.clone(),
+            };
+            if client.link.is_none() && !client.is_console() && pools.contains(&pool) {
+                clients.push((
+                    look.name.as_str(),
+                    PooledClient::of(&look.name, client),
+                    client,
+                ));
+            }
+        }
+    }
+    clients
 }
 
 /// One pooler as a cycle saw it: its console's views, or why they could not be read.

@@ -67,20 +67,40 @@ impl CompiledScope {
         {
             return Err(Exclusion::PoolwardenSession);
         }
+        self.excludes(user, &session.application_name)?;
+        let database = session.database.as_deref().unwrap_or_default();
+        if !self.databases.is_empty() && !self.databases.iter().any(|d| d == database) {
+            return Err(Exclusion::OtherDatabase);
+        }
+        self.governs_user(user)
+    }
+
+    /// `Ok(())` when the policy governs a pooler's client of `user` named `application`. Which
+    /// database it uses is the pooler's to say: its pool must have a server connection to a
+    /// governed session (see `decide`).
+    pub fn governs_client(&self, user: &str, application: &str) -> Result<(), Exclusion> {
+        if application == APPLICATION_NAME {
+            return Err(Exclusion::PoolwardenSession);
+        }
+        self.excludes(user, application)?;
+        self.governs_user(user)
+    }
+
+    fn excludes(&self, user: &str, application: &str) -> Result<(), Exclusion> {
         if self.exclude_users.iter().any(|u| u == user) {
             return Err(Exclusion::ExcludedUser);
         }
         if self
             .exclude_applications
             .iter()
-            .any(|p| p.matches(&session.application_name))
+            .any(|p| p.matches(application))
         {
             return Err(Exclusion::ExcludedApplication);
         }
-        let database = session.database.as_deref().unwrap_or_default();
-        if !self.databases.is_empty() && !self.databases.iter().any(|d| d == database) {
-            return Err(Exclusion::OtherDatabase);
-        }
+        Ok(())
+    }
+
+    fn governs_user(&self, user: &str) -> Result<(), Exclusion> {
         if !self.users.is_empty() && !self.users.iter().any(|u| u == user) {
             return Err(Exclusion::OtherUser);
         }

@@ -2564,3 +2564,200 @@ fn a_pool_with_clients_waiting_is_a_finding_on_the_pooler_naming_who_holds_it() 
     let d = decide_behind(&snap, &look(console), &rules("{}"), &cluster());
     assert!(findings(&d, FindingKind::PoolerSaturation).is_empty());
 }
+
+// Pooler clients in the per-pod findings: a pod's pool connections that hold no server session.
+
+/// A client of the pooler from `addr:port`, holding no server session, quiet for `idle_secs`.
+fn quiet_client(addr: &str, port: u16, idle_secs: u64) -> ClientRow {
+    ClientRow {
+        ptr: format!("c-{addr}-{port}"),
+        port: Some(port),
+        connected_for: Some(Duration::from_secs(idle_secs + 60)),
+        since_request: Some(Duration::from_secs(idle_secs)),
+        ..pooled_client(addr, None)
+    }
+}
+
+/// The fork leak behind a transaction pooler: pod 1's parent queries every second (its server
+/// connection is the pooler's between queries), and its four forked workers' connections are
+/// the pooler's clients, quiet for 40 minutes, with no server session at all.
+fn fork_leak_behind_the_pooler() -> (Snapshot, ConsoleSnapshot) {
+    let snap = snapshot()
+        .with(session(401).through_pooler(5001).idle(1))
+        .build();
+    let mut clients = vec![quiet_client(&pod_ip(1), 41_000, 1)];
+    clients.extend((1..=4).map(|n| quiet_client(&pod_ip(1), 41_000 + n, 40 * 60)));
+    let console = ConsoleSnapshot {
+        servers: vec![pooled_server(5001, 401, None)],
+        clients,
+        pools: vec![pool(0, 0)],
+    };
+    (snap, console)
+}
+
+#[test]
+fn stranded_pooler_clients_of_a_working_pod_are_idle_accumulation_and_never_ended() {
+    let (snap, console) = fork_leak_behind_the_pooler();
+    let strict = rules(
+        "mode: Enforce\nidle: {idleTimeout: 1s, idleInTransactionTimeout: 1s, maxTransactionAge: 1s}\n",
+    );
+    for rules in [rules("{}"), strict] {
+        let d = decide_behind(&snap, &look(console.clone()), &rules, &cluster());
+        let f = the_finding(&d, FindingKind::IdleAccumulation);
+        assert_eq!(f.subject, about(deployment()));
+        assert_eq!(f.sessions, 4);
+        assert!(f.pids.is_empty(), "no server session: {:?}", f.pids);
+        let mut ports: Vec<Option<u16>> = f.pooler_clients.iter().map(|c| c.port).collect();
+        ports.sort_unstable();
+        assert_eq!(ports, [41_001, 41_002, 41_003, 41_004].map(Some).to_vec());
+        assert!(
+            f.pooler_clients
+                .iter()
+                .all(|c| c.pooler == POOLER && c.address == Some(ip(&pod_ip(1))))
+        );
+        assert!(
+            f.evidence.starts_with(&format!(
+                "4 connections stranded idle for more than 30m00s on {}, which keeps using 1 other connection",
+                pod_name(1)
+            )),
+            "{}",
+            f.evidence
+        );
+        assert!(
+            f.evidence
+                .contains("4 client connections to pooler pgbouncer that hold no server session"),
+            "{}",
+            f.evidence
+        );
+        assert!(f.cause.contains(POOLER_CLIENTS_NOTE), "{}", f.cause);
+        // Nothing of the kind is ever a termination: the held server connection neither.
+        assert!(d.terminate.is_empty() && d.dry_run.is_empty(), "{d:#?}");
+    }
+}
+
+#[test]
+fn stranded_pooler_clients_outside_a_cluster_are_named_by_their_address() {
+    let (snap, console) = fork_leak_behind_the_pooler();
+    let d = decide_behind(&snap, &look(console), &rules("{}"), &ClusterView::default());
+    let f = the_finding(&d, FindingKind::IdleAccumulation);
+    assert_eq!(f.subject, about(client("", Some(&pod_ip(1)))));
+    assert_eq!(f.sessions, 4);
+}
+
+#[test]
+fn a_pool_pinned_behind_the_pooler_counts_each_client_once() {
+    // Pod 1 holds five connections through the pooler: two inside a transaction (each linked
+    // to its server session, which is counted), three quiet between transactions (no session).
+    let snap = snapshot()
+        .with(session(501).through_pooler(5001).idle_in_transaction(30))
+        .with(session(502).through_pooler(5002).idle_in_transaction(30))
+        .build();
+    let linked = |port: u16, server: u16| ClientRow {
+        ptr: format!("c-{port}"),
+        port: Some(port),
+        connected_for: Some(Duration::from_secs(600)),
+        since_request: Some(Duration::from_secs(30)),
+        ..pooled_client(&pod_ip(1), Some(server))
+    };
+    let mut servers = vec![
+        pooled_server(5001, 501, None),
+        pooled_server(5002, 502, None),
+    ];
+    servers[0].link = Some("c-42001".to_owned());
+    servers[1].link = Some("c-42002".to_owned());
+    let mut clients = vec![linked(42_001, 5001), linked(42_002, 5002)];
+    clients.extend((3..=5).map(|n| quiet_client(&pod_ip(1), 42_000 + n, 5)));
+    let console = ConsoleSnapshot {
+        servers,
+        clients,
+        pools: vec![pool(0, 0)],
+    };
+
+    let d = decide_behind(
+        &snap,
+        &look(console.clone()),
+        &rules("budgets: {maxConnectionsPerPod: 5}"),
+        &cluster(),
+    );
+    let f = the_finding(&d, FindingKind::PoolSaturation);
+    assert_eq!(f.subject, about(deployment()));
+    assert_eq!(
+        f.sessions, 5,
+        "not 7: a linked client counts by its session only"
+    );
+    assert_eq!(sorted(f.pids.clone()), [501, 502]);
+    assert_eq!(f.pooler_clients.len(), 3);
+    assert!(
+        f.evidence.starts_with(&format!(
+            "{} holds 5 connections, its budget is 5 (2 idle in transaction; 3 client connections to pooler pgbouncer",
+            pod_name(1)
+        )),
+        "{}",
+        f.evidence
+    );
+    assert!(f.cause.contains(POOLER_CLIENTS_NOTE), "{}", f.cause);
+
+    // One budget higher, and nothing: the count is exact.
+    let d = decide_behind(
+        &snap,
+        &look(console),
+        &rules("budgets: {maxConnectionsPerPod: 6}"),
+        &cluster(),
+    );
+    assert!(findings(&d, FindingKind::PoolSaturation).is_empty());
+}
+
+#[test]
+fn pooler_clients_count_only_in_pools_of_governed_sessions_and_in_scope() {
+    let (snap, mut console) = fork_leak_behind_the_pooler();
+    // Another database's pool of the same pooler: its quiet clients are not this policy's.
+    console.clients.extend((1..=4).map(|n| ClientRow {
+        database: "reports".to_owned(),
+        ..quiet_client(&pod_ip(2), 43_000 + n, 40 * 60)
+    }));
+    // poolwarden's own console connection is nobody's pool connection.
+    console.clients.push(ClientRow {
+        database: "pgbouncer".to_owned(),
+        ..quiet_client(&pod_ip(3), 44_000, 40 * 60)
+    });
+    let d = decide_behind(&snap, &look(console.clone()), &rules("{}"), &cluster());
+    assert_eq!(
+        findings(&d, FindingKind::IdleAccumulation).len(),
+        1,
+        "{:#?}",
+        d.findings
+    );
+    assert_eq!(the_finding(&d, FindingKind::IdleAccumulation).sessions, 4);
+
+    // Excluded users' clients are out of scope, as their sessions would be.
+    let d = decide_behind(
+        &snap,
+        &look(console.clone()),
+        &rules("scope: {excludeUsers: [app]}"),
+        &cluster(),
+    );
+    assert!(findings(&d, FindingKind::IdleAccumulation).is_empty());
+
+    // Without a governed server connection of the pool nothing says the pool is this
+    // server's: its clients are not counted.
+    let alone = snapshot().build();
+    let d = decide_behind(&alone, &look(console), &rules("{}"), &cluster());
+    assert!(findings(&d, FindingKind::IdleAccumulation).is_empty());
+}
+
+#[test]
+fn healthy_pooler_clients_beside_the_parent_are_named_by_nothing() {
+    // A pool busy every second: every client quiet for a second or two, none stranded.
+    let snap = snapshot()
+        .with(session(601).through_pooler(5001).idle(1))
+        .build();
+    let console = ConsoleSnapshot {
+        servers: vec![pooled_server(5001, 601, None)],
+        clients: (0..10)
+            .map(|n| quiet_client(&pod_ip(2), 45_000 + n, u64::from(n % 3)))
+            .collect(),
+        pools: vec![pool(0, 0)],
+    };
+    let d = decide_behind(&snap, &look(console), &rules("{}"), &cluster());
+    assert!(d.findings.is_empty(), "{:#?}", d.findings);
+}

@@ -219,11 +219,20 @@ fn findings(out: &mut String, d: &Decision) {
         if !f.pids.is_empty() {
             let pids: Vec<String> = f.pids.iter().map(i64::to_string).collect();
             let more = (f.sessions as usize)
-                .checked_sub(f.pids.len())
+                .checked_sub(f.pids.len() + f.pooler_clients.len())
                 .filter(|n| *n > 0)
                 .map(|n| format!(" and {n} more"))
                 .unwrap_or_default();
             let _ = writeln!(out, "            sessions: {}{more}", pids.join(", "));
+        }
+        if let Some(first) = f.pooler_clients.first() {
+            let clients: Vec<String> = f.pooler_clients.iter().map(|c| c.to_string()).collect();
+            let _ = writeln!(
+                out,
+                "            clients of pooler {} (no server session, not ended): {}",
+                first.pooler,
+                clients.join(", ")
+            );
         }
         let _ = writeln!(out, "            likely cause: {}", f.cause);
     }

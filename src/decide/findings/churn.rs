@@ -107,6 +107,7 @@ pub fn churn(
             cause: FindingKind::ConnectionChurn.likely_cause().to_owned(),
             sessions: 0,
             pids: Vec::new(),
+            pooler_clients: Vec::new(),
             held_for: Duration::ZERO,
         });
     }

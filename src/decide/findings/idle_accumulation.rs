@@ -10,17 +10,22 @@
 //! Not flagged: a pool that recycles its connections (its sessions never get that old), an
 //! application idle as a whole (no session in use beside the idle ones: its pool simply waits),
 //! unless `idleThreshold` is set and that many sessions are stranded on one pod.
+//!
+//! Behind a transaction pooler the forked workers' connections are the pooler's clients, idle
+//! between transactions with no server session at all: they count from `SHOW CLIENTS`, idle
+//! since their latest request, beside the pod's server sessions (the parent's, while it runs).
 
-use std::time::Duration;
-
-use super::{Context, FindingKind, Sighting, SourceSessions};
+use super::{
+    Connection, Context, FindingKind, Sighting, SourceSessions, connections_word,
+    pooler_clients_said,
+};
 use crate::api::{count, human};
 use crate::database::SessionState;
 
-/// A pod's stranded sessions (idle age and pid, oldest first) and how many others it is using.
+/// A pod's stranded connections (oldest idle first) and how many others it is using.
 struct Pod<'p> {
     name: &'p str,
-    stranded: Vec<(Duration, i64)>,
+    stranded: Vec<Connection>,
     in_use: usize,
 }
 
@@ -28,21 +33,16 @@ pub fn find(source: &SourceSessions<'_, '_>, context: &Context<'_>) -> Option<Si
     let now = context.snapshot.observed_at;
     let detect = &context.rules.detect;
     let mut best: Option<Pod<'_>> = None;
-    for (pod, sessions) in &source.pods {
-        let mut stranded: Vec<(Duration, i64)> = sessions
-            .iter()
-            .filter(|g| g.session.state == SessionState::Idle)
-            .map(|g| (g.session.in_state_for(now), g.session.pid))
-            .filter(|(age, _)| *age > detect.stranded_idle_age)
-            .collect();
+    for (pod, connections) in source.connections(now) {
         // In use: running, in a transaction, or idle only briefly (within the window).
-        let in_use = sessions
+        let in_use = connections
             .iter()
-            .filter(|g| {
-                g.session.state != SessionState::Idle
-                    || g.session.in_state_for(now) <= context.rules.window
-            })
+            .filter(|c| c.state != SessionState::Idle || c.in_state_for <= context.rules.window)
             .count();
+        let mut stranded: Vec<Connection> = connections
+            .into_iter()
+            .filter(|c| c.state == SessionState::Idle && c.in_state_for > detect.stranded_idle_age)
+            .collect();
         let stranded_while_working = stranded.len() >= 2 && in_use > 0;
         let over_threshold = detect
             .idle_threshold
@@ -50,7 +50,7 @@ pub fn find(source: &SourceSessions<'_, '_>, context: &Context<'_>) -> Option<Si
         if !(stranded_while_working || over_threshold) {
             continue;
         }
-        stranded.sort_by(|a, b| b.cmp(a));
+        stranded.sort_by(|a, b| b.in_state_for.cmp(&a.in_state_for));
         if best
             .as_ref()
             .is_none_or(|b| stranded.len() > b.stranded.len())
@@ -73,25 +73,30 @@ pub fn find(source: &SourceSessions<'_, '_>, context: &Context<'_>) -> Option<Si
     } else {
         detect.idle_threshold.unwrap_or(2) as usize
     };
-    let kth = stranded[needed.min(stranded.len()) - 1].0;
+    let kth = stranded[needed.min(stranded.len()) - 1].in_state_for;
+    let word = connections_word(&stranded);
     let summary = if in_use > 0 {
         format!(
             "{} stranded idle for more than {} on {pod}, which keeps using {}",
-            count(stranded.len(), "session"),
+            count(stranded.len(), word),
             human(detect.stranded_idle_age),
-            count(in_use, "other session")
+            count(in_use, &format!("other {word}"))
         )
     } else {
         format!(
             "{} idle for more than {} on {pod}",
-            count(stranded.len(), "session"),
+            count(stranded.len(), word),
             human(detect.stranded_idle_age)
         )
     };
-    let mut sighting = Sighting::about(source.source, FindingKind::IdleAccumulation)
-        .with_pids(stranded.iter().map(|(_, pid)| *pid));
-    sighting.evidence = format!("{summary} (oldest idle {})", human(stranded[0].0));
+    let mut sighting =
+        Sighting::about(source.source, FindingKind::IdleAccumulation).with_connections(&stranded);
+    sighting.evidence = format!(
+        "{summary} (oldest idle {}{})",
+        human(stranded[0].in_state_for),
+        pooler_clients_said(&stranded)
+    );
     sighting.summary = summary;
     sighting.held_for = kth.saturating_sub(detect.stranded_idle_age);
-    Some(sighting)
+    Some(sighting.noting_pooler_clients())
 }

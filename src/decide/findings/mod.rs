@@ -24,15 +24,17 @@ pub use pooler_saturation::pooler_saturation;
 pub use server_saturation::server_saturation;
 
 use std::collections::{BTreeMap, HashMap};
+use std::net::IpAddr;
 use std::time::Duration;
 
 use serde::Serialize;
 
-use super::attribution::Source;
+use super::attribution::{Attribution, Source};
 use super::cluster::{ClusterView, WorkloadRef};
 use super::groups::Governed;
 use super::rules::Rules;
-use crate::database::Snapshot;
+use crate::database::pgbouncer::ClientRow;
+use crate::database::{SessionState, Snapshot};
 
 /// The kinds of leak (and of risk) poolwarden recognises.
 #[derive(
@@ -114,6 +116,12 @@ impl FindingKind {
     }
 }
 
+/// What the owners of connections seen only at a pooler must know.
+pub const POOLER_CLIENTS_NOTE: &str = "the connections listed as clients of a pooler hold no \
+     server session now (they wait between transactions behind it): poolwarden cannot end them, \
+     since ending a client's connection at PgBouncer needs its admin_users, which poolwarden never \
+     asks for; restart (or fix) the workload to release them";
+
 /// What a pinned pool's owners must know once poolwarden ends its sessions.
 pub const CHECKED_OUT_NOTE: &str = "ending these sessions frees the server, not the application: \
      its pool still counts them as checked out, so restart (or fix) the workload to recover";
@@ -155,8 +163,93 @@ pub struct Sighting {
     pub sessions: u32,
     /// The sessions that show it, at most a handful.
     pub pids: Vec<i64>,
+    /// The pooler's client connections that show it and hold no server session (so no pid),
+    /// at most a handful. They count in `sessions`, and are never terminated.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub pooler_clients: Vec<PoolerClientRef>,
     /// How long the snapshot alone proves it has held.
     pub held_for: Duration,
+}
+
+/// A client connection to a pooler, as a finding names it.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct PoolerClientRef {
+    pub pooler: String,
+    /// Where it connects from (the pod); `None` over a Unix socket.
+    pub address: Option<IpAddr>,
+    pub port: Option<u16>,
+}
+
+impl std::fmt::Display for PoolerClientRef {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match (self.address, self.port) {
+            (Some(a), Some(p)) => write!(f, "{a}:{p}"),
+            (Some(a), None) => write!(f, "{a}"),
+            _ => f.write_str("local socket"),
+        }
+    }
+}
+
+/// A pooler's client that holds no server session now ([`super::pooler::unlinked_clients`]),
+/// with its attribution: one of a pod's pool connections the server cannot see.
+pub struct ClientConnection<'a> {
+    pub pooler: &'a str,
+    pub row: &'a ClientRow,
+    pub attribution: Attribution,
+}
+
+/// One connection a pod holds, as the per-pod detectors (`PoolSaturation`, `IdleAccumulation`)
+/// count them: a server session, or a pooler's client connection that holds none. Never the
+/// two for one client: a client that holds a server session is counted by that session only.
+pub struct Connection {
+    pub state: SessionState,
+    pub in_state_for: Duration,
+    pub connected_for: Duration,
+    pub held: Held,
+}
+
+/// Which connection, for the evidence.
+pub enum Held {
+    Session(i64),
+    PoolerClient(PoolerClientRef),
+}
+
+impl Connection {
+    fn of_session(g: &Governed<'_>, now: jiff::Timestamp) -> Self {
+        Self {
+            state: g.session.state,
+            in_state_for: g.session.in_state_for(now),
+            connected_for: g.session.connected_for(now),
+            held: Held::Session(g.session.pid),
+        }
+    }
+
+    /// A client waiting for a server is in use; any other holds no server and waits for its
+    /// application: idle since its latest request (by the pooler's clock, as the detectors
+    /// only compare durations).
+    fn of_client(c: &ClientConnection<'_>) -> Self {
+        let row = c.row;
+        let connected_for = row.connected_for.unwrap_or_default();
+        let (state, in_state_for) = if row.state.starts_with("waiting") {
+            (SessionState::Active, row.waiting_for.unwrap_or_default())
+        } else {
+            (
+                SessionState::Idle,
+                row.since_request.unwrap_or(connected_for),
+            )
+        };
+        Self {
+            state,
+            in_state_for,
+            connected_for,
+            held: Held::PoolerClient(PoolerClientRef {
+                pooler: c.pooler.to_owned(),
+                address: row.addr,
+                port: row.port,
+            }),
+        }
+    }
 }
 
 impl Sighting {
@@ -172,8 +265,28 @@ impl Sighting {
             cause: kind.likely_cause().to_owned(),
             sessions: 0,
             pids: Vec::new(),
+            pooler_clients: Vec::new(),
             held_for: Duration::ZERO,
         }
+    }
+
+    /// The connections showing it, sessions and pooler clients: all counted, a handful named.
+    fn with_connections<'c>(
+        mut self,
+        connections: impl IntoIterator<Item = &'c Connection>,
+    ) -> Self {
+        let mut pids = Vec::new();
+        let mut clients = Vec::new();
+        for c in connections {
+            match &c.held {
+                Held::Session(pid) => pids.push(*pid),
+                Held::PoolerClient(client) => clients.push(client.clone()),
+            }
+        }
+        self.sessions = (pids.len() + clients.len()) as u32;
+        self.pids = pids.into_iter().take(EVIDENCE_PIDS).collect();
+        self.pooler_clients = clients.into_iter().take(EVIDENCE_PIDS).collect();
+        self
     }
 
     /// The sessions showing it: all counted, a handful named.
@@ -183,6 +296,48 @@ impl Sighting {
         self.pids = all.into_iter().take(EVIDENCE_PIDS).collect();
         self
     }
+
+    /// Where pooler clients show it, the cause says that poolwarden cannot end those: the last
+    /// word of a detector that names connections.
+    fn noting_pooler_clients(mut self) -> Self {
+        if !self.pooler_clients.is_empty() {
+            self.cause = format!("{}; {POOLER_CLIENTS_NOTE}", self.cause);
+        }
+        self
+    }
+}
+
+/// What a pod's connections are called: sessions, unless some are only a pooler's clients.
+fn connections_word(connections: &[Connection]) -> &'static str {
+    if connections
+        .iter()
+        .any(|c| matches!(c.held, Held::PoolerClient(_)))
+    {
+        "connection"
+    } else {
+        "session"
+    }
+}
+
+/// "; 3 client connections to pooler pgbouncer that hold no server session", when any are.
+fn pooler_clients_said<'c>(connections: impl IntoIterator<Item = &'c Connection>) -> String {
+    let mut n = 0;
+    let mut poolers = std::collections::BTreeSet::new();
+    for c in connections {
+        if let Held::PoolerClient(client) = &c.held {
+            n += 1;
+            poolers.insert(client.pooler.as_str());
+        }
+    }
+    if n == 0 {
+        return String::new();
+    }
+    let poolers: Vec<&str> = poolers.into_iter().collect();
+    format!(
+        "; {} to pooler {} that hold no server session",
+        crate::api::count(n, "client connection"),
+        poolers.join(", ")
+    )
 }
 
 /// A pinned pool of `pool_size + max_overflow` (25 in seed 001) is named in full.
@@ -223,15 +378,43 @@ impl<'a> Budgets<'a> {
     }
 }
 
-/// One source's governed sessions, by pod (for clients outside Kubernetes: by address).
+/// One source's governed sessions, by pod (for clients outside Kubernetes: by address), and the
+/// pooler clients of its pods that hold no server session.
 pub struct SourceSessions<'g, 'a> {
     pub source: &'g Source,
     pub pods: BTreeMap<&'g str, Vec<&'g Governed<'a>>>,
+    pub pooler_clients: BTreeMap<&'g str, Vec<&'g ClientConnection<'a>>>,
 }
 
 impl<'g, 'a> SourceSessions<'g, 'a> {
+    fn new(source: &'g Source) -> Self {
+        Self {
+            source,
+            pods: BTreeMap::new(),
+            pooler_clients: BTreeMap::new(),
+        }
+    }
+
     fn all(&self) -> impl Iterator<Item = &'g Governed<'a>> + '_ {
         self.pods.values().flatten().copied()
+    }
+
+    /// Every connection of each pod: its server sessions, then its pooler clients.
+    fn connections(&self, now: jiff::Timestamp) -> BTreeMap<&'g str, Vec<Connection>> {
+        let mut by_pod: BTreeMap<&'g str, Vec<Connection>> = BTreeMap::new();
+        for (pod, sessions) in &self.pods {
+            by_pod
+                .entry(pod)
+                .or_default()
+                .extend(sessions.iter().map(|g| Connection::of_session(g, now)));
+        }
+        for (pod, clients) in &self.pooler_clients {
+            by_pod
+                .entry(pod)
+                .or_default()
+                .extend(clients.iter().map(|c| Connection::of_client(c)));
+        }
+        by_pod
     }
 }
 
@@ -245,8 +428,13 @@ pub struct Context<'a> {
     pub blocks: &'a HashMap<i64, u32>,
 }
 
-/// Every finding about a source, from the governed sessions: each detector in turn.
-pub fn about_sources(governed: &[Governed<'_>], context: &Context<'_>) -> Vec<Sighting> {
+/// Every finding about a source, from the governed sessions and the pooler clients that hold
+/// none: each detector in turn.
+pub fn about_sources(
+    governed: &[Governed<'_>],
+    pooler_clients: &[ClientConnection<'_>],
+    context: &Context<'_>,
+) -> Vec<Sighting> {
     let mut by_source: BTreeMap<&Source, SourceSessions<'_, '_>> = BTreeMap::new();
     // A pooler's held connections are nobody's leak: what PgBouncer does with them is its own
     // policy (server_idle_timeout); a pool that makes clients wait is `pooler_saturation`'s.
@@ -256,14 +444,20 @@ pub fn about_sources(governed: &[Governed<'_>], context: &Context<'_>) -> Vec<Si
     {
         by_source
             .entry(&g.attribution.source)
-            .or_insert_with(|| SourceSessions {
-                source: &g.attribution.source,
-                pods: BTreeMap::new(),
-            })
+            .or_insert_with(|| SourceSessions::new(&g.attribution.source))
             .pods
             .entry(g.attribution.pod.as_str())
             .or_default()
             .push(g);
+    }
+    for c in pooler_clients {
+        by_source
+            .entry(&c.attribution.source)
+            .or_insert_with(|| SourceSessions::new(&c.attribution.source))
+            .pooler_clients
+            .entry(c.attribution.pod.as_str())
+            .or_default()
+            .push(c);
     }
     // Churn, Overbooked and ServerSaturation look beyond one source: see their own functions.
     let detectors: [fn(&SourceSessions<'_, '_>, &Context<'_>) -> Option<Sighting>; 5] = [

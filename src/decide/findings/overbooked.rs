@@ -99,6 +99,7 @@ pub fn overbooked(
         cause: FindingKind::Overbooked.likely_cause().to_owned(),
         sessions: 0,
         pids: Vec::new(),
+        pooler_clients: Vec::new(),
         // A matter of configuration, not of time: it holds as long as it is true.
         held_for: rules.window.max(Duration::from_secs(1)),
     });

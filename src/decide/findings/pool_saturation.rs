@@ -5,38 +5,46 @@
 //! At the budget, the pool is pinned at `pool_size + max_overflow` (seed 001). Over it, the pod
 //! has more pools than the budget assumes: several worker processes, each with its own pool, or
 //! a larger pool than declared. The words say which.
+//!
+//! Behind a transaction pooler a pod's pool connections are client connections to the pooler,
+//! and only those inside a transaction hold a server session: the others count too, from the
+//! pooler's `SHOW CLIENTS` (each client once: by its server session while it holds one).
 
-use super::{CHECKED_OUT_NOTE, Context, FindingKind, Sighting, SourceSessions};
-use crate::api::human;
-use crate::database::elapsed;
+use std::time::Duration;
+
+use super::{
+    CHECKED_OUT_NOTE, Context, FindingKind, Sighting, SourceSessions, connections_word,
+    pooler_clients_said,
+};
+use crate::api::{count, human};
 use crate::decide::POOL_MAX;
 
 pub fn find(source: &SourceSessions<'_, '_>, context: &Context<'_>) -> Option<Sighting> {
     let budget = context.budgets.per_pod(source.source)?;
     let now = context.snapshot.observed_at;
     let (pod, sessions, held_for) = source
-        .pods
-        .iter()
+        .connections(now)
+        .into_iter()
         .filter(|(_, sessions)| sessions.len() >= budget as usize)
         .map(|(pod, sessions)| {
-            let mut starts: Vec<jiff::Timestamp> =
-                sessions.iter().map(|g| g.session.backend_start).collect();
-            starts.sort();
-            // At least `budget` of these sessions have all existed since the budget-th oldest
-            // one started.
-            let since = starts[budget as usize - 1];
-            (*pod, sessions, elapsed(since, now))
+            let mut ages: Vec<Duration> = sessions.iter().map(|c| c.connected_for).collect();
+            ages.sort_by(|a, b| b.cmp(a));
+            // At least `budget` of these connections have all existed since the budget-th
+            // oldest one opened.
+            let held_for = ages[budget as usize - 1];
+            (pod, sessions, held_for)
         })
         .max_by_key(|(_, _, held)| *held)?;
     let held = sessions.len();
     let in_tx = sessions
         .iter()
-        .filter(|g| g.session.state.is_idle_in_transaction())
+        .filter(|c| c.state.is_idle_in_transaction())
         .count();
-    let mut sighting = Sighting::about(source.source, FindingKind::PoolSaturation)
-        .with_pids(sessions.iter().map(|g| g.session.pid));
+    let mut sighting =
+        Sighting::about(source.source, FindingKind::PoolSaturation).with_connections(&sessions);
+    let holds = count(held, connections_word(&sessions));
     if held > budget as usize {
-        sighting.summary = format!("{pod} holds {held} sessions, over its budget of {budget}");
+        sighting.summary = format!("{pod} holds {holds}, over its budget of {budget}");
         sighting.cause = format!(
             "more sessions than one pool of {budget} can open: a pod with several worker \
              processes (gunicorn/uvicorn workers, Celery concurrency) has one pool per process, \
@@ -44,19 +52,17 @@ pub fn find(source: &SourceSessions<'_, '_>, context: &Context<'_>) -> Option<Si
              pool_size + max_overflow times the worker processes, or shrink the pools"
         );
     } else {
-        sighting.summary = format!("{pod} holds {held} sessions, its budget is {budget}");
+        sighting.summary = format!("{pod} holds {holds}, its budget is {budget}");
         if in_tx * 2 >= held {
-            sighting.cause = format!(
-                "{}; {CHECKED_OUT_NOTE}",
-                FindingKind::PoolSaturation.likely_cause()
-            );
+            sighting.cause = format!("{}; {CHECKED_OUT_NOTE}", sighting.cause);
         }
     }
     sighting.evidence = format!(
-        "{} ({in_tx} idle in transaction), for at least {}",
+        "{} ({in_tx} idle in transaction{}), for at least {}",
         sighting.summary,
+        pooler_clients_said(&sessions),
         human(held_for)
     );
     sighting.held_for = held_for;
-    Some(sighting)
+    Some(sighting.noting_pooler_clients())
 }

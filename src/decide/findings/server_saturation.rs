@@ -54,6 +54,7 @@ pub fn server_saturation(capacity: &Capacity, groups: &[Group], rules: &Rules) -
         cause: FindingKind::ServerSaturation.likely_cause().to_owned(),
         sessions: capacity.client_sessions,
         pids: Vec::new(),
+        pooler_clients: Vec::new(),
         held_for: Duration::ZERO,
     })
 }
