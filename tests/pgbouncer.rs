@@ -663,3 +663,298 @@ async fn enforce_ends_the_linked_idle_transaction_and_never_a_connection_the_poo
     assert!(cycle.decision.poolers[0].error.is_some());
     assert!(alive(&sb, held_pid).await);
 }
+
+// ------------------------------------------------------------------------------------------------
+// A pod's pool connections through a transaction pooler: between transactions they are only the
+// pooler's clients, with no server session PostgreSQL could show. `SHOW CLIENTS` counts them.
+
+/// A sandbox with a PgBouncer whose `app_tx` pools transactions over six servers.
+async fn transaction_pooled() -> (Sandbox, PgBouncer) {
+    let sb = sandbox().await;
+    let pooler = sb
+        .start_pgbouncer(
+            PgBouncerOptions::default()
+                .database("app_tx", APP_DB, PoolMode::Transaction, 6)
+                .user("app", "app"),
+        )
+        .await
+        .expect("PgBouncer starts");
+    (sb, pooler)
+}
+
+/// A client of `app_tx` named `application`, from `127.0.0.<host>`.
+async fn app_client(pooler: &PgBouncer, application: &str, host: u8) -> PooledClient {
+    pooler
+        .open_client(
+            &SessionSpec::new("app", "app", "app_tx")
+                .application(application)
+                .from_addr(Ipv4Addr::new(127, 0, 0, host)),
+        )
+        .await
+        .expect("client opens through the pooler")
+}
+
+/// `check --output json --pooler pgbouncer=URL` with a policy of the database, the pooler, and
+/// `extra` (a line of YAML, or nothing).
+async fn check_behind(sb: &Sandbox, pooler: &PgBouncer, extra: &str, output: Output) -> Vec<u8> {
+    let spec = serde_saphyr::from_str(&format!(
+        "database: {{connectionSecretRef: {{name: orders-db}}}}\n\
+         poolers: [{{name: pgbouncer, consoleSecretRef: {{name: orders-pgbouncer}}}}]\n{extra}"
+    ))
+    .unwrap();
+    let policy = PolicyFile {
+        name: "orders-db".to_owned(),
+        rules: Rules::compile(&spec).unwrap(),
+        spec,
+    };
+    let mut out = Vec::new();
+    standalone::check(
+        &monitor_url(sb),
+        &[format!("pgbouncer={}", console_url(pooler))],
+        &policy,
+        output,
+        &mut out,
+    )
+    .await
+    .unwrap();
+    out
+}
+
+/// Waits until the pooler's own clock shows each of `clients` quiet for longer than `age`.
+async fn quiet_longer_than(pooler: &PgBouncer, clients: &[&PooledClient], age: Duration) {
+    let mut console = console(&console_url(pooler)).await;
+    let deadline = std::time::Instant::now() + age + WAIT;
+    loop {
+        let shown = console.observe().await.unwrap();
+        let quiet = clients.iter().all(|c| {
+            shown.clients.iter().any(|row| {
+                row.port == Some(c.local_addr().port())
+                    && row.since_request.is_some_and(|quiet| quiet > age)
+            })
+        });
+        if quiet {
+            return;
+        }
+        assert!(std::time::Instant::now() < deadline, "{:#?}", shown.clients);
+        pause(500).await;
+    }
+}
+
+fn findings_of(report: &serde_json::Value) -> &Vec<serde_json::Value> {
+    report["findings"].as_array().expect("findings")
+}
+
+/// The client ports a finding names among the pooler's clients, sorted.
+fn client_ports(finding: &serde_json::Value) -> Vec<u64> {
+    let mut ports: Vec<u64> = finding["poolerClients"]
+        .as_array()
+        .unwrap_or_else(|| panic!("poolerClients: {finding:#}"))
+        .iter()
+        .map(|c| {
+            assert_eq!(c["pooler"], "pgbouncer", "{c:#}");
+            c["port"].as_u64().unwrap()
+        })
+        .collect();
+    ports.sort_unstable();
+    ports
+}
+
+fn ports_of(clients: &[PooledClient]) -> Vec<u64> {
+    let mut ports: Vec<u64> = clients
+        .iter()
+        .map(|c| u64::from(c.local_addr().port()))
+        .collect();
+    ports.sort_unstable();
+    ports
+}
+
+/// A LIFO pool (HikariCP-like) of `size` connections from `127.0.0.<host>`: one busy every
+/// second with short transactions, the spares idle until `lifetime` (less a variance) replaces
+/// them. Aborted on drop.
+struct LifoPool(Vec<tokio::task::JoinHandle<()>>);
+
+impl LifoPool {
+    fn start(pooler: &std::sync::Arc<PgBouncer>, host: u8, size: u64, lifetime: Duration) -> Self {
+        Self(
+            (0..size)
+                .map(|slot| {
+                    let pooler = pooler.clone();
+                    tokio::spawn(async move {
+                        let mut round = 0u64;
+                        loop {
+                            let client = app_client(&pooler, "orders-hikari", host).await;
+                            let variance =
+                                Duration::from_millis((slot * 7919 + round * 104_729) % 1500);
+                            let retire = std::time::Instant::now() + lifetime - variance;
+                            while std::time::Instant::now() < retire {
+                                if slot == 0 {
+                                    client
+                                        .client()
+                                        .batch_execute("BEGIN; SELECT 1; COMMIT")
+                                        .await
+                                        .expect("the busy slot works");
+                                }
+                                pause(1000).await;
+                            }
+                            round += 1;
+                        }
+                    })
+                })
+                .collect(),
+        )
+    }
+}
+
+impl Drop for LifoPool {
+    fn drop(&mut self) {
+        for task in &self.0 {
+            task.abort();
+        }
+    }
+}
+
+/// Seed 000 through a transaction pooler, with the stranded age scaled down to seconds (the
+/// 30-minute default runs in tests/shapes.rs's long shapes) and the window with it: the parent queries every second,
+/// its four forked workers' connections sit idle as the pooler's clients, and their age comes
+/// from the pooler's own clock. Beside it, a LIFO pool through the same pooler whose spares are
+/// replaced before they reach that age is named by nothing.
+#[tokio::test]
+async fn stranded_client_connections_of_a_working_pod_are_idle_accumulation_through_the_pooler() {
+    const STRANDED: Duration = Duration::from_secs(20);
+    let (sb, pooler) = transaction_pooled().await;
+    let pooler = std::sync::Arc::new(pooler);
+    let parent = app_client(&pooler, "obslog-api", 91).await;
+    let mut workers = Vec::new();
+    for _ in 0..4 {
+        workers.push(app_client(&pooler, "obslog-api", 91).await);
+    }
+    for w in &workers {
+        // Each worker ran one statement before it went quiet.
+        w.touch().await.unwrap();
+    }
+    let _parent = Busy::start(parent);
+    let _lifo = LifoPool::start(&pooler, 92, 4, STRANDED - Duration::from_secs(5));
+
+    let waiting: Vec<&PooledClient> = workers.iter().collect();
+    quiet_longer_than(&pooler, &waiting, STRANDED + Duration::from_secs(1)).await;
+    // The window scales with it: a connection idle within the window counts as in use.
+    let extra = format!(
+        "leakDetection: {{strandedIdleAge: {}s, window: 10s}}\n",
+        STRANDED.as_secs()
+    );
+    let out = check_behind(&sb, &pooler, &extra, Output::Json).await;
+    let report: serde_json::Value = serde_json::from_slice(&out).unwrap();
+
+    let all = findings_of(&report);
+    assert_eq!(all.len(), 1, "{report:#}");
+    let f = &all[0];
+    assert_eq!(f["kind"], "IdleAccumulation", "{f:#}");
+    assert_eq!(
+        f["subject"]["source"],
+        serde_json::json!({"type": "client", "application": "obslog-api", "address": "127.0.0.91"}),
+        "{f:#}"
+    );
+    assert_eq!(f["sessions"], 4, "{f:#}");
+    assert_eq!(f["pids"], serde_json::json!([]), "no server session: {f:#}");
+    assert_eq!(client_ports(f), ports_of(&workers), "{f:#}");
+    let evidence = f["evidence"].as_str().unwrap();
+    assert!(
+        evidence.starts_with(
+            "4 connections stranded idle for more than 20s on 127.0.0.91, which keeps using 1 other connection"
+        ),
+        "{evidence}"
+    );
+    assert!(
+        evidence.contains("4 client connections to pooler pgbouncer that hold no server session"),
+        "{evidence}"
+    );
+    assert!(
+        f["cause"]
+            .as_str()
+            .unwrap()
+            .contains("poolwarden cannot end them"),
+        "{f:#}"
+    );
+    assert_eq!(report["dryRun"], serde_json::json!([]), "{report:#}");
+
+    let text = String::from_utf8(check_behind(&sb, &pooler, &extra, Output::Table).await).unwrap();
+    assert!(
+        text.contains("clients of pooler pgbouncer (no server session, not ended): 127.0.0.91:"),
+        "{text}"
+    );
+    for w in &workers {
+        assert!(w.is_alive().await, "nothing ends a client's connection");
+    }
+}
+
+/// Seed 001 through a transaction pooler, with the default policy and a budget of five: the pod
+/// holds five connections, two inside a transaction (each holding a server session) and three
+/// quiet between transactions (only the pooler's clients). `PoolSaturation` counts five, each
+/// client once. A healthy pod querying every second through the same pooler is named by nothing.
+#[tokio::test]
+async fn a_client_pool_pinned_at_its_budget_through_the_pooler_is_pool_saturation() {
+    let (sb, pooler) = transaction_pooled().await;
+    let mut pinned = Vec::new();
+    let mut pids = Vec::new();
+    for _ in 0..2 {
+        let c = app_client(&pooler, "billing", 93).await;
+        pids.push(c.begin_idle_in_transaction().await.unwrap());
+        pinned.push(c);
+    }
+    let mut quiet = Vec::new();
+    for _ in 0..3 {
+        let c = app_client(&pooler, "billing", 93).await;
+        c.touch().await.unwrap();
+        quiet.push(c);
+    }
+    let _healthy = [
+        Busy::start(app_client(&pooler, "orders", 94).await),
+        Busy::start(app_client(&pooler, "orders", 94).await),
+    ];
+    pids.sort_unstable();
+
+    let out = check_behind(
+        &sb,
+        &pooler,
+        "budgets: {maxConnectionsPerPod: 5}\n",
+        Output::Json,
+    )
+    .await;
+    let report: serde_json::Value = serde_json::from_slice(&out).unwrap();
+    let saturated: Vec<&serde_json::Value> = findings_of(&report)
+        .iter()
+        .filter(|f| f["kind"] == "PoolSaturation")
+        .collect();
+    assert_eq!(saturated.len(), 1, "{report:#}");
+    let f = saturated[0];
+    assert_eq!(
+        f["subject"]["source"],
+        serde_json::json!({"type": "client", "application": "billing", "address": "127.0.0.93"}),
+        "{f:#}"
+    );
+    assert_eq!(f["sessions"], 5, "each client once, not 7: {f:#}");
+    let mut named: Vec<i64> = f["pids"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p.as_i64().unwrap())
+        .collect();
+    named.sort_unstable();
+    assert_eq!(named, pids, "{f:#}");
+    assert_eq!(client_ports(f), ports_of(&quiet), "{f:#}");
+    assert!(
+        f["evidence"]
+            .as_str()
+            .unwrap()
+            .starts_with("127.0.0.93 holds 5 connections, its budget is 5 (2 idle in transaction; 3 client connections to pooler pgbouncer"),
+        "{f:#}"
+    );
+    // Nothing about the healthy pod.
+    assert!(
+        findings_of(&report)
+            .iter()
+            .all(|f| f["subject"]["source"]["address"] != "127.0.0.94"),
+        "{report:#}"
+    );
+    assert_eq!(report["dryRun"], serde_json::json!([]), "{report:#}");
+}
