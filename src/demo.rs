@@ -2,8 +2,15 @@
 //! born from, then `check` and an `Enforce` run that finds and ends them, and the proof that the
 //! healthy sessions were left alone. It cleans up after itself. [`mysql`] tells the same story on
 //! a throwaway MariaDB (`poolwarden demo --engine mysql`).
+//!
+//! Where the machine has `pgbouncer` (scripts/setup installs it), a throwaway PgBouncer in
+//! transaction pooling stands in front of the same server ([`pooler`]): one pod leaves a
+//! transaction idle behind it, which `check --pooler` names by the pod's address and `run` ends,
+//! while the server connections the pooler holds for reuse are left alone however idle. Without
+//! `pgbouncer` the demo says so in one line and goes on without that part.
 
 pub mod mysql;
+mod pooler;
 
 use std::io::Write;
 use std::net::Ipv4Addr;
@@ -149,16 +156,23 @@ async fn play(sandbox: &Sandbox, out: &mut (impl Write + Send)) -> Result<(), De
     )?;
 
     let groups = open_sessions(sandbox, out).await?;
+    let behind = pooler::BehindThePooler::open(sandbox, out).await?;
     let busy: Vec<&ClientSession> = groups
         .iter()
         .filter(|g| g.label.contains("busy every second"))
         .flat_map(|g| &g.sessions)
         .collect();
+    let keep_busy = || async {
+        match &behind {
+            Some(b) => tokio::join!(keep_busy(&busy), b.keep_busy()).0,
+            None => keep_busy(&busy).await,
+        }
+    };
 
     writeln!(out, "\nLetting the leaks age for 7 seconds...")?;
     tokio::select! {
         _ = tokio::time::sleep(Duration::from_secs(7)) => {}
-        _ = keep_busy(&busy) => {}
+        _ = keep_busy() => {}
     }
 
     let policy_path =
@@ -173,19 +187,21 @@ async fn play(sandbox: &Sandbox, out: &mut (impl Write + Send)) -> Result<(), De
     )?;
 
     let url = sandbox.url("poolwarden_monitor", "monitor", "orders");
+    let poolers: Vec<String> = behind.iter().map(|b| b.pooler_arg()).collect();
+    let pooler_flags: String = poolers.iter().map(|p| format!(" --pooler {p}")).collect();
     writeln!(
         out,
-        "$ poolwarden check --database-url {url} --policy orders-db.yaml\n"
+        "$ poolwarden check --database-url {url}{pooler_flags} --policy orders-db.yaml\n"
     )?;
     tokio::select! {
-        result = standalone::check(&url, &[], &policy, Output::Table, out) => { result?; }
-        _ = keep_busy(&busy) => {}
+        result = standalone::check(&url, &poolers, &policy, Output::Table, out) => { result?; }
+        _ = keep_busy() => {}
         _ = churn(sandbox) => {}
     }
 
     writeln!(
         out,
-        "$ poolwarden run --database-url {url} --policy orders-db.yaml --cycles 3\n"
+        "$ poolwarden run --database-url {url}{pooler_flags} --policy orders-db.yaml --cycles 3\n"
     )?;
     let options = RunOptions {
         interval: Duration::from_secs(2),
@@ -194,8 +210,8 @@ async fn play(sandbox: &Sandbox, out: &mut (impl Write + Send)) -> Result<(), De
     };
     let mut audit = AuditTrail::log_only("demo");
     tokio::select! {
-        result = standalone::run(&url, &[], &policy.rules, options, &mut audit, out) => { result?; }
-        _ = keep_busy(&busy) => {}
+        result = standalone::run(&url, &poolers, &policy.rules, options, &mut audit, out) => { result?; }
+        _ = keep_busy() => {}
         _ = churn(sandbox) => {}
     }
 
@@ -212,12 +228,19 @@ async fn play(sandbox: &Sandbox, out: &mut (impl Write + Send)) -> Result<(), De
             group.sessions.len(),
         ));
     }
+    if let Some(b) = &behind {
+        survivors.extend(b.survivors(sandbox).await?);
+    }
     report_survivors(
         out,
         &survivors,
         "all terminated",
         "Every leaked session was ended; every healthy one was left alone.",
     )?;
+    if let Some(b) = behind {
+        b.stop();
+        writeln!(out, "The throwaway PgBouncer is stopped and removed.")?;
+    }
     Ok(())
 }
 

@@ -447,6 +447,65 @@ fn the_demo_ends_every_leak_and_spares_every_healthy_session() {
         text.contains("connectionSecretRef: {name: orders-db-monitor, key: uri}"),
         "{text}"
     );
+    // The pod behind the PgBouncer (scripts/setup installs pgbouncer): named by its own address
+    // through the pooler, its idle transaction ended, the pooler's held connections left alone.
+    for line in [
+        "--pooler pgbouncer=postgres://poolstats:",
+        "checkout-api@127.0.0.26 via pooler pgbouncer",
+        "pooler pgbouncer (held, no client)",
+        "IdleInTransaction  checkout-api@127.0.0.26",
+        "terminated 1 session from checkout-api@127.0.0.26 (IdleInTransactionTimeout",
+        "The throwaway PgBouncer is stopped and removed.",
+    ] {
+        assert!(text.contains(line), "the demo shows {line:?}: {text}");
+    }
+    for (row, fate) in [
+        (
+            "checkout-api via PgBouncer: 1 transaction left idle",
+            "all terminated",
+        ),
+        (
+            "search-api via PgBouncer: a query every second",
+            "untouched",
+        ),
+        (
+            "PgBouncer's own server connections, idle, held for reuse",
+            "untouched",
+        ),
+    ] {
+        assert!(
+            text.lines()
+                .any(|l| l.trim_start().starts_with(row) && l.trim_end().ends_with(fate)),
+            "{row}: {fate}: {text}"
+        );
+    }
+    assert!(!text.contains("pgbouncer is not installed"), "{text}");
+}
+
+#[test]
+fn the_demo_without_a_working_pgbouncer_says_so_in_one_line_and_plays_the_rest() {
+    let out = Command::new(env!("CARGO_BIN_EXE_poolwarden"))
+        .arg("demo")
+        .env_remove("POOLWARDEN_DATABASE_URL")
+        .env("POOLWARDEN_PGBOUNCER", "/nonexistent/pgbouncer")
+        .output()
+        .expect("the binary runs");
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{text}\n{}", stderr(&out));
+    let said: Vec<&str> = text.lines().filter(|l| l.contains("PgBouncer")).collect();
+    assert_eq!(
+        said,
+        [
+            "  (PgBouncer did not start, so the pod behind it is left out: POOLWARDEN_PGBOUNCER is \
+          /nonexistent/pgbouncer, which is not an executable file)"
+        ],
+        "{text}"
+    );
+    assert!(!text.contains("--pooler"), "{text}");
+    assert!(
+        text.contains("Every leaked session was ended; every healthy one was left alone."),
+        "{text}"
+    );
 }
 
 #[test]

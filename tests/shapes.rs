@@ -17,7 +17,11 @@ use std::process::Stdio;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use poolwarden_sandbox::{ClientSession, Sandbox, SandboxOptions};
+use std::net::Ipv4Addr;
+
+use poolwarden_sandbox::{
+    ClientSession, PgBouncerOptions, PoolMode, Sandbox, SandboxOptions, SessionSpec,
+};
 use serde_json::Value;
 use support::*;
 use tokio::io::{AsyncBufReadExt, BufReader};
@@ -27,6 +31,11 @@ const BINARY: &str = env!("CARGO_BIN_EXE_poolwarden");
 
 /// `poolwarden check --output json` against `sb` as the monitoring role, with a policy of `{}`.
 async fn check_with_defaults(sb: &Sandbox) -> Value {
+    check_with_defaults_and(sb, &[]).await
+}
+
+/// The same, with more arguments (`--pooler NAME=URL`).
+async fn check_with_defaults_and(sb: &Sandbox, more: &[String]) -> Value {
     let policy = sb.dir().join("defaults.yaml");
     std::fs::write(&policy, "{}\n").unwrap();
     let out = tokio::process::Command::new(BINARY)
@@ -39,7 +48,9 @@ async fn check_with_defaults(sb: &Sandbox) -> Value {
         ])
         .arg("--policy")
         .arg(&policy)
+        .args(more)
         .env_remove("POOLWARDEN_DATABASE_URL")
+        .env_remove("POOLWARDEN_POOLER_URLS")
         .output()
         .await
         .expect("the binary runs");
@@ -299,11 +310,17 @@ async fn long_shapes_with_the_default_policy() {
         tokio::spawn(stranded_sessions_beside_healthy_pools()),
         tokio::spawn(transactions_held_open_and_touched()),
         tokio::spawn(a_pool_pinned_idle_in_transaction()),
+        tokio::spawn(stranded_behind_a_transaction_pooler()),
     ];
     let mut failed = Vec::new();
-    for (name, shape) in ["stranded", "long transactions", "pinned pool"]
-        .into_iter()
-        .zip(shapes)
+    for (name, shape) in [
+        "stranded",
+        "long transactions",
+        "pinned pool",
+        "stranded behind a pooler",
+    ]
+    .into_iter()
+    .zip(shapes)
     {
         if let Err(e) = shape.await {
             failed.push(format!("{name}: {e}"));
@@ -569,5 +586,134 @@ async fn a_pool_pinned_idle_in_transaction() {
             .any(|f| f["kind"] == "PoolSaturation"),
         "{:#}",
         report["findings"]
+    );
+}
+
+/// Seed 000 behind a PgBouncer in transaction pooling, with the default policy and the pooler
+/// given by `--pooler`: the forked workers' connections are only the pooler's clients (no server
+/// session between transactions), idle for more than the 30 minutes the defaults allow by the
+/// pooler's own clock, while the parent (127.0.0.25) queries every second. `IdleAccumulation`
+/// names those four clients, with no pid. Beside it, through the same pooler, a LIFO pool
+/// (127.0.0.26, HikariCP-like: 10 connections, 2 busy every second with short transactions, the
+/// spares replaced at `maxLifetime`, 30 minutes less up to 2.5%) is named by nothing.
+async fn stranded_behind_a_transaction_pooler() {
+    let sb = sandbox().await;
+    let pooler = Arc::new(
+        sb.start_pgbouncer(
+            PgBouncerOptions::default()
+                .database("app_tx", APP_DB, PoolMode::Transaction, 5)
+                .user("app", "app"),
+        )
+        .await
+        .expect("PgBouncer starts"),
+    );
+    let began = Instant::now();
+    let shared = pooler.clone();
+    let through = move |application: &'static str, host: u8| {
+        let pooler = shared.clone();
+        async move {
+            pooler
+                .open_client(
+                    &SessionSpec::new("app", "app", "app_tx")
+                        .application(application)
+                        .from_addr(Ipv4Addr::new(127, 0, 0, host)),
+                )
+                .await
+                .expect("client opens through the pooler")
+        }
+    };
+    let parent = through("obslog-api", 25).await;
+    let mut workers = Vec::new();
+    for _ in 0..4 {
+        let worker = through("obslog-api", 25).await;
+        worker.touch().await.unwrap();
+        workers.push(worker);
+    }
+    let stranded_since = Instant::now();
+    let parent = tokio::spawn(async move {
+        loop {
+            parent.touch().await.expect("the parent works");
+            tokio::time::sleep(Duration::from_secs(1)).await;
+        }
+    });
+    let lifo: Vec<JoinHandle<()>> = (0..10u64)
+        .map(|slot| {
+            let through = through.clone();
+            tokio::spawn(async move {
+                let mut round = 0u64;
+                loop {
+                    let client = through("orders-hikari", 26).await;
+                    let variance = Duration::from_millis((slot * 7919 + round * 104_729) % 45_000);
+                    let retire = Instant::now() + Duration::from_secs(30 * 60) - variance;
+                    if slot < 2 {
+                        while Instant::now() < retire {
+                            client
+                                .client()
+                                .batch_execute("BEGIN; SELECT 1; COMMIT")
+                                .await
+                                .expect("busy slot");
+                            tokio::time::sleep(Duration::from_millis(1000)).await;
+                        }
+                    } else {
+                        tokio::time::sleep_until(retire.into()).await;
+                    }
+                    drop(client);
+                    round += 1;
+                }
+            })
+        })
+        .collect();
+
+    wait_until(
+        stranded_since + Duration::from_secs(30 * 60 + 20),
+        "stranded behind a pooler",
+    )
+    .await;
+    let report = check_with_defaults_and(
+        &sb,
+        &[
+            "--pooler".to_owned(),
+            format!("pgbouncer={}?sslmode=disable", pooler.stats_url()),
+        ],
+    )
+    .await;
+    show("stranded behind a pooler", &report);
+    parent.abort();
+    for t in &lifo {
+        t.abort();
+    }
+
+    let f = the_finding(&report, "IdleAccumulation", "obslog-api", 25);
+    assert_eq!(f["sessions"], 4, "{f:#}");
+    assert_eq!(f["pids"], serde_json::json!([]), "{f:#}");
+    let mut ports: Vec<u64> = f["poolerClients"]
+        .as_array()
+        .unwrap_or_else(|| panic!("{f:#}"))
+        .iter()
+        .map(|c| c["port"].as_u64().unwrap())
+        .collect();
+    ports.sort_unstable();
+    let mut expected: Vec<u64> = workers
+        .iter()
+        .map(|w| u64::from(w.local_addr().port()))
+        .collect();
+    expected.sort_unstable();
+    assert_eq!(ports, expected, "{f:#}");
+    assert!(
+        f["evidence"]
+            .as_str()
+            .unwrap()
+            .starts_with("4 connections stranded idle for more than 30m00s on 127.0.0.25, which keeps using 1 other connection"),
+        "{f:#}"
+    );
+    assert!(
+        about(&report, "orders-hikari", 26).is_empty(),
+        "healthy LIFO pool: {:#}",
+        report["findings"]
+    );
+    assert!(findings(&report).len() == 1, "{:#}", report["findings"]);
+    eprintln!(
+        "shapes: stranded behind a pooler: done after {}s",
+        began.elapsed().as_secs()
     );
 }
