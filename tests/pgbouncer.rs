@@ -671,27 +671,8 @@ async fn enforce_ends_the_linked_idle_transaction_and_never_a_connection_the_poo
 /// A sandbox with a PgBouncer whose `app_tx` pools transactions over six servers.
 async fn transaction_pooled() -> (Sandbox, PgBouncer) {
     let sb = sandbox().await;
-    let pooler = sb
-        .start_pgbouncer(
-            PgBouncerOptions::default()
-                .database("app_tx", APP_DB, PoolMode::Transaction, 6)
-                .user("app", "app"),
-        )
-        .await
-        .expect("PgBouncer starts");
+    let pooler = transaction_pooler(&sb, 6).await;
     (sb, pooler)
-}
-
-/// A client of `app_tx` named `application`, from `127.0.0.<host>`.
-async fn app_client(pooler: &PgBouncer, application: &str, host: u8) -> PooledClient {
-    pooler
-        .open_client(
-            &SessionSpec::new("app", "app", "app_tx")
-                .application(application)
-                .from_addr(Ipv4Addr::new(127, 0, 0, host)),
-        )
-        .await
-        .expect("client opens through the pooler")
 }
 
 /// `check --output json --pooler pgbouncer=URL` with a policy of the database, the pooler, and
@@ -782,7 +763,7 @@ impl LifoPool {
                     tokio::spawn(async move {
                         let mut round = 0u64;
                         loop {
-                            let client = app_client(&pooler, "orders-hikari", host).await;
+                            let client = through_pooler(&pooler, "orders-hikari", host).await;
                             let variance =
                                 Duration::from_millis((slot * 7919 + round * 104_729) % 1500);
                             let retire = std::time::Instant::now() + lifetime - variance;
@@ -823,10 +804,10 @@ async fn stranded_client_connections_of_a_working_pod_are_idle_accumulation_thro
     const STRANDED: Duration = Duration::from_secs(20);
     let (sb, pooler) = transaction_pooled().await;
     let pooler = std::sync::Arc::new(pooler);
-    let parent = app_client(&pooler, "obslog-api", 91).await;
+    let parent = through_pooler(&pooler, "obslog-api", 91).await;
     let mut workers = Vec::new();
     for _ in 0..4 {
-        workers.push(app_client(&pooler, "obslog-api", 91).await);
+        workers.push(through_pooler(&pooler, "obslog-api", 91).await);
     }
     for w in &workers {
         // Each worker ran one statement before it went quiet.
@@ -897,19 +878,19 @@ async fn a_client_pool_pinned_at_its_budget_through_the_pooler_is_pool_saturatio
     let mut pinned = Vec::new();
     let mut pids = Vec::new();
     for _ in 0..2 {
-        let c = app_client(&pooler, "billing", 93).await;
+        let c = through_pooler(&pooler, "billing", 93).await;
         pids.push(c.begin_idle_in_transaction().await.unwrap());
         pinned.push(c);
     }
     let mut quiet = Vec::new();
     for _ in 0..3 {
-        let c = app_client(&pooler, "billing", 93).await;
+        let c = through_pooler(&pooler, "billing", 93).await;
         c.touch().await.unwrap();
         quiet.push(c);
     }
     let _healthy = [
-        Busy::start(app_client(&pooler, "orders", 94).await),
-        Busy::start(app_client(&pooler, "orders", 94).await),
+        Busy::start(through_pooler(&pooler, "orders", 94).await),
+        Busy::start(through_pooler(&pooler, "orders", 94).await),
     ];
     pids.sort_unstable();
 

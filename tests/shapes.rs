@@ -17,11 +17,7 @@ use std::process::Stdio;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use std::net::Ipv4Addr;
-
-use poolwarden_sandbox::{
-    ClientSession, PgBouncerOptions, PoolMode, Sandbox, SandboxOptions, SessionSpec,
-};
+use poolwarden_sandbox::{ClientSession, Sandbox, SandboxOptions};
 use serde_json::Value;
 use support::*;
 use tokio::io::{AsyncBufReadExt, BufReader};
@@ -598,29 +594,12 @@ async fn a_pool_pinned_idle_in_transaction() {
 /// spares replaced at `maxLifetime`, 30 minutes less up to 2.5%) is named by nothing.
 async fn stranded_behind_a_transaction_pooler() {
     let sb = sandbox().await;
-    let pooler = Arc::new(
-        sb.start_pgbouncer(
-            PgBouncerOptions::default()
-                .database("app_tx", APP_DB, PoolMode::Transaction, 5)
-                .user("app", "app"),
-        )
-        .await
-        .expect("PgBouncer starts"),
-    );
+    let pooler = Arc::new(transaction_pooler(&sb, 5).await);
     let began = Instant::now();
     let shared = pooler.clone();
     let through = move |application: &'static str, host: u8| {
         let pooler = shared.clone();
-        async move {
-            pooler
-                .open_client(
-                    &SessionSpec::new("app", "app", "app_tx")
-                        .application(application)
-                        .from_addr(Ipv4Addr::new(127, 0, 0, host)),
-                )
-                .await
-                .expect("client opens through the pooler")
-        }
+        async move { through_pooler(&pooler, application, host).await }
     };
     let parent = through("obslog-api", 25).await;
     let mut workers = Vec::new();

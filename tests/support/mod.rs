@@ -11,7 +11,10 @@ use std::time::Duration;
 use poolwarden::cycle::{self, Cycle};
 use poolwarden::database::postgres::{ConnectOptions, Postgres};
 use poolwarden::decide::{ClusterView, Memory, Rules};
-use poolwarden_sandbox::{ClientSession, Sandbox, SandboxOptions, SessionSpec};
+use poolwarden_sandbox::{
+    ClientSession, PgBouncer, PgBouncerOptions, PoolMode, PooledClient, Sandbox, SandboxOptions,
+    SessionSpec,
+};
 
 pub const APP_DB: &str = "app";
 
@@ -48,6 +51,34 @@ pub async fn open(sb: &Sandbox, application: &str, host: u8) -> ClientSession {
     )
     .await
     .expect("session opens")
+}
+
+/// The pooled database of [`transaction_pooler`].
+pub const POOLED_DB: &str = "app_tx";
+
+/// A PgBouncer in front of `sb` whose database `app_tx` pools `app`'s transactions over `size`
+/// server connections.
+pub async fn transaction_pooler(sb: &Sandbox, size: u32) -> PgBouncer {
+    sb.start_pgbouncer(
+        PgBouncerOptions::default()
+            .database(POOLED_DB, APP_DB, PoolMode::Transaction, size)
+            .user("app", "app"),
+    )
+    .await
+    .expect("PgBouncer starts")
+}
+
+/// A client of role `app` through the pooler's `app_tx`, named `application`, from
+/// `127.0.0.<host>`.
+pub async fn through_pooler(pooler: &PgBouncer, application: &str, host: u8) -> PooledClient {
+    pooler
+        .open_client(
+            &SessionSpec::new("app", "app", POOLED_DB)
+                .application(application)
+                .from_addr(Ipv4Addr::new(127, 0, 0, host)),
+        )
+        .await
+        .expect("client opens through the pooler")
 }
 
 /// A superuser client of database `app`, over the Unix socket: for tables the sessions use.

@@ -50,7 +50,7 @@ pub fn find(source: &SourceSessions<'_, '_>, context: &Context<'_>) -> Option<Si
         if !(stranded_while_working || over_threshold) {
             continue;
         }
-        stranded.sort_by(|a, b| b.in_state_for.cmp(&a.in_state_for));
+        stranded.sort_by_key(|c| std::cmp::Reverse(c.in_state_for));
         if best
             .as_ref()
             .is_none_or(|b| stranded.len() > b.stranded.len())

@@ -28,7 +28,7 @@ pub fn find(source: &SourceSessions<'_, '_>, context: &Context<'_>) -> Option<Si
         .filter(|(_, sessions)| sessions.len() >= budget as usize)
         .map(|(pod, sessions)| {
             let mut ages: Vec<Duration> = sessions.iter().map(|c| c.connected_for).collect();
-            ages.sort_by(|a, b| b.cmp(a));
+            ages.sort_by_key(|age| std::cmp::Reverse(*age));
             // At least `budget` of these connections have all existed since the budget-th
             // oldest one opened.
             let held_for = ages[budget as usize - 1];
