@@ -2761,3 +2761,21 @@ fn healthy_pooler_clients_beside_the_parent_are_named_by_nothing() {
     let d = decide_behind(&snap, &look(console), &rules("{}"), &cluster());
     assert!(d.findings.is_empty(), "{:#?}", d.findings);
 }
+
+#[test]
+fn a_pooler_client_waiting_for_a_server_is_in_use() {
+    // The parent waits for a server (the pool is busy); its stranded workers are still found
+    // beside it, and the waiting client is counted as the connection in use.
+    let (snap, mut console) = fork_leak_behind_the_pooler();
+    console.clients[0].state = "waiting".to_owned();
+    console.clients[0].since_request = Some(Duration::from_secs(40 * 60));
+    console.clients[0].waiting_for = Some(Duration::from_millis(300));
+    let d = decide_behind(&snap, &look(console), &rules("{}"), &cluster());
+    let f = the_finding(&d, FindingKind::IdleAccumulation);
+    assert_eq!(f.sessions, 4);
+    assert!(
+        f.evidence.contains("which keeps using 1 other connection"),
+        "{}",
+        f.evidence
+    );
+}
