@@ -11,8 +11,7 @@
 
 mod support;
 
-use std::io::{Read, Write};
-use std::net::{Ipv4Addr, TcpListener, TcpStream};
+use std::net::{Ipv4Addr, TcpListener};
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -22,6 +21,7 @@ use kube::api::{Api, PostParams};
 use poolwarden::api::PoolPolicy;
 use poolwarden_sandbox::{Sandbox, SessionSpec};
 use serde_json::{Value, json};
+use support::controller::http_get as get;
 use support::kube::KubeStandin;
 
 const NS: &str = "shop";
@@ -68,23 +68,6 @@ impl Drop for Process {
             }
         }
     }
-}
-
-/// `GET path` on 127.0.0.1:port: the status and the body.
-fn get(port: u16, path: &str) -> Option<(u16, String)> {
-    let mut stream = TcpStream::connect(("127.0.0.1", port)).ok()?;
-    stream
-        .set_read_timeout(Some(Duration::from_secs(10)))
-        .ok()?;
-    write!(stream, "GET {path} HTTP/1.0\r\nHost: localhost\r\n\r\n").ok()?;
-    let mut response = String::new();
-    stream.read_to_string(&mut response).ok()?;
-    let status = response.split_whitespace().nth(1)?.parse().ok()?;
-    let body = response
-        .split_once("\r\n\r\n")
-        .map(|(_, b)| b.to_owned())
-        .unwrap_or_default();
-    Some((status, body))
 }
 
 fn url_encode(s: &str) -> String {

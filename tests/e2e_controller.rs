@@ -11,7 +11,7 @@ use std::time::Duration;
 use futures::StreamExt;
 use k8s_openapi::api::apps::v1::{Deployment, ReplicaSet};
 use k8s_openapi::api::coordination::v1::Lease;
-use k8s_openapi::api::core::v1::{Pod, Secret};
+use k8s_openapi::api::core::v1::Pod;
 use k8s_openapi::api::events::v1::Event;
 use kube::api::{Api, DeleteParams, ListParams, PostParams};
 use poolwarden::api::PoolPolicy;
@@ -21,8 +21,8 @@ use support::alive;
 use support::kube::{KubeStandin, TEST_USER_AGENT};
 
 use support::controller::{
-    Controller, NS, cluster, cluster_on, create_policy, create_policy_with, database, eventually,
-    session,
+    Controller, NS, cluster, cluster_on, create_policy, create_policy_with, create_secret,
+    database, eventually, session,
 };
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -740,16 +740,7 @@ async fn a_secret_that_appears_retriggers_its_policy_at_once() {
     .await;
 
     let url = sb.url("monitor", "monitor", "orders") + "?sslmode=disable";
-    let secret = serde_json::from_value(json!({
-        "apiVersion": "v1", "kind": "Secret",
-        "metadata": {"name": "orders-db-monitor", "namespace": NS},
-        "stringData": {"uri": url},
-    }))
-    .unwrap();
-    Api::<Secret>::namespaced(client.clone(), NS)
-        .create(&PostParams::default(), &secret)
-        .await
-        .unwrap();
+    create_secret(&client, "orders-db-monitor", &url).await;
     // Well within the 4 minutes the backoff alone would take.
     eventually(
         "the policy reconciles once its Secret exists",

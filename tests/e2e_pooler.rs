@@ -21,7 +21,7 @@ use poolwarden_sandbox::{
     PgBouncer, PgBouncerOptions, PoolMode, PooledClient, Sandbox, SessionSpec,
 };
 use serde_json::json;
-use support::controller::{Controller, NS, eventually};
+use support::controller::{Controller, NS, create_secret, eventually};
 use support::kube::KubeStandin;
 use support::{APP_DB, alive, monitor_url, sandbox};
 
@@ -44,19 +44,6 @@ async fn pod_client(pooler: &PgBouncer, host: u8) -> PooledClient {
         )
         .await
         .expect("client opens through the pooler")
-}
-
-async fn secret(client: &kube::Client, name: &str, url: &str) {
-    let secret: Secret = serde_json::from_value(json!({
-        "apiVersion": "v1", "kind": "Secret",
-        "metadata": {"name": name, "namespace": NS},
-        "stringData": {"uri": url},
-    }))
-    .unwrap();
-    Api::<Secret>::namespaced(client.clone(), NS)
-        .create(&PostParams::default(), &secret)
-        .await
-        .unwrap();
 }
 
 /// Deployment `name` → ReplicaSet → one running pod per `(pod, ip)`, labelled `app: name`.
@@ -227,8 +214,8 @@ async fn behind_pgbouncer_the_pod_of_an_idle_transaction_is_named_and_ended_and_
     let kube = KubeStandin::start();
     let client = kube.client().await;
     let dir = tempfile::tempdir().unwrap();
-    secret(&client, "orders-db-monitor", &monitor_url(&sb)).await;
-    secret(
+    create_secret(&client, "orders-db-monitor", &monitor_url(&sb)).await;
+    create_secret(
         &client,
         "orders-pgbouncer",
         &(pgbouncer.stats_url() + "?sslmode=disable"),
@@ -397,9 +384,9 @@ async fn each_ready_replica_of_a_pooler_deployment_is_read_and_one_not_ready_sto
     let kube = KubeStandin::start();
     let client = kube.client().await;
     let dir = tempfile::tempdir().unwrap();
-    secret(&client, "orders-db-monitor", &monitor_url(&sb)).await;
+    create_secret(&client, "orders-db-monitor", &monitor_url(&sb)).await;
     // The credentials; the host is replaced by each replica's pod IP.
-    secret(
+    create_secret(
         &client,
         "orders-pgbouncer-stats",
         &(replica_a

@@ -341,14 +341,7 @@ async fn console_failures_are_typed_errors() {
 #[tokio::test]
 async fn a_console_that_never_answers_times_out() {
     // Accepts the connection and then says nothing, like a hung pooler.
-    let silent = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let port = silent.local_addr().unwrap().port();
-    let holder = tokio::spawn(async move {
-        let mut held = Vec::new();
-        while let Ok((socket, _)) = silent.accept().await {
-            held.push(socket);
-        }
-    });
+    let (port, holder) = silent_listener().await;
     let options = ConnectOptions {
         connect_timeout: Duration::from_millis(500),
         statement_timeout: Duration::from_millis(500),

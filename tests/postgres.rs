@@ -684,14 +684,7 @@ async fn when_the_server_is_full_the_open_connection_still_acts_and_a_new_one_sa
 async fn a_server_that_accepts_and_never_answers_the_login_is_unreachable_not_a_hang() {
     // A listener that takes the TCP connection and says nothing: the driver's connect timeout
     // covers only the TCP connect, so without a bound on the whole login this waits forever.
-    let silent = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let port = silent.local_addr().unwrap().port();
-    let holder = tokio::spawn(async move {
-        let mut held = Vec::new();
-        while let Ok((socket, _)) = silent.accept().await {
-            held.push(socket);
-        }
-    });
+    let (port, holder) = silent_listener().await;
     let options = poolwarden::database::postgres::ConnectOptions {
         connect_timeout: std::time::Duration::from_millis(500),
         ..Default::default()

@@ -74,17 +74,7 @@ impl Controller {
     }
 
     pub fn get(&self, path: &str) -> Option<(u16, String)> {
-        let mut stream = TcpStream::connect(("127.0.0.1", self.port)).ok()?;
-        stream.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
-        write!(stream, "GET {path} HTTP/1.0\r\nHost: localhost\r\n\r\n").ok()?;
-        let mut response = String::new();
-        stream.read_to_string(&mut response).ok()?;
-        let status = response.split_whitespace().nth(1)?.parse().ok()?;
-        let body = response
-            .split_once("\r\n\r\n")
-            .map(|(_, b)| b.to_owned())
-            .unwrap_or_default();
-        Some((status, body))
+        http_get(self.port, path)
     }
 
     pub fn metric(&self, line_start: &str) -> Option<f64> {
@@ -148,6 +138,37 @@ impl Drop for Controller {
     }
 }
 
+/// `GET path` on 127.0.0.1:port over HTTP/1.0: the status and the body.
+pub fn http_get(port: u16, path: &str) -> Option<(u16, String)> {
+    let mut stream = TcpStream::connect(("127.0.0.1", port)).ok()?;
+    stream
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .ok()?;
+    write!(stream, "GET {path} HTTP/1.0\r\nHost: localhost\r\n\r\n").ok()?;
+    let mut response = String::new();
+    stream.read_to_string(&mut response).ok()?;
+    let status = response.split_whitespace().nth(1)?.parse().ok()?;
+    let body = response
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_owned())
+        .unwrap_or_default();
+    Some((status, body))
+}
+
+/// A Secret `name` in `shop` whose key `uri` holds `url`.
+pub async fn create_secret(client: &kube::Client, name: &str, url: &str) {
+    let secret: Secret = serde_json::from_value(json!({
+        "apiVersion": "v1", "kind": "Secret",
+        "metadata": {"name": name, "namespace": NS},
+        "stringData": {"uri": url},
+    }))
+    .unwrap();
+    Api::<Secret>::namespaced(client.clone(), NS)
+        .create(&PostParams::default(), &secret)
+        .await
+        .unwrap();
+}
+
 /// The binary under test: this build's, or `POOLWARDEN_BIN` (to run a test against another
 /// build, e.g. to check that it fails on the code before a fix).
 fn binary() -> std::ffi::OsString {
@@ -195,17 +216,7 @@ pub async fn cluster(client: &kube::Client, sb: &Sandbox) -> String {
 
 /// [`cluster`], its Secret holding `url`.
 pub async fn cluster_on(client: &kube::Client, url: &str) -> String {
-    let secrets: Api<Secret> = Api::namespaced(client.clone(), NS);
-    let secret = serde_json::from_value(json!({
-        "apiVersion": "v1", "kind": "Secret",
-        "metadata": {"name": "orders-db-monitor", "namespace": NS},
-        "stringData": {"uri": url},
-    }))
-    .unwrap();
-    secrets
-        .create(&PostParams::default(), &secret)
-        .await
-        .unwrap();
+    create_secret(client, "orders-db-monitor", url).await;
 
     let deployments: Api<Deployment> = Api::namespaced(client.clone(), NS);
     let d = deployments

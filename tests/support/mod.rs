@@ -144,3 +144,17 @@ pub async fn gone(sb: &Sandbox, pid: i64) -> bool {
 pub async fn pause(millis: u64) {
     tokio::time::sleep(Duration::from_millis(millis)).await;
 }
+
+/// A listener on a free port of 127.0.0.1 that accepts connections and never says a word, like
+/// a hung server: the port, and the task holding the connections (abort it when done).
+pub async fn silent_listener() -> (u16, tokio::task::JoinHandle<()>) {
+    let silent = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = silent.local_addr().unwrap().port();
+    let holder = tokio::spawn(async move {
+        let mut held = Vec::new();
+        while let Ok((socket, _)) = silent.accept().await {
+            held.push(socket);
+        }
+    });
+    (port, holder)
+}
