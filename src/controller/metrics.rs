@@ -166,7 +166,7 @@ impl Metrics {
         );
         r.register(
             "poolers_unread",
-            "Poolers of the policy whose admin console the last cycle could not read (only for policies with spec.poolers); while above 0 no session is ended for plain idleness",
+            "Poolers of the policy (spec.poolers) whose admin console the last cycle could not read; 0 without poolers; while above 0 no session is ended for plain idleness",
             metrics.poolers_unread.clone(),
         );
         r.register(
@@ -270,13 +270,12 @@ impl Metrics {
                 policy: policy.to_owned(),
             })
             .set(oldest);
-        if !d.poolers.is_empty() {
-            self.poolers_unread
-                .get_or_create(&PolicyLabels {
-                    policy: policy.to_owned(),
-                })
-                .set(cycle.unread_poolers.len() as i64);
-        }
+        // 0 for a policy without poolers, so that the alert on it has a series to watch.
+        self.poolers_unread
+            .get_or_create(&PolicyLabels {
+                policy: policy.to_owned(),
+            })
+            .set(cycle.unread_poolers.len() as i64);
         for (protection, label) in PROTECTIONS {
             let n = d
                 .protected
