@@ -538,7 +538,7 @@ async fn transactions_held_open_and_touched() {
 
 /// Seed 001: a pool of `pool_size = 10, max_overflow = 15` pinned at its 25 connections, every
 /// one idle in a transaction: `IdleInTransaction` on all 25 after the 2 minutes the defaults
-/// allow, called a pinned pool.
+/// allow, called a pinned pool, and `PoolSaturation` for the pinned pool itself.
 async fn a_pool_pinned_idle_in_transaction() {
     let sb = sandbox().await;
     let pinned = open_many(&sb, "reports-api", 51, 25).await;
@@ -575,14 +575,16 @@ async fn a_pool_pinned_idle_in_transaction() {
         "{:#}",
         report["findings"]
     );
-    // No budget is set: PoolSaturation needs one, so it stays silent.
-    assert!(
-        !findings(&report)
-            .iter()
-            .any(|f| f["kind"] == "PoolSaturation"),
-        "{:#}",
-        report["findings"]
+    // No budget is set: every session idle in a transaction at a steady count is a pinned pool
+    // all the same, suspected until it has held for the window.
+    let f = the_finding(&report, "PoolSaturation", "reports-api", 51);
+    assert_eq!(pids(f), pids_of(&pinned));
+    assert_eq!(
+        f["summary"],
+        "127.0.0.51 holds 25 sessions, every one idle in a transaction: its pool is pinned"
     );
+    assert_eq!(f["confirmed"], false, "{f:#}");
+    assert_eq!(about(&report, "reports-api", 51).len(), 2);
 }
 
 /// Seed 000 behind a PgBouncer in transaction pooling, with the default policy and the pooler

@@ -4,6 +4,20 @@
 //! A [`Sighting`] becomes a [`Finding`]: *suspected* until it has held for the whole window (by
 //! the snapshot's own evidence or across cycles), then *confirmed*, and it stays confirmed until
 //! it has been gone for a window: no annotation flapping on a single quiet or noisy cycle.
+//!
+//! A finding belongs to its source and kind, not to the sessions that show it. Its window keeps
+//! running while every look shows the shape, whichever sessions show it, and through a gap that
+//! only the detection age explains: a pinned pool whose sessions a garbage collection replaced
+//! shows nothing until the new ones are older than `idleInTransactionAge`, yet it was pinned all
+//! along. So when a finding is seen again after a gap, the sessions that show it now say since
+//! when they have been in its shape ([`Sighting::showing_for`]): if that began no later than
+//! [`MISSED_LOOKS`] looks after the finding was last seen, the streak goes on; if later, the source
+//! had recovered in between, and the window starts again. A finding whose shape has to hold at a
+//! steady count (a pinned pool) starts again when the count changes. An unconfirmed finding that
+//! is not seen is not reported, and is forgotten once gone for a window.
+//!
+//! What `Enforce` ends for a leak ([`Sighting::ended`]) is confirmed at once: the termination was
+//! decided on that evidence, and ending the sessions must not hide the leak from its owners.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
@@ -12,7 +26,7 @@ use jiff::Timestamp;
 use serde::Serialize;
 
 use super::attribution::Source;
-use super::findings::{FindingKind, PoolerClientRef, Sighting, Subject};
+use super::findings::{ChurnTally, FindingKind, PoolerClientRef, Sighting, Subject};
 use crate::database::elapsed;
 
 /// Pods (or client addresses) of each source, with when each was last seen.
@@ -24,8 +38,8 @@ pub struct Memory {
     tracked: BTreeMap<(Subject, FindingKind), Tracked>,
     /// `(observed_at, sessions_opened_total)` of the previous snapshot.
     pub(super) last_sample: Option<(Timestamp, i64)>,
-    /// Short-lived sessions per source while the current churn lasts.
-    pub(super) churn_tally: BTreeMap<Source, u64>,
+    /// Short-lived sessions per source over the last window.
+    pub(super) churn_tally: ChurnTally,
     /// Sources seen during the last window, for `Overbooked`.
     pub(super) seen: SeenSources,
     /// Sessions terminated since this memory began.
@@ -35,7 +49,14 @@ pub struct Memory {
     /// Sessions (pid, backend start) the audit trail has recorded as refused and that are
     /// still refused: recorded once, not every cycle.
     pub audited_refusals: BTreeSet<(i64, Timestamp)>,
+    /// When the previous snapshot was taken: how far apart the looks are.
+    pub(super) last_look: Option<Timestamp>,
 }
+
+/// How many looks in a row may miss a finding's shape while its sessions are replaced (one
+/// catches the pool mid-replacement, one sees the new sessions not yet settled) before a shape
+/// that began later than that counts as a new streak.
+pub(super) const MISSED_LOOKS: u32 = 2;
 
 #[derive(Clone, Debug, PartialEq, Serialize)]
 pub(super) struct Tracked {
@@ -79,6 +100,13 @@ pub struct Finding {
     pub present: bool,
     /// Confirmed in this cycle: the moment to raise a `ConnectionLeak` Event.
     pub started: bool,
+    /// Sessions `Enforce` ends for it in this cycle (the finding is confirmed at once).
+    #[serde(skip_serializing_if = "is_zero")]
+    pub ended: u32,
+}
+
+fn is_zero(n: &u32) -> bool {
+    *n == 0
 }
 
 impl Finding {
@@ -104,6 +132,7 @@ impl Finding {
             confirms_in: (!confirmed).then(|| window.saturating_sub(held_for)),
             present,
             started,
+            ended: if present { sighting.ended } else { 0 },
         }
     }
 }
@@ -113,6 +142,13 @@ fn before(now: Timestamp, d: Duration) -> Timestamp {
         .ok()
         .and_then(|d| now.checked_sub(d).ok())
         .unwrap_or(Timestamp::MIN)
+}
+
+fn after(then: Timestamp, d: Duration) -> Timestamp {
+    jiff::SignedDuration::try_from(d)
+        .ok()
+        .and_then(|d| then.checked_add(d).ok())
+        .unwrap_or(Timestamp::MAX)
 }
 
 impl Memory {
@@ -129,10 +165,15 @@ impl Memory {
             let key = (sighting.subject.clone(), sighting.kind);
             let proven_since = before(now, sighting.held_for);
             let previous = self.tracked.get(&key);
-            let since = previous.map_or(proven_since, |p| p.since.min(proven_since));
+            let since = match previous {
+                Some(p) if p.confirmed || self.goes_on(p, &sighting, now) => {
+                    p.since.min(proven_since)
+                }
+                _ => proven_since,
+            };
             let was_confirmed = previous.is_some_and(|p| p.confirmed);
             let held_for = elapsed(since, now);
-            let confirmed = was_confirmed || held_for >= window;
+            let confirmed = was_confirmed || held_for >= window || sighting.ended > 0;
             let started = confirmed && !was_confirmed;
             findings.push(Finding::new(
                 sighting.clone(),
@@ -153,11 +194,13 @@ impl Memory {
             );
         }
         for (key, t) in &self.tracked {
-            if next.contains_key(key) {
+            if next.contains_key(key) || elapsed(t.last_seen, now) >= window {
                 continue;
             }
-            // Unconfirmed streaks break at once; confirmed findings clear only after a window.
-            if t.confirmed && elapsed(t.last_seen, now) < window {
+            // Not seen now: a confirmed finding is reported as clearing until it has been gone
+            // for a window; an unconfirmed one is remembered as long, unreported, in case its
+            // sessions were only replaced (see `goes_on`).
+            if t.confirmed {
                 let held_for = elapsed(t.since, now);
                 findings.push(Finding::new(
                     t.sighting.clone(),
@@ -167,8 +210,8 @@ impl Memory {
                     false,
                     false,
                 ));
-                next.insert(key.clone(), t.clone());
             }
+            next.insert(key.clone(), t.clone());
         }
         findings.sort_by(|a, b| {
             b.confirmed
@@ -179,23 +222,46 @@ impl Memory {
         (findings, next)
     }
 
-    pub(super) fn with(
+    /// Whether `sighting` continues the unconfirmed streak of `previous`: seen in the previous
+    /// look, or its sessions have been in the shape since no later than [`MISSED_LOOKS`] looks
+    /// after it was last seen (they replaced the sessions that showed it, and were younger than
+    /// the detection age in between). A shape held at a steady count must keep its count.
+    fn goes_on(&self, previous: &Tracked, sighting: &Sighting, now: Timestamp) -> bool {
+        if previous.sighting.stable_count != sighting.stable_count {
+            return false;
+        }
+        let Some(last_look) = self.last_look else {
+            return false;
+        };
+        if previous.last_seen == last_look {
+            return true;
+        }
+        // Half a look more, for looks that are not evenly spaced.
+        let spacing = elapsed(last_look, now);
+        let tolerance = spacing * (MISSED_LOOKS + 1) + spacing / 2;
+        let shown_since = before(now, sighting.showing_for.max(sighting.held_for));
+        shown_since <= after(previous.last_seen, tolerance)
+    }
+
+    /// The memory after a look at `now`: what this decision worked out, with the counts and the
+    /// refusals carried over (the act step and the audit trail update those).
+    pub(super) fn after_look(
+        &self,
+        now: Timestamp,
         tracked: BTreeMap<(Subject, FindingKind), Tracked>,
         last_sample: Option<(Timestamp, i64)>,
-        churn_tally: BTreeMap<Source, u64>,
+        churn_tally: ChurnTally,
         seen: SeenSources,
-        terminations_total: u64,
-        cycles: u64,
-        audited_refusals: BTreeSet<(i64, Timestamp)>,
     ) -> Self {
         Self {
             tracked,
             last_sample,
             churn_tally,
             seen,
-            terminations_total,
-            cycles,
-            audited_refusals,
+            terminations_total: self.terminations_total,
+            cycles: self.cycles,
+            audited_refusals: self.audited_refusals.clone(),
+            last_look: Some(now),
         }
     }
 

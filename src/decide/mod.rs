@@ -196,18 +196,13 @@ pub fn decide(inputs: Inputs<'_>) -> Decision {
     capacity.booked_connections = booked;
     sightings.extend(overbooked);
 
+    if rules.mode == Mode::Enforce {
+        findings::merge_ended(&mut sightings, findings::ended(&verdicts.selected, rules));
+    }
     let (findings, tracked) = memory.advance(sightings, now, rules.window);
     let annotations = annotations::plan(&findings, cluster, rules.annotate);
     let sample = snapshot.sessions_opened_total.map(|n| (now, n));
-    let next_memory = Memory::with(
-        tracked,
-        sample,
-        churn.tally,
-        seen,
-        memory.terminations_total,
-        memory.cycles,
-        memory.audited_refusals.clone(),
-    );
+    let next_memory = memory.after_look(now, tracked, sample, churn.tally, seen);
 
     let (terminate, dry_run) = match rules.mode {
         Mode::Enforce => (verdicts.selected, Vec::new()),

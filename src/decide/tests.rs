@@ -1418,16 +1418,21 @@ fn a_pod_whose_every_session_is_idle_in_transaction_is_called_a_pinned_pool() {
     assert!(f.cause.contains(CHECKED_OUT_NOTE), "{}", f.cause);
 }
 
-/// `count` sessions idle in a transaction for a minute on pod `n`, the oldest started
-/// `oldest_start` before `t0`, one more each minute after.
+/// `count` sessions on pod `n`, the oldest started `oldest_start` before `t0`, one more each
+/// minute after; all idle in a transaction for a minute but the youngest, which is running a
+/// statement (so that the pool is not pinned: see [`pinned_pool`]).
 fn pool_on_pod(n: u8, count: i64, oldest_start: i64) -> Vec<SessionBuilder> {
     (0..count)
         .map(|i| {
-            session(400 + i)
+            let s = session(400 + i)
                 .client_addr(&pod_ip(n))
-                .started_at(ago(oldest_start - i * MIN))
-                .state(SessionState::IdleInTransaction)
-                .in_state_since(ago(MIN))
+                .started_at(ago(oldest_start - i * MIN));
+            if i == count - 1 {
+                s.active(1)
+            } else {
+                s.state(SessionState::IdleInTransaction)
+                    .in_state_since(ago(MIN))
+            }
         })
         .collect()
 }
@@ -1690,6 +1695,68 @@ fn connection_churn_keeps_its_subject_from_cycle_to_cycle_and_confirms() {
 }
 
 #[test]
+fn every_churner_over_the_threshold_is_named_whatever_its_share() {
+    // Three NullPool workers: 12 new sessions a second, 30, and 3; a look every 30 s for eleven
+    // minutes. Each look's half second catches a few of their sessions, in proportion on
+    // average but not in any one look: the 12/s worker is caught once in the first look, beside
+    // ten of the other's (9%), and none in some.
+    let worker = |n: u8| PodInfo {
+        name: format!("celery-{n}"),
+        ips: vec![ip(&format!("10.0.9.{n}"))],
+        started_at: Some(ago(24 * HOUR)),
+        workload: WorkloadRef {
+            namespace: "shop".to_owned(),
+            kind: "Deployment".to_owned(),
+            name: format!("celery-{n}"),
+        },
+    };
+    let pods = ClusterView {
+        pods: vec![worker(1), worker(2), worker(3)],
+        ..ClusterView::default()
+    };
+    let caught_12 = [1, 2, 5, 3, 0, 6, 3, 4, 2, 5, 3, 0];
+    let caught_30 = [10, 8, 7, 9, 11, 6, 9, 8, 10, 7, 9, 9];
+    let caught_3 = [0, 0, 1, 0, 0, 0, 0, 1, 0, 0, 0, 0];
+    let policy = rules("{}");
+    let mut memory = Memory::default();
+    let mut pid = 10_000;
+    for look in 0..23usize {
+        let at = later(look as i64 * 30);
+        let opened = 100_000 + look as i64 * 45 * 30;
+        let mut caught = Vec::new();
+        for (n, counts) in [(1, caught_12), (2, caught_30), (3, caught_3)] {
+            for _ in 0..counts[look % counts.len()] {
+                pid += 1;
+                caught.push(
+                    session(pid)
+                        .client_addr(&format!("10.0.9.{n}"))
+                        .started_ago(0)
+                        .active(0),
+                );
+            }
+        }
+        let mut snap = snapshot().at(at).sessions_opened(opened);
+        snap.churn = Some(churn_sample(at, (opened, opened + 22), &caught));
+        let d = decide_with(&snap.build(), &policy, &pods, &memory);
+        let churners: Vec<(String, bool)> = findings(&d, FindingKind::ConnectionChurn)
+            .iter()
+            .map(|f| (f.subject.to_string(), f.confirmed))
+            .collect();
+        // Both from the first look, and confirmed a window later (within window + 2 intervals).
+        let confirmed = look >= 20;
+        assert_eq!(
+            churners,
+            [
+                ("Deployment/celery-1".to_owned(), confirmed),
+                ("Deployment/celery-2".to_owned(), confirmed)
+            ],
+            "look {look}"
+        );
+        memory = d.memory;
+    }
+}
+
+#[test]
 fn churn_seen_by_nobody_is_the_servers_and_a_single_look_measures_its_own_rate() {
     // `poolwarden check`: no previous decision, the sample's own counter gives the rate.
     let mut snap = snapshot().sessions_opened(1_000);
@@ -1838,37 +1905,306 @@ fn stuck_since(pid: i64, since: Timestamp) -> SessionBuilder {
         .in_state_since(since)
 }
 
+/// Looks every 30 s from `t0` to `t0 + until` (seconds), each snapshot made by `look(at)`;
+/// returns each decision with its time.
+fn looks_every_30s(
+    until: i64,
+    policy: &Rules,
+    cluster: &ClusterView,
+    look: impl Fn(i64) -> Snapshot,
+) -> Vec<(i64, Decision)> {
+    let mut memory = Memory::default();
+    let mut decisions = Vec::new();
+    for at in (0..=until).step_by(30) {
+        let d = decide_with(&look(at), policy, cluster, &memory);
+        memory = d.memory.clone();
+        decisions.push((at, d));
+    }
+    decisions
+}
+
 #[test]
-fn an_unconfirmed_finding_that_disappears_for_one_cycle_restarts_its_clock() {
+fn an_unconfirmed_finding_whose_source_recovered_starts_its_window_again() {
     let policy = rules(STUCK_TX);
-    // t0: idle in transaction for 6 minutes, one minute past the timeout.
-    let first = snapshot().with(stuck_since(800, ago(6 * MIN))).build();
-    let d1 = decide_with(&first, &policy, &cluster(), &Memory::default());
-    assert_eq!(
-        the_finding(&d1, FindingKind::IdleInTransaction).held_for,
-        secs(MIN)
+    // Until t0 + 30s pod 1 holds a session idle in a transaction since t0 - 6m (1m past the
+    // age); it commits, and the pod is healthy until another session sits idle in a transaction
+    // from t0 + 4m, past the age at t0 + 9m.
+    let decisions = looks_every_30s(10 * MIN, &policy, &cluster(), |at| {
+        let snap = snapshot().at(later(at));
+        if at <= 30 {
+            snap.with(stuck_since(800, ago(6 * MIN)))
+        } else if at >= 4 * MIN {
+            snap.with(stuck_since(801, later(4 * MIN)))
+        } else {
+            snap.with(session(800).client_addr(&pod_ip(1)).idle(1))
+        }
+        .build()
+    });
+    let held: Vec<(i64, Duration)> = decisions
+        .iter()
+        .filter_map(|(at, d)| {
+            let f = findings(d, FindingKind::IdleInTransaction);
+            f.first().map(|f| (*at, f.held_for))
+        })
+        .collect();
+    assert_eq!(held[..2], [(0, secs(MIN)), (30, secs(MIN + 30))]);
+    // The new session's shape began 3.5 minutes after the finding was last seen: more than
+    // three looks. A recovery: the window starts again, from when it crossed the age.
+    assert_eq!(held[2..], [(9 * MIN + 30, secs(30)), (10 * MIN, secs(MIN))]);
+    assert!(
+        decisions
+            .iter()
+            .all(|(_, d)| d.findings.iter().all(|f| !f.confirmed))
+    );
+}
+
+#[test]
+fn a_finding_whose_sessions_were_replaced_keeps_its_window() {
+    let policy = rules(STUCK_TX);
+    // Pod 1's session idle in a transaction since t0 - 6m ends at t0 + 1m; its replacement sits
+    // idle in a transaction from t0 + 1m05s, past the age at t0 + 6m05s. Nothing shows the
+    // finding for five minutes, yet the pod was in its shape all along.
+    let decisions = looks_every_30s(10 * MIN, &policy, &cluster(), |at| {
+        let snap = snapshot().at(later(at));
+        if at <= MIN {
+            snap.with(stuck_since(800, ago(6 * MIN)))
+        } else {
+            snap.with(stuck_since(801, later(MIN + 5)))
+        }
+        .build()
+    });
+    let shown: Vec<(i64, Duration, bool)> = decisions
+        .iter()
+        .filter_map(|(at, d)| {
+            let f = findings(d, FindingKind::IdleInTransaction);
+            f.first().map(|f| (*at, f.held_for, f.confirmed))
+        })
+        .collect();
+    assert_eq!(shown.len(), 3 + 8, "{shown:?}");
+    assert_eq!(shown[3], (6 * MIN + 30, secs(7 * MIN + 30), false));
+    // Since t0 - 1m, as if never interrupted: confirmed at t0 + 9m.
+    assert_eq!(shown[8], (9 * MIN, secs(10 * MIN), true));
+}
+
+/// Seed 001 as it really runs, in 30 s looks with the default policy: pod 1's pool of 25 sessions
+/// sits idle in a transaction from `t0`; every 8 minutes (at 8m05s, 16m05s) a garbage collection
+/// returns them all and the pool replaces them with 25 new sessions (new pids), idle in a
+/// transaction a second later. Beside it, outside any cluster:
+/// - storefront (10.1.0.2): 10 sessions, 2 running statements, 3 between the statements of a
+///   transaction (idle in it for under a second), 5 idle;
+/// - reports (10.1.0.3): 2 workers, each inside a transaction waiting a few seconds for an HTTP
+///   call at every look.
+fn seed_001_look(at: i64) -> Snapshot {
+    let generation = (at - 5).max(0) / (8 * MIN);
+    let replaced = generation * 8 * MIN + if generation == 0 { 0 } else { 5 };
+    let settled = replaced + if generation == 0 { 0 } else { 1 };
+    let pinned = (0..25).map(|i| {
+        session(1000 * (generation + 1) + i)
+            .application_name("orders-api")
+            .client_addr("10.1.0.1")
+            .started_at(later(replaced))
+            .state(SessionState::IdleInTransaction)
+            .in_state_since(later(settled))
+    });
+    let storefront = (0..10).map(|i| {
+        let s = session(100 + i)
+            .application_name("storefront")
+            .client_addr("10.1.0.2")
+            .started_ago(HOUR);
+        match i {
+            0 | 1 => s.active(0),
+            2..=4 => s.idle_in_transaction(0),
+            _ => s.idle(3),
+        }
+    });
+    let reports = (0..2).map(|i| {
+        session(200 + i)
+            .application_name("reports")
+            .client_addr("10.1.0.3")
+            .started_ago(HOUR)
+            .idle_in_transaction(3 + i)
+    });
+    snapshot()
+        .at(later(at))
+        .with_all(pinned)
+        .with_all(storefront)
+        .with_all(reports)
+        .build()
+}
+
+#[test]
+fn a_pinned_pool_whose_sessions_a_garbage_collection_replaces_is_confirmed_and_stays_so() {
+    let decisions = looks_every_30s(
+        20 * MIN,
+        &rules("{}"),
+        &ClusterView::default(),
+        seed_001_look,
+    );
+    let leaky = about(client("orders-api", Some("10.1.0.1")));
+    let confirmed_at = |kind: FindingKind| {
+        decisions
+            .iter()
+            .find(|(_, d)| {
+                d.findings
+                    .iter()
+                    .any(|f| f.subject == leaky && f.kind == kind && f.confirmed)
+            })
+            .map(|(at, _)| *at)
+    };
+    // Pinned from t0, every session settled 10 s later: seen at the first look after that.
+    let pinned = confirmed_at(FindingKind::PoolSaturation).expect("PoolSaturation confirms");
+    assert!(pinned <= 10 * MIN + 2 * 30, "confirmed at {pinned}s");
+    // Within window + idleInTransactionAge + 2 intervals, through the replacement at 8m05s.
+    let idle_in_tx =
+        confirmed_at(FindingKind::IdleInTransaction).expect("IdleInTransaction confirms");
+    assert!(
+        idle_in_tx <= 10 * MIN + 2 * MIN + 2 * 30,
+        "confirmed at {idle_in_tx}s"
     );
 
-    // t0 + 5m: gone.
-    let gap = snapshot().at(later(5 * MIN)).build();
-    let d2 = decide_with(&gap, &policy, &cluster(), &d1.memory);
-    assert!(d2.findings.is_empty(), "{:#?}", d2.findings);
+    for (at, d) in &decisions {
+        for (kind, since) in [
+            (FindingKind::PoolSaturation, pinned),
+            (FindingKind::IdleInTransaction, idle_in_tx),
+        ] {
+            let found: Vec<&Finding> = d
+                .findings
+                .iter()
+                .filter(|f| f.subject == leaky && f.kind == kind)
+                .collect();
+            if *at >= since {
+                // Through the replacement at 16m05s: still confirmed, started only once.
+                assert!(
+                    found.len() == 1 && found[0].confirmed,
+                    "{kind:?} at {at}s: {found:#?}"
+                );
+                assert_eq!(found[0].started, *at == since, "{kind:?} at {at}s");
+            }
+        }
+        let named: Vec<String> = d
+            .findings
+            .iter()
+            .filter(|f| f.subject != leaky)
+            .map(|f| format!("{:?} on {}", f.kind, f.subject))
+            .collect();
+        assert!(
+            named.is_empty(),
+            "healthy neighbours named at {at}s: {named:?}"
+        );
+    }
+    let f = the_finding(&decisions.last().unwrap().1, FindingKind::PoolSaturation);
+    assert_eq!(
+        f.summary,
+        "10.1.0.1 holds 25 sessions, every one idle in a transaction: its pool is pinned"
+    );
+    assert!(f.cause.contains(CHECKED_OUT_NOTE), "{}", f.cause);
+}
 
-    // t0 + 10m: another one, again a minute past the timeout.
-    let third = snapshot()
-        .at(later(10 * MIN))
-        .with(stuck_since(801, later(4 * MIN)))
+#[test]
+fn a_pinned_pool_is_pool_saturation_without_a_budget_and_below_one() {
+    let pinned = |secs_in_tx: i64| {
+        snapshot()
+            .with_all((0..25).map(|i| {
+                session(330 + i)
+                    .client_addr(&pod_ip(1))
+                    .idle_in_transaction(secs_in_tx)
+            }))
+            .build()
+    };
+    for policy in ["{}", "budgets: {maxConnectionsPerPod: 50}"] {
+        let d = decide_with(
+            &pinned(3 * MIN),
+            &rules(policy),
+            &cluster(),
+            &Memory::default(),
+        );
+        let f = the_finding(&d, FindingKind::PoolSaturation);
+        assert_eq!(f.subject, about(deployment()));
+        assert_eq!(f.sessions, 25);
+        assert_eq!(f.held_for, secs(3 * MIN));
+        assert!(!f.confirmed);
+        assert_eq!(
+            f.evidence,
+            "orders-api-7c9d8f6b5-1 holds 25 sessions, every one idle in a transaction: its pool \
+             is pinned (for at least 3m00s)"
+        );
+    }
+    // At the budget, the budget's words.
+    let d = decide_with(
+        &pinned(3 * MIN),
+        &rules("budgets: {maxConnectionsPerPod: 25}"),
+        &cluster(),
+        &Memory::default(),
+    );
+    let f = the_finding(&d, FindingKind::PoolSaturation);
+    assert!(
+        f.summary.ends_with("holds 25 sessions, its budget is 25"),
+        "{}",
+        f.summary
+    );
+
+    // Not yet settled: idle in a transaction for less than 10 s is a transaction between its
+    // statements.
+    let d = decide_with(&pinned(9), &rules("{}"), &cluster(), &Memory::default());
+    assert!(
+        findings(&d, FindingKind::PoolSaturation).is_empty(),
+        "{:#?}",
+        d.findings
+    );
+    // One session idle in a transaction is IdleInTransaction's alone; one in use unpins a pod.
+    let one = snapshot()
+        .with(
+            session(330)
+                .client_addr(&pod_ip(1))
+                .idle_in_transaction(HOUR),
+        )
         .build();
-    let d3 = decide_with(&third, &policy, &cluster(), &d2.memory);
-    let f = the_finding(&d3, FindingKind::IdleInTransaction);
-    assert_eq!(f.held_for, secs(MIN));
-    assert!(!f.confirmed);
+    let d = decide_with(&one, &rules("{}"), &cluster(), &Memory::default());
+    assert!(
+        findings(&d, FindingKind::PoolSaturation).is_empty(),
+        "{:#?}",
+        d.findings
+    );
+    let in_use = snapshot()
+        .with_all((0..24).map(|i| {
+            session(330 + i)
+                .client_addr(&pod_ip(1))
+                .idle_in_transaction(HOUR)
+        }))
+        .with(session(360).client_addr(&pod_ip(1)).idle(HOUR))
+        .build();
+    let d = decide_with(&in_use, &rules("{}"), &cluster(), &Memory::default());
+    assert!(
+        findings(&d, FindingKind::PoolSaturation).is_empty(),
+        "{:#?}",
+        d.findings
+    );
+}
 
-    // Without the gap, the streak would have held since t0 - 1m: 11 minutes, confirmed.
-    let d3 = decide_with(&third, &policy, &cluster(), &d1.memory);
-    let f = the_finding(&d3, FindingKind::IdleInTransaction);
-    assert_eq!(f.held_for, secs(11 * MIN));
-    assert!(f.confirmed);
+#[test]
+fn a_pinned_pool_whose_count_changes_starts_its_window_again() {
+    // Pod 1 pins 10 sessions from t0; at t0 + 5m a second worker process pins 10 more.
+    let decisions = looks_every_30s(12 * MIN, &rules("{}"), &cluster(), |at| {
+        let workers = if at < 5 * MIN { 1 } else { 2 };
+        snapshot()
+            .at(later(at))
+            .with_all((0..10 * workers).map(|i| {
+                session(330 + i)
+                    .client_addr(&pod_ip(1))
+                    .state(SessionState::IdleInTransaction)
+                    .in_state_since(if i < 10 { t0() } else { later(5 * MIN) })
+            }))
+            .build()
+    });
+    let held = |at: i64| {
+        let (_, d) = decisions.iter().find(|(t, _)| *t == at).unwrap();
+        let f = the_finding(d, FindingKind::PoolSaturation);
+        (f.sessions, f.held_for, f.confirmed)
+    };
+    assert_eq!(held(4 * MIN + 30), (10, secs(4 * MIN + 30), false));
+    // The new sessions settle at 5m10s: 20 sessions pinned since 5m.
+    assert_eq!(held(5 * MIN + 30), (20, secs(30), false));
+    assert_eq!(held(12 * MIN), (20, secs(7 * MIN), false));
 }
 
 #[test]
@@ -2108,6 +2444,222 @@ fn with_annotate_false_annotations_are_only_ever_removed() {
     assert_eq!(d.annotations.len(), 1, "{:#?}", d.annotations);
     assert!(d.annotations[0].is_removal());
     assert_eq!(d.annotations[0].annotations.len(), 3);
+}
+
+// ================================================================================================
+// What Enforce ends is a finding on its workload (DESIGN.md §6)
+// ================================================================================================
+
+/// Enforce ending sessions idle in a transaction after a minute and idle ones after three:
+/// shorter than the two minutes (and thirty) detection waits, so no detector sees what it ends.
+const QUICK_ENFORCE: &str = "
+mode: Enforce
+idle: {idleTimeout: 3m, idleInTransactionTimeout: 1m}
+";
+
+/// Pod 1's pool of 25 sessions, idle in a transaction for 65 s, and a client outside the
+/// cluster at work.
+fn pinned_a_minute_ago() -> Snapshot {
+    snapshot()
+        .with_all((0..25).map(|i| {
+            session(600 + i)
+                .client_addr(&pod_ip(1))
+                .idle_in_transaction(65)
+        }))
+        .with(
+            session(700)
+                .application_name("storefront")
+                .client_addr("10.1.0.2")
+                .idle(5),
+        )
+        .build()
+}
+
+#[test]
+fn sessions_enforce_ends_idle_in_a_transaction_are_a_confirmed_finding_at_once() {
+    let policy = rules(QUICK_ENFORCE);
+    let d1 = decide_with(
+        &pinned_a_minute_ago(),
+        &policy,
+        &annotated_cluster(&[]),
+        &Memory::default(),
+    );
+    // The brake: 20 this cycle, the other 5 the next.
+    assert_eq!(d1.terminate.len(), 20);
+    let f = the_finding(&d1, FindingKind::IdleInTransaction);
+    assert_eq!(f.subject, about(deployment()));
+    assert!(f.confirmed && f.started && f.present, "{f:#?}");
+    assert_eq!(f.ended, 20);
+    assert_eq!(f.sessions, 20);
+    assert_eq!(
+        f.summary,
+        "20 sessions ended, idle in a transaction for more than 1m00s (idleInTransactionTimeout)"
+    );
+    assert!(f.cause.contains(CHECKED_OUT_NOTE), "{}", f.cause);
+    // The workload is annotated in the cycle that ends its sessions; nobody else is.
+    assert_eq!(d1.annotations.len(), 1, "{:#?}", d1.annotations);
+    let change = &d1.annotations[0];
+    assert_eq!(change.workload, orders_api());
+    assert_eq!(
+        change.annotations[LEAK].as_deref(),
+        Some("IdleInTransaction")
+    );
+    let detail = change.annotations[LEAK_DETAIL].as_deref().unwrap();
+    assert!(
+        detail.contains("20 sessions ended, idle in a transaction"),
+        "{detail}"
+    );
+    assert!(d1.findings.iter().all(|f| f.subject == about(deployment())));
+    let annotated = annotated_cluster(&applied(change));
+
+    // The other 5: the same finding, still confirmed, not started again.
+    let rest = snapshot()
+        .at(later(30))
+        .with_all((20..25).map(|i| {
+            session(600 + i)
+                .client_addr(&pod_ip(1))
+                .state(SessionState::IdleInTransaction)
+                .in_state_since(ago(65))
+        }))
+        .build();
+    let d2 = decide_with(&rest, &policy, &annotated, &d1.memory);
+    assert_eq!(d2.terminate.len(), 5);
+    let f = the_finding(&d2, FindingKind::IdleInTransaction);
+    assert!(f.confirmed && !f.started && f.ended == 5, "{f:#?}");
+    // The detail says what was ended last.
+    assert_eq!(d2.annotations.len(), 1, "{:#?}", d2.annotations);
+    assert_eq!(
+        d2.annotations[0].annotations.keys().collect::<Vec<_>>(),
+        [LEAK_DETAIL]
+    );
+    let annotated = annotated_cluster(&[
+        applied(change)[0],
+        (LEAK_DETAIL, applied(&d2.annotations[0])[0].1),
+        applied(change)[2],
+    ]);
+
+    // Nothing more ended, nothing more seen: it clears a window after the last, and only then.
+    let quiet = |at: i64| snapshot().at(later(at)).build();
+    let d3 = decide_with(&quiet(60), &policy, &annotated, &d2.memory);
+    let f = the_finding(&d3, FindingKind::IdleInTransaction);
+    assert!(f.confirmed && !f.present && f.ended == 0, "{f:#?}");
+    assert!(d3.annotations.is_empty(), "{:#?}", d3.annotations);
+    let d4 = decide_with(&quiet(30 + 10 * MIN), &policy, &annotated, &d3.memory);
+    assert!(d4.findings.is_empty(), "{:#?}", d4.findings);
+    assert!(d4.annotations[0].is_removal(), "{:#?}", d4.annotations);
+}
+
+#[test]
+fn what_dry_run_would_end_is_no_finding_before_its_detection_age() {
+    let mut policy = rules(QUICK_ENFORCE);
+    policy.mode = Mode::DryRun;
+    let d = decide_with(
+        &pinned_a_minute_ago(),
+        &policy,
+        &annotated_cluster(&[]),
+        &Memory::default(),
+    );
+    assert_eq!(d.dry_run.len(), 20);
+    assert!(findings(&d, FindingKind::IdleInTransaction).is_empty());
+    assert!(d.annotations.is_empty(), "{:#?}", d.annotations);
+}
+
+#[test]
+fn sessions_enforce_ends_for_plain_idleness_are_no_finding() {
+    // Seed 000's forked workers, idle for four minutes while the parent works.
+    let snap = snapshot()
+        .with(session(800).client_addr(&pod_ip(1)).active(0))
+        .with_all((0..4).map(|i| session(801 + i).client_addr(&pod_ip(1)).idle(4 * MIN)))
+        .build();
+    let d = decide_with(
+        &snap,
+        &rules(QUICK_ENFORCE),
+        &annotated_cluster(&[]),
+        &Memory::default(),
+    );
+    assert_eq!(reasons(&d.terminate), [Reason::IdleTimeout; 4]);
+    assert!(d.findings.is_empty(), "{:#?}", d.findings);
+    assert!(d.annotations.is_empty(), "{:#?}", d.annotations);
+}
+
+#[test]
+fn orphans_and_transactions_too_old_that_enforce_ends_are_confirmed_at_once() {
+    let with_departed = ClusterView {
+        departed: vec![departed(4, ago(2 * MIN))],
+        ..annotated_cluster(&[])
+    };
+    let orphans = snapshot()
+        .with_all((0..2).map(|i| {
+            session(230 + i)
+                .client_addr(&pod_ip(4))
+                .started_ago(HOUR)
+                .idle(5 * MIN)
+        }))
+        .build();
+    let d = decide_with(
+        &orphans,
+        &rules(ENFORCE),
+        &with_departed,
+        &Memory::default(),
+    );
+    let f = the_finding(&d, FindingKind::Orphaned);
+    assert!(f.confirmed && f.started && f.ended == 2, "{f:#?}");
+    assert!(
+        f.summary.ends_with(&format!(
+            "2 sessions ended, left behind by pods that no longer exist ({})",
+            pod_name(4)
+        )),
+        "{}",
+        f.summary
+    );
+    // The same in DryRun: two minutes of the window.
+    let d = decide_with(
+        &orphans,
+        &rules(DRY_RUN),
+        &with_departed,
+        &Memory::default(),
+    );
+    let f = the_finding(&d, FindingKind::Orphaned);
+    assert!(!f.confirmed && f.ended == 0, "{f:#?}");
+
+    // Transactions of 6 minutes, ended at 5: younger than the 10 minutes of detection.
+    let policy = rules("mode: Enforce\nidle: {maxTransactionAge: 5m}");
+    let snap = snapshot()
+        .with(long_transaction(910, 6 * MIN, 20, 10))
+        .with(long_transaction(911, 6 * MIN, 30, 10))
+        .build();
+    let d = decide_with(&snap, &policy, &annotated_cluster(&[]), &Memory::default());
+    assert_eq!(reasons(&d.terminate), [Reason::TransactionTooOld; 2]);
+    let f = the_finding(&d, FindingKind::LongTransaction);
+    assert!(f.confirmed && f.started && f.ended == 2, "{f:#?}");
+    assert_eq!(
+        f.summary,
+        "2 sessions ended, idle in a transaction open for more than 5m00s (maxTransactionAge)"
+    );
+    assert_eq!(
+        d.annotations[0].annotations[LEAK].as_deref(),
+        Some("LongTransaction")
+    );
+}
+
+#[test]
+fn what_enforce_ends_of_a_leak_a_detector_sees_adds_to_that_finding() {
+    // Idle in a transaction for three minutes: past the detection age too.
+    let snap = snapshot()
+        .with_all((0..3).map(|i| {
+            session(600 + i)
+                .client_addr(&pod_ip(1))
+                .idle_in_transaction(3 * MIN)
+        }))
+        .build();
+    let d = decide_with(&snap, &rules(QUICK_ENFORCE), &cluster(), &Memory::default());
+    let f = the_finding(&d, FindingKind::IdleInTransaction);
+    assert!(f.confirmed && f.started && f.ended == 3, "{f:#?}");
+    assert_eq!(
+        f.summary,
+        "3 sessions idle in transaction for more than 2m00s; 3 sessions ended, idle in a \
+         transaction for more than 1m00s (idleInTransactionTimeout)"
+    );
 }
 
 // ================================================================================================

@@ -98,5 +98,6 @@ pub fn find(source: &SourceSessions<'_, '_>, context: &Context<'_>) -> Option<Si
     );
     sighting.summary = summary;
     sighting.held_for = kth.saturating_sub(detect.stranded_idle_age);
+    sighting.showing_for = kth;
     Some(sighting.noting_pooler_clients())
 }

@@ -55,5 +55,6 @@ pub fn find(source: &SourceSessions<'_, '_>, context: &Context<'_>) -> Option<Si
     }
     sighting.summary = summary;
     sighting.held_for = stuck[0].0.saturating_sub(limit);
+    sighting.showing_for = stuck[0].0;
     Some(sighting)
 }

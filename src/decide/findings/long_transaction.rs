@@ -67,5 +67,6 @@ pub fn find(source: &SourceSessions<'_, '_>, context: &Context<'_>) -> Option<Si
     sighting.evidence = evidence;
     sighting.summary = summary;
     sighting.held_for = long[0].0.saturating_sub(limit);
+    sighting.showing_for = long[0].0;
     Some(sighting)
 }

@@ -9,6 +9,7 @@
 //! `spec.leakDetection`, with defaults, so a policy that sets nothing still reports every shape.
 
 mod churn;
+mod ended;
 mod idle_accumulation;
 mod idle_in_transaction;
 mod long_transaction;
@@ -18,7 +19,8 @@ mod pool_saturation;
 mod pooler_saturation;
 mod server_saturation;
 
-pub use churn::churn;
+pub use churn::{ChurnTally, churn};
+pub use ended::{ended, merge as merge_ended};
 pub use overbooked::overbooked;
 pub use pooler_saturation::pooler_saturation;
 pub use server_saturation::server_saturation;
@@ -169,6 +171,19 @@ pub struct Sighting {
     pub pooler_clients: Vec<PoolerClientRef>,
     /// How long the snapshot alone proves it has held.
     pub held_for: Duration,
+    /// How long the sessions showing it have been in its shape, the detection age included
+    /// (`held_for` plus that age; zero where there is none, for the same as `held_for`): a
+    /// session that replaced one of a finding's sessions is in the shape long before it is old
+    /// enough to show it, and the finding's streak goes on.
+    #[serde(skip)]
+    pub showing_for: Duration,
+    /// For a shape that holds only at a steady count (a pinned pool): the count. Another count
+    /// starts its window again.
+    #[serde(skip)]
+    pub stable_count: Option<u32>,
+    /// Sessions `Enforce` ends for this leak in this cycle: confirmed at once.
+    #[serde(skip)]
+    pub ended: u32,
 }
 
 /// A client connection to a pooler, as a finding names it.
@@ -255,10 +270,22 @@ impl Connection {
 impl Sighting {
     /// A sighting about a source, with the kind's usual cause.
     fn about(source: &Source, kind: FindingKind) -> Self {
-        Self {
-            subject: Subject::Source {
+        Self::new(
+            Subject::Source {
                 source: source.clone(),
             },
+            kind,
+        )
+    }
+
+    /// A sighting about the server as a whole, with the kind's usual cause.
+    fn about_server(kind: FindingKind) -> Self {
+        Self::new(Subject::Server, kind)
+    }
+
+    fn new(subject: Subject, kind: FindingKind) -> Self {
+        Self {
+            subject,
             kind,
             evidence: String::new(),
             summary: String::new(),
@@ -267,6 +294,9 @@ impl Sighting {
             pids: Vec::new(),
             pooler_clients: Vec::new(),
             held_for: Duration::ZERO,
+            showing_for: Duration::ZERO,
+            stable_count: None,
+            ended: 0,
         }
     }
 

@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use jiff::Timestamp;
 
-use super::{Budgets, FindingKind, Sighting, Subject};
+use super::{Budgets, FindingKind, Sighting};
 use crate::decide::attribution::Source;
 use crate::decide::cluster::ClusterView;
 use crate::decide::groups::Group;
@@ -91,17 +91,13 @@ pub fn overbooked(
              from applications"
         ));
     }
-    let sighting = (!reasons.is_empty()).then(|| Sighting {
-        subject: Subject::Server,
-        kind: FindingKind::Overbooked,
-        evidence: reasons.join("; "),
-        summary: reasons.join("; "),
-        cause: FindingKind::Overbooked.likely_cause().to_owned(),
-        sessions: 0,
-        pids: Vec::new(),
-        pooler_clients: Vec::new(),
+    let sighting = (!reasons.is_empty()).then(|| {
+        let mut sighting = Sighting::about_server(FindingKind::Overbooked);
+        sighting.evidence = reasons.join("; ");
+        sighting.summary = reasons.join("; ");
         // A matter of configuration, not of time: it holds as long as it is true.
-        held_for: rules.window.max(Duration::from_secs(1)),
+        sighting.held_for = rules.window.max(Duration::from_secs(1));
+        sighting
     });
     (booked, sighting)
 }

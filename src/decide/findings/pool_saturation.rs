@@ -1,10 +1,17 @@
-//! `PoolSaturation`: a pod at (or over) its per-pod budget: the workload's
-//! `poolwarden.io/pool-max`, else the policy's `budgets.maxConnectionsPerPod`. Without a budget
-//! there is nothing to compare with, and nothing is found.
+//! `PoolSaturation`: a pod whose pool is full. Two shapes say so:
 //!
-//! At the budget, the pool is pinned at `pool_size + max_overflow` (seed 001). Over it, the pod
-//! has more pools than the budget assumes: several worker processes, each with its own pool, or
-//! a larger pool than declared. The words say which.
+//! - **At its budget**: a pod at (or over) its per-pod budget: the workload's
+//!   `poolwarden.io/pool-max`, else the policy's `budgets.maxConnectionsPerPod`. At the budget,
+//!   the pool is pinned at `pool_size + max_overflow` (seed 001). Over it, the pod has more pools
+//!   than the budget assumes: several worker processes, each with its own pool, or a larger
+//!   pool than declared. The words say which.
+//! - **Pinned**, with or without a budget: every one of a pod's connections (two or more) idle in
+//!   a transaction, each for at least [`PINNED_SETTLED`], at a steady count. Seed 001's 25
+//!   sessions sit so at every look; a healthy pod's sessions are idle in a transaction only for
+//!   the moments between a transaction's statements, never all of them, for seconds, at every
+//!   look of a window. A full garbage collection returns the pinned connections and the pool
+//!   leaks 25 new ones within a second: the shape goes on (see [`super::super::memory`]), and a
+//!   different count starts the window again.
 //!
 //! Behind a transaction pooler a pod's pool connections are client connections to the pooler,
 //! and only those inside a transaction hold a server session: the others count too, from the
@@ -13,18 +20,33 @@
 use std::time::Duration;
 
 use super::{
-    CHECKED_OUT_NOTE, Context, FindingKind, Sighting, SourceSessions, connections_word,
+    CHECKED_OUT_NOTE, Connection, Context, FindingKind, Sighting, SourceSessions, connections_word,
     pooler_clients_said,
 };
 use crate::api::{count, human};
 use crate::decide::POOL_MAX;
 
+/// How long each of a pinned pool's connections has sat idle in a transaction, at least: longer
+/// than a transaction of a healthy application waits between two statements.
+pub const PINNED_SETTLED: Duration = Duration::from_secs(10);
+
 pub fn find(source: &SourceSessions<'_, '_>, context: &Context<'_>) -> Option<Sighting> {
-    let budget = context.budgets.per_pod(source.source)?;
     let now = context.snapshot.observed_at;
-    let (pod, sessions, held_for) = source
-        .connections(now)
-        .into_iter()
+    let by_pod = source.connections(now);
+    context
+        .budgets
+        .per_pod(source.source)
+        .and_then(|budget| at_budget(source, &by_pod, budget))
+        .or_else(|| pinned(source, &by_pod))
+}
+
+fn at_budget(
+    source: &SourceSessions<'_, '_>,
+    by_pod: &std::collections::BTreeMap<&str, Vec<Connection>>,
+    budget: u32,
+) -> Option<Sighting> {
+    let (pod, sessions, held_for) = by_pod
+        .iter()
         .filter(|(_, sessions)| sessions.len() >= budget as usize)
         .map(|(pod, sessions)| {
             let mut ages: Vec<Duration> = sessions.iter().map(|c| c.connected_for).collect();
@@ -41,8 +63,8 @@ pub fn find(source: &SourceSessions<'_, '_>, context: &Context<'_>) -> Option<Si
         .filter(|c| c.state.is_idle_in_transaction())
         .count();
     let mut sighting =
-        Sighting::about(source.source, FindingKind::PoolSaturation).with_connections(&sessions);
-    let holds = count(held, connections_word(&sessions));
+        Sighting::about(source.source, FindingKind::PoolSaturation).with_connections(sessions);
+    let holds = count(held, connections_word(sessions));
     if held > budget as usize {
         sighting.summary = format!("{pod} holds {holds}, over its budget of {budget}");
         sighting.cause = format!(
@@ -60,9 +82,45 @@ pub fn find(source: &SourceSessions<'_, '_>, context: &Context<'_>) -> Option<Si
     sighting.evidence = format!(
         "{} ({in_tx} idle in transaction{}), for at least {}",
         sighting.summary,
-        pooler_clients_said(&sessions),
+        pooler_clients_said(sessions),
         human(held_for)
     );
     sighting.held_for = held_for;
     Some(sighting.noting_pooler_clients())
+}
+
+fn pinned(
+    source: &SourceSessions<'_, '_>,
+    by_pod: &std::collections::BTreeMap<&str, Vec<Connection>>,
+) -> Option<Sighting> {
+    let (pod, connections, held_for) = by_pod
+        .iter()
+        .filter(|(_, connections)| {
+            connections.len() >= 2
+                && connections
+                    .iter()
+                    .all(|c| c.state.is_idle_in_transaction() && c.in_state_for >= PINNED_SETTLED)
+        })
+        // All of them have sat idle in a transaction since the youngest did.
+        .filter_map(|(pod, connections)| {
+            let held_for = connections.iter().map(|c| c.in_state_for).min()?;
+            Some((pod, connections, held_for))
+        })
+        .max_by_key(|(_, _, held)| *held)?;
+    let mut sighting =
+        Sighting::about(source.source, FindingKind::PoolSaturation).with_connections(connections);
+    sighting.summary = format!(
+        "{pod} holds {}, every one idle in a transaction: its pool is pinned",
+        count(connections.len(), connections_word(connections))
+    );
+    sighting.evidence = format!("{} (for at least {})", sighting.summary, human(held_for));
+    sighting.cause = format!(
+        "a pool pinned with every connection checked out and idle in a transaction (seed 001: a \
+         request's session handed to a background task after the request closed it; a garbage \
+         collection that returns the connections only lets the tasks pin new ones); \
+         {CHECKED_OUT_NOTE}"
+    );
+    sighting.held_for = held_for;
+    sighting.stable_count = Some(connections.len() as u32);
+    Some(sighting)
 }

@@ -2,9 +2,7 @@
 //! of the connections the server accepts from applications. New connections are about to fail
 //! (seed 003's `too many clients already`): the finding names the top holders and their states.
 
-use std::time::Duration;
-
-use super::{FindingKind, Sighting, Subject};
+use super::{FindingKind, Sighting};
 use crate::decide::capacity::Capacity;
 use crate::decide::groups::Group;
 use crate::decide::rules::Rules;
@@ -46,15 +44,9 @@ pub fn server_saturation(capacity: &Capacity, groups: &[Group], rules: &Rules) -
     } else {
         format!("top holders: {}", top.join("; "))
     };
-    Some(Sighting {
-        subject: Subject::Server,
-        kind: FindingKind::ServerSaturation,
-        evidence: format!("{summary} ({}%); {holders}", capacity.utilization_percent),
-        summary,
-        cause: FindingKind::ServerSaturation.likely_cause().to_owned(),
-        sessions: capacity.client_sessions,
-        pids: Vec::new(),
-        pooler_clients: Vec::new(),
-        held_for: Duration::ZERO,
-    })
+    let mut sighting = Sighting::about_server(FindingKind::ServerSaturation);
+    sighting.evidence = format!("{summary} ({}%); {holders}", capacity.utilization_percent);
+    sighting.summary = summary;
+    sighting.sessions = capacity.client_sessions;
+    Some(sighting)
 }
