@@ -22,7 +22,7 @@ use support::kube::{KubeStandin, TEST_USER_AGENT};
 
 use support::controller::{
     Controller, NS, cluster, cluster_on, create_policy, create_policy_with, create_secret,
-    database, eventually, session,
+    create_workload, database, eventually, session,
 };
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -401,6 +401,173 @@ async fn a_leaking_deployment_is_annotated_once_and_its_event_is_where_kubectl_d
         "the reference names the version it saw"
     );
     drop(idle);
+}
+
+/// The Events about `workload` (a Deployment in `shop`): (type, reason, note).
+async fn events_about(client: &kube::Client, workload: &str) -> Vec<(String, String, String)> {
+    let events: Api<Event> = Api::namespaced(client.clone(), NS);
+    let list = events.list(&ListParams::default()).await.unwrap();
+    list.items
+        .into_iter()
+        .filter(|e| {
+            e.regarding.as_ref().is_some_and(|r| {
+                r.kind.as_deref() == Some("Deployment") && r.name.as_deref() == Some(workload)
+            })
+        })
+        .map(|e| {
+            (
+                e.type_.unwrap_or_default(),
+                e.reason.unwrap_or_default(),
+                e.note.unwrap_or_default(),
+            )
+        })
+        .collect()
+}
+
+/// Enforce with timeouts shorter than the detection ages, as the real-cluster run had them
+/// (idle in a transaction ended at 2 s, idle at 4 s, detection at its defaults of 2 and 30
+/// minutes, a window of 10): no detector can see these leaks before they are ended.
+/// - orders-api's pinned pool (5 sessions idle in a transaction) is ended, and in that reconcile
+///   its Deployment is annotated `IdleInTransaction` and gets a `Warning ConnectionLeak` Event
+///   naming what was ended;
+/// - obslog-api's forked workers (3 idle sessions beside a busy parent) are ended for plain
+///   idleness: a `Normal SessionsTerminated` Event on its Deployment says so, and no annotation;
+/// - storefront, busy, gets nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn what_enforce_ends_is_told_on_each_workload_in_the_reconcile_that_ends_it() {
+    let sb = database().await;
+    let kube = KubeStandin::start();
+    let client = kube.client().await;
+    let dir = tempfile::tempdir().unwrap();
+    cluster(&client, &sb).await;
+    create_workload(
+        &client,
+        "obslog-api",
+        &[("obslog-api-5c6d-a", "127.0.0.43")],
+    )
+    .await;
+    create_workload(
+        &client,
+        "storefront",
+        &[("storefront-5c6d-a", "127.0.0.44")],
+    )
+    .await;
+
+    let mut pinned = Vec::new();
+    for _ in 0..5 {
+        let s = session(&sb, 41).await;
+        s.begin_idle_in_transaction().await.unwrap();
+        pinned.push(s);
+    }
+    let parent = session(&sb, 43).await;
+    parent.start_active(120.0);
+    let mut workers = Vec::new();
+    for _ in 0..3 {
+        workers.push(session(&sb, 43).await);
+    }
+    let mut busy = Vec::new();
+    for _ in 0..2 {
+        let s = session(&sb, 44).await;
+        s.start_active(120.0);
+        busy.push(s);
+    }
+    create_policy_with(
+        &client,
+        json!({
+            "mode": "Enforce",
+            "interval": "1s",
+            "idle": {"idleInTransactionTimeout": "2s", "idleTimeout": "4s"},
+        }),
+    )
+    .await;
+    let controller = Controller::start(&kube.kubeconfig(dir.path()), dir.path(), "replica-a");
+
+    for s in pinned.iter().chain(&workers) {
+        let pid = s.pid();
+        eventually(&format!("pid {pid} ended"), 60, || async {
+            (!alive(&sb, pid).await).then_some(())
+        })
+        .await;
+    }
+    // Told on the pinned pool's Deployment: the annotation and the Warning, naming what was
+    // ended. The window is 10 minutes: only the termination can have confirmed it.
+    let deployments: Api<Deployment> = Api::namespaced(client.clone(), NS);
+    let annotations = eventually("orders-api is annotated", 10, || async {
+        deployments
+            .get("orders-api")
+            .await
+            .ok()?
+            .metadata
+            .annotations
+    })
+    .await;
+    assert_eq!(annotations["poolwarden.io/leak"], "IdleInTransaction");
+    let detail = &annotations["poolwarden.io/leak-detail"];
+    assert!(
+        detail.contains("5 sessions ended, idle in a transaction for more than 2s"),
+        "{detail}"
+    );
+    let warned = eventually("the ConnectionLeak Event on orders-api", 10, || async {
+        let events = events_about(&client, "orders-api").await;
+        events
+            .into_iter()
+            .find(|(_, reason, _)| reason == "ConnectionLeak")
+    })
+    .await;
+    assert_eq!(warned.0, "Warning");
+    assert!(warned.2.contains("5 sessions ended"), "{}", warned.2);
+    assert!(warned.2.contains("checked out"), "{}", warned.2);
+
+    // The forked workers: ended for idleness, a Normal Event, no leak annotation.
+    let told = eventually("the SessionsTerminated Event on obslog-api", 10, || async {
+        let events = events_about(&client, "obslog-api").await;
+        events
+            .into_iter()
+            .find(|(_, reason, _)| reason == "SessionsTerminated")
+    })
+    .await;
+    assert_eq!(told.0, "Normal");
+    assert!(
+        told.2
+            .contains("ended 3 sessions of this workload: 3 IdleTimeout"),
+        "{}",
+        told.2
+    );
+    assert!(told.2.contains("obslog-api-5c6d-a"), "{}", told.2);
+
+    // A few more reconciles: the healthy neighbour and the forked workers' parent are left
+    // alone, and nobody else is marked.
+    let start = reconciles(&controller);
+    eventually("three more reconciles", 30, || async {
+        (reconciles(&controller) >= start + 3.0).then_some(())
+    })
+    .await;
+    assert!(alive(&sb, parent.pid()).await);
+    for s in &busy {
+        assert!(alive(&sb, s.pid()).await);
+    }
+    for name in ["obslog-api", "storefront"] {
+        let d = deployments.get(name).await.unwrap();
+        let marked: Vec<String> = d
+            .metadata
+            .annotations
+            .unwrap_or_default()
+            .into_keys()
+            .filter(|k| k.starts_with("poolwarden.io/"))
+            .collect();
+        assert!(marked.is_empty(), "{name}: {marked:?}");
+    }
+    assert!(
+        events_about(&client, "storefront").await.is_empty(),
+        "{:?}",
+        events_about(&client, "storefront").await
+    );
+    assert!(
+        !events_about(&client, "obslog-api")
+            .await
+            .iter()
+            .any(|(_, reason, _)| reason == "ConnectionLeak")
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

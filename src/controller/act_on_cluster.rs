@@ -1,8 +1,13 @@
 //! Step 4 of a reconcile: what the cycle found, told on the cluster. Annotations on the workloads
 //! at the top of their owner chains (only the changes the decision asks for, as merge patches of
-//! poolwarden's keys), `Warning ConnectionLeak` Events on the workloads where a finding starts, and
-//! a `Normal SessionsTerminated` Event on the policy when it acted. Each write is made only while
-//! this replica may still act (its lease held, the renew deadline not passed).
+//! poolwarden's keys), `Warning ConnectionLeak` Events on the workloads where a finding starts
+//! (what `Enforce` ends for a leak starts its finding in the same cycle), a `Normal
+//! SessionsTerminated` Event on each workload whose sessions were ended, for a leak or for plain
+//! idleness, so that its owners see what was ended, and one on the policy when it acted. Each
+//! write is made only while this replica may still act (its lease held, the renew deadline not
+//! passed).
+
+use std::collections::BTreeMap;
 
 use kube::Api;
 use kube::api::{DynamicObject, Patch, PatchParams};
@@ -12,9 +17,9 @@ use super::context::Context;
 use super::engines::Connector;
 use super::error::ReconcileError;
 use super::patches;
-use crate::api::{PoolPolicy, count};
+use crate::api::{PoolPolicy, count, human};
 use crate::cycle::Cycle;
-use crate::decide::{AnnotationChange, Source, Subject, Termination};
+use crate::decide::{AnnotationChange, Source, Subject, Termination, WorkloadRef};
 
 /// Annotates, then raises the Events. Every annotation is tried; the first failure is returned.
 /// An Event that cannot be written is logged, never retried.
@@ -102,6 +107,28 @@ async fn raise_events<C: Connector>(ctx: &Context<C>, policy: &PoolPolicy, cycle
         }
     }
     let terminated = &cycle.outcome.terminated;
+    for (workload, ended) in by_workload(terminated) {
+        let target = {
+            let index = ctx.index.read().unwrap_or_else(|e| e.into_inner());
+            patches::workload_reference(workload, index.identity(workload))
+        };
+        let Some(target) = target else {
+            continue;
+        };
+        let event = Event {
+            type_: EventType::Normal,
+            reason: "SessionsTerminated".into(),
+            note: Some(truncate(&ended_note(&ended, &policy_name))),
+            action: "Terminate".into(),
+            secondary: Some(policy_reference.clone()),
+        };
+        if !ctx.is_leader() {
+            return;
+        }
+        if let Err(error) = ctx.recorder.publish(&event, &target).await {
+            tracing::warn!(%workload, %error, "could not record a SessionsTerminated event");
+        }
+    }
     if !terminated.is_empty() {
         let mut sources: Vec<String> = terminated.iter().map(|t| t.source.to_string()).collect();
         sources.sort();
@@ -132,6 +159,45 @@ fn terminated_note(terminated: &[Termination], sources: &[String]) -> String {
     match crate::report::checked_out_note(terminated) {
         Some(note) => format!("{base}; {note}"),
         None => base,
+    }
+}
+
+/// The sessions ended this cycle, by the workload they came from.
+fn by_workload(terminated: &[Termination]) -> BTreeMap<&WorkloadRef, Vec<&Termination>> {
+    let mut by_workload: BTreeMap<&WorkloadRef, Vec<&Termination>> = BTreeMap::new();
+    for t in terminated {
+        if let Source::Workload(workload) = &t.source {
+            by_workload.entry(workload).or_default().push(t);
+        }
+    }
+    by_workload
+}
+
+/// `policy shop/orders-db ended 4 sessions of this workload: 4 IdleTimeout (up to 3m10s), …`:
+/// one note per workload and cycle, every reason counted, the pods named.
+fn ended_note(ended: &[&Termination], policy_name: &str) -> String {
+    let mut by_reason: BTreeMap<&str, (usize, std::time::Duration)> = BTreeMap::new();
+    for t in ended {
+        let (n, longest) = by_reason.entry(t.reason.as_str()).or_default();
+        *n += 1;
+        *longest = (*longest).max(t.in_state_for);
+    }
+    let reasons: Vec<String> = by_reason
+        .into_iter()
+        .map(|(reason, (n, longest))| format!("{n} {reason} (up to {})", human(longest)))
+        .collect();
+    let mut pods: Vec<&str> = ended.iter().map(|t| t.pod.as_str()).collect();
+    pods.sort_unstable();
+    pods.dedup();
+    let note = format!(
+        "policy {policy_name} ended {} of this workload: {}; pods {}",
+        count(ended.len(), "session"),
+        reasons.join(", "),
+        pods.join(", ")
+    );
+    match crate::report::checked_out_note(ended.iter().copied()) {
+        Some(checked_out) => format!("{note}; {checked_out}"),
+        None => note,
     }
 }
 

@@ -700,6 +700,29 @@ async fn one_reconcile_terminates_annotates_raises_events_and_reports_in_that_or
     );
     let echo = r.body.clone();
     r.reply(201, echo);
+    // … what was ended, on the Deployment, for its owners …
+    let r = next(&mut handle).await;
+    assert_eq!(
+        stable(r.body.clone()),
+        json!({
+            "apiVersion": "events.k8s.io/v1",
+            "kind": "Event",
+            "metadata": {"name": "orders-api.<now>", "namespace": "shop"},
+            "action": "Terminate",
+            "reason": "SessionsTerminated",
+            "type": "Normal",
+            "eventTime": "<now>",
+            "note": "policy shop/orders-db ended 3 sessions of this workload: 3 IdleTimeout (up \
+                     to 15m00s); pods orders-api-5c6d-q7x",
+            "regarding": {"apiVersion": "apps/v1", "kind": "Deployment", "name": "orders-api",
+                          "namespace": "shop", "uid": "uid-orders-api", "resourceVersion": "11"},
+            "related": policy_reference,
+            "reportingController": "poolwarden",
+            "reportingInstance": "test",
+        })
+    );
+    let echo = r.body.clone();
+    r.reply(201, echo);
     // … and the terminations on the policy.
     let r = next(&mut handle).await;
     assert_eq!(
@@ -1349,9 +1372,10 @@ async fn against_a_real_postgresql_one_reconcile_ends_exactly_the_leaked_session
                "metadata": {"name": "orders-db-monitor", "namespace": "shop", "resourceVersion": "5"},
                "data": {"uri": base64::engine::general_purpose::STANDARD.encode(url)}}),
     );
-    // The annotation, two Events, the status: in that order, as the scripted scenario pins them.
+    // The annotation, three Events, the status: in that order, as the scripted scenario pins
+    // them.
     let mut sent = Vec::new();
-    for _ in 0..4 {
+    for _ in 0..5 {
         let r = next(&mut handle).await;
         sent.push((r.method.clone(), r.uri.clone()));
         let echo = if r.method == Method::POST {
@@ -1370,6 +1394,7 @@ async fn against_a_real_postgresql_one_reconcile_ends_exactly_the_leaked_session
                 Method::PATCH,
                 "/apis/apps/v1/namespaces/shop/deployments/orders-api?".to_owned()
             ),
+            (Method::POST, events.to_owned()),
             (Method::POST, events.to_owned()),
             (Method::POST, events.to_owned()),
             (Method::PATCH, POLICY_STATUS.to_owned()),

@@ -319,8 +319,8 @@ fn terminations(out: &mut String, cycle: &Cycle) {
 }
 
 /// What a pinned pool's owners must hear when its sessions are (or would be) ended.
-pub fn checked_out_note(list: &[Termination]) -> Option<String> {
-    let checked_out = list.iter().filter(|t| t.checked_out).count();
+pub fn checked_out_note<'t>(list: impl IntoIterator<Item = &'t Termination>) -> Option<String> {
+    let checked_out = list.into_iter().filter(|t| t.checked_out).count();
     (checked_out > 0).then(|| {
         format!(
             "{checked_out} of these were idle in a transaction, checked out of their pool: {}",

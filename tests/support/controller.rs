@@ -217,17 +217,30 @@ pub async fn cluster(client: &kube::Client, sb: &Sandbox) -> String {
 /// [`cluster`], its Secret holding `url`.
 pub async fn cluster_on(client: &kube::Client, url: &str) -> String {
     create_secret(client, "orders-db-monitor", url).await;
+    create_workload(
+        client,
+        "orders-api",
+        &[
+            ("orders-api-5c6d-a", "127.0.0.41"),
+            ("orders-api-5c6d-b", "127.0.0.42"),
+        ],
+    )
+    .await
+}
 
+/// Deployment `name` → ReplicaSet `name-5c6d` → running `pods` (name, IP) in `shop`; the
+/// Deployment's uid.
+pub async fn create_workload(client: &kube::Client, name: &str, pods: &[(&str, &str)]) -> String {
     let deployments: Api<Deployment> = Api::namespaced(client.clone(), NS);
     let d = deployments
         .create(
             &PostParams::default(),
             &serde_json::from_value(json!({
                 "apiVersion": "apps/v1", "kind": "Deployment",
-                "metadata": {"name": "orders-api", "namespace": NS},
-                "spec": {"selector": {"matchLabels": {"app": "orders-api"}},
-                         "template": {"metadata": {"labels": {"app": "orders-api"}},
-                                      "spec": {"containers": [{"name": "app", "image": "orders:1"}]}}},
+                "metadata": {"name": name, "namespace": NS},
+                "spec": {"selector": {"matchLabels": {"app": name}},
+                         "template": {"metadata": {"labels": {"app": name}},
+                                      "spec": {"containers": [{"name": "app", "image": "app:1"}]}}},
             }))
             .unwrap(),
         )
@@ -240,19 +253,16 @@ pub async fn cluster_on(client: &kube::Client, url: &str) -> String {
             &PostParams::default(),
             &serde_json::from_value(json!({
                 "apiVersion": "apps/v1", "kind": "ReplicaSet",
-                "metadata": {"name": "orders-api-5c6d", "namespace": NS,
-                             "ownerReferences": owner("Deployment", "orders-api", d.metadata.uid.as_deref().unwrap())},
-                "spec": {"selector": {"matchLabels": {"app": "orders-api"}}},
+                "metadata": {"name": format!("{name}-5c6d"), "namespace": NS,
+                             "ownerReferences": owner("Deployment", name, d.metadata.uid.as_deref().unwrap())},
+                "spec": {"selector": {"matchLabels": {"app": name}}},
             }))
             .unwrap(),
         )
         .await
         .unwrap();
-    for (name, ip) in [
-        ("orders-api-5c6d-a", "127.0.0.41"),
-        ("orders-api-5c6d-b", "127.0.0.42"),
-    ] {
-        create_pod(client, &rs, name, ip).await;
+    for (pod, ip) in pods {
+        create_pod(client, &rs, pod, ip).await;
     }
     d.metadata.uid.unwrap()
 }
@@ -266,9 +276,9 @@ pub async fn create_pod(client: &kube::Client, rs: &ReplicaSet, name: &str, ip: 
             &PostParams::default(),
             &serde_json::from_value(json!({
                 "apiVersion": "v1", "kind": "Pod",
-                "metadata": {"name": name, "namespace": NS, "labels": {"app": "orders-api"},
+                "metadata": {"name": name, "namespace": NS, "labels": rs.spec.as_ref().and_then(|s| s.selector.match_labels.clone()),
                              "ownerReferences": owner},
-                "spec": {"containers": [{"name": "app", "image": "orders:1"}]},
+                "spec": {"containers": [{"name": "app", "image": "app:1"}]},
                 "status": {"phase": "Running", "podIP": ip, "podIPs": [{"ip": ip}],
                            "startTime": "2020-01-01T00:00:00Z"},
             }))
