@@ -2,8 +2,9 @@
 //! safety rule that involves the database, as on PostgreSQL, plus what MySQL does differently
 //! (no conditional kill, connection attributes only with performance_schema, TLS modes).
 
+mod support;
+
 use std::collections::BTreeSet;
-use std::net::Ipv4Addr;
 use std::time::Duration;
 
 use poolwarden::cycle::{self, Cycle};
@@ -12,57 +13,13 @@ use poolwarden::database::postgres::ConnectOptions;
 use poolwarden::database::{DatabaseError, Engine, Flavour, Protection, SessionState, Verdict};
 use poolwarden::decide::{self, ClusterView, FindingKind, Inputs, Memory, Reason, Rules};
 use poolwarden_sandbox::{MariaDb, MariaDbOptions, MySqlSession, MySqlSessionSpec};
-
-const APP_DB: &str = "app";
+use support::APP_DB;
+use support::mariadb::{monitor_url, open, server, server_with};
 
 const QUICK_IDLE: &str = "
 mode: Enforce
 idle: {idleTimeout: 300ms, idleInTransactionTimeout: 300ms}
 ";
-
-/// A MariaDB with database `app`, application users `app` and `batch`, and monitoring users:
-/// `monitor` (PROCESS, CONNECTION ADMIN) and `watcher` (PROCESS only).
-async fn server_with(options: MariaDbOptions) -> MariaDb {
-    let db = MariaDb::start(options).await.expect("MariaDB starts");
-    db.create_database(APP_DB).await.unwrap();
-    for user in ["app", "batch"] {
-        db.create_user(user, user, &["ALL ON app.*"]).await.unwrap();
-    }
-    db.create_user(
-        "monitor",
-        "monitor",
-        &[
-            "PROCESS, CONNECTION ADMIN ON *.*",
-            "SELECT ON performance_schema.*",
-        ],
-    )
-    .await
-    .unwrap();
-    db.create_user("watcher", "watcher", &["PROCESS ON *.*"])
-        .await
-        .unwrap();
-    db
-}
-
-async fn server() -> MariaDb {
-    server_with(MariaDbOptions::default()).await
-}
-
-/// The monitoring user needs no database of its own: its URL names none.
-fn monitor_url(db: &MariaDb) -> String {
-    db.url("monitor", "monitor", "") + "?ssl-mode=DISABLED"
-}
-
-/// A session of user `app` calling itself `program`, from `127.0.0.<host>`.
-async fn open(db: &MariaDb, program: &str, host: u8) -> MySqlSession {
-    db.open_session(
-        &MySqlSessionSpec::new("app", "app", APP_DB)
-            .program(program)
-            .from_addr(Ipv4Addr::new(127, 0, 0, host)),
-    )
-    .await
-    .expect("session opens")
-}
 
 fn rules(yaml: &str) -> Rules {
     let spec = serde_saphyr::from_str(yaml).expect("policy YAML parses");
@@ -747,11 +704,14 @@ async fn check_with_the_default_policy_names_seed_001_after_the_default_two_minu
         ),
         "{f:#}"
     );
-    assert!(
-        json_finding(&report, "PoolSaturation").is_none(),
-        "no budget, no PoolSaturation: {:#}",
-        report["findings"]
+    // No budget, yet a pinned pool: every session idle in a transaction at a steady count.
+    let f = json_finding(&report, "PoolSaturation")
+        .unwrap_or_else(|| panic!("PoolSaturation in {:#}", report["findings"]));
+    assert_eq!(
+        f["summary"],
+        "127.0.0.22 holds 25 sessions, every one idle in a transaction: its pool is pinned"
     );
+    assert_eq!(json_pids(f), ids);
     let findings = report["findings"].as_array().unwrap();
     assert!(
         findings
@@ -767,7 +727,7 @@ async fn check_with_the_default_policy_names_seed_001_after_the_default_two_minu
     );
     assert!(report["terminate"].as_array().unwrap().is_empty());
 
-    // One line more, the pool's size: the pod at its budget is PoolSaturation too.
+    // One line more, the pool's size: the pod at its budget, in the budget's words.
     let report = check_json(
         &db,
         &format!("{only_database}budgets: {{maxConnectionsPerPod: 25}}\n"),
@@ -776,6 +736,10 @@ async fn check_with_the_default_policy_names_seed_001_after_the_default_two_minu
         .unwrap_or_else(|| panic!("PoolSaturation in {:#}", report["findings"]));
     assert_eq!(f["subject"]["source"]["address"], "127.0.0.22");
     assert_eq!(json_pids(f), ids);
+    assert_eq!(
+        f["summary"],
+        "127.0.0.22 holds 25 sessions, its budget is 25"
+    );
     assert!(json_finding(&report, "IdleInTransaction").is_some());
     assert!(
         report["outcome"]["terminated"]

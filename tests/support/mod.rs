@@ -4,6 +4,7 @@
 
 pub mod controller;
 pub mod kube;
+pub mod mariadb;
 
 use std::net::Ipv4Addr;
 use std::time::Duration;
