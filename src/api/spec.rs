@@ -307,7 +307,9 @@ pub struct Budgets {
 pub struct LeakDetection {
     /// A finding must hold this long before its workload is annotated (and before `run` calls it
     /// confirmed rather than suspected), and be gone this long before the annotation is removed.
-    /// Default 10m.
+    /// It holds while its shape does on the workload, whichever sessions show it (a pool that
+    /// replaces its pinned sessions stays pinned); what `Enforce` ends for a leak is confirmed at
+    /// once. Default 10m.
     #[serde(default = "default_window")]
     #[x_kube(validation = bounds::WINDOW.rule())]
     pub window: Duration,
