@@ -162,6 +162,73 @@ async fn run_enforces_for_the_given_cycles_and_says_what_it_did() {
     assert!(gone(&sb, leaked.pid()).await);
 }
 
+/// Enforce with a timeout shorter than detection (1 s against the default 2 minutes, a window of
+/// 10): what `run` ends for sitting idle in a transaction is a confirmed IdleInTransaction in
+/// that cycle, in its lines and its JSON; what it ends for plain idleness is no finding.
+#[tokio::test]
+async fn run_names_the_leak_it_ends_in_the_cycle_that_ends_it() {
+    let sb = sandbox().await;
+    let policy = policy_file(
+        &sb,
+        "mode: Enforce\nidle: {idleTimeout: 2s, idleInTransactionTimeout: 1s}\n",
+    );
+    let run = |output: &'static str| {
+        let (url, policy) = (monitor_url(&sb), policy.clone());
+        async move {
+            poolwarden(&[
+                "run",
+                "--database-url",
+                &url,
+                "--policy",
+                &policy,
+                "--output",
+                output,
+                "--cycles",
+                "1",
+            ])
+        }
+    };
+
+    let mut in_tx = Vec::new();
+    for _ in 0..3 {
+        let s = open(&sb, "reports-api", 22).await;
+        s.begin_idle_in_transaction().await.unwrap();
+        in_tx.push(s);
+    }
+    let idle = open(&sb, "fits-worker", 23).await;
+    pause(2500).await;
+    let out = run("json").await;
+    assert!(out.status.success(), "{}", stderr(&out));
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let findings = report["findings"].as_array().unwrap();
+    assert_eq!(findings.len(), 1, "{findings:#?}");
+    let f = &findings[0];
+    assert_eq!(f["kind"], "IdleInTransaction");
+    assert_eq!(f["subject"]["source"]["address"], "127.0.0.22");
+    assert_eq!(
+        (f["confirmed"].clone(), f["ended"].clone()),
+        (true.into(), 3.into())
+    );
+    assert_eq!(report["outcome"]["terminated"].as_array().unwrap().len(), 4);
+    for s in in_tx.iter().chain([&idle]) {
+        assert!(gone(&sb, s.pid()).await);
+    }
+
+    let s = open(&sb, "reports-api", 22).await;
+    s.begin_idle_in_transaction().await.unwrap();
+    pause(1500).await;
+    let out = run("table").await;
+    assert!(out.status.success(), "{}", stderr(&out));
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        text.contains(
+            "leak confirmed: IdleInTransaction on reports-api@127.0.0.22: 1 session ended, idle \
+             in a transaction for more than 1s (idleInTransactionTimeout)"
+        ),
+        "{text}"
+    );
+}
+
 /// The pids the server log shows ended by `pg_terminate_backend`, after byte `from` (every line
 /// starts with PostgreSQL's default `log_line_prefix`, `%m [%p] `).
 fn terminated_in_server_log(sb: &Sandbox, from: u64) -> Vec<i64> {
