@@ -13,7 +13,9 @@
 //! - its own rate may exceed the threshold: the server's rate times its share of the tally, with
 //!   the share taken at the top of its sampling noise (a count `n` could as well have been
 //!   `n + 2√n`), so that a source opening 12 sessions a second beside one opening 30 is named
-//!   look after look, though some looks catch none of its sessions; or
+//!   look after look, though some looks catch none of its sessions. At least [`CAUGHT`] of its
+//!   sessions must have been caught: one or two say nothing of a rate (a cron job's connection
+//!   that happened to be short), however far above the threshold the server is; or
 //! - it opens at least a quarter of the short-lived sessions: several sources that together
 //!   exceed the threshold are each named.
 //!
@@ -34,6 +36,8 @@ use crate::decide::rules::Rules;
 
 /// Sources at or above this share of the tally are named.
 const SHARE: f64 = 0.25;
+/// A source's own rate is estimated from at least this many of its short-lived sessions.
+const CAUGHT: u64 = 3;
 /// At least this many sources may be named (more when the rate leaves room for more churners
 /// over the threshold).
 const NAMED: usize = 3;
@@ -119,8 +123,8 @@ pub fn churn(
     let totals = tally.totals();
     let total: u64 = totals.values().sum();
     let may_exceed = |n: u64| {
-        let n = n as f64;
-        rate * (n + 2.0 * n.sqrt()) / total as f64 > threshold
+        let caught = n as f64;
+        n >= CAUGHT && rate * (caught + 2.0 * caught.sqrt()) / total as f64 > threshold
     };
     let mut named: Vec<(&Source, u64)> = totals
         .into_iter()
