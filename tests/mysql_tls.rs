@@ -1,6 +1,8 @@
 //! `ssl-mode` against a real MariaDB with TLS on, its certificate signed by a throwaway CA, and
 //! the `performance_schema.threads` path (MySQL 8's) against a MariaDB that has it on.
 
+mod support;
+
 use mysql_async::prelude::Queryable;
 use poolwarden::database::mysql::MySql;
 use poolwarden::database::postgres::ConnectOptions;
@@ -8,28 +10,12 @@ use poolwarden::database::{DatabaseError, Engine, SessionState};
 use poolwarden_sandbox::{MariaDb, MariaDbOptions, MySqlSessionSpec};
 
 async fn server(tls: bool) -> MariaDb {
-    let db = MariaDb::start(MariaDbOptions {
+    support::mariadb::server_with(MariaDbOptions {
         tls,
         performance_schema: true,
         ..Default::default()
     })
     .await
-    .expect("MariaDB starts");
-    db.create_database("app").await.unwrap();
-    db.create_user("app", "app", &["ALL ON app.*"])
-        .await
-        .unwrap();
-    db.create_user(
-        "monitor",
-        "monitor",
-        &[
-            "PROCESS, CONNECTION ADMIN ON *.*",
-            "SELECT ON performance_schema.*",
-        ],
-    )
-    .await
-    .unwrap();
-    db
 }
 
 /// Whether the monitoring connection of `url` is encrypted, as the server sees it.

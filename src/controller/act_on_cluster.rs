@@ -80,13 +80,6 @@ async fn raise_events<C: Connector>(ctx: &Context<C>, policy: &PoolPolicy, cycle
         else {
             continue;
         };
-        let target = {
-            let index = ctx.index.read().unwrap_or_else(|e| e.into_inner());
-            patches::workload_reference(workload, index.identity(workload))
-        };
-        let Some(target) = target else {
-            continue;
-        };
         let event = Event {
             type_: EventType::Warning,
             reason: "ConnectionLeak".into(),
@@ -99,22 +92,12 @@ async fn raise_events<C: Connector>(ctx: &Context<C>, policy: &PoolPolicy, cycle
             action: "Detected".into(),
             secondary: Some(policy_reference.clone()),
         };
-        if !ctx.is_leader() {
+        if !publish_about(ctx, workload, &event).await {
             return;
-        }
-        if let Err(error) = ctx.recorder.publish(&event, &target).await {
-            tracing::warn!(%workload, %error, "could not record a ConnectionLeak event");
         }
     }
     let terminated = &cycle.outcome.terminated;
     for (workload, ended) in by_workload(terminated) {
-        let target = {
-            let index = ctx.index.read().unwrap_or_else(|e| e.into_inner());
-            patches::workload_reference(workload, index.identity(workload))
-        };
-        let Some(target) = target else {
-            continue;
-        };
         let event = Event {
             type_: EventType::Normal,
             reason: "SessionsTerminated".into(),
@@ -122,11 +105,8 @@ async fn raise_events<C: Connector>(ctx: &Context<C>, policy: &PoolPolicy, cycle
             action: "Terminate".into(),
             secondary: Some(policy_reference.clone()),
         };
-        if !ctx.is_leader() {
+        if !publish_about(ctx, workload, &event).await {
             return;
-        }
-        if let Err(error) = ctx.recorder.publish(&event, &target).await {
-            tracing::warn!(%workload, %error, "could not record a SessionsTerminated event");
         }
     }
     if !terminated.is_empty() {
@@ -147,6 +127,29 @@ async fn raise_events<C: Connector>(ctx: &Context<C>, policy: &PoolPolicy, cycle
             tracing::warn!(policy = %policy_name, %error, "could not record a SessionsTerminated event");
         }
     }
+}
+
+/// Publishes `event` about `workload` (skipped when the index cannot name it: it went away);
+/// `false` once this replica may no longer act, and the caller stops.
+async fn publish_about<C: Connector>(
+    ctx: &Context<C>,
+    workload: &WorkloadRef,
+    event: &Event,
+) -> bool {
+    let target = {
+        let index = ctx.index.read().unwrap_or_else(|e| e.into_inner());
+        patches::workload_reference(workload, index.identity(workload))
+    };
+    let Some(target) = target else {
+        return true;
+    };
+    if !ctx.is_leader() {
+        return false;
+    }
+    if let Err(error) = ctx.recorder.publish(event, &target).await {
+        tracing::warn!(%workload, %error, reason = %event.reason, "could not record an event");
+    }
+    true
 }
 
 /// `terminated N sessions from …`, with the checked-out note when the report has one.
