@@ -129,6 +129,27 @@ fn keep_busy(session: ClientSession, period: Duration) -> JoinHandle<()> {
     })
 }
 
+/// Waits (up to 10 s) until the server shows no session of role `user`, asking on `session`
+/// (on a full server, a connection of its own would take a slot).
+async fn no_sessions_of(session: &ClientSession, user: &str) {
+    for _ in 0..500 {
+        let n: i64 = session
+            .client()
+            .query_one(
+                "SELECT count(*) FROM pg_stat_activity WHERE usename = $1",
+                &[&user],
+            )
+            .await
+            .unwrap()
+            .get(0);
+        if n == 0 {
+            return;
+        }
+        pause(20).await;
+    }
+    panic!("sessions of {user} are still there");
+}
+
 /// Sleeps until `deadline`, saying now and then how long is left (the long shapes wait minutes).
 async fn wait_until(deadline: Instant, what: &str) {
     loop {
@@ -246,7 +267,9 @@ async fn a_full_server_is_server_saturation_and_run_waits_for_a_slot() {
     );
     assert_eq!(report["capacity"]["utilizationPercent"], 100);
 
-    // Full now: one more application session takes the last slot.
+    // Full now: one more application session takes the last slot, once check's own session has
+    // left (its backend exits a moment after the command does).
+    no_sessions_of(&idle[0], "monitor").await;
     let last = open(&sb, "vabhub-api", 72).await;
     let refused = tokio::process::Command::new(BINARY)
         .args(["check", "--database-url", &monitor_url(&sb), "--policy"])
@@ -299,7 +322,7 @@ async fn a_full_server_is_server_saturation_and_run_waits_for_a_slot() {
 // ------------------------------------------------------------------------------------------------
 // Long shapes: all in one test, side by side, each on its own server.
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 #[ignore = "real ages of 30 minutes: scripts/test runs it in the background (--ignored)"]
 async fn long_shapes_with_the_default_policy() {
     let shapes = [
@@ -307,6 +330,9 @@ async fn long_shapes_with_the_default_policy() {
         tokio::spawn(transactions_held_open_and_touched()),
         tokio::spawn(a_pool_pinned_idle_in_transaction()),
         tokio::spawn(stranded_behind_a_transaction_pooler()),
+        tokio::spawn(a_pinned_pool_replaced_at_each_garbage_collection()),
+        tokio::spawn(a_pinned_pool_replaced_at_each_garbage_collection_on_mariadb()),
+        tokio::spawn(two_churners_each_over_the_threshold()),
     ];
     let mut failed = Vec::new();
     for (name, shape) in [
@@ -314,6 +340,9 @@ async fn long_shapes_with_the_default_policy() {
         "long transactions",
         "pinned pool",
         "stranded behind a pooler",
+        "pinned pool replaced (PostgreSQL)",
+        "pinned pool replaced (MariaDB)",
+        "two churners",
     ]
     .into_iter()
     .zip(shapes)
@@ -697,4 +726,332 @@ async fn stranded_behind_a_transaction_pooler() {
         "shapes: stranded behind a pooler: done after {}s",
         began.elapsed().as_secs()
     );
+}
+
+// ------------------------------------------------------------------------------------------------
+// Long shapes watched by `run`, cycle by cycle
+
+/// The default interval of a policy of `{}`.
+const INTERVAL: Duration = Duration::from_secs(30);
+/// The default window and idle-in-transaction age.
+const WINDOW: Duration = Duration::from_secs(10 * 60);
+const IDLE_IN_TRANSACTION_AGE: Duration = Duration::from_secs(2 * 60);
+
+/// `poolwarden run --output json` on `url` with a policy of `{}` for `duration`: every report it
+/// printed, one JSON document a line, in order.
+async fn run_with_defaults_for(url: &str, dir: &std::path::Path, duration: Duration) -> Vec<Value> {
+    let policy = dir.join("defaults.yaml");
+    std::fs::write(&policy, "{}\n").unwrap();
+    let mut run = tokio::process::Command::new(BINARY)
+        .args(["run", "--output", "json", "--database-url", url, "--policy"])
+        .arg(&policy)
+        .env_remove("POOLWARDEN_DATABASE_URL")
+        .env_remove("POOLWARDEN_POOLER_URLS")
+        .stdout(Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("the binary runs");
+    let mut lines = BufReader::new(run.stdout.take().unwrap()).lines();
+    let mut reports = Vec::new();
+    let until = tokio::time::Instant::now() + duration;
+    while let Ok(line) = tokio::time::timeout_at(until, lines.next_line()).await {
+        let line = line.unwrap().expect("run keeps going");
+        reports.push(serde_json::from_str(&line).unwrap_or_else(|e| panic!("{e}: {line}")));
+    }
+    run.kill().await.unwrap();
+    reports
+}
+
+/// Seconds since the first report, by the database's clock.
+fn seconds_since_first(reports: &[Value], report: &Value) -> f64 {
+    let at = |r: &Value| -> jiff::Timestamp { r["observedAt"].as_str().unwrap().parse().unwrap() };
+    (at(report) - at(&reports[0]))
+        .total(jiff::Unit::Second)
+        .unwrap()
+}
+
+/// The report's findings of `kind` about a source at `127.0.0.host`.
+fn of_kind_about<'r>(report: &'r Value, kind: &str, host: u8) -> Vec<&'r Value> {
+    let address = format!("127.0.0.{host}");
+    findings(report)
+        .iter()
+        .filter(|f| f["kind"] == kind && f["subject"]["source"]["address"] == address.as_str())
+        .collect()
+}
+
+/// Checks, report by report, that a finding of `kind` about `host` is confirmed within
+/// `within` of the first report and stays confirmed in every report after that, started once;
+/// returns when it was confirmed (seconds after the first report).
+fn confirmed_within_and_kept(reports: &[Value], kind: &str, host: u8, within: Duration) -> f64 {
+    let first = reports
+        .iter()
+        .position(|r| {
+            of_kind_about(r, kind, host)
+                .iter()
+                .any(|f| f["confirmed"] == true)
+        })
+        .unwrap_or_else(|| panic!("{kind} about 127.0.0.{host} never confirmed"));
+    let at = seconds_since_first(reports, &reports[first]);
+    assert!(
+        at <= within.as_secs_f64(),
+        "{kind} about 127.0.0.{host} confirmed {at:.0}s after the first look, not within {}s",
+        within.as_secs()
+    );
+    for (i, r) in reports.iter().enumerate().skip(first) {
+        let found = of_kind_about(r, kind, host);
+        assert!(
+            found.len() == 1 && found[0]["confirmed"] == true,
+            "{kind} about 127.0.0.{host} at {:.0}s: {found:#?}",
+            seconds_since_first(reports, r)
+        );
+        assert_eq!(found[0]["started"], i == first, "{kind} started once");
+    }
+    at
+}
+
+/// Asserts that no report names anything but the sources at `leaky` hosts.
+fn nothing_but(reports: &[Value], leaky: &[u8]) {
+    let leaky: Vec<String> = leaky.iter().map(|h| format!("127.0.0.{h}")).collect();
+    for r in reports {
+        for f in findings(r) {
+            let address = f["subject"]["source"]["address"]
+                .as_str()
+                .unwrap_or_default();
+            assert!(
+                leaky.iter().any(|a| a == address),
+                "{} on a healthy source at {:.0}s: {f:#}",
+                f["kind"],
+                seconds_since_first(reports, r)
+            );
+        }
+    }
+}
+
+/// Seed 001 as it really runs (FastAPI `BackgroundTasks` handed the request's session;
+/// `pool_size=10, max_overflow=15`): the pool of orders-api (127.0.0.56) is pinned at 25 sessions
+/// idle in a transaction; every 8 minutes a full garbage collection returns all 25 and waiting
+/// background tasks pin 25 new ones within a second. Beside it, storefront (127.0.0.57: 5
+/// sessions running short transactions, a statement, 100 ms of work, commit) and reports
+/// (127.0.0.58: 2 workers whose transactions wait 3 s for an HTTP call). `run` with a policy of
+/// `{}` for 18.5 minutes, through two replacements: `PoolSaturation` (the pinned pool) confirms
+/// within window + 2 intervals, `IdleInTransaction` within window + idleInTransactionAge + 2
+/// intervals, both stay confirmed through the replacement at 16 minutes, the sessions they name
+/// are always the pool's, and nothing is named on the neighbours.
+async fn a_pinned_pool_replaced_at_each_garbage_collection() {
+    let sb = Arc::new(sandbox().await);
+    let pool_pids: Arc<Mutex<BTreeSet<i64>>> = Arc::default();
+    let pool = {
+        let (sb, pool_pids) = (sb.clone(), pool_pids.clone());
+        tokio::spawn(async move {
+            loop {
+                let pinned = futures::future::join_all((0..25).map(|_| async {
+                    let s = open(&sb, "orders-api", 56).await;
+                    s.begin_idle_in_transaction().await.unwrap();
+                    s
+                }))
+                .await;
+                pool_pids
+                    .lock()
+                    .unwrap()
+                    .extend(pinned.iter().map(ClientSession::pid));
+                tokio::time::sleep(Duration::from_secs(8 * 60)).await;
+                drop(pinned);
+            }
+        })
+    };
+    let storefront: Vec<JoinHandle<()>> = (0..5)
+        .map(|_| {
+            let sb = sb.clone();
+            tokio::spawn(async move {
+                let s = open(&sb, "storefront", 57).await;
+                loop {
+                    s.client().batch_execute("BEGIN; SELECT 1").await.unwrap();
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                    s.client().batch_execute("COMMIT").await.unwrap();
+                    tokio::time::sleep(Duration::from_millis(300)).await;
+                }
+            })
+        })
+        .collect();
+    let reports_workers: Vec<JoinHandle<()>> = (0..2)
+        .map(|_| {
+            let sb = sb.clone();
+            tokio::spawn(async move {
+                let s = open(&sb, "reports", 58).await;
+                loop {
+                    s.client().batch_execute("BEGIN; SELECT 1").await.unwrap();
+                    tokio::time::sleep(Duration::from_secs(3)).await;
+                    s.client().batch_execute("COMMIT").await.unwrap();
+                    tokio::time::sleep(Duration::from_millis(500)).await;
+                }
+            })
+        })
+        .collect();
+    pause(2000).await;
+
+    let reports = run_with_defaults_for(
+        &monitor_url(&sb),
+        sb.dir(),
+        Duration::from_secs(18 * 60 + 30),
+    )
+    .await;
+    pool.abort();
+    for t in storefront.iter().chain(&reports_workers) {
+        t.abort();
+    }
+    judge_pinned_pool_replaced("PostgreSQL", &reports, 56, &pool_pids.lock().unwrap());
+}
+
+/// What both engines' pinned pool must show (see [`a_pinned_pool_replaced_at_each_garbage_collection`]).
+fn judge_pinned_pool_replaced(engine: &str, reports: &[Value], host: u8, pool: &BTreeSet<i64>) {
+    eprintln!(
+        "shapes: pinned pool replaced ({engine}): {} cycles over {:.0}s",
+        reports.len(),
+        seconds_since_first(reports, reports.last().unwrap())
+    );
+    let pinned = confirmed_within_and_kept(reports, "PoolSaturation", host, WINDOW + 2 * INTERVAL);
+    let in_tx = confirmed_within_and_kept(
+        reports,
+        "IdleInTransaction",
+        host,
+        WINDOW + IDLE_IN_TRANSACTION_AGE + 2 * INTERVAL,
+    );
+    eprintln!(
+        "shapes: pinned pool replaced ({engine}): PoolSaturation confirmed after {pinned:.0}s, \
+         IdleInTransaction after {in_tx:.0}s, both kept through {:.0}s",
+        seconds_since_first(reports, reports.last().unwrap())
+    );
+    for r in reports {
+        for f in of_kind_about(r, "IdleInTransaction", host)
+            .into_iter()
+            .chain(of_kind_about(r, "PoolSaturation", host))
+            .filter(|f| f["present"] == true)
+        {
+            assert!(pids(f).is_subset(pool), "the pool's sessions: {f:#}");
+        }
+    }
+    nothing_but(reports, &[host]);
+}
+
+/// [`a_pinned_pool_replaced_at_each_garbage_collection`] on MariaDB, through its processlist:
+/// orders-api at 127.0.0.66, a busy neighbour (storefront, 127.0.0.67) touched every second.
+async fn a_pinned_pool_replaced_at_each_garbage_collection_on_mariadb() {
+    let db = Arc::new(support::mariadb::server().await);
+    let pool_ids: Arc<Mutex<BTreeSet<i64>>> = Arc::default();
+    let pool = {
+        let (db, pool_ids) = (db.clone(), pool_ids.clone());
+        tokio::spawn(async move {
+            loop {
+                let pinned = futures::future::join_all((0..25).map(|_| async {
+                    let s = support::mariadb::open(&db, "orders-api", 66).await;
+                    s.begin_idle_in_transaction().await.unwrap();
+                    s
+                }))
+                .await;
+                pool_ids
+                    .lock()
+                    .unwrap()
+                    .extend(pinned.iter().map(poolwarden_sandbox::MySqlSession::id));
+                tokio::time::sleep(Duration::from_secs(8 * 60)).await;
+                drop(pinned);
+            }
+        })
+    };
+    let busy = {
+        let db = db.clone();
+        tokio::spawn(async move {
+            let s = support::mariadb::open(&db, "storefront", 67).await;
+            loop {
+                s.touch().await.unwrap();
+                tokio::time::sleep(Duration::from_secs(1)).await;
+            }
+        })
+    };
+    pause(2000).await;
+
+    let reports = run_with_defaults_for(
+        &support::mariadb::monitor_url(&db),
+        db.dir(),
+        Duration::from_secs(18 * 60 + 30),
+    )
+    .await;
+    pool.abort();
+    busy.abort();
+    judge_pinned_pool_replaced("MariaDB", &reports, 66, &pool_ids.lock().unwrap());
+}
+
+/// Two NullPool workers (seed 002), 12 and 30 new sessions a second (each alone over the
+/// default threshold of 10), each session living a statement; beside them a pool of 5 that keeps
+/// its sessions (127.0.0.63). `run` with a policy of `{}` for 11.5 minutes: both workers are
+/// named, and confirmed within window + 2 intervals; the pool is named by nothing.
+async fn two_churners_each_over_the_threshold() {
+    let sb = Arc::new(sandbox().await);
+    let opened: Arc<Mutex<BTreeSet<i64>>> = Arc::default();
+    let churner = |host: u8, per_second: u64| {
+        let (sb, opened) = (sb.clone(), opened.clone());
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(Duration::from_millis(1000 / per_second));
+            loop {
+                tick.tick().await;
+                let (sb, opened) = (sb.clone(), opened.clone());
+                tokio::spawn(async move {
+                    let session = open(&sb, "celery-worker", host).await;
+                    opened.lock().unwrap().insert(session.pid());
+                    drop(session);
+                });
+            }
+        })
+    };
+    let slow = churner(61, 12);
+    let fast = churner(62, 30);
+    let pool = open_many(&sb, "api", 63, 5).await;
+    let pool: Vec<JoinHandle<()>> = pool
+        .into_iter()
+        .map(|s| keep_busy(s, Duration::from_secs(1)))
+        .collect();
+    pause(3000).await;
+
+    let reports = run_with_defaults_for(
+        &monitor_url(&sb),
+        sb.dir(),
+        Duration::from_secs(11 * 60 + 30),
+    )
+    .await;
+    slow.abort();
+    fast.abort();
+    for t in &pool {
+        t.abort();
+    }
+    let rates: Vec<f64> = reports
+        .iter()
+        .filter_map(|r| r["capacity"]["newSessionsPerSecond"].as_f64())
+        .collect();
+    eprintln!(
+        "shapes: two churners: {} cycles, new sessions/s {:.0} to {:.0}",
+        reports.len(),
+        rates.iter().cloned().fold(f64::MAX, f64::min),
+        rates.iter().cloned().fold(0.0, f64::max)
+    );
+    for host in [61, 62] {
+        let at =
+            confirmed_within_and_kept(&reports, "ConnectionChurn", host, WINDOW + 2 * INTERVAL);
+        let named = reports
+            .iter()
+            .filter(|r| !of_kind_about(r, "ConnectionChurn", host).is_empty())
+            .count();
+        eprintln!(
+            "shapes: two churners: 127.0.0.{host} named in {named} of {} cycles, confirmed after \
+             {at:.0}s",
+            reports.len()
+        );
+    }
+    let opened = opened.lock().unwrap().clone();
+    for r in &reports {
+        for host in [61, 62] {
+            for f in of_kind_about(r, "ConnectionChurn", host) {
+                assert!(pids(f).is_subset(&opened), "the workers' sessions: {f:#}");
+            }
+        }
+    }
+    nothing_but(&reports, &[61, 62]);
 }
