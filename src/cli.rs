@@ -131,9 +131,10 @@ pub struct ControllerArgs {
     /// it, poolwarden only needs `get` on Secrets and picks changes up on the next cycle.
     #[arg(long, default_value_t = true, action = clap::ArgAction::Set)]
     pub watch_secrets: bool,
-    /// How the watches get their first list: `auto` streams it where the API server offers
-    /// streaming lists (the WatchList feature) and pages it by 500 where not; `streaming` or
-    /// `paged` force one way.
+    /// How the watches get their first list: `auto` streams it where the API server serves
+    /// streaming lists (the WatchList feature) and, once one is refused or fails (some storage
+    /// backends accept it and then fail it), pages every list from then on, saying so once;
+    /// `streaming` or `paged` force one way.
     #[arg(long, value_enum, default_value_t = InitialList::Auto)]
     pub initial_list: InitialList,
 }

@@ -14,5 +14,6 @@ pub mod decide;
 #[cfg(feature = "demo")]
 pub mod demo;
 pub mod report;
+pub mod signals;
 pub mod standalone;
 pub mod telemetry;

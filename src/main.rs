@@ -11,10 +11,20 @@ use poolwarden::report::audit::AuditTrail;
 use poolwarden::standalone::{self, RunOptions};
 use poolwarden::{api, controller, telemetry};
 
-#[tokio::main]
-async fn main() -> ExitCode {
+fn main() -> ExitCode {
     let cli = Cli::parse();
-    match run(cli).await {
+    let runtime = match tokio::runtime::Runtime::new() {
+        Ok(runtime) => runtime,
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let result = runtime.block_on(run(cli));
+    // What is still running then (an abandoned reconcile, a DNS lookup on a blocking thread)
+    // must not hold the exit: a shutdown is bounded (controller::SHUTDOWN_BOUND).
+    runtime.shutdown_timeout(controller::RUNTIME_TIMEOUT);
+    match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("error: {e}");

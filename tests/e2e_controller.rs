@@ -920,3 +920,168 @@ async fn a_secret_that_appears_retriggers_its_policy_at_once() {
     )
     .await;
 }
+
+/// How long after SIGTERM the controller must have exited: its bound (15 s, see
+/// src/controller/shutdown.rs) plus 10 s of slack for a loaded machine, still inside the chart's
+/// `terminationGracePeriodSeconds` of 30 s.
+const SHUTDOWN_LIMIT: Duration = Duration::from_secs(25);
+
+/// The watches of a controller over all namespaces: pods, six kinds of owner, PoolPolicies and
+/// Secrets.
+const WATCHES: usize = 9;
+
+/// Lines of the controller's log that contain `text`.
+fn log_lines(controller: &Controller, text: &str) -> Vec<String> {
+    controller
+        .log()
+        .lines()
+        .filter(|l| l.contains(text))
+        .map(str::to_owned)
+        .collect()
+}
+
+/// An API server whose storage cannot request watch progress accepts every streaming list and
+/// fails it inside the stream. With its default flags the controller lists in pages instead,
+/// says so once, and reconciles.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn where_streaming_lists_fail_inside_the_stream_the_controller_lists_in_pages_and_reconciles()
+{
+    let sb = database().await;
+    let kube = KubeStandin::start_with(&["--no-watch-progress"]);
+    let client = kube.client().await;
+    let dir = tempfile::tempdir().unwrap();
+    cluster(&client, &sb).await;
+    create_policy(&client).await;
+    let mut controller = Controller::start(&kube.kubeconfig(dir.path()), dir.path(), "replica-a");
+
+    eventually("/readyz says ready", 60, || async {
+        controller.get("/readyz").filter(|(s, _)| *s == 200)
+    })
+    .await;
+    let policies: Api<PoolPolicy> = Api::namespaced(client.clone(), NS);
+    eventually("the policy is reconciled", 60, || async {
+        let p = policies.get("orders-db").await.ok()?;
+        p.metadata.finalizers.filter(|f| !f.is_empty())?;
+        let ready = p
+            .status?
+            .conditions
+            .into_iter()
+            .find(|c| c.type_ == "Ready")?;
+        (ready.status == "True").then_some(())
+    })
+    .await;
+    assert!(
+        kube.log_text().contains("RequestWatchProgress is disabled"),
+        "the streaming lists were tried and failed"
+    );
+    let said = log_lines(&controller, "lists in pages");
+    assert_eq!(said.len(), 1, "said once: {said:#?}");
+    assert!(
+        said[0].contains("RequestWatchProgress"),
+        "with the reason: {}",
+        said[0]
+    );
+    let failures = log_lines(&controller, "watch failed");
+    assert!(
+        failures.is_empty(),
+        "no watch failed after all: {failures:#?}"
+    );
+    let exit = controller.terminate();
+    assert!(exit.success(), "{exit:?}\n{}", controller.log());
+}
+
+/// Forced to stream on a server where streaming lists fail, the watches never list: `/readyz`
+/// says which and why, the log stays short however long that lasts, and SIGTERM still ends the
+/// process, within the bound, with status 0.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn while_every_watch_fails_the_controller_says_why_briefly_and_stops_on_sigterm() {
+    let kube = KubeStandin::start_with(&["--no-watch-progress"]);
+    let dir = tempfile::tempdir().unwrap();
+    let mut controller = Controller::start_with_args(
+        &kube.kubeconfig(dir.path()),
+        dir.path(),
+        "replica-a",
+        4,
+        &[],
+        &["--initial-list", "streaming"],
+    );
+    let body = eventually("/readyz says why it is not ready", 30, || async {
+        let (status, body) = controller.get("/readyz")?;
+        (status == 503 && body.contains("RequestWatchProgress is disabled")).then_some(body)
+    })
+    .await;
+    assert!(
+        body.starts_with("waiting for the first list of: ")
+            && body.contains("pods (last failure: "),
+        "{body}"
+    );
+    // Each watch fails again and again, backing off; each warns once within a minute (every
+    // failure is logged at debug, which this test's RUST_LOG shows too).
+    tokio::time::sleep(Duration::from_secs(6)).await;
+    let failures: Vec<String> = log_lines(&controller, "watch failed")
+        .into_iter()
+        .filter(|l| l.contains(" WARN "))
+        .collect();
+    assert!(
+        (1..=WATCHES).contains(&failures.len()),
+        "{} lines: {failures:#?}",
+        failures.len()
+    );
+
+    let (exit, took) = controller.terminate_within(SHUTDOWN_LIMIT);
+    assert!(exit.success(), "{exit:?}\n{}", controller.log());
+    eprintln!("exited {took:?} after SIGTERM");
+}
+
+/// The database stops answering in the middle of a cycle (its backend is stopped, as by a
+/// network that drops packets): the reconcile waits for ever. SIGTERM abandons it after its
+/// grace and ends the process within the bound, with status 0, the lease released.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_ends_the_controller_within_the_bound_while_a_database_hangs() {
+    let sb = database().await;
+    let kube = KubeStandin::start();
+    let client = kube.client().await;
+    let dir = tempfile::tempdir().unwrap();
+    cluster(&client, &sb).await;
+    create_policy(&client).await;
+    let mut controller = Controller::start(&kube.kubeconfig(dir.path()), dir.path(), "replica-a");
+    eventually("the first reconcile", 60, || async {
+        (reconciles(&controller) >= 1.0).then_some(())
+    })
+    .await;
+
+    // poolwarden's own backend stops; the next look waits on it for ever.
+    let admin = sb.admin().await.unwrap();
+    let backend: i32 = admin
+        .query_one(
+            "SELECT pid FROM pg_stat_activity WHERE application_name = 'poolwarden'",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    let backend = nix::unistd::Pid::from_raw(backend);
+    nix::sys::signal::kill(backend, nix::sys::signal::Signal::SIGSTOP).unwrap();
+    let stalled = reconciles(&controller);
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    assert_eq!(reconciles(&controller), stalled, "the reconcile hangs");
+
+    let (exit, took) = controller.terminate_within(SHUTDOWN_LIMIT);
+    nix::sys::signal::kill(backend, nix::sys::signal::Signal::SIGCONT).unwrap();
+    assert!(exit.success(), "{exit:?}\n{}", controller.log());
+    eprintln!("exited {took:?} after SIGTERM");
+    assert!(
+        controller.log().contains("abandoned"),
+        "the log says what was left: {}",
+        controller.log()
+    );
+    let lease = Api::<Lease>::namespaced(client.clone(), "default")
+        .get("poolwarden")
+        .await
+        .unwrap();
+    let holder = lease
+        .spec
+        .and_then(|s| s.holder_identity)
+        .unwrap_or_default();
+    assert!(holder.is_empty(), "released, not held by {holder:?}");
+}

@@ -1133,7 +1133,7 @@ async fn after_compaction_a_stale_watch_is_gone_and_the_watcher_relists() {
 }
 
 #[tokio::test]
-async fn streaming_lists_are_served_unless_the_server_lacks_them() {
+async fn streaming_lists_are_served_unless_the_server_lacks_them_or_fails_them() {
     let kube = KubeStandin::start();
     let client = kube.client().await;
     let secrets: Api<Secret> = Api::default_namespaced(client.clone());
@@ -1162,6 +1162,37 @@ async fn streaming_lists_are_served_unless_the_server_lacks_them() {
         }
         other => panic!("expected the streaming list to be refused, got {other:?}"),
     }
+
+    // Storage that cannot request watch progress: accepted, then failed inside the stream, as
+    // kube-apiserver's cacher does it; an ordinary (paged) list still works.
+    let no_progress = KubeStandin::start_with(&["--no-watch-progress"]);
+    let secrets: Api<Secret> = Api::default_namespaced(no_progress.client().await);
+    secrets
+        .create(&PostParams::default(), &secret("one"))
+        .await
+        .unwrap();
+    let mut events = watch(
+        secrets.clone(),
+        watcher::Config::default().streaming_lists(),
+    );
+    let first = tokio::time::timeout(WAIT, events.next()).await.unwrap();
+    assert!(matches!(first, Some(Ok(Seen::Init))), "accepted: {first:?}");
+    match tokio::time::timeout(WAIT, events.next()).await.unwrap() {
+        Some(Err(watcher::Error::WatchError(status))) => {
+            assert_eq!(
+                (status.code, status.reason.as_str()),
+                (500, "InternalError")
+            );
+            assert_eq!(
+                status.message,
+                "a watch stream was requested by the client but the required storage feature \
+                 RequestWatchProgress is disabled"
+            );
+        }
+        other => panic!("expected the stream to fail, got {other:?}"),
+    }
+    let mut events = watch(secrets, watcher::Config::default().page_size(10));
+    until(&mut events, "the listed object", applied("one")).await;
 }
 
 #[tokio::test]

@@ -15,8 +15,9 @@ use super::index::ClusterIndex;
 use super::leader::Leader;
 use super::metrics::Metrics;
 use super::poolers::Poolers;
+use super::readiness::Readiness;
 use super::secret::Secrets;
-use super::watch::Readiness;
+use super::shutdown::InFlight;
 use crate::decide::Memory;
 
 pub struct Context<C: Connector> {
@@ -32,6 +33,8 @@ pub struct Context<C: Connector> {
     pub recorder: Recorder,
     /// Whether this replica holds the lease, its renew deadline not passed.
     pub leader: Leader,
+    /// The reconciles running now: a shutdown waits for them, within a bound.
+    pub in_flight: InFlight,
     memories: Mutex<HashMap<String, Memory>>,
     failures: Mutex<HashMap<String, u32>>,
     jitter: std::hash::RandomState,
@@ -61,6 +64,7 @@ impl<C: Connector> Context<C> {
             metrics: parts.metrics,
             recorder: parts.recorder,
             leader: parts.leader,
+            in_flight: InFlight::default(),
             memories: Mutex::default(),
             failures: Mutex::default(),
             jitter: std::hash::RandomState::new(),

@@ -10,7 +10,7 @@ use axum::response::IntoResponse;
 use axum::routing::get;
 use prometheus_client::registry::Registry;
 
-use super::watch::Readiness;
+use super::readiness::{Readiness, Waiting};
 
 #[derive(Clone)]
 pub struct Health {
@@ -45,12 +45,23 @@ async fn readyz(State(h): State<Health>) -> (StatusCode, String) {
     if h.readiness.is_ready() {
         (StatusCode::OK, "ready".into())
     } else {
-        let waiting = h.readiness.waiting_for().join(", ");
         (
             StatusCode::SERVICE_UNAVAILABLE,
-            format!("waiting for the first list of: {waiting}"),
+            unready(&h.readiness.waiting_for()),
         )
     }
+}
+
+/// `waiting for the first list of: pods (last failure: …), secrets`: which watches, and why.
+fn unready(waiting: &[Waiting]) -> String {
+    let each: Vec<String> = waiting
+        .iter()
+        .map(|w| match &w.last_failure {
+            Some(failure) => format!("{} (last failure: {failure})", w.watch),
+            None => w.watch.clone(),
+        })
+        .collect();
+    format!("waiting for the first list of: {}", each.join(", "))
 }
 
 pub fn router(health: Health) -> Router {

@@ -23,13 +23,16 @@ mod leader;
 mod metrics;
 mod patches;
 mod poolers;
+mod readiness;
 mod reconcile;
 mod report;
 mod secret;
+mod shutdown;
 mod status;
 mod trimmed;
 mod validate;
 mod watch;
+mod watcher;
 
 #[cfg(test)]
 mod tests;
@@ -38,9 +41,11 @@ pub use client::USER_AGENT;
 pub use engines::Connector;
 pub use index::{ClusterIndex, MAX_REPLICAS};
 pub use patches::{FIELD_MANAGER, FINALIZER};
+pub use shutdown::{RUNTIME_TIMEOUT, SHUTDOWN_BOUND};
 pub use status::{conditions, reasons};
 pub use trimmed::TrimmedPod;
-pub use watch::{InitialList, Namespaces};
+pub use watch::Namespaces;
+pub use watcher::InitialList;
 
 use std::net::SocketAddr;
 use std::sync::{Arc, RwLock};
@@ -59,9 +64,11 @@ use crate::api::PoolPolicy;
 use context::{Context, Parts};
 use leader::{Candidate, Leadership, Timing};
 use metrics::Metrics;
+use readiness::{FirstList, Readiness};
 use secret::Secrets;
 use trimmed::TrimmedMeta;
-use watch::{FirstList, Readiness, watch_name};
+use watch::watch_name;
+use watcher::ListMode;
 
 /// How the controller runs.
 #[derive(Clone, Debug)]
@@ -98,16 +105,19 @@ struct OwnWatches {
     secrets: Option<FirstList>,
 }
 
-/// Runs until SIGTERM or Ctrl-C, then finishes in-flight reconciles, closes database connections
-/// and releases the lease. `connector` makes the engine each policy's database URL names.
+/// Runs until SIGTERM or Ctrl-C, then stops within [`SHUTDOWN_BOUND`] (see [`shutdown`]):
+/// lets running reconciles finish, closes database connections and releases the lease.
+/// `connector` makes the engine each policy's database URL names.
 pub async fn run<C: Connector>(config: Config, connector: C) -> Result<(), ControllerError> {
-    let client = client::client().await?;
-    let (stop_tx, stop_rx) = signal::channel(false);
-    tokio::spawn(async move {
-        terminated().await;
-        tracing::info!("shutting down");
-        let _ = stop_tx.send(true);
+    let stop_rx = crate::signals::stop_requested();
+    tokio::spawn({
+        let stopped = stopped(stop_rx.clone());
+        async move {
+            stopped.await;
+            tracing::info!("shutting down");
+        }
     });
+    let client = client::client().await?;
 
     // Every watch registers before the first starts: ready means all of them have listed.
     let readiness = Arc::new(Readiness::default());
@@ -124,10 +134,11 @@ pub async fn run<C: Connector>(config: Config, connector: C) -> Result<(), Contr
         })
         .collect();
     let index = Arc::new(RwLock::new(ClusterIndex::default()));
+    let list_mode = ListMode::new(config.initial_list);
     let watch_tasks = watch::spawn_cluster_watches(
         &client,
         &config.namespaces,
-        config.initial_list,
+        &list_mode,
         index.clone(),
         &readiness,
     );
@@ -145,7 +156,7 @@ pub async fn run<C: Connector>(config: Config, connector: C) -> Result<(), Contr
             source,
         })?;
     tracing::info!(addr = %config.http_addr, "serving /metrics, /healthz, /readyz");
-    let http_task = tokio::spawn({
+    let mut http_task = tokio::spawn({
         let stopped = stopped(stop_rx.clone());
         async move {
             axum::serve(listener, http::router(health))
@@ -194,23 +205,46 @@ pub async fn run<C: Connector>(config: Config, connector: C) -> Result<(), Contr
         controller(
             client.clone(),
             watches,
-            config.initial_list,
+            list_mode.clone(),
             ctx.clone(),
             stopped(stop_rx.clone()),
         )
     });
-    futures::future::join_all(controllers).await;
+    let ending = shutdown::run_until_stopped(
+        futures::future::join_all(controllers),
+        stopped(stop_rx.clone()),
+        &ctx.in_flight,
+    )
+    .await;
+    if ending == shutdown::Ending::Abandoned {
+        tracing::warn!(
+            grace_seconds = shutdown::RECONCILE_GRACE.as_secs(),
+            "reconciles still running at the end of the grace period were abandoned"
+        );
+    }
 
     following.abort();
     metrics.leader.set(0);
     ctx.engines.close_all();
     ctx.poolers.close_all();
     ctx.count_connections();
-    leadership.release().await;
+    if tokio::time::timeout(shutdown::RELEASE_TIMEOUT, leadership.release())
+        .await
+        .is_err()
+    {
+        tracing::warn!(
+            "the lease could not be released in time: a standby takes it once it runs out"
+        );
+    }
     for task in watch_tasks {
         task.abort();
     }
-    let _ = http_task.await;
+    if tokio::time::timeout(shutdown::HTTP_TIMEOUT, &mut http_task)
+        .await
+        .is_err()
+    {
+        http_task.abort();
+    }
     tracing::info!("stopped");
     Ok(())
 }
@@ -255,7 +289,7 @@ fn became_leader(leader: signal::Receiver<bool>) -> impl Stream<Item = ()> + Sen
 async fn controller<C: Connector>(
     client: Client,
     watches: OwnWatches,
-    initial: watch::InitialList,
+    mode: Arc<ListMode>,
     ctx: Arc<Context<C>>,
     shutdown: impl Future<Output = ()> + Send + Sync + 'static,
 ) {
@@ -267,7 +301,7 @@ async fn controller<C: Connector>(
     let (reader, writer) = reflector::store();
     let name = watches.policies.name().to_owned();
     // Reconcile on spec changes and deletion, not on our own status writes: those would loop.
-    let changes = watch::watcher(policies, initial, watch::PAGE, &name)
+    let changes = watcher::watcher(policies, mode.clone(), watch::PAGE, &name)
         .inspect(watch::follow(watches.policies))
         .reflect(writer)
         .applied_objects()
@@ -276,7 +310,7 @@ async fn controller<C: Connector>(
         .reconcile_all_on(became_leader(ctx.leader.changes()));
     if let Some(first) = watches.secrets {
         let api = watch::metadata_api(&client, scope, &kinds::SECRET);
-        let secret_changes = watch::watcher(api, initial, watch::PAGE, first.name())
+        let secret_changes = watcher::watcher(api, mode, watch::PAGE, first.name())
             .inspect(watch::secret_versions(
                 ctx.secrets.clone(),
                 watches.scope.clone(),
@@ -307,6 +341,10 @@ async fn controller<C: Connector>(
                 Err(controller::Error::ReconcilerFailed(_, object)) => {
                     tracing::debug!(%object, "reconcile failed")
                 }
+                // The watch has said it (see watcher.rs), and retries by itself.
+                Err(controller::Error::QueueError(error)) => {
+                    tracing::debug!(%error, "a watch of the controller failed")
+                }
                 Err(controller::Error::ObjectNotFound(object)) => {
                     tracing::warn!(%object, "asked to reconcile a PoolPolicy the cache does not hold")
                 }
@@ -332,35 +370,15 @@ fn meaningful_change(policy: &PoolPolicy) -> Option<u64> {
     Some(hasher.finish())
 }
 
-/// Resolves once the channel says stop.
-fn stopped(mut rx: signal::Receiver<bool>) -> impl Future<Output = ()> + Send + Sync + 'static {
+/// Resolves once the channel says stop (`Sync`, as kube's graceful shutdown asks).
+fn stopped(rx: signal::Receiver<bool>) -> impl Future<Output = ()> + Send + Sync + 'static {
     let (tx, done) = tokio::sync::oneshot::channel::<()>();
     tokio::spawn(async move {
-        let _ = rx.wait_for(|s| *s).await;
+        crate::signals::stopped(rx).await;
         let _ = tx.send(());
     });
     async move {
         let _ = done.await;
-    }
-}
-
-/// SIGTERM (Kubernetes stopping the pod) or Ctrl-C.
-async fn terminated() {
-    #[cfg(unix)]
-    {
-        let mut term =
-            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-                Ok(s) => s,
-                Err(_) => return std::future::pending().await,
-            };
-        tokio::select! {
-            _ = term.recv() => {}
-            _ = tokio::signal::ctrl_c() => {}
-        }
-    }
-    #[cfg(not(unix))]
-    {
-        let _ = tokio::signal::ctrl_c().await;
     }
 }
 

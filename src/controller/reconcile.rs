@@ -34,6 +34,7 @@ pub async fn reconcile<C: Connector>(
     policy: Arc<PoolPolicy>,
     ctx: Arc<Context<C>>,
 ) -> Result<Action, ReconcileError> {
+    let _running = ctx.in_flight.enter();
     let interval = policy.spec.interval.into();
     if !ctx.is_leader() {
         return Ok(Action::requeue(interval));

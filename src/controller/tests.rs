@@ -26,11 +26,11 @@ use super::error::{CONFLICT_RETRY, RECHECK, ReconcileError, error_policy};
 use super::index::ClusterIndex;
 use super::leader::Leader;
 use super::metrics::Metrics;
+use super::readiness::Readiness;
 use super::reconcile::reconcile;
 use super::secret::{SecretError, Secrets};
 use super::trimmed::TrimmedPod;
 use super::validate::InvalidPolicy;
-use super::watch::Readiness;
 use crate::api::PoolPolicy;
 use crate::database::{
     DatabaseError, Engine, MonitorRole, ServerFacts, Session, SessionIdentity, SessionState,

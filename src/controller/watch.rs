@@ -4,26 +4,23 @@
 //! listed everything once.
 //!
 //! Initial lists arrive as a stream (`sendInitialEvents`, the WatchList feature) where the API
-//! server offers it, else in pages of 500 (`limit`/`continue`); either way each object goes into
+//! server serves it, else in pages (see [`super::watcher`]); either way each object goes into
 //! the index as it arrives, so that memory holds a page at most, never the whole list. A relist
 //! (after `410 Gone`) sweeps out what it did not bring.
 
-use std::collections::BTreeSet;
-use std::fmt::Debug;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex, RwLock};
+use std::sync::{Arc, RwLock};
 
 use futures::{Stream, StreamExt};
 use jiff::Timestamp;
-use kube::runtime::WatchStreamExt;
-use kube::runtime::watcher::{self, Config, Event};
+use kube::runtime::watcher::{self, Event};
 use kube::{Api, Client, Resource};
-use serde::de::DeserializeOwned;
 
 use super::index::{ClusterIndex, Listed};
 use super::kinds;
+use super::readiness::{FirstList, Readiness};
 use super::secret::Secrets;
 use super::trimmed::{TrimmedMeta, TrimmedPod};
+use super::watcher::{ListMode, watcher};
 
 /// Which namespaces to watch: all, or a list.
 #[derive(Clone, Debug)]
@@ -37,84 +34,6 @@ impl Namespaces {
         match self {
             Namespaces::All => vec![None],
             Namespaces::Only(list) => list.iter().cloned().map(Some).collect(),
-        }
-    }
-}
-
-/// How a watch gets its initial list.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, clap::ValueEnum)]
-pub enum InitialList {
-    /// A streaming list where the API server offers one; pages where it refuses.
-    #[default]
-    Auto,
-    /// Always a streaming list (`sendInitialEvents`).
-    Streaming,
-    /// Always pages of 500 (`limit`/`continue`).
-    Paged,
-}
-
-/// Whether every watch has listed everything once: only then can attribution be trusted.
-#[derive(Debug, Default)]
-pub struct Readiness {
-    /// The watches that have not listed yet.
-    waiting: Mutex<BTreeSet<String>>,
-    ready: AtomicBool,
-    /// Set once the first watch registered: an empty set before that means nothing started.
-    started: AtomicBool,
-}
-
-impl Readiness {
-    /// Registers a watch by name; it counts as listed once [`FirstList::done`] is called.
-    pub fn expect(self: &Arc<Self>, name: String) -> FirstList {
-        self.started.store(true, Ordering::SeqCst);
-        let mut waiting = self.waiting.lock().unwrap_or_else(|e| e.into_inner());
-        waiting.insert(name.clone());
-        FirstList {
-            name,
-            readiness: self.clone(),
-            done: false,
-        }
-    }
-
-    pub fn is_ready(&self) -> bool {
-        self.ready.load(Ordering::SeqCst)
-    }
-
-    /// The watches still waiting for their first list, by name.
-    pub fn waiting_for(&self) -> Vec<String> {
-        let waiting = self.waiting.lock().unwrap_or_else(|e| e.into_inner());
-        waiting.iter().cloned().collect()
-    }
-
-    fn listed(&self, name: &str) {
-        let mut waiting = self.waiting.lock().unwrap_or_else(|e| e.into_inner());
-        waiting.remove(name);
-        if waiting.is_empty() && self.started.load(Ordering::SeqCst) {
-            self.ready.store(true, Ordering::SeqCst);
-            tracing::info!("every watch has listed: ready");
-        }
-    }
-}
-
-/// One watch's place in [`Readiness`].
-#[derive(Debug)]
-pub struct FirstList {
-    name: String,
-    readiness: Arc<Readiness>,
-    done: bool,
-}
-
-impl FirstList {
-    pub fn name(&self) -> &str {
-        &self.name
-    }
-
-    /// The watch has listed everything once (later relists change nothing).
-    pub fn done(&mut self) {
-        if !self.done {
-            self.done = true;
-            tracing::info!(watch = %self.name, "listed");
-            self.readiness.listed(&self.name);
         }
     }
 }
@@ -150,59 +69,12 @@ pub fn metadata_api(client: &Client, scope: Option<&str>, kind: &kinds::Kind) ->
 pub const PAGE: u32 = 500;
 pub const POD_PAGE: u32 = 100;
 
-/// A watcher with backoff whose initial list streams where it can (see [`InitialList`]), else
-/// comes in pages of `page_size`. With `Auto`, a server that refuses streaming lists (400/422 to
-/// `sendInitialEvents`) gets paged lists from then on.
-pub fn watcher<K>(
-    api: Api<K>,
-    initial: InitialList,
-    page_size: u32,
-    name: &str,
-) -> impl Stream<Item = Result<Event<K>, watcher::Error>> + Send + 'static
-where
-    K: Resource + Clone + DeserializeOwned + Debug + Send + Sync + 'static,
-    K::DynamicType: Clone + Send + Sync,
-{
-    let start = move |api: Api<K>, streaming: bool| {
-        let config = if streaming {
-            Config::default().streaming_lists()
-        } else {
-            Config::default().page_size(page_size)
-        };
-        kube::runtime::watcher(api, config)
-            .default_backoff()
-            .boxed()
-    };
-    let streaming = initial != InitialList::Paged;
-    let name: Arc<str> = name.into();
-    let state = (start(api.clone(), streaming), streaming);
-    futures::stream::unfold(state, move |(mut inner, mut streaming)| {
-        let (api, name) = (api.clone(), name.clone());
-        async move {
-            loop {
-                let item = inner.next().await?;
-                if streaming && initial == InitialList::Auto && refuses_streaming(&item) {
-                    tracing::warn!(watch = %name, "the API server does not offer streaming lists; listing in pages instead");
-                    inner = start(api.clone(), false);
-                    streaming = false;
-                    continue;
-                }
-                return Some((item, (inner, streaming)));
-            }
-        }
-    })
-}
-
-fn refuses_streaming<K>(item: &Result<Event<K>, watcher::Error>) -> bool {
-    matches!(item, Err(watcher::Error::WatchStartFailed(kube::Error::Api(s))) if s.code == 400 || s.code == 422)
-}
-
-/// Marks the first list in [`Readiness`] and logs failures at `warn`, for a stream that goes on
-/// elsewhere (a reflector, a controller's trigger).
+/// Marks the first list in [`Readiness`], and the failures before it, for a stream that goes on
+/// elsewhere (a reflector, a controller's trigger). The watcher has logged the failures.
 pub fn follow<K>(mut first: FirstList) -> impl FnMut(&Result<Event<K>, watcher::Error>) {
     move |item| match item {
         Ok(Event::InitDone) => first.done(),
-        Err(error) => tracing::warn!(watch = %first.name(), %error, "watch failed; retrying"),
+        Err(error) => first.failed(error),
         Ok(_) => {}
     }
 }
@@ -279,8 +151,8 @@ pub async fn feed<K: Resource>(
             }
             Ok(Event::Apply(obj)) => apply(Seen::Applied(obj)),
             Ok(Event::Delete(obj)) => apply(Seen::Deleted(obj)),
-            // The watcher backs off and retries by itself; say so, once per failure.
-            Err(error) => tracing::warn!(watch = %first.name(), %error, "watch failed; retrying"),
+            // The watcher has logged it, and backs off and retries by itself.
+            Err(error) => first.failed(&error),
         }
     }
 }
@@ -290,7 +162,7 @@ pub async fn feed<K: Resource>(
 pub fn spawn_cluster_watches(
     client: &Client,
     namespaces: &Namespaces,
-    initial: InitialList,
+    mode: &Arc<ListMode>,
     index: Arc<RwLock<ClusterIndex>>,
     readiness: &Arc<Readiness>,
 ) -> Vec<tokio::task::JoinHandle<()>> {
@@ -311,7 +183,7 @@ pub fn spawn_cluster_watches(
     let mut tasks = Vec::new();
     for ((scope, first), owners) in scopes.into_iter().zip(pods).zip(owners) {
         let pods = pod_api(client, scope.as_deref());
-        let stream = watcher(pods, initial, POD_PAGE, first.name());
+        let stream = watcher(pods, mode.clone(), POD_PAGE, first.name());
         let (index_, scope_) = (index.clone(), scope.clone());
         tasks.push(tokio::spawn(feed(stream, first, move |seen| {
             let now = Timestamp::now();
@@ -324,7 +196,7 @@ pub fn spawn_cluster_watches(
         })));
         for (kind, first) in kinds::OWNERS.iter().zip(owners) {
             let api = metadata_api(client, scope.as_deref(), kind);
-            let stream = watcher(api, initial, PAGE, first.name());
+            let stream = watcher(api, mode.clone(), PAGE, first.name());
             let (index, scope) = (index.clone(), scope.clone());
             tasks.push(tokio::spawn(feed(stream, first, move |seen| {
                 let mut index = index.write().unwrap_or_else(|e| e.into_inner());

@@ -26,6 +26,9 @@ CRDs in ``crds/`` (or given with ``--crd``):
   ``sendInitialEvents``: a streaming list, ended by the ``k8s.io/initial-events-end`` bookmark),
   with selectors, BOOKMARK events and ``timeoutSeconds``. ``--no-streaming-lists`` refuses
   ``sendInitialEvents`` with 422, as a server without the WatchList feature does;
+  ``--no-watch-progress`` accepts such a watch and then fails it inside the stream (an ``ERROR``
+  event holding a 500 ``InternalError`` Status, then the end of the stream), as a server does whose
+  storage cannot request watch progress (etcd before 3.4.31 / 3.5.13, k3s's kine before 2024);
 * patches: JSON merge (RFC 7386), JSON patch (RFC 6902), strategic merge (as a JSON merge patch:
   lists are replaced, not merged by key) and server-side apply: a deep merge that creates the
   object if missing, with field ownership by ``fieldManager`` kept in ``managedFields`` (a list
@@ -390,6 +393,9 @@ class Standin(kmock.KubernetesScaffold):
     # Whether a watch may ask for its initial list as events (`sendInitialEvents`, the WatchList
     # feature); off, such a watch is refused as a server without the feature refuses it.
     streaming_lists: bool = True
+    # Whether the storage can request watch progress, which a streaming list needs; off, such a
+    # watch is accepted and then failed inside the stream, as kube-apiserver's cacher does it.
+    watch_progress: bool = True
     # Compaction: resourceVersions up to here are gone (a watch or a continue token from before is
     # answered 410 Gone). Raised by `POST /standin/expire`.
     compacted_rv: int = attrs.field(default=0, init=False)
@@ -784,6 +790,8 @@ class Standin(kmock.KubernetesScaffold):
                 "ListOptions.meta.k8s.io \"\" is invalid: sendInitialEvents: Forbidden: sendInitialEvents is "
                 "forbidden for watch unless the WatchList feature gate is enabled",
             )
+        if streaming and not self.watch_progress:
+            return await self.fail_in_stream(request)
         initial = since == "0" or streaming
         epoch = self.watch_epoch
 
@@ -878,6 +886,30 @@ class Standin(kmock.KubernetesScaffold):
             await response.write_eof()
         except ConnectionError:
             pass
+        return response
+
+    async def fail_in_stream(self, request: kmock.Request) -> aiohttp.web.StreamResponse:
+        """A streaming list on storage that cannot request watch progress, as kube-apiserver
+        answers it (its cacher's `newErrWatcher`): the watch is accepted (200), its only event is
+        an ERROR holding an `InternalError` Status, and the stream ends."""
+        raw = request._raw_request
+        assert raw is not None
+        response = aiohttp.web.StreamResponse(headers={"Content-Type": ANSWER_JSON})
+        await response.prepare(raw)
+        failure = {
+            "kind": "Status",
+            "apiVersion": "v1",
+            "metadata": {},
+            "status": "Failure",
+            "message": "a watch stream was requested by the client but the required storage feature "
+            "RequestWatchProgress is disabled",
+            "reason": "InternalError",
+            "code": 500,
+        }
+        log("  -> 200, then ERROR 500 InternalError in the stream: RequestWatchProgress is disabled")
+        with contextlib.suppress(ConnectionError):
+            await response.write(json.dumps({"type": "ERROR", "object": failure}).encode() + b"\n")
+            await response.write_eof()
         return response
 
     # ---------------------------------------------------------------------------------------------
@@ -1273,7 +1305,9 @@ def log(line: str) -> None:
 # Main
 
 
-async def serve(port: int, host: str, crds: list[pathlib.Path], watch_stdin: bool, streaming_lists: bool) -> None:
+async def serve(
+    port: int, host: str, crds: list[pathlib.Path], watch_stdin: bool, streaming_lists: bool, watch_progress: bool
+) -> None:
     loop = asyncio.get_running_loop()
     stop = asyncio.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
@@ -1287,7 +1321,7 @@ async def serve(port: int, host: str, crds: list[pathlib.Path], watch_stdin: boo
 
         threading.Thread(target=wait_for_eof, daemon=True).start()
 
-    handler = Standin(crds=crds, streaming_lists=streaming_lists)
+    handler = Standin(crds=crds, streaming_lists=streaming_lists, watch_progress=watch_progress)
     async with handler, kmock.Server(handler, host=host, port=port) as server:
         print(f"ready http://{host}:{server.port}", flush=True)
         await stop.wait()
@@ -1313,11 +1347,20 @@ def main() -> None:
         help="refuse watches that ask for their initial list as events (sendInitialEvents), as an API "
         "server without the WatchList feature does",
     )
+    parser.add_argument(
+        "--no-watch-progress",
+        action="store_true",
+        help="accept watches that ask for their initial list as events (sendInitialEvents), then fail "
+        "them inside the stream with a 500 InternalError, as an API server whose storage cannot request "
+        "watch progress (RequestWatchProgress) does",
+    )
     args = parser.parse_args()
     global _quiet
     _quiet = args.quiet
     crds = args.crd if args.crd is not None else sorted((REPO / "crds").glob("*.yaml"))
-    asyncio.run(serve(args.port, args.host, crds, args.watch_stdin, not args.no_streaming_lists))
+    asyncio.run(
+        serve(args.port, args.host, crds, args.watch_stdin, not args.no_streaming_lists, not args.no_watch_progress)
+    )
 
 
 if __name__ == "__main__":

@@ -46,6 +46,18 @@ impl Controller {
         lease_secs: u64,
         env: &[(&str, &str)],
     ) -> Self {
+        Self::start_with_args(kubeconfig, dir, identity, lease_secs, env, &[])
+    }
+
+    /// [`Controller::start_with_lease`], with more command-line arguments.
+    pub fn start_with_args(
+        kubeconfig: &Path,
+        dir: &Path,
+        identity: &str,
+        lease_secs: u64,
+        env: &[(&str, &str)],
+        args: &[&str],
+    ) -> Self {
         let port = std::net::TcpListener::bind("127.0.0.1:0")
             .unwrap()
             .local_addr()
@@ -62,6 +74,7 @@ impl Controller {
                 "--identity",
                 identity,
             ])
+            .args(args)
             .env("KUBECONFIG", kubeconfig)
             .env("RUST_LOG", "info,poolwarden=debug")
             .envs(env.iter().copied())
@@ -107,19 +120,25 @@ impl Controller {
 
     /// SIGTERM, then the exit status (within 20 s).
     pub fn terminate(&mut self) -> std::process::ExitStatus {
+        self.terminate_within(Duration::from_secs(20)).0
+    }
+
+    /// SIGTERM, then the exit status and how long after the signal it came; fails the test if
+    /// it has not come within `limit`.
+    pub fn terminate_within(&mut self, limit: Duration) -> (std::process::ExitStatus, Duration) {
         let pid = nix::unistd::Pid::from_raw(self.child.id() as i32);
+        let signalled = Instant::now();
         nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM).unwrap();
-        let deadline = Instant::now() + Duration::from_secs(20);
         loop {
             if let Some(status) = self.child.try_wait().unwrap() {
-                return status;
+                return (status, signalled.elapsed());
             }
             assert!(
-                Instant::now() < deadline,
-                "no exit 20 s after SIGTERM:\n{}",
+                signalled.elapsed() < limit,
+                "no exit {limit:?} after SIGTERM:\n{}",
                 self.log()
             );
-            std::thread::sleep(Duration::from_millis(100));
+            std::thread::sleep(Duration::from_millis(50));
         }
     }
 }
