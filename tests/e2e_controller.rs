@@ -1085,3 +1085,121 @@ async fn sigterm_ends_the_controller_within_the_bound_while_a_database_hangs() {
         .unwrap_or_default();
     assert!(holder.is_empty(), "released, not held by {holder:?}");
 }
+
+/// Every `poolwarden.io/` annotation on the objects of `shop` a workload can be, as
+/// `Kind/name key`.
+async fn poolwarden_keys(client: &kube::Client) -> Vec<String> {
+    let mut found = Vec::new();
+    for (group, version, kind, plural) in [
+        ("apps", "v1", "Deployment", "deployments"),
+        ("apps", "v1", "ReplicaSet", "replicasets"),
+        ("apps", "v1", "StatefulSet", "statefulsets"),
+        ("apps", "v1", "DaemonSet", "daemonsets"),
+        ("batch", "v1", "Job", "jobs"),
+        ("batch", "v1", "CronJob", "cronjobs"),
+        ("", "v1", "Pod", "pods"),
+    ] {
+        let resource = kube::api::ApiResource::from_gvk_with_plural(
+            &kube::api::GroupVersionKind::gvk(group, version, kind),
+            plural,
+        );
+        let api: Api<kube::api::DynamicObject> =
+            Api::namespaced_with(client.clone(), NS, &resource);
+        for object in api.list(&ListParams::default()).await.unwrap() {
+            let name = object.metadata.name.clone().unwrap_or_default();
+            for key in object.metadata.annotations.unwrap_or_default().keys() {
+                if key.starts_with("poolwarden.io/") {
+                    found.push(format!("{kind}/{name} {key}"));
+                }
+            }
+        }
+    }
+    found
+}
+
+/// A write to the ReplicaSet of the test's cluster.
+fn replicaset_write(line: &str) -> bool {
+    line.starts_with("PATCH ") && line.contains("/replicasets/orders-api-5c6d")
+}
+
+/// The Deployment controller copies the Deployment's annotations onto its ReplicaSet and never
+/// takes a copy back. Once the Deployment no longer carries poolwarden's keys (the finding
+/// cleared; the policy deleted), the controller takes the copies off: no object in the namespace
+/// keeps a `poolwarden.io/` key. Never before: the ReplicaSet is not written while the
+/// Deployment carries the keys (that would be undone at the next sync: a write loop).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn copies_of_removed_annotations_are_taken_back_and_a_deleted_policy_leaves_no_key() {
+    let sb = database().await;
+    let kube = KubeStandin::start();
+    let client = kube.client().await;
+    let dir = tempfile::tempdir().unwrap();
+    cluster(&client, &sb).await;
+    // Pod a leaks 4 idle sessions (an inherited pool); nothing is ended (no idle timeout).
+    let mut idle = Vec::new();
+    for _ in 0..4 {
+        idle.push(session(&sb, 41).await);
+    }
+    create_policy(&client).await;
+    let controller = Controller::start(&kube.kubeconfig(dir.path()), dir.path(), "replica-a");
+    let replicasets: Api<ReplicaSet> = Api::namespaced(client.clone(), NS);
+    let copied = || async {
+        let rs = replicasets.get("orders-api-5c6d").await.ok()?;
+        rs.metadata.annotations?.get("poolwarden.io/leak").cloned()
+    };
+    eventually("the copy on the ReplicaSet", 60, || async {
+        copied().await.map(|_| ())
+    })
+    .await;
+    // While the Deployment carries the keys, its ReplicaSet is never written.
+    let start = reconciles(&controller);
+    eventually("three more reconciles", 60, || async {
+        (reconciles(&controller) >= start + 3.0).then_some(())
+    })
+    .await;
+    assert_eq!(
+        requests_since(&kube, 0, replicaset_write),
+        Vec::<String>::new()
+    );
+
+    // The leak ends: the finding clears, the Deployment's annotations go, then the copies.
+    idle.clear();
+    eventually("no poolwarden.io key left in the namespace", 60, || async {
+        poolwarden_keys(&client).await.is_empty().then_some(())
+    })
+    .await;
+    let writes = requests_since(&kube, 0, workload_write);
+    let last_deployment_write = writes
+        .iter()
+        .rposition(|w| w.contains("/deployments/orders-api"))
+        .unwrap();
+    let first_replicaset_write = writes.iter().position(|w| replicaset_write(w)).unwrap();
+    assert!(
+        first_replicaset_write > last_deployment_write,
+        "the copies went only after the Deployment's keys: {writes:#?}"
+    );
+
+    // It leaks again: marked and copied again. Then the policy is deleted: by the time it is
+    // gone, nothing in the namespace carries its keys.
+    for _ in 0..4 {
+        idle.push(session(&sb, 41).await);
+    }
+    eventually("the copy on the ReplicaSet, again", 60, || async {
+        copied().await.map(|_| ())
+    })
+    .await;
+    let policies: Api<PoolPolicy> = Api::namespaced(client.clone(), NS);
+    policies
+        .delete("orders-db", &DeleteParams::default())
+        .await
+        .unwrap();
+    eventually("the policy is gone", 30, || async {
+        policies
+            .get_opt("orders-db")
+            .await
+            .ok()?
+            .is_none()
+            .then_some(())
+    })
+    .await;
+    assert_eq!(poolwarden_keys(&client).await, Vec::<String>::new());
+}

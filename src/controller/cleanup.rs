@@ -1,7 +1,8 @@
 //! A PoolPolicy is being deleted: take back every annotation it wrote, close its connection,
 //! forget its memory and metrics. What it wrote is on the workloads at the top of their chains;
-//! the copies their controllers made below (a Deployment's ReplicaSets) are theirs, not
-//! poolwarden's, and are left alone.
+//! once they no longer carry it, the copies their controllers made below (a Deployment's
+//! ReplicaSets) are taken off too ([`copies`](super::copies)): nothing in the namespace keeps a
+//! `poolwarden.io/` key of the policy.
 
 use kube::api::{DynamicObject, Patch, PatchParams};
 use kube::runtime::controller::Action;
@@ -10,7 +11,7 @@ use kube::{Api, ResourceExt};
 use super::context::Context;
 use super::engines::Connector;
 use super::error::ReconcileError;
-use super::patches;
+use super::{copies, patches};
 use crate::api::PoolPolicy;
 
 pub async fn policy<C: Connector>(
@@ -24,6 +25,7 @@ pub async fn policy<C: Connector>(
         index.annotated_by(&namespace, &name)
     };
     let patch = Patch::Merge(patches::remove_annotations());
+    let mut cleared = Vec::new();
     for workload in &annotated {
         let Some(resource) = patches::workload_resource(workload) else {
             continue;
@@ -37,8 +39,11 @@ pub async fn policy<C: Connector>(
             .patch(&workload.name, &PatchParams::default(), &patch)
             .await
         {
-            Ok(_) => tracing::info!(%workload, "annotations removed"),
-            Err(kube::Error::Api(e)) if e.code == 404 => {}
+            Ok(_) => {
+                tracing::info!(%workload, "annotations removed");
+                cleared.push(workload.clone());
+            }
+            Err(kube::Error::Api(e)) if e.code == 404 => cleared.push(workload.clone()),
             Err(source) => {
                 return Err(ReconcileError::Cleanup {
                     workload: workload.clone(),
@@ -47,6 +52,7 @@ pub async fn policy<C: Connector>(
             }
         }
     }
+    copies::take_back(ctx, &namespace, &name, &cleared).await?;
     ctx.forget(&policy.uid().unwrap_or_default());
     ctx.metrics.forget(&name);
     tracing::info!(policy = %name, workloads = annotated.len(), "policy deleted; cleaned up");

@@ -71,6 +71,12 @@ pub enum ReconcileError {
         workload: WorkloadRef,
         source: kube::Error,
     },
+    /// Steps 4 and cleanup: taking stale copies of the annotations off a ReplicaSet or Job.
+    #[error("taking the copies of poolwarden's annotations off {object}: {source}")]
+    Copies {
+        object: WorkloadRef,
+        source: kube::Error,
+    },
     /// Adding or removing the finalizer.
     #[error("finalizer: {0}")]
     Finalizer(#[source] kube::Error),
@@ -139,7 +145,9 @@ impl ReconcileError {
             Self::Secret(e) => e.reason(),
             Self::Engine(e) | Self::Database(e) => e.category(),
             Self::LostLease => "LostLease",
-            Self::Annotate { source, .. } | Self::Cleanup { source, .. } => kube_category(source),
+            Self::Annotate { source, .. }
+            | Self::Cleanup { source, .. }
+            | Self::Copies { source, .. } => kube_category(source),
             Self::Status(e) => kube_category(e),
             Self::Finalizer(e) => match kube_retry(e, true) {
                 Retry::Conflict => "Conflict",
@@ -156,9 +164,10 @@ impl ReconcileError {
             // A Secret can appear, and its watch says so at once; without it, back off.
             Self::Secret(_) => Retry::Backoff,
             Self::LostLease => Retry::AtInterval,
-            Self::Annotate { source, .. } | Self::Cleanup { source, .. } | Self::Status(source) => {
-                kube_retry(source, false)
-            }
+            Self::Annotate { source, .. }
+            | Self::Cleanup { source, .. }
+            | Self::Copies { source, .. }
+            | Self::Status(source) => kube_retry(source, false),
             Self::Finalizer(e) => kube_retry(e, true),
         }
     }

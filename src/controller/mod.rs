@@ -13,6 +13,7 @@ mod act_on_cluster;
 mod cleanup;
 mod client;
 mod context;
+mod copies;
 mod dereference;
 mod engines;
 mod error;

@@ -34,6 +34,12 @@ pub fn remove_annotations() -> Value {
     json!({ "metadata": { "annotations": annotations } })
 }
 
+/// A merge patch removing the annotations `keys`.
+pub fn remove_keys(keys: &[String]) -> Value {
+    let annotations: Map<String, Value> = keys.iter().map(|k| (k.clone(), Value::Null)).collect();
+    json!({ "metadata": { "annotations": annotations } })
+}
+
 /// The server-side apply body for a PoolPolicy's status.
 pub fn status(status: &PoolPolicyStatus) -> Value {
     json!({
@@ -125,6 +131,10 @@ mod tests {
                 "poolwarden.io/leak-detail": null,
                 "poolwarden.io/policy": null,
             }}})
+        );
+        assert_eq!(
+            remove_keys(&["poolwarden.io/leak".into()]),
+            json!({"metadata": {"annotations": {"poolwarden.io/leak": null}}})
         );
     }
 

@@ -5,7 +5,8 @@
 //! 3. the cycle: observe the server and the poolers in front → decide → act on the database
 //!    ([`cycle::run_once_among`], with the policy's [`poolers`](super::poolers), the lease
 //!    checked again right before terminating);
-//! 4. [`act_on_cluster`](super::act_on_cluster): annotations and Events;
+//! 4. [`act_on_cluster`](super::act_on_cluster): annotations and Events; then
+//!    [`copies`](super::copies): copies of removed annotations that other controllers left;
 //! 5. [`report`](super::report): status and metrics, written once from what the steps ended with.
 //!
 //! A failed step ends the run with its own [`ReconcileError`]; [`error_policy`](super::error)
@@ -24,7 +25,7 @@ use super::engines::Connector;
 use super::error::ReconcileError;
 use super::patches::{self, FINALIZER};
 use super::validate::{self, Valid};
-use super::{act_on_cluster, cleanup, report};
+use super::{act_on_cluster, cleanup, copies, report};
 use crate::api::PoolPolicy;
 use crate::cycle::{self, Cycle};
 use crate::report::audit;
@@ -71,9 +72,15 @@ async fn apply<C: Connector>(
         run_cycle(ctx, policy, &valid, inputs).await
     }
     .await;
-    // 4. Act on the cluster: annotations and Events for what the cycle found.
+    // 4. Act on the cluster: annotations and Events for what the cycle found, and the copies of
+    //    annotations removed earlier that their workloads' controllers left behind.
     let told = match &ended {
-        Ok(cycle) => act_on_cluster::tell(ctx, policy, cycle).await,
+        Ok(cycle) => {
+            let told = act_on_cluster::tell(ctx, policy, cycle).await;
+            let namespace = policy.namespace().unwrap_or_default();
+            let taken_back = copies::take_back(ctx, &namespace, &name, &[]).await;
+            told.and(taken_back)
+        }
         Err(_) => Ok(()),
     };
     // 5. Report: status and metrics, once, from what the steps ended with.

@@ -943,7 +943,8 @@ async fn a_database_failure_is_reported_and_retried_by_its_kind() {
 #[tokio::test]
 async fn deleting_a_policy_removes_its_annotations_then_its_finalizer() {
     // The Deployment carries the policy's annotations, its ReplicaSet the Deployment
-    // controller's copies: only the Deployment is written.
+    // controller's copies: the Deployment is cleaned first, then, as it no longer carries them,
+    // the copies its controller will never take back.
     let index = workload_index(
         "10.0.0.1",
         &[
@@ -970,6 +971,22 @@ async fn deleting_a_policy_removes_its_annotations_then_its_finalizer() {
         r.body,
         json!({"metadata": {"annotations": {
             "poolwarden.io/leak": null, "poolwarden.io/leak-detail": null, "poolwarden.io/policy": null}}})
+    );
+    r.reply(200, deployment_echo());
+
+    let r = next(&mut handle).await;
+    assert_eq!(
+        r.line(),
+        (
+            Method::PATCH,
+            "/apis/apps/v1/namespaces/shop/replicasets/orders-api-5c6d?",
+            "application/merge-patch+json"
+        )
+    );
+    assert_eq!(
+        r.body,
+        json!({"metadata": {"annotations": {
+            "poolwarden.io/leak": null, "poolwarden.io/policy": null}}})
     );
     r.reply(200, deployment_echo());
 

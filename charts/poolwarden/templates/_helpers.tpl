@@ -96,7 +96,9 @@ in the release namespace only (leader-election-rbac.yaml).
   resources: ["pods"]
   verbs: ["list", "watch", "patch"]
 # Owner chains (metadata-only watches) from a pod up to its workload; the workload found leaking
-# gets the poolwarden.io/leak, leak-detail and policy annotations by merge patch.
+# gets the poolwarden.io/leak, leak-detail and policy annotations by merge patch. Once it no longer
+# carries them, the copies its controller made (the Deployment controller copies a Deployment's
+# annotations onto its ReplicaSets and never removes one) are taken off by merge patch too.
 - apiGroups: ["apps"]
   resources: ["replicasets", "deployments", "statefulsets", "daemonsets"]
   verbs: ["list", "watch", "patch"]

@@ -3,10 +3,11 @@
 //! time, owner and identity; their owners trimmed to the owner chain, identity and poolwarden's
 //! annotations; and a bounded record of pods that went away, whose sessions are orphans.
 //!
-//! Only the top of an owner chain is a workload, and only a workload's annotations are kept: an
-//! owner that is owned by a followed kind (a ReplicaSet of a Deployment, a Job of a CronJob)
-//! carries its controller's copies of them, never poolwarden's own writes, so the index does not
-//! even remember them.
+//! Only the top of an owner chain is a workload, and only a workload's annotations are
+//! poolwarden's: an owner that is owned by a followed kind (a ReplicaSet of a Deployment, a Job
+//! of a CronJob) carries its controller's copies of them, never poolwarden's own writes. The
+//! index keeps those copies apart, only to find the ones the workload no longer carries (its
+//! controller never takes a copy back: see [`ClusterIndex::stale_copies`]).
 //!
 //! Synchronous and free of IO: the watch tasks feed it, the reconciler reads a [`ClusterView`]
 //! out of it. No API call is made inside a reconcile for anything it can answer.
@@ -95,12 +96,23 @@ struct Departed {
 }
 
 /// An owner, trimmed to its place in the chain, its identity and, at the top of a chain,
-/// poolwarden's annotations.
+/// poolwarden's annotations; below the top, the copies of the annotations poolwarden writes.
 #[derive(Clone, Debug, PartialEq)]
 struct OwnerRecord {
     owner: Option<OwnerLink>,
     annotations: BTreeMap<String, String>,
+    copies: BTreeMap<String, String>,
     identity: Identity,
+}
+
+/// An object below the top of its owner chain still carrying copies of poolwarden's annotations
+/// that the workload at the top no longer carries.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct StaleCopy {
+    /// The ReplicaSet or Job (`kind` is its own).
+    pub object: WorkloadRef,
+    /// The keys to take off it.
+    pub keys: Vec<String>,
 }
 
 /// One namespace's pods, owners (by kind and name) and departed pods (oldest first).
@@ -138,6 +150,19 @@ fn ours(meta: &ObjectMeta, owner: Option<&OwnerLink>) -> BTreeMap<String, String
         .iter()
         .flatten()
         .filter(|(k, _)| k.starts_with(ANNOTATION_PREFIX))
+        .map(|(k, v)| (k.clone(), v.clone()))
+        .collect()
+}
+
+/// The annotations poolwarden writes, as copied onto an object below the top of its chain.
+fn copies(meta: &ObjectMeta, owner: Option<&OwnerLink>) -> BTreeMap<String, String> {
+    if !OwnerLink::is_followed(owner) {
+        return BTreeMap::new();
+    }
+    meta.annotations
+        .iter()
+        .flatten()
+        .filter(|(k, _)| OWNED.contains(&k.as_str()))
         .map(|(k, v)| (k.clone(), v.clone()))
         .collect()
 }
@@ -284,6 +309,7 @@ impl ClusterIndex {
         let owner = controller_of(meta);
         let record = OwnerRecord {
             annotations: ours(meta, owner.as_ref()),
+            copies: copies(meta, owner.as_ref()),
             owner,
             identity: identity(meta),
         };
@@ -461,6 +487,56 @@ impl ClusterIndex {
             })
             .collect();
         view
+    }
+
+    /// The copies of `policy`'s annotations in `namespace` (those whose `poolwarden.io/policy`
+    /// names it) that the workload at the top of their chain no longer carries, with the keys to
+    /// take off. Removing a copy while the workload still carries the key would be undone by
+    /// its controller at its next sync: a write loop. `cleared` are workloads known to carry none
+    /// of poolwarden's annotations any more, whatever the index has heard yet.
+    pub fn stale_copies(
+        &self,
+        namespace: &str,
+        policy: &str,
+        cleared: &[WorkloadRef],
+    ) -> Vec<StaleCopy> {
+        let Some(ns) = self.namespaces.get(namespace) else {
+            return Vec::new();
+        };
+        let no_annotations = BTreeMap::new();
+        let mut stale: Vec<StaleCopy> = ns
+            .owners
+            .iter()
+            .filter(|(_, o)| o.copies.get(POLICY).is_some_and(|p| p == policy))
+            .filter_map(|((kind, name), o)| {
+                let link = OwnerLink {
+                    kind: (*kind).to_owned(),
+                    name: name.clone(),
+                };
+                let top = self.workload(namespace, name, Some(&link));
+                let carried = if cleared.contains(&top) {
+                    &no_annotations
+                } else {
+                    self.annotations_of(&top).unwrap_or(&no_annotations)
+                };
+                let keys: Vec<String> = o
+                    .copies
+                    .keys()
+                    .filter(|k| !carried.contains_key(*k))
+                    .cloned()
+                    .collect();
+                (!keys.is_empty()).then(|| StaleCopy {
+                    object: WorkloadRef {
+                        namespace: namespace.to_owned(),
+                        kind: link.kind,
+                        name: link.name,
+                    },
+                    keys,
+                })
+            })
+            .collect();
+        stale.sort_by(|a, b| a.object.cmp(&b.object));
+        stale
     }
 
     /// Workloads in `namespace` carrying annotations written by `policy` (for cleanup). Never an

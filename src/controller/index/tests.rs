@@ -263,6 +263,87 @@ fn the_copies_below_the_top_of_a_chain_are_not_poolwardens() {
 }
 
 #[test]
+fn a_copy_is_stale_only_once_the_workload_no_longer_carries_its_key() {
+    let mut index = index();
+    let written = annotations(&[
+        ("poolwarden.io/leak", "IdleAccumulation"),
+        ("poolwarden.io/leak-detail", "4 sessions stranded"),
+        ("poolwarden.io/policy", "shop/p"),
+        ("poolwarden.io/pool-max", "10"),
+    ]);
+    let mut deployment = meta("shop", "orders", None);
+    deployment.annotations = written.clone();
+    index.apply_owner("Deployment", &deployment);
+    let mut rs = meta("shop", "orders-7d9f", Some(("Deployment", "orders")));
+    rs.annotations = written.clone();
+    index.apply_owner("ReplicaSet", &rs);
+    let mut job = meta("shop", "nightly-2901", Some(("CronJob", "nightly")));
+    job.annotations = written.clone();
+    index.apply_owner("Job", &job);
+
+    // The Deployment still carries every key: its ReplicaSet's copies are current, not stale.
+    // The CronJob carries none: the copies on its Job are.
+    let stale = index.stale_copies("shop", "shop/p", &[]);
+    let rs_ref = WorkloadRef {
+        namespace: "shop".into(),
+        kind: "ReplicaSet".into(),
+        name: "orders-7d9f".into(),
+    };
+    let job_ref = WorkloadRef {
+        namespace: "shop".into(),
+        kind: "Job".into(),
+        name: "nightly-2901".into(),
+    };
+    let all_ours: Vec<String> = OWNED.iter().map(|k| (*k).to_owned()).collect();
+    assert_eq!(
+        stale,
+        [StaleCopy {
+            object: job_ref.clone(),
+            keys: all_ours.clone(),
+        }]
+    );
+    // Only another policy's copies: none of this one's.
+    assert!(index.stale_copies("shop", "shop/other", &[]).is_empty());
+
+    // The finding cleared: the Deployment lost poolwarden's keys (the owner's pool-max stays,
+    // and so does its copy: not poolwarden's to take back).
+    deployment.annotations = annotations(&[("poolwarden.io/pool-max", "10")]);
+    index.apply_owner("Deployment", &deployment);
+    let stale = index.stale_copies("shop", "shop/p", &[]);
+    assert_eq!(
+        stale,
+        [
+            StaleCopy {
+                object: job_ref.clone(),
+                keys: all_ours.clone(),
+            },
+            StaleCopy {
+                object: rs_ref.clone(),
+                keys: all_ours.clone(),
+            },
+        ]
+    );
+
+    // Just cleaned up, before the watch has told the index: known to carry nothing.
+    deployment.annotations = written;
+    index.apply_owner("Deployment", &deployment);
+    let orders = WorkloadRef {
+        namespace: "shop".into(),
+        kind: "Deployment".into(),
+        name: "orders".into(),
+    };
+    let stale = index.stale_copies("shop", "shop/p", &[orders]);
+    assert_eq!(stale.len(), 2, "{stale:?}");
+
+    // Taken off: nothing left.
+    rs.annotations = annotations(&[("poolwarden.io/pool-max", "10")]);
+    index.apply_owner("ReplicaSet", &rs);
+    job.annotations = None;
+    index.apply_owner("Job", &job);
+    assert!(index.stale_copies("shop", "shop/p", &[]).is_empty());
+}
+
+#[test]
 fn a_workload_is_known_by_uid_and_resource_version() {
     let index = index();
     let deployment = WorkloadRef {
