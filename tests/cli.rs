@@ -229,6 +229,157 @@ async fn run_names_the_leak_it_ends_in_the_cycle_that_ends_it() {
     );
 }
 
+/// `poolwarden run` in the background, its stdout read line by line as it comes.
+struct Running {
+    child: std::process::Child,
+    lines: std::sync::mpsc::Receiver<String>,
+    stdout: Vec<String>,
+}
+
+impl Running {
+    /// This build's binary, or `POOLWARDEN_BIN` (to check that a test fails on another build).
+    fn start(args: &[&str]) -> Running {
+        let binary = std::env::var_os("POOLWARDEN_BIN")
+            .unwrap_or_else(|| env!("CARGO_BIN_EXE_poolwarden").into());
+        let mut child = Command::new(binary)
+            .args(args)
+            .env_remove("POOLWARDEN_DATABASE_URL")
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .expect("the binary runs");
+        let stdout = child.stdout.take().unwrap();
+        let (tx, lines) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            use std::io::BufRead;
+            for line in std::io::BufReader::new(stdout).lines() {
+                let Ok(line) = line else { break };
+                if tx.send(line).is_err() {
+                    break;
+                }
+            }
+        });
+        Running {
+            child,
+            lines,
+            stdout: Vec::new(),
+        }
+    }
+
+    /// Waits (30 s at most) for a line of stdout that `matches`.
+    fn wait_for_line(&mut self, matches: impl Fn(&str) -> bool) {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+        while std::time::Instant::now() < deadline {
+            if let Ok(line) = self
+                .lines
+                .recv_timeout(std::time::Duration::from_millis(100))
+            {
+                let found = matches(&line);
+                self.stdout.push(line);
+                if found {
+                    return;
+                }
+            }
+        }
+        panic!("no such line on stdout: {:#?}", self.stdout);
+    }
+
+    /// Sends `signal`; the exit status, all of stdout (lines) and stderr, within 20 s.
+    fn stop(
+        mut self,
+        signal: nix::sys::signal::Signal,
+    ) -> (std::process::ExitStatus, Vec<String>, String) {
+        let pid = nix::unistd::Pid::from_raw(self.child.id() as i32);
+        nix::sys::signal::kill(pid, signal).unwrap();
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+        let status = loop {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                break status;
+            }
+            if std::time::Instant::now() > deadline {
+                let _ = self.child.kill();
+                panic!("no exit 20 s after {signal}: {:#?}", self.stdout);
+            }
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        };
+        while let Ok(line) = self.lines.recv_timeout(std::time::Duration::from_secs(2)) {
+            self.stdout.push(line);
+        }
+        let mut stderr = String::new();
+        use std::io::Read;
+        let _ = self
+            .child
+            .stderr
+            .take()
+            .unwrap()
+            .read_to_string(&mut stderr);
+        (status, self.stdout, stderr)
+    }
+}
+
+/// What `docker compose stop` and systemd send: `run` stops as it does on Ctrl-C, with its
+/// closing summary and status 0.
+#[tokio::test]
+async fn run_stops_on_sigterm_as_on_ctrl_c_with_its_summary() {
+    let sb = sandbox().await;
+    let policy = policy_file(&sb, POLICY);
+    let url = monitor_url(&sb);
+    let mut run = Running::start(&[
+        "run",
+        "--database-url",
+        &url,
+        "--policy",
+        &policy,
+        "--interval",
+        "1s",
+    ]);
+    run.wait_for_line(|l| l.contains("  sessions "));
+    let (status, stdout, stderr) = run.stop(nix::sys::signal::Signal::SIGTERM);
+    assert_eq!(status.code(), Some(0), "{status:?}\n{stdout:#?}\n{stderr}");
+    let last: Vec<&str> = stdout
+        .iter()
+        .rev()
+        .take(2)
+        .rev()
+        .map(String::as_str)
+        .collect();
+    assert_eq!(last[0], "interrupted", "{stdout:#?}");
+    assert!(last[1].starts_with("done: "), "{stdout:#?}");
+}
+
+/// With `--output json`, stdout is JSON lines and nothing else, interrupted or not: what `run`
+/// says besides goes to stderr.
+#[tokio::test]
+async fn run_json_prints_json_lines_only_and_says_the_rest_on_stderr() {
+    let sb = sandbox().await;
+    let policy = policy_file(&sb, POLICY);
+    let url = monitor_url(&sb);
+    let mut run = Running::start(&[
+        "run",
+        "--database-url",
+        &url,
+        "--policy",
+        &policy,
+        "--interval",
+        "1s",
+        "--output",
+        "json",
+    ]);
+    run.wait_for_line(|l| l.starts_with('{'));
+    run.wait_for_line(|l| l.starts_with('{'));
+    let (status, stdout, stderr) = run.stop(nix::sys::signal::Signal::SIGINT);
+    assert_eq!(status.code(), Some(0), "{status:?}\n{stderr}");
+    assert!(stdout.len() >= 2, "{stdout:#?}");
+    for line in &stdout {
+        let document: Value = serde_json::from_str(line)
+            .unwrap_or_else(|e| panic!("not JSON ({e}): {line:?} in {stdout:#?}"));
+        assert!(document["observedAt"].is_string(), "{line}");
+    }
+    assert!(stderr.contains("interrupted"), "{stderr}");
+    assert!(stderr.contains("done: "), "{stderr}");
+}
+
 /// The pids the server log shows ended by `pg_terminate_backend`, after byte `from` (every line
 /// starts with PostgreSQL's default `log_line_prefix`, `%m [%p] `).
 fn terminated_in_server_log(sb: &Sandbox, from: u64) -> Vec<i64> {

@@ -20,6 +20,8 @@ use crate::decide::Termination;
 use crate::decide::{ClusterView, Memory, Rules};
 use crate::report;
 use crate::report::audit::{AuditLogError, AuditTrail};
+use crate::signals;
+use tokio::sync::watch;
 
 /// How to print.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
@@ -155,48 +157,60 @@ pub struct RunOptions {
     pub output: Output,
 }
 
+/// What `run` says besides its reports: on stdout with `--output table`; on stderr with
+/// `--output json`, whose stdout carries the cycles' JSON documents and nothing else.
+fn say(output: Output, out: &mut impl Write, line: std::fmt::Arguments<'_>) {
+    let _ = match output {
+        Output::Table => writeln!(out, "{line}").and_then(|()| out.flush()),
+        Output::Json => writeln!(std::io::stderr(), "{line}"),
+    };
+}
+
+/// How long a cycle under way may still take once `run` is told to stop (SIGTERM, Ctrl-C): it
+/// finishes, so that what it ended is on record, unless its database does not answer.
+pub const CYCLE_GRACE: Duration = Duration::from_secs(5);
+
 /// Connects for `run`: a full server is waited out, with backoff (1s, 2s, 4s… up to the
-/// interval), saying so each time (on stderr when stdout carries JSON); any other failure ends
-/// the run at once. `None` if Ctrl-C came first.
+/// interval), saying so each time; any other failure ends the run at once. `None` if told to
+/// stop first.
 async fn connect_waiting(
     url: &str,
     options: RunOptions,
-    stdout: &mut (impl Write + Send),
+    stop: &watch::Receiver<bool>,
+    out: &mut (impl Write + Send),
 ) -> Result<Option<AnyEngine>, StandaloneError> {
     let interval = options.interval;
-    let mut stderr = std::io::stderr();
-    let out: &mut (dyn Write + Send) = match options.output {
-        Output::Table => stdout,
-        Output::Json => &mut stderr,
-    };
     let mut wait = Duration::from_secs(1).min(interval);
     let mut attempts = 0u32;
     loop {
-        match AnyEngine::connect(url, ConnectOptions::default()).await {
+        let connected = tokio::select! {
+            connected = AnyEngine::connect(url, ConnectOptions::default()) => connected,
+            () = signals::stopped(stop.clone()) => return Ok(None),
+        };
+        match connected {
             Ok(engine) => {
                 if attempts > 0 {
-                    let _ = writeln!(
+                    say(
+                        options.output,
                         out,
-                        "connected after {}",
-                        count(attempts as usize + 1, "attempt")
+                        format_args!(
+                            "connected after {}",
+                            count(attempts as usize + 1, "attempt")
+                        ),
                     );
                 }
                 return Ok(Some(engine));
             }
             Err(e @ DatabaseError::ServerFull { .. }) => {
                 attempts += 1;
-                let _ = writeln!(
+                say(
+                    options.output,
                     out,
-                    "attempt {attempts}: {e}; trying again in {}",
-                    human(wait)
+                    format_args!("attempt {attempts}: {e}; trying again in {}", human(wait)),
                 );
-                let _ = out.flush();
                 tokio::select! {
-                    _ = tokio::time::sleep(wait) => {}
-                    _ = tokio::signal::ctrl_c() => {
-                        let _ = writeln!(out, "interrupted");
-                        return Ok(None);
-                    }
+                    () = tokio::time::sleep(wait) => {}
+                    () = signals::stopped(stop.clone()) => return Ok(None),
                 }
                 wait = (wait * 2).min(interval.max(Duration::from_secs(1)));
             }
@@ -205,11 +219,14 @@ async fn connect_waiting(
     }
 }
 
-/// Observes, decides and acts on every interval until Ctrl-C (or `cycles`), saying what it does.
+/// Observes, decides and acts on every interval until SIGTERM or Ctrl-C (or `cycles`), saying
+/// what it does; told to stop, it lets a cycle under way finish (within [`CYCLE_GRACE`]), says
+/// `interrupted` and its closing summary, and returns the summary.
 /// A full server at the start is waited out (see [`connect_waiting`]); any other failure to
 /// connect at the start ends the run; later failures are reported and retried. Every session it
 /// sets out to end goes to `audit`; a failure to write the audit file ends the run (nothing is
-/// ended unrecorded twice).
+/// ended unrecorded twice). With `--output json`, `out` gets one JSON document a cycle and
+/// nothing else (the rest goes to stderr).
 /// `pooler_args` are `--pooler [NAME=]URL`s.
 pub async fn run(
     url: &str,
@@ -219,9 +236,14 @@ pub async fn run(
     audit: &mut AuditTrail,
     out: &mut (impl Write + Send),
 ) -> Result<RunSummary, StandaloneError> {
+    // Caught from the start: a signal while connecting or during a cycle is not lost.
+    let stop = signals::stop_requested();
     let mut consoles = poolers(pooler_args)?;
-    let Some(mut engine) = connect_waiting(url, options, out).await? else {
-        return Ok(RunSummary::default());
+    let mut summary = RunSummary::default();
+    let Some(mut engine) = connect_waiting(url, options, &stop, out).await? else {
+        say(options.output, out, format_args!("interrupted"));
+        say_done(options.output, out, &summary);
+        return Ok(summary);
     };
     let target = engine.display().to_owned();
     let mode = match rules.mode {
@@ -231,16 +253,27 @@ pub async fn run(
     if options.output == Output::Table {
         let _ = writeln!(
             out,
-            "poolwarden run — {target}, every {}, {mode}. Ctrl-C stops.",
+            "poolwarden run — {target}, every {}, {mode}. Ctrl-C (or SIGTERM) stops.",
             crate::api::Duration::from(options.interval)
         );
     }
     let cluster = ClusterView::default();
     let mut memory = Memory::default();
-    let mut summary = RunSummary::default();
     let mut failures = 0u32;
     loop {
-        match cycle::run_once_behind(&mut engine, &mut consoles, rules, &cluster, &memory).await {
+        let look = cycle::run_once_behind(&mut engine, &mut consoles, rules, &cluster, &memory);
+        let result = tokio::select! {
+            result = look => result,
+            () = stopped_then(&stop, CYCLE_GRACE) => {
+                say(
+                    options.output,
+                    out,
+                    format_args!("interrupted: the cycle under way did not end within {}", human(CYCLE_GRACE)),
+                );
+                break;
+            }
+        };
+        match result {
             Ok(cycle) => {
                 failures = 0;
                 summary.cycles += 1;
@@ -255,7 +288,11 @@ pub async fn run(
                 if !e.is_transient() {
                     return Err(e.into());
                 }
-                let _ = writeln!(out, "cycle failed ({}), retrying: {e}", e.category());
+                say(
+                    options.output,
+                    out,
+                    format_args!("cycle failed ({}), retrying: {e}", e.category()),
+                );
             }
         }
         if options
@@ -267,23 +304,35 @@ pub async fn run(
         // Back off after failures, up to eight intervals.
         let wait = options.interval * 2u32.pow(failures.min(3));
         tokio::select! {
-            _ = tokio::time::sleep(wait) => {}
-            _ = tokio::signal::ctrl_c() => {
-                let _ = writeln!(out, "interrupted");
+            () = tokio::time::sleep(wait) => {}
+            () = signals::stopped(stop.clone()) => {
+                say(options.output, out, format_args!("interrupted"));
                 break;
             }
         }
     }
-    if options.output == Output::Table {
-        let _ = writeln!(
-            out,
+    say_done(options.output, out, &summary);
+    Ok(summary)
+}
+
+/// Resolves `grace` after `stop` turns `true`.
+async fn stopped_then(stop: &watch::Receiver<bool>, grace: Duration) {
+    signals::stopped(stop.clone()).await;
+    tokio::time::sleep(grace).await;
+}
+
+/// The closing summary.
+fn say_done(output: Output, out: &mut impl Write, summary: &RunSummary) {
+    say(
+        output,
+        out,
+        format_args!(
             "done: {}, {} terminated, {}",
             count(summary.cycles as usize, "cycle"),
             count(summary.terminated as usize, "session"),
             count(summary.failed_cycles as usize, "failed cycle")
-        );
-    }
-    Ok(summary)
+        ),
+    );
 }
 
 /// What a run did in all.
