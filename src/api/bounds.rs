@@ -66,20 +66,39 @@ impl DurationBound {
             hint => format!("; {hint}"),
         };
         format!(
-            "{} must be {range}{days}, written largest unit first like 1h30m, 5m or 500ms{hint}",
-            self.field
+            "{} must be {range}{days}, written largest unit first like {}{hint}",
+            self.field,
+            self.examples()
         )
     }
 
-    /// `Err(message)` when `value` is outside the limits.
-    pub fn check(&self, value: Duration) -> Result<(), String> {
+    /// Up to three values to show, each of them one this field accepts: `interval` refuses
+    /// `500ms` and `1h30m`, so its message must not offer them.
+    fn examples(&self) -> String {
+        let fitting: Vec<&str> = ["1h30m", "5m", "500ms", "1m30s"]
+            .into_iter()
+            .filter(|e| e.parse().is_ok_and(|d| self.within(d)))
+            .take(3)
+            .collect();
+        match fitting.split_last() {
+            Some((last, [])) => (*last).to_owned(),
+            Some((last, rest)) => format!("{} or {last}", rest.join(", ")),
+            None => "1m".to_owned(),
+        }
+    }
+
+    fn within(&self, value: Duration) -> bool {
         let value = value.as_std();
         let above_minimum = match self.minimum {
             Minimum::AboveZero => !value.is_zero(),
             Minimum::AtLeastSeconds(s) => value >= std::time::Duration::from_secs(s),
         };
-        let below_maximum = value <= std::time::Duration::from_secs(self.maximum_hours * 3600);
-        if above_minimum && below_maximum {
+        above_minimum && value <= std::time::Duration::from_secs(self.maximum_hours * 3600)
+    }
+
+    /// `Err(message)` when `value` is outside the limits.
+    pub fn check(&self, value: Duration) -> Result<(), String> {
+        if self.within(value) {
             Ok(())
         } else {
             Err(format!("{}: {}", self.path, self.message()))
@@ -171,8 +190,27 @@ mod tests {
         );
         assert_eq!(
             INTERVAL.message(),
-            "interval must be from 1s to 1h, written largest unit first like 1h30m, 5m or 500ms"
+            "interval must be from 1s to 1h, written largest unit first like 5m or 1m30s"
         );
+    }
+
+    #[test]
+    fn every_message_offers_only_values_its_field_accepts() {
+        for bound in ALL {
+            let message = bound.message();
+            let examples = message
+                .split(" like ")
+                .nth(1)
+                .and_then(|rest| rest.split(';').next())
+                .unwrap();
+            for example in examples
+                .split([',', ' '])
+                .filter(|w| !w.is_empty() && *w != "or")
+            {
+                let value: Duration = example.parse().unwrap();
+                assert!(bound.check(value).is_ok(), "{message}: {example}");
+            }
+        }
     }
 
     #[test]
