@@ -800,3 +800,43 @@ async fn a_transaction_touched_now_and_then_is_a_long_transaction() {
     );
     assert!(c.outcome.terminated.is_empty());
 }
+
+/// Without `PROCESS` the server shows a user its own threads only. poolwarden still looks, and
+/// says what it cannot see and what to grant, as it does on PostgreSQL without `pg_monitor`
+/// (docs/mysql.md); it does not fail.
+#[tokio::test]
+async fn without_process_poolwarden_sees_its_own_threads_and_says_what_to_grant() {
+    let db = server().await;
+    db.create_user("blind", "blind", &[]).await.unwrap();
+    let other = open(&db, "orders-api", 21).await;
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("policy.yaml");
+    std::fs::write(&file, "mode: DryRun\n").unwrap();
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_poolwarden"))
+        .args(["check", "--output", "json", "--policy"])
+        .arg(&file)
+        .args([
+            "--database-url",
+            &(db.url("blind", "blind", "") + "?ssl-mode=DISABLED"),
+        ])
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let warnings: Vec<&str> = report["warnings"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|w| w.as_str())
+        .collect();
+    assert!(
+        warnings
+            .iter()
+            .any(|w| w.contains("sees only its own threads: GRANT PROCESS ON *.* TO blind")),
+        "{warnings:#?}"
+    );
+    // The application's thread is not in view: nothing is said about it.
+    assert_eq!(report["inScope"]["total"], 0, "{report:#}");
+    assert!(other.is_alive().await);
+}

@@ -45,6 +45,9 @@ pub struct Queries {
 pub const TRANSACTIONS: &str = "SELECT trx_mysql_thread_id, UNIX_TIMESTAMP(trx_started) \
      FROM information_schema.INNODB_TRX WHERE trx_mysql_thread_id > 0";
 
+/// [`TRANSACTIONS`] for a user who may not read `INNODB_TRX` (no `PROCESS`): no rows.
+pub const NO_TRANSACTIONS: &str = "SELECT 0, 0 FROM DUAL WHERE FALSE";
+
 /// Column positions of the thread rows, shared by the snapshot and the verification.
 pub mod col {
     pub const ID: usize = 0;
@@ -72,8 +75,15 @@ impl Queries {
             .await
             .map_err(classify_query_error)?;
         let ps_on = ps_on == Some(1);
-        let attributes = ps_on && readable(conn, "session_connect_attrs").await;
-        let threads_readable = ps_on && readable(conn, "threads").await;
+        let attributes = ps_on && readable(conn, "performance_schema.session_connect_attrs").await;
+        let threads_readable = ps_on && readable(conn, "performance_schema.threads").await;
+        // Without PROCESS, INNODB_TRX is refused and PROCESSLIST shows the user's own threads:
+        // the look goes on without transactions, and the decision says what to grant. (Asked
+        // with COUNT: with `LIMIT 0` the server neither fills the table nor checks.)
+        let transactions = conn
+            .query_drop("SELECT COUNT(*) FROM information_schema.INNODB_TRX")
+            .await
+            .is_ok();
         let performance_schema = match wanted {
             Processlist::Auto => flavour == Flavour::MySql && threads_readable,
             Processlist::InformationSchema => false,
@@ -87,10 +97,20 @@ impl Queries {
                 ));
             }
         };
-        Ok(Self::build(flavour, performance_schema, attributes))
+        Ok(Self::build(
+            flavour,
+            performance_schema,
+            attributes,
+            transactions,
+        ))
     }
 
-    fn build(flavour: Flavour, performance_schema: bool, attributes: bool) -> Self {
+    fn build(
+        flavour: Flavour,
+        performance_schema: bool,
+        attributes: bool,
+        transactions: bool,
+    ) -> Self {
         let (time_us, resolution) = match (performance_schema, flavour) {
             (false, Flavour::MariaDb) => ("p.TIME_MS * 1000", Duration::from_millis(1)),
             _ => ("p.TIME * 1000000", Duration::from_secs(1)),
@@ -138,10 +158,19 @@ impl Queries {
         };
         // A few threads (a verification, a churn look) are joined with their transactions in
         // the statement itself.
-        let threads = format!(
-            "{} LEFT JOIN information_schema.INNODB_TRX t ON t.trx_mysql_thread_id = {id}{attr_join}",
-            columns("UNIX_TIMESTAMP(t.trx_started)")
-        );
+        let threads = if transactions {
+            format!(
+                "{} LEFT JOIN information_schema.INNODB_TRX t ON t.trx_mysql_thread_id = {id}{attr_join}",
+                columns("UNIX_TIMESTAMP(t.trx_started)")
+            )
+        } else {
+            format!("{}{attr_join}", columns("NULL"))
+        };
+        let transactions = if transactions {
+            TRANSACTIONS
+        } else {
+            NO_TRANSACTIONS
+        };
         // The whole list is not: MariaDB joins the two materialised information_schema tables
         // row by row (11.3 ms against 2.8 ms at 1,000 threads, the bare PROCESSLIST 3.2 ms), so
         // the transactions come as the next statement of the same round trip and are matched to
@@ -152,7 +181,7 @@ impl Queries {
                      SUBSTRING_INDEX(CURRENT_USER(), '@', 1)";
         let status =
             "SHOW GLOBAL STATUS WHERE Variable_name IN ('Threads_connected', 'Connections')";
-        let mut snapshot = format!("{all_threads}; {TRANSACTIONS}; {facts}; {status}; SHOW GRANTS");
+        let mut snapshot = format!("{all_threads}; {transactions}; {facts}; {status}; SHOW GRANTS");
         if flavour == Flavour::MySql {
             // Visible for other users only to a monitor that may read the grant tables.
             snapshot.push_str(
@@ -193,9 +222,9 @@ impl Queries {
     }
 }
 
-/// Whether the monitoring user may read `performance_schema.<table>`.
+/// Whether the monitoring user may read `table` (`schema.table`).
 async fn readable(conn: &mut Conn, table: &str) -> bool {
-    conn.query_drop(format!("SELECT 1 FROM performance_schema.{table} LIMIT 0"))
+    conn.query_drop(format!("SELECT 1 FROM {table} LIMIT 0"))
         .await
         .is_ok()
 }
@@ -207,7 +236,7 @@ mod tests {
     #[test]
     fn the_whole_list_reads_transactions_apart_and_one_thread_joins_them() {
         for (flavour, performance_schema) in [(Flavour::MariaDb, false), (Flavour::MySql, true)] {
-            let q = Queries::build(flavour, performance_schema, false);
+            let q = Queries::build(flavour, performance_schema, false, true);
             let statements: Vec<&str> = q.snapshot.split("; ").collect();
             assert!(!statements[0].contains("INNODB_TRX"), "{}", statements[0]);
             assert_eq!(statements[1], TRANSACTIONS);
@@ -221,16 +250,25 @@ mod tests {
     }
 
     #[test]
+    fn without_innodb_trx_the_look_goes_on_without_transactions() {
+        let q = Queries::build(Flavour::MariaDb, false, false, false);
+        assert!(!q.snapshot.contains("INNODB_TRX"), "{}", q.snapshot);
+        assert_eq!(q.snapshot.split("; ").nth(1), Some(NO_TRANSACTIONS));
+        assert!(!q.verify(7).contains("INNODB_TRX"), "{}", q.verify(7));
+        assert!(!q.newer_than(7).contains("INNODB_TRX"));
+    }
+
+    #[test]
     fn mariadb_reads_milliseconds_and_mysql_seconds() {
-        let maria = Queries::build(Flavour::MariaDb, false, false);
+        let maria = Queries::build(Flavour::MariaDb, false, false, true);
         assert!(maria.snapshot.contains("p.TIME_MS * 1000"));
         assert!(!maria.snapshot.contains("SYSTEM_USER"));
         assert_eq!(maria.resolution, Duration::from_millis(1));
-        let mysql = Queries::build(Flavour::MySql, false, true);
+        let mysql = Queries::build(Flavour::MySql, false, true, true);
         assert!(!mysql.snapshot.contains("TIME_MS"));
         assert!(mysql.snapshot.contains("session_connect_attrs"));
         assert!(mysql.snapshot.contains("SYSTEM_USER"));
-        let ps = Queries::build(Flavour::MySql, true, true);
+        let ps = Queries::build(Flavour::MySql, true, true, true);
         assert!(ps.snapshot.contains("performance_schema.threads"));
         assert_eq!(ps.bare(), "SELECT * FROM performance_schema.threads");
         assert!(ps.verify(42).ends_with("WHERE p.ID = 42"));
