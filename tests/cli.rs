@@ -613,6 +613,48 @@ async fn each_failure_gets_one_clear_line_and_a_nonzero_exit_and_nothing_is_term
     assert!(leaked.is_alive().await);
 }
 
+/// A `mysql://` URL pointed at a server that does not speak MySQL says so, whether the server
+/// stays silent (PostgreSQL waits for its client to speak first) or answers something else (an
+/// SSH banner, read as a MySQL packet header, is a packet of 4.7 MB).
+#[tokio::test]
+async fn a_mysql_url_at_a_server_that_is_not_mysql_says_so() {
+    let sb = sandbox().await;
+    let policy = policy_file(&sb, POLICY);
+    let at_postgres = format!("mysql://monitor:monitor@127.0.0.1:{}/", sb.port());
+    let banner = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let ssh_port = banner.local_addr().unwrap().port();
+    let greeter = tokio::spawn(async move {
+        use tokio::io::AsyncWriteExt;
+        while let Ok((mut socket, _)) = banner.accept().await {
+            let _ = socket
+                .write_all(b"SSH-2.0-OpenSSH_9.6p1 Debian-4\r\n")
+                .await;
+            tokio::spawn(async move {
+                tokio::time::sleep(std::time::Duration::from_secs(30)).await;
+                drop(socket);
+            });
+        }
+    });
+    let at_ssh = format!("mysql://monitor:monitor@127.0.0.1:{ssh_port}/");
+    for (url, expected) in [
+        (&at_ssh, "did not answer as MySQL or MariaDB does"),
+        (&at_postgres, "sent no MySQL greeting"),
+    ] {
+        let out = tokio::task::spawn_blocking({
+            let (url, policy) = (url.clone(), policy.clone());
+            move || poolwarden(&["check", "--database-url", &url, "--policy", &policy])
+        })
+        .await
+        .unwrap();
+        let err = stderr(&out);
+        assert_eq!(out.status.code(), Some(1), "{url}: {err}");
+        assert!(err.contains(expected), "{url}: {err}");
+        assert!(!err.contains("max_allowed_packet"), "{url}: {err}");
+        assert_eq!(err.trim_end().lines().count(), 1, "one line: {err}");
+    }
+    greeter.abort();
+}
+
 #[test]
 fn crd_prints_the_committed_definition() {
     let out = poolwarden(&["crd"]);

@@ -189,8 +189,22 @@ impl Target {
             Ok(result) => result.map_err(|e| classify_connect_error(e, &self.display)),
             Err(_) => Err(DatabaseError::Unreachable {
                 target: self.display.clone(),
-                detail: format!("no answer within {}", human_secs(timeout)),
+                detail: self.silence(timeout).await,
             }),
+        }
+    }
+
+    /// Why a login got no answer: a MySQL server greets first, so a port that accepts the
+    /// connection and stays silent (PostgreSQL's, for one) is not a MySQL server's, or it hangs.
+    async fn silence(&self, waited: Duration) -> String {
+        let probe = tokio::net::TcpStream::connect((self.host(), self.port()));
+        match tokio::time::timeout(PROBE_TIMEOUT, probe).await {
+            Ok(Ok(_)) => format!(
+                "it accepted the connection but sent no MySQL greeting within {}: the server \
+                 there is not MySQL or MariaDB (a MySQL server speaks first), or it hangs",
+                human_secs(waited)
+            ),
+            _ => format!("no answer within {}", human_secs(waited)),
         }
     }
 
@@ -207,6 +221,9 @@ impl Target {
         self.options.connect_timeout
     }
 }
+
+/// How long the connection that tells a silent server from an unreachable one may take.
+const PROBE_TIMEOUT: Duration = Duration::from_secs(2);
 
 fn human_secs(d: Duration) -> String {
     format!("{:.0} s", d.as_secs_f64())
@@ -265,10 +282,39 @@ fn classify_connect_error(e: mysql_async::Error, target: &str) -> DatabaseError 
         }
         Error::Url(_) => DatabaseError::InvalidUrl(detail),
         _ if detail.contains("certificate") || detail.contains("TLS") => DatabaseError::Tls(detail),
+        _ if not_mysql(&e) => DatabaseError::Unreachable {
+            target: target.to_owned(),
+            // The driver's words ("Packet is larger than max_allowed_packet") would send a
+            // person to the server's settings; what they mean is that this is no MySQL server.
+            detail: "the server there did not answer as MySQL or MariaDB does (its first bytes \
+                     are no MySQL greeting): is the URL's port that of a MySQL server?"
+                .into(),
+        },
         _ => DatabaseError::Unreachable {
             target: target.to_owned(),
             detail,
         },
+    }
+}
+
+/// Whether a failed login got an answer that is no MySQL protocol: a first packet whose length
+/// makes no sense (`Packet is larger than max_allowed_packet` from an SSH or SMTP banner), packets
+/// out of order, or a greeting that does not parse.
+fn not_mysql(e: &mysql_async::Error) -> bool {
+    use mysql_async::{DriverError, Error, IoError};
+    use mysql_common::proto::codec::error::PacketCodecError;
+    match e {
+        Error::Driver(
+            DriverError::PacketOutOfOrder
+            | DriverError::UnexpectedPacket { .. }
+            | DriverError::PacketTooLarge,
+        ) => true,
+        // Only the codec's own complaint: TLS failures are I/O errors of kind InvalidData too.
+        Error::Io(IoError::Io(io)) => io
+            .get_ref()
+            .and_then(|inner| inner.downcast_ref::<PacketCodecError>())
+            .is_some_and(|codec| !matches!(codec, PacketCodecError::Io(_))),
+        _ => false,
     }
 }
 
