@@ -19,6 +19,7 @@ use poolwarden_sandbox::{MariaDb, MariaDbOptions, MySqlSession, MySqlSessionSpec
 use serde_json::json;
 use support::alive;
 use support::kube::{KubeStandin, TEST_USER_AGENT};
+use support::proxy::{ApiProxy, Link};
 
 use support::controller::{
     Controller, NS, cluster, cluster_on, create_policy, create_policy_with, create_secret,
@@ -1202,4 +1203,43 @@ async fn copies_of_removed_annotations_are_taken_back_and_a_deleted_policy_leave
     })
     .await;
     assert_eq!(poolwarden_keys(&client).await, Vec::<String>::new());
+}
+
+/// The API server stops answering (its connections hang) while the leader writes what a cycle
+/// did: SIGTERM abandons that write after the grace, gives up on releasing the lease after its
+/// timeout, and ends the process within the bound, with status 0.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_ends_the_controller_within_the_bound_while_the_api_server_hangs() {
+    let sb = database().await;
+    let kube = KubeStandin::start();
+    let client = kube.client().await;
+    let dir = tempfile::tempdir().unwrap();
+    cluster(&client, &sb).await;
+    create_policy(&client).await;
+    let proxy = ApiProxy::start(&kube.url()).await;
+    let kubeconfig = proxy.kubeconfig(&kube, dir.path(), "through-proxy");
+    // A lease of 15 s: the leader still leads, and may end a session, well after the cut.
+    let mut controller =
+        Controller::start_with_args(&kubeconfig, dir.path(), "replica-a", 15, &[], &[]);
+    eventually("the first reconcile", 60, || async {
+        (reconciles(&controller) >= 1.0).then_some(())
+    })
+    .await;
+
+    // The API server hangs. A reconcile writing at that moment waits; if none was, the next
+    // ends an open transaction and sets out to say so (an Event, the status), and waits there.
+    proxy.set(Link::Dropped);
+    let leak = session(&sb, 41).await;
+    leak.begin_idle_in_transaction().await.unwrap();
+    for _ in 0..25 {
+        if !alive(&sb, leak.pid()).await {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    tokio::time::sleep(Duration::from_secs(1)).await;
+
+    let (exit, took) = controller.terminate_within(SHUTDOWN_LIMIT);
+    assert!(exit.success(), "{exit:?}\n{}", controller.log());
+    eprintln!("exited {took:?} after SIGTERM");
 }

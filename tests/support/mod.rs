@@ -5,6 +5,7 @@
 pub mod controller;
 pub mod kube;
 pub mod mariadb;
+pub mod proxy;
 
 use std::net::Ipv4Addr;
 use std::time::Duration;
