@@ -52,7 +52,7 @@ pub async fn policy<C: Connector>(
             }
         }
     }
-    copies::take_back(ctx, &namespace, &name, &cleared).await?;
+    copies::take_back(ctx, &namespace, &name, &cleared, &[]).await?;
     ctx.forget(&policy.uid().unwrap_or_default());
     ctx.metrics.forget(&name);
     tracing::info!(policy = %name, workloads = annotated.len(), "policy deleted; cleaned up");

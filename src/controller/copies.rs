@@ -20,17 +20,19 @@ use super::{kinds, patches};
 use crate::decide::WorkloadRef;
 
 /// Takes the stale copies of `policy`'s annotations off the objects of `namespace`; `cleared`
-/// are workloads known to carry none of poolwarden's annotations any more. Every copy is tried;
-/// the first failure is returned.
+/// are workloads known to carry none of poolwarden's annotations any more, `wanted` those the
+/// policy wants annotated now (see [`ClusterIndex::stale_copies`](super::ClusterIndex)). Every
+/// copy is tried; the first failure is returned.
 pub async fn take_back<C: Connector>(
     ctx: &Context<C>,
     namespace: &str,
     policy: &str,
     cleared: &[WorkloadRef],
+    wanted: &[WorkloadRef],
 ) -> Result<(), ReconcileError> {
     let stale = {
         let index = ctx.index.read().unwrap_or_else(|e| e.into_inner());
-        index.stale_copies(namespace, policy, cleared)
+        index.stale_copies(namespace, policy, cleared, wanted)
     };
     let mut first_failure = None;
     for copy in stale {

@@ -78,7 +78,8 @@ async fn apply<C: Connector>(
         Ok(cycle) => {
             let told = act_on_cluster::tell(ctx, policy, cycle).await;
             let namespace = policy.namespace().unwrap_or_default();
-            let taken_back = copies::take_back(ctx, &namespace, &name, &[]).await;
+            let wanted = cycle.decision.annotated_workloads();
+            let taken_back = copies::take_back(ctx, &namespace, &name, &[], &wanted).await;
             told.and(taken_back)
         }
         Err(_) => Ok(()),

@@ -87,6 +87,26 @@ pub struct Decision {
     pub memory: Memory,
 }
 
+impl Decision {
+    /// The workloads this decision wants annotated: those with a confirmed finding.
+    pub fn annotated_workloads(&self) -> Vec<WorkloadRef> {
+        let mut workloads: Vec<WorkloadRef> = self
+            .findings
+            .iter()
+            .filter(|f| f.confirmed)
+            .filter_map(|f| match &f.subject {
+                Subject::Source {
+                    source: Source::Workload(w),
+                } => Some(w.clone()),
+                _ => None,
+            })
+            .collect();
+        workloads.sort();
+        workloads.dedup();
+        workloads
+    }
+}
+
 /// Decides. Pure: the same inputs always give the same decision.
 pub fn decide(inputs: Inputs<'_>) -> Decision {
     let Inputs {

@@ -493,12 +493,16 @@ impl ClusterIndex {
     /// names it) that the workload at the top of their chain no longer carries, with the keys to
     /// take off. Removing a copy while the workload still carries the key would be undone by
     /// its controller at its next sync: a write loop. `cleared` are workloads known to carry none
-    /// of poolwarden's annotations any more, whatever the index has heard yet.
+    /// of poolwarden's annotations any more, whatever the index has heard yet; `wanted` are
+    /// workloads the policy wants annotated now, whatever the index has heard yet (a copy may
+    /// reach the index before the write it copies): their copies are never stale. Nor are the
+    /// copies of a workload the index does not know (its watch has not told of it yet).
     pub fn stale_copies(
         &self,
         namespace: &str,
         policy: &str,
         cleared: &[WorkloadRef],
+        wanted: &[WorkloadRef],
     ) -> Vec<StaleCopy> {
         let Some(ns) = self.namespaces.get(namespace) else {
             return Vec::new();
@@ -514,10 +518,13 @@ impl ClusterIndex {
                     name: name.clone(),
                 };
                 let top = self.workload(namespace, name, Some(&link));
+                if wanted.contains(&top) {
+                    return None;
+                }
                 let carried = if cleared.contains(&top) {
                     &no_annotations
                 } else {
-                    self.annotations_of(&top).unwrap_or(&no_annotations)
+                    self.annotations_of(&top)?
                 };
                 let keys: Vec<String> = o
                     .copies

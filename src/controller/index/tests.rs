@@ -280,10 +280,15 @@ fn a_copy_is_stale_only_once_the_workload_no_longer_carries_its_key() {
     let mut job = meta("shop", "nightly-2901", Some(("CronJob", "nightly")));
     job.annotations = written.clone();
     index.apply_owner("Job", &job);
+    // A Job whose CronJob the index has not heard of yet: nothing says the CronJob lost the
+    // keys, so its copies stay.
+    let mut early = meta("shop", "weekly-2901", Some(("CronJob", "weekly")));
+    early.annotations = written.clone();
+    index.apply_owner("Job", &early);
 
     // The Deployment still carries every key: its ReplicaSet's copies are current, not stale.
     // The CronJob carries none: the copies on its Job are.
-    let stale = index.stale_copies("shop", "shop/p", &[]);
+    let stale = index.stale_copies("shop", "shop/p", &[], &[]);
     let rs_ref = WorkloadRef {
         namespace: "shop".into(),
         kind: "ReplicaSet".into(),
@@ -303,13 +308,29 @@ fn a_copy_is_stale_only_once_the_workload_no_longer_carries_its_key() {
         }]
     );
     // Only another policy's copies: none of this one's.
-    assert!(index.stale_copies("shop", "shop/other", &[]).is_empty());
+    assert!(
+        index
+            .stale_copies("shop", "shop/other", &[], &[])
+            .is_empty()
+    );
+    // A workload this cycle wants annotated: its copies stay, whatever the index has heard of
+    // it (the copy of a write may reach the index before the write).
+    let nightly = WorkloadRef {
+        namespace: "shop".into(),
+        kind: "CronJob".into(),
+        name: "nightly".into(),
+    };
+    assert!(
+        index
+            .stale_copies("shop", "shop/p", &[], &[nightly])
+            .is_empty()
+    );
 
     // The finding cleared: the Deployment lost poolwarden's keys (the owner's pool-max stays,
     // and so does its copy: not poolwarden's to take back).
     deployment.annotations = annotations(&[("poolwarden.io/pool-max", "10")]);
     index.apply_owner("Deployment", &deployment);
-    let stale = index.stale_copies("shop", "shop/p", &[]);
+    let stale = index.stale_copies("shop", "shop/p", &[], &[]);
     assert_eq!(
         stale,
         [
@@ -332,7 +353,7 @@ fn a_copy_is_stale_only_once_the_workload_no_longer_carries_its_key() {
         kind: "Deployment".into(),
         name: "orders".into(),
     };
-    let stale = index.stale_copies("shop", "shop/p", &[orders]);
+    let stale = index.stale_copies("shop", "shop/p", &[orders], &[]);
     assert_eq!(stale.len(), 2, "{stale:?}");
 
     // Taken off: nothing left.
@@ -340,7 +361,7 @@ fn a_copy_is_stale_only_once_the_workload_no_longer_carries_its_key() {
     index.apply_owner("ReplicaSet", &rs);
     job.annotations = None;
     index.apply_owner("Job", &job);
-    assert!(index.stale_copies("shop", "shop/p", &[]).is_empty());
+    assert!(index.stale_copies("shop", "shop/p", &[], &[]).is_empty());
 }
 
 #[test]
