@@ -76,6 +76,7 @@ fn cluster(pods: usize, now: Timestamp) -> ClusterView {
             ips: vec![pod_ip(i)],
             started_at: Some(ago(now, 7 * 86400)),
             workload: workload(i / PODS_PER_WORKLOAD),
+            ready: true,
         })
         .collect();
     let departed = (0..(pods / 20).max(5))

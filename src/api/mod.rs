@@ -3,6 +3,7 @@
 pub mod bounds;
 mod duration;
 pub mod formats;
+mod remediation;
 mod spec;
 mod status;
 
@@ -10,6 +11,7 @@ pub use duration::{
     DURATION_MAX_LENGTH, DURATION_PATTERN, Duration, ParseDurationError, count, human,
     option_seconds, seconds,
 };
+pub use remediation::{PinnedPoolRemedy, Remediation};
 pub use spec::{
     Budgets, DatabaseTarget, IdleRules, LeakDetection, Mode, PoolPolicy, PoolPolicySpec,
     PoolerPods, PoolerTarget, Scope, SecretKeyRef, Workloads,

@@ -10,6 +10,7 @@ use serde::{Deserialize, Serialize};
 
 use super::bounds;
 use super::duration::Duration;
+use super::remediation::Remediation;
 use super::status::PoolPolicyStatus;
 
 /// How long sessions may sit idle, what connection budgets apply, how leaks are recognised, and
@@ -99,6 +100,11 @@ pub struct PoolPolicySpec {
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     #[schemars(length(max = 16))]
     pub poolers: Vec<PoolerTarget>,
+
+    /// What poolwarden may do beyond ending sessions to give a workload its pool back: evict a
+    /// pod whose pinned pool `Enforce` ended, so that its controller replaces it. Off by default.
+    #[serde(default, skip_serializing_if = "Remediation::is_default")]
+    pub remediation: Remediation,
 }
 
 /// One PgBouncer in front of the server, in one of two forms: `consoleSecretRef` for one

@@ -33,6 +33,8 @@ pub struct PodInfo {
     /// When the pod started; a session from its IP that is older belongs to someone else.
     pub started_at: Option<Timestamp>,
     pub workload: WorkloadRef,
+    /// Running with its `Ready` condition true: serving. Evictions wait for Ready replacements.
+    pub ready: bool,
 }
 
 /// A pod that is gone; sessions it opened and left behind are orphans.

@@ -27,6 +27,7 @@ use serde::Serialize;
 
 use super::attribution::Source;
 use super::findings::{ChurnTally, FindingKind, PoolerClientRef, Sighting, Subject};
+use super::remediation::Evictions;
 use crate::database::elapsed;
 
 /// Pods (or client addresses) of each source, with when each was last seen.
@@ -51,6 +52,8 @@ pub struct Memory {
     pub audited_refusals: BTreeSet<(i64, Timestamp)>,
     /// When the previous snapshot was taken: how far apart the looks are.
     pub(super) last_look: Option<Timestamp>,
+    /// Pods waiting for their eviction, and the evictions made (see [`super::remediation`]).
+    pub evictions: Evictions,
 }
 
 /// How many looks in a row may miss a finding's shape while its sessions are replaced (one
@@ -252,6 +255,7 @@ impl Memory {
         last_sample: Option<(Timestamp, i64)>,
         churn_tally: ChurnTally,
         seen: SeenSources,
+        evictions: Evictions,
     ) -> Self {
         Self {
             tracked,
@@ -262,6 +266,7 @@ impl Memory {
             cycles: self.cycles,
             audited_refusals: self.audited_refusals.clone(),
             last_look: Some(now),
+            evictions,
         }
     }
 

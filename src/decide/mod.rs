@@ -15,6 +15,7 @@ mod findings;
 mod groups;
 mod memory;
 pub mod pooler;
+mod remediation;
 mod rules;
 mod scope;
 mod terminations;
@@ -32,6 +33,9 @@ pub use findings::{
 pub use groups::{Group, StateCounts};
 pub use memory::{Finding, Memory};
 pub use pooler::{PoolerLook, PoolerReport};
+pub use remediation::{
+    Eviction, EvictionOutcome, Evictions, Held, HeldBecause, PinnedPool, Recovery,
+};
 pub use rules::{Detection, InvalidSpec, Rules};
 pub use scope::Exclusion;
 pub use terminations::{Protected, Reason, Termination};
@@ -80,6 +84,9 @@ pub struct Decision {
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub poolers: Vec<PoolerReport>,
     pub annotations: Vec<AnnotationChange>,
+    /// Pinned pools whose sessions this cycle ends, and the pods to evict for them.
+    #[serde(skip_serializing_if = "Recovery::is_empty")]
+    pub recovery: Recovery,
     /// Things a person should fix about poolwarden's own access.
     pub warnings: Vec<String>,
     /// Hand this to the next decision.
@@ -221,8 +228,23 @@ pub fn decide(inputs: Inputs<'_>) -> Decision {
     }
     let (findings, tracked) = memory.advance(sightings, now, rules.window);
     let annotations = annotations::plan(&findings, cluster, rules.annotate);
+    // What this cycle ends (or, in DryRun, would end) of pinned pools, and whom to evict.
+    let working: BTreeSet<&str> = governed
+        .iter()
+        .filter(|g| !g.session.state.is_idle_in_transaction())
+        .map(|g| g.attribution.pod.as_str())
+        .collect();
+    let (recovery, evictions) = remediation::plan(
+        remediation::pinned_pools(&governed, &verdicts.selected),
+        &working,
+        cluster,
+        &memory.evictions,
+        &rules.remediation,
+        rules.mode,
+        now,
+    );
     let sample = snapshot.sessions_opened_total.map(|n| (now, n));
-    let next_memory = memory.after_look(now, tracked, sample, churn.tally, seen);
+    let next_memory = memory.after_look(now, tracked, sample, churn.tally, seen, evictions);
 
     let (terminate, dry_run) = match rules.mode {
         Mode::Enforce => (verdicts.selected, Vec::new()),
@@ -243,6 +265,7 @@ pub fn decide(inputs: Inputs<'_>) -> Decision {
         capacity,
         poolers: pooler_reports,
         annotations,
+        recovery,
         memory: next_memory,
     }
 }

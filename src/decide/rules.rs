@@ -6,7 +6,7 @@
 
 use std::time::Duration;
 
-use crate::api::{Mode, PoolPolicySpec, bounds};
+use crate::api::{Mode, PoolPolicySpec, Remediation, bounds};
 
 use super::scope::CompiledScope;
 
@@ -24,6 +24,7 @@ pub struct Rules {
     pub window: Duration,
     pub detect: Detection,
     pub annotate: bool,
+    pub remediation: Remediation,
 }
 
 /// The ages and rates that make a finding: detection, apart from what `Enforce` ends.
@@ -129,6 +130,7 @@ impl Rules {
                     saturation_percent: detection.server_saturation_percent,
                 },
                 annotate: spec.workloads.annotate,
+                remediation: spec.remediation.clone(),
             }),
             _ => Err(InvalidSpec(problems)),
         }

@@ -368,6 +368,7 @@ fn pod(n: u8) -> PodInfo {
         ips: vec![ip(&pod_ip(n))],
         started_at: Some(ago(24 * HOUR)),
         workload: orders_api(),
+        ready: true,
     }
 }
 
@@ -1644,6 +1645,7 @@ fn connection_churn_keeps_its_subject_from_cycle_to_cycle_and_confirms() {
                     kind: "Deployment".to_owned(),
                     name: "celery".to_owned(),
                 },
+                ready: true,
             },
         ],
         ..ClusterView::default()
@@ -1709,6 +1711,7 @@ fn every_churner_over_the_threshold_is_named_whatever_its_share() {
             kind: "Deployment".to_owned(),
             name: format!("celery-{n}"),
         },
+        ready: true,
     };
     let pods = ClusterView {
         pods: vec![worker(1), worker(2), worker(3)],
@@ -2567,6 +2570,52 @@ fn sessions_enforce_ends_idle_in_a_transaction_are_a_confirmed_finding_at_once()
     let d4 = decide_with(&quiet(30 + 10 * MIN), &policy, &annotated, &d3.memory);
     assert!(d4.findings.is_empty(), "{:#?}", d4.findings);
     assert!(d4.annotations[0].is_removal(), "{:#?}", d4.annotations);
+}
+
+#[test]
+fn a_pinned_pool_enforce_ends_is_named_for_recovery_and_its_pod_evicted_when_asked() {
+    // Pod 1's pool pinned; pod 2 holds two sessions idle in a transaction beside one at work: not
+    // a pinned pool, though both of them are ended.
+    let snap = snapshot()
+        .with_all((0..5).map(|i| {
+            session(600 + i)
+                .client_addr(&pod_ip(1))
+                .idle_in_transaction(65)
+        }))
+        .with_all((0..2).map(|i| {
+            session(610 + i)
+                .client_addr(&pod_ip(2))
+                .idle_in_transaction(65)
+        }))
+        .with(session(612).client_addr(&pod_ip(2)).active(1))
+        .build();
+    let off = decide_with(&snap, &rules(QUICK_ENFORCE), &cluster(), &Memory::default());
+    assert_eq!(off.terminate.len(), 7);
+    assert_eq!(
+        off.recovery.pinned,
+        [PinnedPool {
+            source: deployment(),
+            pod: pod_name(1),
+            sessions: 5,
+        }]
+    );
+    assert!(
+        off.recovery.evict.is_empty(),
+        "remediation is off by default"
+    );
+
+    let on = rules(&format!(
+        "{QUICK_ENFORCE}remediation: {{pinnedPools: Evict}}\n"
+    ));
+    let d = decide_with(&snap, &on, &cluster(), &Memory::default());
+    assert_eq!(
+        d.recovery.evict,
+        [Eviction {
+            pod: pod_name(1),
+            workload: orders_api(),
+            sessions: 5,
+        }]
+    );
 }
 
 #[test]

@@ -408,6 +408,7 @@ mod tests {
                 capacity: Capacity::default(),
                 poolers: Vec::new(),
                 annotations: Vec::new(),
+                recovery: Default::default(),
                 warnings: Vec::new(),
                 memory: Memory::default(),
             },

@@ -441,6 +441,7 @@ impl ClusterIndex {
                 ips: record.ips.clone(),
                 started_at: record.started_at,
                 workload,
+                ready: record.ready,
             });
         }
         view.pods.sort_by(|a, b| a.name.cmp(&b.name));
