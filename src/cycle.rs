@@ -11,7 +11,9 @@
 use crate::act::{self, Outcome};
 use crate::database::pgbouncer::PoolerConsole;
 use crate::database::{DatabaseError, Engine, Snapshot};
-use crate::decide::{self, ClusterView, Decision, Inputs, Memory, PoolerLook, Rules};
+use crate::decide::{
+    self, ClusterView, Decision, Eviction, EvictionOutcome, Inputs, Memory, PoolerLook, Rules,
+};
 
 /// Everything one cycle saw, decided and did.
 pub struct Cycle {
@@ -23,6 +25,9 @@ pub struct Cycle {
     /// The poolers whose consoles this cycle could not read, and why (their sessions were
     /// attributed as if there were no pooler, and nothing was ended for being idle).
     pub unread_poolers: Vec<UnreadPooler>,
+    /// The pods the controller set out to evict for their pinned pools, and what became of each
+    /// (`decision.recovery.evict`; always empty outside a cluster).
+    pub evictions: Vec<(Eviction, EvictionOutcome)>,
 }
 
 /// A pooler whose console a cycle could not read.
@@ -107,6 +112,7 @@ pub async fn run_once_among(
         decision,
         outcome,
         unread_poolers: unread,
+        evictions: Vec::new(),
     }))
 }
 

@@ -13,7 +13,7 @@ use k8s_openapi::api::apps::v1::{Deployment, ReplicaSet};
 use k8s_openapi::api::coordination::v1::Lease;
 use k8s_openapi::api::core::v1::Pod;
 use k8s_openapi::api::events::v1::Event;
-use kube::api::{Api, DeleteParams, ListParams, PostParams};
+use kube::api::{Api, DeleteParams, DynamicObject, ListParams, PostParams};
 use poolwarden::api::PoolPolicy;
 use poolwarden_sandbox::{MariaDb, MariaDbOptions, MySqlSession, MySqlSessionSpec};
 use serde_json::json;
@@ -568,6 +568,229 @@ async fn what_enforce_ends_is_told_on_each_workload_in_the_reconcile_that_ends_i
             .await
             .iter()
             .any(|(_, reason, _)| reason == "ConnectionLeak")
+    );
+    // Remediation is off by default: the pinned pool's pod is left to its owners.
+    assert!(requests_since(&kube, 0, |l| l.contains("/eviction")).is_empty());
+}
+
+/// orders-api (two Ready replicas: .41 and .42) with the pool of its pod a pinned (3 sessions
+/// idle in a transaction) and its pod b at work; storefront (.44) at work beside it; a policy in
+/// `Enforce` that ends a transaction idle for 2 s, with `remediation` as given.
+async fn pinned_replica(
+    sb: &poolwarden_sandbox::Sandbox,
+    client: &kube::Client,
+    remediation: serde_json::Value,
+) -> Vec<poolwarden_sandbox::ClientSession> {
+    cluster(client, sb).await;
+    create_workload(client, "storefront", &[("storefront-5c6d-a", "127.0.0.44")]).await;
+    let mut held = Vec::new();
+    for _ in 0..3 {
+        let s = session(sb, 41).await;
+        s.begin_idle_in_transaction().await.unwrap();
+        held.push(s);
+    }
+    for host in [42, 44] {
+        let s = session(sb, host).await;
+        s.start_active(120.0);
+        held.push(s);
+    }
+    create_policy_with(
+        client,
+        json!({
+            "mode": "Enforce",
+            "interval": "1s",
+            "idle": {"idleInTransactionTimeout": "2s"},
+            "remediation": remediation,
+        }),
+    )
+    .await;
+    held
+}
+
+fn pod_names(pods: &[Pod]) -> Vec<String> {
+    let mut names: Vec<String> = pods
+        .iter()
+        .map(|p| p.metadata.name.clone().unwrap())
+        .collect();
+    names.sort();
+    names
+}
+
+/// With `remediation.pinnedPools: Evict`, the pod whose pinned pool was ended is evicted, its
+/// ReplicaSet replaces it, and nothing else is touched: the other replica, the neighbour, and
+/// the replacement (it holds no pinned pool) stay.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_pod_whose_pinned_pool_was_ended_is_evicted_and_replaced() {
+    let sb = database().await;
+    let kube = KubeStandin::start();
+    let client = kube.client().await;
+    let dir = tempfile::tempdir().unwrap();
+    let held = pinned_replica(&sb, &client, json!({"pinnedPools": "Evict"})).await;
+    let controller = Controller::start(&kube.kubeconfig(dir.path()), dir.path(), "replica-a");
+
+    let pods: Api<Pod> = Api::namespaced(client.clone(), NS);
+    let replaced = eventually("pod a evicted and replaced by a Ready pod", 60, || async {
+        let list = pods.list(&ListParams::default()).await.ok()?.items;
+        let names = pod_names(&list);
+        let new: Vec<&Pod> = list
+            .iter()
+            .filter(|p| {
+                let name = p.metadata.name.as_deref().unwrap_or_default();
+                name.starts_with("orders-api-5c6d-") && !name.ends_with("-b")
+            })
+            .collect();
+        let ready = |p: &Pod| {
+            p.status
+                .as_ref()
+                .and_then(|s| s.conditions.as_ref())
+                .is_some_and(|c| c.iter().any(|c| c.type_ == "Ready" && c.status == "True"))
+        };
+        (!names.contains(&"orders-api-5c6d-a".to_owned()) && new.len() == 1 && ready(new[0]))
+            .then_some(names)
+    })
+    .await;
+    for s in &held[..3] {
+        assert!(
+            !alive(&sb, s.pid()).await,
+            "the pinned sessions were ended first"
+        );
+    }
+    assert!(
+        replaced.contains(&"orders-api-5c6d-b".to_owned()),
+        "{replaced:?}"
+    );
+    assert!(
+        replaced.contains(&"storefront-5c6d-a".to_owned()),
+        "{replaced:?}"
+    );
+
+    let warned = eventually("the PodEvicted Event on orders-api", 10, || async {
+        events_about(&client, "orders-api")
+            .await
+            .into_iter()
+            .find(|(_, reason, _)| reason == "PodEvicted")
+    })
+    .await;
+    assert_eq!(warned.0, "Warning");
+    assert!(
+        warned
+            .2
+            .contains("evicted pod orders-api-5c6d-a: its pool was pinned"),
+        "{}",
+        warned.2
+    );
+    let policies: Api<PoolPolicy> = Api::namespaced(client.clone(), NS);
+    eventually("the status counts the eviction", 10, || async {
+        let status = policies.get("orders-db").await.ok()?.status?;
+        (status.evictions?.last_hour == 1).then_some(())
+    })
+    .await;
+    assert_eq!(
+        controller
+            .metric("poolwarden_evictions_total{policy=\"shop/orders-db\",outcome=\"evicted\"}"),
+        Some(1.0)
+    );
+
+    // A few more reconciles: one eviction in all, and nothing else written to a pod.
+    let start = reconciles(&controller);
+    eventually("three more reconciles", 30, || async {
+        (reconciles(&controller) >= start + 3.0).then_some(())
+    })
+    .await;
+    let evictions = requests_since(&kube, 0, |l| l.contains("/eviction"));
+    assert_eq!(
+        evictions,
+        ["POST /api/v1/namespaces/shop/pods/orders-api-5c6d-a/eviction"],
+        "one eviction in all"
+    );
+    for s in &held[3..] {
+        assert!(alive(&sb, s.pid()).await, "busy sessions are left alone");
+    }
+}
+
+/// A PodDisruptionBudget that allows no disruption: the eviction is refused (429), nothing is
+/// forced or deleted, the status says why, and the reconciles go on at their pace (a refused
+/// eviction is asked again next cycle, not retried inside one).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_disruption_budget_that_allows_none_keeps_the_pod_and_the_status_says_why() {
+    let sb = database().await;
+    let kube = KubeStandin::start();
+    let client = kube.client().await;
+    let dir = tempfile::tempdir().unwrap();
+    let budgets: Api<DynamicObject> = Api::namespaced_with(
+        client.clone(),
+        NS,
+        &kube::api::ApiResource::from_gvk_with_plural(
+            &kube::api::GroupVersionKind::gvk("policy", "v1", "PodDisruptionBudget"),
+            "poddisruptionbudgets",
+        ),
+    );
+    budgets
+        .create(
+            &PostParams::default(),
+            &serde_json::from_value(json!({
+                "apiVersion": "policy/v1", "kind": "PodDisruptionBudget",
+                "metadata": {"name": "orders-api", "namespace": NS},
+                "spec": {"minAvailable": 2, "selector": {"matchLabels": {"app": "orders-api"}}},
+            }))
+            .unwrap(),
+        )
+        .await
+        .unwrap();
+    let _held = pinned_replica(&sb, &client, json!({"pinnedPools": "Evict"})).await;
+    let controller = Controller::start(&kube.kubeconfig(dir.path()), dir.path(), "replica-a");
+
+    let policies: Api<PoolPolicy> = Api::namespaced(client.clone(), NS);
+    let waiting = eventually("the status says a budget refused", 60, || async {
+        let status = policies.get("orders-db").await.ok()?.status?;
+        status.evictions?.waiting.into_iter().next()
+    })
+    .await;
+    assert_eq!(
+        (
+            waiting.pod.as_str(),
+            waiting.workload.as_str(),
+            waiting.reason.as_str()
+        ),
+        (
+            "orders-api-5c6d-a",
+            "Deployment/orders-api",
+            "DisruptionBudget"
+        )
+    );
+    assert!(
+        waiting
+            .message
+            .contains("Cannot evict pod as it would violate the pod's disruption budget"),
+        "{}",
+        waiting.message
+    );
+    // Asked again each cycle, at the cycle's pace, and never forced.
+    let start = reconciles(&controller);
+    eventually("three more reconciles", 30, || async {
+        (reconciles(&controller) >= start + 3.0).then_some(())
+    })
+    .await;
+    assert!(requests_since(&kube, 0, |l| l.contains("/eviction")).len() >= 2);
+    assert!(
+        requests_since(&kube, 0, |l| l.starts_with("DELETE")
+            && l.contains("/pods/"))
+        .is_empty()
+    );
+    let pods: Api<Pod> = Api::namespaced(client.clone(), NS);
+    assert_eq!(
+        pod_names(&pods.list(&ListParams::default()).await.unwrap().items),
+        [
+            "orders-api-5c6d-a",
+            "orders-api-5c6d-b",
+            "storefront-5c6d-a"
+        ]
+    );
+    assert!(
+        events_about(&client, "orders-api")
+            .await
+            .iter()
+            .any(|(kind, reason, _)| kind == "Warning" && reason == "EvictionBlocked")
     );
 }
 

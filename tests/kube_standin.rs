@@ -1261,3 +1261,148 @@ async fn rbac_can_answer_403_for_a_while() {
             .is_empty()
     );
 }
+
+/// A Running, Ready pod of ReplicaSet `web-7d9f`, labelled `app: web`.
+fn ready_pod(name: &str, ip: &str, rs: &ReplicaSet) -> Pod {
+    let mut p = pod(name, ip, rs);
+    p.status.as_mut().unwrap().conditions = Some(vec![object(json!({
+        "type": "Ready", "status": "True"
+    }))]);
+    p
+}
+
+#[tokio::test]
+async fn evictions_honour_disruption_budgets_and_the_replicaset_replaces_the_pod() {
+    let kube = KubeStandin::start();
+    // A budget's 429 is an answer here, not something to retry.
+    let client = kube.client_without_retries().await;
+    let deployments: Api<Deployment> = Api::namespaced(client.clone(), "default");
+    let d = deployments
+        .create(&PostParams::default(), &deployment())
+        .await
+        .unwrap();
+    let replicasets: Api<ReplicaSet> = Api::namespaced(client.clone(), "default");
+    let rs = replicasets
+        .create(
+            &PostParams::default(),
+            &object(json!({
+                "apiVersion": "apps/v1", "kind": "ReplicaSet",
+                "metadata": {"name": "web-7d9f", "labels": {"app": "web"},
+                             "ownerReferences": [owner("apps/v1", "Deployment", "web", d.metadata.uid.as_deref().unwrap())]},
+                "spec": {"selector": {"matchLabels": {"app": "web"}}}
+            })),
+        )
+        .await
+        .unwrap();
+    let pods: Api<Pod> = Api::namespaced(client.clone(), "default");
+    for (name, ip) in [("web-7d9f-a", "10.0.0.1"), ("web-7d9f-b", "10.0.0.2")] {
+        pods.create(&PostParams::default(), &ready_pod(name, ip, &rs))
+            .await
+            .unwrap();
+    }
+    let budgets: Api<DynamicObject> = Api::namespaced_with(
+        client.clone(),
+        "default",
+        &ApiResource::from_gvk_with_plural(
+            &GroupVersionKind::gvk("policy", "v1", "PodDisruptionBudget"),
+            "poddisruptionbudgets",
+        ),
+    );
+    let budget = |name: &str, spec: Value| -> DynamicObject {
+        object(json!({
+            "apiVersion": "policy/v1", "kind": "PodDisruptionBudget",
+            "metadata": {"name": name}, "spec": spec,
+        }))
+    };
+
+    // Both pods must stay: 429, the pod stays.
+    budgets
+        .create(
+            &PostParams::default(),
+            &budget(
+                "web",
+                json!({"minAvailable": 2, "selector": {"matchLabels": {"app": "web"}}}),
+            ),
+        )
+        .await
+        .unwrap();
+    let refused = pods
+        .evict("web-7d9f-a", &Default::default())
+        .await
+        .expect_err("the budget refuses");
+    let kube::Error::Api(status) = refused else {
+        panic!("{refused:?}");
+    };
+    assert_eq!(
+        (status.code, status.reason.as_str()),
+        (429, "TooManyRequests")
+    );
+    assert_eq!(
+        status.message,
+        "Cannot evict pod as it would violate the pod's disruption budget."
+    );
+    assert!(pods.get_opt("web-7d9f-a").await.unwrap().is_some());
+
+    // One may go: evicted, and its ReplicaSet makes another, Ready a moment later.
+    budgets
+        .replace("web", &PostParams::default(), &{
+            let mut b = budgets.get("web").await.unwrap();
+            b.data["spec"] =
+                json!({"maxUnavailable": 1, "selector": {"matchLabels": {"app": "web"}}});
+            b
+        })
+        .await
+        .unwrap();
+    pods.evict("web-7d9f-a", &Default::default())
+        .await
+        .expect("evicted");
+    assert!(pods.get_opt("web-7d9f-a").await.unwrap().is_none());
+    let deadline = std::time::Instant::now() + WAIT;
+    let replacement = loop {
+        let list = pods.list(&ListParams::default()).await.unwrap();
+        let names: Vec<String> = list.items.iter().map(ResourceExt::name_any).collect();
+        let new: Vec<&Pod> = list
+            .items
+            .iter()
+            .filter(|p| !["web-7d9f-a", "web-7d9f-b"].contains(&p.name_any().as_str()))
+            .collect();
+        if let [p] = new.as_slice() {
+            let ready = p
+                .status
+                .as_ref()
+                .and_then(|s| s.conditions.as_ref())
+                .is_some_and(|c| c.iter().any(|c| c.type_ == "Ready" && c.status == "True"));
+            if ready {
+                break (*p).clone();
+            }
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no Ready replacement: {names:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    assert!(replacement.name_any().starts_with("web-7d9f-"));
+    assert_eq!(
+        replacement.metadata.owner_references.as_ref().unwrap()[0].name,
+        "web-7d9f"
+    );
+    assert_eq!(replacement.labels()["app"], "web");
+
+    // A pod under two budgets: the API server will not choose.
+    budgets
+        .create(
+            &PostParams::default(),
+            &budget("web-too", json!({"maxUnavailable": 1, "selector": {}})),
+        )
+        .await
+        .unwrap();
+    let two = pods
+        .evict("web-7d9f-b", &Default::default())
+        .await
+        .expect_err("two budgets");
+    assert!(
+        matches!(two, kube::Error::Api(ref s) if s.code == 500),
+        "{two:?}"
+    );
+}

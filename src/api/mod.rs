@@ -16,7 +16,10 @@ pub use spec::{
     Budgets, DatabaseTarget, IdleRules, LeakDetection, Mode, PoolPolicy, PoolPolicySpec,
     PoolerPods, PoolerTarget, Scope, SecretKeyRef, Workloads,
 };
-pub use status::{LeakReport, PoolPolicyStatus, ServerStatus, SessionCounts, TerminationCounts};
+pub use status::{
+    EvictionStatus, LeakReport, PoolPolicyStatus, ServerStatus, SessionCounts, TerminationCounts,
+    WaitingEviction,
+};
 
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 use kube::CustomResourceExt;

@@ -40,6 +40,38 @@ pub struct PoolPolicyStatus {
     /// The worst leaking workloads, most sessions first.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub top_leaks: Vec<LeakReport>,
+    /// Pods evicted to give their pinned pools back to their applications, pods waiting for it
+    /// and why, and what `DryRun` would evict (`spec.remediation`); absent when there is nothing
+    /// to say.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub evictions: Option<EvictionStatus>,
+}
+
+/// Evictions of pods whose pinned pool was ended (`spec.remediation`).
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct EvictionStatus {
+    /// Pods this policy evicted in the last hour (`maxEvictionsPerHour` caps it).
+    pub last_hour: u32,
+    /// Pods waiting for their eviction, and why not yet.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub waiting: Vec<WaitingEviction>,
+    /// In `DryRun`: the pods `Enforce` would evict now.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub would_evict: Vec<String>,
+}
+
+/// A pod waiting for its eviction.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct WaitingEviction {
+    pub pod: String,
+    /// `Kind/name` of its workload.
+    pub workload: String,
+    /// `DisruptionBudget`, `TooFewReady`, `ReplacementNotReady`, `HourlyCap`, `NotReplaced` or
+    /// `Failed`.
+    pub reason: String,
+    pub message: String,
 }
 
 /// The server's identity and limits.

@@ -131,7 +131,7 @@ async fn raise_events<C: Connector>(ctx: &Context<C>, policy: &PoolPolicy, cycle
 
 /// Publishes `event` about `workload` (skipped when the index cannot name it: it went away);
 /// `false` once this replica may no longer act, and the caller stops.
-async fn publish_about<C: Connector>(
+pub(super) async fn publish_about<C: Connector>(
     ctx: &Context<C>,
     workload: &WorkloadRef,
     event: &Event,

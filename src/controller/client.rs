@@ -9,10 +9,24 @@ use kube::{Client, Config};
 /// What every request of the controller says it comes from.
 pub const USER_AGENT: &str = concat!("poolwarden/", env!("CARGO_PKG_VERSION"));
 
-/// A client of the cluster poolwarden runs in (or `KUBECONFIG` names).
-pub async fn client() -> Result<Client, kube::Error> {
-    let config = Config::infer().await.map_err(kube::Error::InferConfig)?;
-    Client::try_from(identified(config))
+/// The clients of the cluster poolwarden runs in (or `KUBECONFIG` names).
+pub struct Clients {
+    /// For everything but evictions: kube's own retries of 429, 503 and 504 included.
+    pub api: Client,
+    /// For evictions: the same cluster without those retries. A PodDisruptionBudget refuses an
+    /// eviction with 429; that is an answer, asked again at the next cycle, and kube's retries
+    /// (15 of them, backing off up to 1000 s) would hold the reconcile for minutes.
+    pub evictions: Client,
+}
+
+pub async fn clients() -> Result<Clients, kube::Error> {
+    let config = identified(Config::infer().await.map_err(kube::Error::InferConfig)?);
+    let mut once = config.clone();
+    once.default_retry = false;
+    Ok(Clients {
+        api: Client::try_from(config)?,
+        evictions: Client::try_from(once)?,
+    })
 }
 
 /// `config`, with poolwarden's User-Agent on every request.

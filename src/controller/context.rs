@@ -18,10 +18,12 @@ use super::poolers::Poolers;
 use super::readiness::Readiness;
 use super::secret::Secrets;
 use super::shutdown::InFlight;
-use crate::decide::Memory;
+use crate::decide::{Eviction, EvictionOutcome, Memory};
 
 pub struct Context<C: Connector> {
     pub client: Client,
+    /// The same cluster, without kube's own retries: for evictions (see [`super::client`]).
+    pub eviction_client: Client,
     pub index: Arc<RwLock<ClusterIndex>>,
     /// Whether every watch has listed once: attribution is not trusted before.
     pub readiness: Arc<Readiness>,
@@ -43,6 +45,7 @@ pub struct Context<C: Connector> {
 /// The parts of a [`Context`] made elsewhere (the watches, the HTTP server, the election).
 pub struct Parts<C: Connector> {
     pub client: Client,
+    pub eviction_client: Client,
     pub index: Arc<RwLock<ClusterIndex>>,
     pub readiness: Arc<Readiness>,
     pub connector: C,
@@ -56,6 +59,7 @@ impl<C: Connector> Context<C> {
     pub fn new(parts: Parts<C>) -> Self {
         Self {
             client: parts.client,
+            eviction_client: parts.eviction_client,
             index: parts.index,
             readiness: parts.readiness,
             engines: Engines::new(parts.connector),
@@ -98,6 +102,24 @@ impl<C: Connector> Context<C> {
         }
         if let Ok(mut f) = self.failures.lock() {
             f.remove(uid);
+        }
+    }
+
+    /// Adds what became of a cycle's evictions to the policy's memory, at `at` (the cycle's
+    /// look, by the database's clock, as every time the decision compares).
+    pub fn record_evictions(
+        &self,
+        uid: &str,
+        results: &[(Eviction, EvictionOutcome)],
+        at: jiff::Timestamp,
+    ) {
+        if results.is_empty() {
+            return;
+        }
+        if let Ok(mut m) = self.memories.lock()
+            && let Some(memory) = m.get_mut(uid)
+        {
+            memory.evictions.record(results, at);
         }
     }
 

@@ -20,7 +20,7 @@ use prometheus_client::registry::Registry;
 
 use crate::cycle::Cycle;
 use crate::database::{Protection, elapsed};
-use crate::decide::{Source, Subject};
+use crate::decide::{Eviction, EvictionOutcome, Source, Subject};
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct PolicyLabels {
@@ -62,6 +62,13 @@ pub struct FindingLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct EvictionLabels {
+    pub policy: String,
+    /// `evicted`, `refused` (a PodDisruptionBudget), `gone` or `failed`.
+    pub outcome: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct ErrorLabels {
     pub policy: String,
     pub category: String,
@@ -90,6 +97,7 @@ struct Written {
     server: Option<ServerLabels>,
     reasons: HashSet<ReasonLabels>,
     categories: HashSet<String>,
+    evictions: HashSet<EvictionLabels>,
 }
 
 /// Everything the controller measures.
@@ -103,6 +111,8 @@ pub struct Metrics {
     /// Per policy with `spec.poolers`: the poolers (replicas) whose console the last cycle could
     /// not read. While above 0, nothing is ended for plain idleness.
     pub poolers_unread: Family<PolicyLabels, Gauge>,
+    /// Pods the policy set out to evict for their pinned pools (`spec.remediation`), by outcome.
+    pub evictions: Family<EvictionLabels, Counter>,
     pub reconcile_duration: Family<PolicyLabels, Histogram>,
     pub reconcile_errors: Family<ErrorLabels, Counter>,
     pub leader: Gauge,
@@ -123,6 +133,7 @@ impl Metrics {
             oldest_transaction: Family::default(),
             protected: Family::default(),
             poolers_unread: Family::default(),
+            evictions: Family::default(),
             reconcile_duration: Family::new_with_constructor(|| {
                 Histogram::new([
                     0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
@@ -170,6 +181,11 @@ impl Metrics {
             metrics.poolers_unread.clone(),
         );
         r.register(
+            "evictions",
+            "Pods evicted (or refused by a PodDisruptionBudget, gone, failed) to recover their pinned pools, by outcome (spec.remediation)",
+            metrics.evictions.clone(),
+        );
+        r.register(
             "reconcile_duration_seconds",
             "Time one reconcile took",
             metrics.reconcile_duration.clone(),
@@ -190,6 +206,24 @@ impl Metrics {
             metrics.monitoring_connections.clone(),
         );
         metrics
+    }
+
+    /// Counts the evictions a cycle attempted, by outcome.
+    pub fn record_evictions(&self, policy: &str, results: &[(Eviction, EvictionOutcome)]) {
+        let mut written = self.written.lock().ok();
+        for (_, outcome) in results {
+            let labels = EvictionLabels {
+                policy: policy.to_owned(),
+                outcome: crate::report::eviction_audit::action(outcome).to_owned(),
+            };
+            self.evictions.get_or_create(&labels).inc();
+            if let Some(w) = written.as_mut() {
+                w.entry(policy.to_owned())
+                    .or_default()
+                    .evictions
+                    .insert(labels);
+            }
+        }
     }
 
     /// Records what a cycle saw and did.
@@ -361,6 +395,9 @@ impl Metrics {
         let written = self.written.lock().ok().and_then(|mut w| w.remove(policy));
         for labels in written.iter().flat_map(|w| &w.reasons) {
             self.terminations.remove(labels);
+        }
+        for labels in written.iter().flat_map(|w| &w.evictions) {
+            self.evictions.remove(labels);
         }
         for category in written.iter().flat_map(|w| &w.categories) {
             self.reconcile_errors.remove(&ErrorLabels {

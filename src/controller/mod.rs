@@ -17,6 +17,7 @@ mod copies;
 mod dereference;
 mod engines;
 mod error;
+mod evict;
 mod http;
 mod index;
 mod kinds;
@@ -118,7 +119,8 @@ pub async fn run<C: Connector>(config: Config, connector: C) -> Result<(), Contr
             tracing::info!("shutting down");
         }
     });
-    let client = client::client().await?;
+    let clients = client::clients().await?;
+    let client = clients.api.clone();
 
     // Every watch registers before the first starts: ready means all of them have listed.
     let readiness = Arc::new(Readiness::default());
@@ -188,6 +190,7 @@ pub async fn run<C: Connector>(config: Config, connector: C) -> Result<(), Contr
     );
     let ctx = Arc::new(Context::new(Parts {
         client: client.clone(),
+        eviction_client: clients.evictions,
         index,
         readiness,
         connector,

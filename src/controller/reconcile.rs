@@ -25,7 +25,7 @@ use super::engines::Connector;
 use super::error::ReconcileError;
 use super::patches::{self, FINALIZER};
 use super::validate::{self, Valid};
-use super::{act_on_cluster, cleanup, copies, report};
+use super::{act_on_cluster, cleanup, copies, evict, report};
 use crate::api::PoolPolicy;
 use crate::cycle::{self, Cycle};
 use crate::report::audit;
@@ -63,7 +63,7 @@ async fn apply<C: Connector>(
 ) -> Result<Action, ReconcileError> {
     let name = patches::policy_ref(policy);
     let interval = policy.spec.interval.into();
-    let ended = async {
+    let mut ended = async {
         // 1. Validate: the spec alone.
         let valid = validate::policy(policy)?;
         // 2. Dereference: the Secret, the engine, the cluster view.
@@ -72,11 +72,18 @@ async fn apply<C: Connector>(
         run_cycle(ctx, policy, &valid, inputs).await
     }
     .await;
-    // 4. Act on the cluster: annotations and Events for what the cycle found, and the copies of
-    //    annotations removed earlier that their workloads' controllers left behind.
-    let told = match &ended {
+    // 4. Act on the cluster: annotations and Events for what the cycle found, the pods to evict
+    //    for their pinned pools, and the copies of annotations removed earlier that their
+    //    workloads' controllers left behind.
+    let told = match &mut ended {
         Ok(cycle) => {
             let told = act_on_cluster::tell(ctx, policy, cycle).await;
+            cycle.evictions = evict::evict(ctx, policy, cycle).await;
+            ctx.record_evictions(
+                &policy.uid().unwrap_or_default(),
+                &cycle.evictions,
+                cycle.decision.observed_at,
+            );
             let namespace = policy.namespace().unwrap_or_default();
             let wanted = cycle.decision.annotated_workloads();
             let taken_back = copies::take_back(ctx, &namespace, &name, &[], &wanted).await;

@@ -7,10 +7,13 @@ use std::time::Duration;
 use jiff::Timestamp;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 
-use crate::api::{LeakReport, PoolPolicyStatus, ServerStatus, SessionCounts, TerminationCounts};
+use crate::api::{
+    EvictionStatus, LeakReport, PoolPolicyStatus, ServerStatus, SessionCounts, TerminationCounts,
+    WaitingEviction,
+};
 use crate::cycle::Cycle;
 use crate::database::DatabaseError;
-use crate::decide::Subject;
+use crate::decide::{EvictionOutcome, HeldBecause, Subject};
 
 /// Condition types.
 pub mod conditions {
@@ -331,6 +334,55 @@ fn fill_observations(status: &mut PoolPolicyStatus, cycle: &Cycle, terminations_
     });
     top.truncate(TOP_LEAKS);
     status.top_leaks = top;
+    status.evictions = evictions(cycle);
+}
+
+/// What the status says of evictions: those of the last hour (this cycle's included), the pods
+/// waiting and why (a budget's refusal in this cycle's own words), what `DryRun` would evict.
+fn evictions(cycle: &Cycle) -> Option<EvictionStatus> {
+    let recovery = &cycle.decision.recovery;
+    let evicted_now = cycle
+        .evictions
+        .iter()
+        .filter(|(_, o)| *o == EvictionOutcome::Evicted)
+        .count();
+    let mut waiting: Vec<WaitingEviction> = recovery
+        .held
+        .iter()
+        .map(|h| WaitingEviction {
+            pod: h.pod.clone(),
+            workload: h.workload.to_string(),
+            reason: h.why.as_str().to_owned(),
+            message: h.why.to_string(),
+        })
+        .collect();
+    for (e, outcome) in &cycle.evictions {
+        let (reason, message) = match outcome {
+            EvictionOutcome::Refused { message } => (
+                "DisruptionBudget",
+                HeldBecause::DisruptionBudget {
+                    message: message.clone(),
+                }
+                .to_string(),
+            ),
+            EvictionOutcome::Failed { message } => {
+                ("Failed", format!("the eviction failed: {message}"))
+            }
+            EvictionOutcome::Evicted | EvictionOutcome::Gone => continue,
+        };
+        waiting.push(WaitingEviction {
+            pod: e.pod.clone(),
+            workload: e.workload.to_string(),
+            reason: reason.to_owned(),
+            message,
+        });
+    }
+    let status = EvictionStatus {
+        last_hour: (cycle.decision.memory.evictions.in_the_last_hour() + evicted_now) as u32,
+        waiting,
+        would_evict: recovery.would_evict.iter().map(|e| e.pod.clone()).collect(),
+    };
+    (status != EvictionStatus::default()).then_some(status)
 }
 
 /// Whether `new` is worth a write: it says something `old` does not, or the heartbeat is due.

@@ -284,6 +284,7 @@ fn context<C: Connector>(
         },
     );
     let ctx = Context::new(Parts {
+        eviction_client: client.clone(),
         client,
         index: Arc::new(RwLock::new(index)),
         readiness,

@@ -414,6 +414,7 @@ mod tests {
             },
             outcome,
             unread_poolers: Vec::new(),
+            evictions: Vec::new(),
         }
     }
 

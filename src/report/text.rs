@@ -4,7 +4,7 @@
 use std::fmt::Write;
 
 use super::table::Table;
-use crate::api::{Mode, human};
+use crate::api::{Mode, count, human};
 use crate::cycle::Cycle;
 use crate::decide::{Decision, Exclusion, Source, Termination};
 
@@ -34,6 +34,14 @@ pub fn render(target: &str, cycle: &Cycle) -> String {
     poolers(&mut out, d);
     findings(&mut out, d);
     terminations(&mut out, cycle);
+    let recovery = recovery_lines(d);
+    if !recovery.is_empty() {
+        let _ = writeln!(out, "Pinned pools");
+        for line in recovery {
+            let _ = writeln!(out, "  {line}");
+        }
+        out.push('\n');
+    }
     for w in &d.warnings {
         let _ = writeln!(out, "warning: {w}");
     }
@@ -316,6 +324,45 @@ fn terminations(out: &mut String, cycle: &Cycle) {
         }
     }
     out.push('\n');
+}
+
+/// What a decision says of pinned pools whose sessions it ends (or would end): what to restart,
+/// and what is evicted (or would be), or waits and why. No line without a pinned pool.
+pub fn recovery_lines(d: &Decision) -> Vec<String> {
+    let r = &d.recovery;
+    let verb = match d.mode {
+        Mode::Enforce => "were ended",
+        Mode::DryRun => "would be ended",
+    };
+    let mut lines: Vec<String> = r
+        .pinned
+        .iter()
+        .map(|p| {
+            format!(
+                "restart (or fix) {} ({}): its pool was pinned and its {} {verb}; the \
+                 application still counts them as checked out",
+                p.source,
+                p.pod,
+                count(p.sessions as usize, "session")
+            )
+        })
+        .collect();
+    for e in &r.evict {
+        lines.push(format!("evicting pod {} of {}", e.pod, e.workload));
+    }
+    for e in &r.would_evict {
+        lines.push(format!(
+            "would evict pod {} of {} (Enforce mode)",
+            e.pod, e.workload
+        ));
+    }
+    for h in &r.held {
+        lines.push(format!(
+            "pod {} of {} waits for its eviction: {}",
+            h.pod, h.workload, h.why
+        ));
+    }
+    lines
 }
 
 /// What a pinned pool's owners must hear when its sessions are (or would be) ended.

@@ -405,6 +405,9 @@ fn report_cycle(target: &str, cycle: &Cycle, output: Output, out: &mut impl Writ
     if let Some(note) = report::checked_out_note(terminated) {
         let _ = writeln!(out, "  {note}");
     }
+    for line in report::recovery_lines(&cycle.decision) {
+        let _ = writeln!(out, "  {line}");
+    }
     if !cycle.outcome.changed.is_empty() {
         let _ = writeln!(
             out,

@@ -46,6 +46,12 @@ CRDs in ``crds/`` (or given with ``--crd``):
   ReplicaSet's controller reference to the Deployment's name), and the shared storage of Events:
   an ``events.k8s.io/v1`` Event is also a ``v1`` Event (``regarding`` as ``involvedObject``,
   field selectors on it work, as ``kubectl describe`` uses them);
+* the Eviction API (``POST .../pods/NAME/eviction``): the pod is deleted unless a
+  PodDisruptionBudget that selects it allows no disruption (429 TooManyRequests, cause
+  ``DisruptionBudget``; more than one budget: 500); a budget's allowed disruptions are worked out
+  from its ``minAvailable``/``maxUnavailable`` and the Ready pods it selects, as an up-to-date
+  disruption controller would keep them. The ReplicaSet of an evicted pod replaces it: a new pod,
+  Running, not Ready, Ready a second later (IP in 10.244.0.0/16);
 * what a cluster does to its clients, on the test's cue (``POST /standin/...``, see
   ``Standin.admin``): compaction (watches and continue tokens from before answer 410 Gone, open
   watches end, and what they held back is lost: the client must relist), and a few seconds of
@@ -56,7 +62,8 @@ Apply entries, and another write just takes from them the fields it changes), na
 existence (an object can be made in a namespace that does not exist; ``default`` and the
 ``kube-*`` namespaces exist), garbage collection of dependents, graceful pod deletion, admission
 or schema validation, the other controllers of kube-controller-manager (no ReplicaSet or Pod is
-ever made by the stand-in; tests create them), ``v1`` Events under ``events.k8s.io/v1``,
+made by the stand-in but the replacement of an evicted pod; a pod deleted otherwise stays gone, as
+the tests that make orphans rely on; tests create the rest), ``v1`` Events under ``events.k8s.io/v1``,
 subresources other than status.
 """
 
@@ -306,6 +313,50 @@ def label_selector(text: str) -> Predicate:
     return predicate
 
 
+def selects(selector: dict[str, Any] | None, labels: dict[str, str]) -> bool:
+    """Whether a LabelSelector object (`matchLabels`, `matchExpressions`) selects `labels`. An
+    empty selector selects everything; a missing one nothing (as a PodDisruptionBudget's does)."""
+    if selector is None:
+        return False
+    if any(labels.get(k) != v for k, v in (selector.get("matchLabels") or {}).items()):
+        return False
+    for e in selector.get("matchExpressions") or []:
+        key, op, values = e.get("key"), e.get("operator"), e.get("values") or []
+        if op == "In" and labels.get(key) not in values:
+            return False
+        if op == "NotIn" and labels.get(key) in values:
+            return False
+        if op == "Exists" and key not in labels:
+            return False
+        if op == "DoesNotExist" and key in labels:
+            return False
+    return True
+
+
+def is_ready(pod: dict[str, Any]) -> bool:
+    status = pod.get("status") or {}
+    if status.get("phase") != "Running" or pod["metadata"].get("deletionTimestamp"):
+        return False
+    return any(c.get("type") == "Ready" and c.get("status") == "True" for c in status.get("conditions") or [])
+
+
+def desired_healthy(spec: dict[str, Any], expected: int) -> int:
+    """The healthy pods a PodDisruptionBudget wants, of `expected` selected: `minAvailable`, or
+    `expected - maxUnavailable` (percentages of `expected`, minAvailable rounded up and
+    maxUnavailable rounded up too, as the disruption controller does)."""
+
+    def resolve(value: Any) -> int:
+        if isinstance(value, str) and value.endswith("%"):
+            return -(-int(value[:-1]) * expected // 100)
+        return int(value)
+
+    if "minAvailable" in spec:
+        return resolve(spec["minAvailable"])
+    if "maxUnavailable" in spec:
+        return max(0, expected - resolve(spec["maxUnavailable"]))
+    return expected
+
+
 def field_selector(text: str) -> Predicate:
     checks: list[Predicate] = []
     for term in split_terms(text):
@@ -410,6 +461,10 @@ class Standin(kmock.KubernetesScaffold):
     user_agents: dict[str, int] = attrs.field(factory=dict, init=False)
     # The consistent snapshots behind unfinished paged lists, by continue-token id.
     snapshots: dict[str, tuple[int, list[dict[str, Any]]]] = attrs.field(factory=dict, init=False)
+    # Pods made to replace evicted ones so far (their IPs count up), and how long one takes to
+    # turn Ready.
+    replaced: int = attrs.field(default=0, init=False)
+    replacement_ready_after: float = 1.0
 
     def __attrs_post_init__(self) -> None:
         super().__attrs_post_init__()
@@ -495,7 +550,8 @@ class Standin(kmock.KubernetesScaffold):
             raise api_error(404, "NotFound", "the server could not find the requested resource")
         name = rest[1] if len(rest) > 1 else None
         subresource = "/".join(rest[2:]) or None
-        if subresource is not None and not (subresource == "status" and kind.status):
+        eviction = subresource == "eviction" and (kind.group, kind.plural) == ("", "pods")
+        if subresource is not None and not (subresource == "status" and kind.status) and not eviction:
             raise api_error(404, "NotFound", "the server could not find the requested resource")
         return Route(kind=kind, namespace=namespace, name=name, subresource=subresource)
 
@@ -578,6 +634,10 @@ class Standin(kmock.KubernetesScaffold):
             raise api_error(405, "MethodNotAllowed", "the server does not allow this method on the requested resource")
         if route.kind.namespaced and route.namespace is None:
             raise api_error(404, "NotFound", "the server could not find the requested resource")
+        if route.subresource == "eviction":
+            if method != "POST":
+                raise api_error(405, "MethodNotAllowed", "the eviction subresource only takes POST")
+            return reply(await self.evict(route), status=201)
         if method == "GET":
             return reply(self.get(route), meta_only)
         if method == "PUT":
@@ -1161,6 +1221,108 @@ class Standin(kmock.KubernetesScaffold):
             "metadata": {"resourceVersion": str(self.rv)},
             "items": items,
         }
+
+    # ---------------------------------------------------------------------------------------------
+    # The Eviction API, and the ReplicaSet controller that replaces an evicted pod
+
+    async def evict(self, route: Route) -> dict[str, Any]:
+        """`POST .../pods/NAME/eviction` (policy/v1 Eviction), as the API server's eviction REST
+        does it: the pod is deleted unless a PodDisruptionBudget selecting it allows no disruption
+        now (429 TooManyRequests, reason `DisruptionBudget`), and a pod under more than one budget
+        is refused with 500, as a real server refuses it. A budget's allowed disruptions are worked
+        out here from its spec and the pods it selects (Running and Ready ones are healthy), as a
+        disruption controller that is always up to date would keep its status. An evicted pod of a
+        ReplicaSet is replaced (see `replace_pod`)."""
+        assert route.name is not None
+        async with self.state_lock:
+            pod = self.existing(route)
+            labels = pod["metadata"].get("labels") or {}
+            pdb_kind = self.kinds["policy", "v1", "poddisruptionbudgets"]
+            budgets = [
+                b for b in self.all_of(pdb_kind, route.namespace)
+                if selects((b.get("spec") or {}).get("selector"), labels)
+            ]
+            if len(budgets) > 1:
+                raise api_error(
+                    500, "InternalError",
+                    "This pod has more than one PodDisruptionBudget, which the eviction subresource does not support.",
+                )
+            if budgets:
+                budget = budgets[0]
+                selected = [
+                    p for p in self.all_of(route.kind, route.namespace)
+                    if selects((budget.get("spec") or {}).get("selector"), p["metadata"].get("labels") or {})
+                ]
+                healthy = sum(1 for p in selected if is_ready(p))
+                desired = desired_healthy(budget.get("spec") or {}, len(selected))
+                if healthy - desired < 1:
+                    raise kmock.KubernetesError(
+                        status=429,
+                        reason="TooManyRequests",
+                        message="Cannot evict pod as it would violate the pod's disruption budget.",
+                        details={"causes": [{
+                            "reason": "DisruptionBudget",
+                            "message": f"The disruption budget {budget['metadata']['name']} needs {desired} "
+                                       f"healthy pods and has {healthy} currently",
+                        }]},
+                    )
+            await self.remove(route.kind, pod)
+            log(f"  (evicted pod {route.name})")
+            await self.replace_pod(route.kind, pod)
+        return {"apiVersion": "v1", "kind": "Status", "metadata": {}, "status": "Success"}
+
+    async def replace_pod(self, kind: Kind, gone: dict[str, Any]) -> None:
+        """As the ReplicaSet controller does for a pod of its ReplicaSet that went away: a new pod
+        with the same labels, spec and owner, Running but not Ready, that turns Ready a second
+        later (an IP of 10.244.0.0/16, so that no test's session is attributed to it). Only after
+        an eviction: the tests that delete pods rely on them staying gone. Call under the lock."""
+        owner = next(
+            (o for o in gone["metadata"].get("ownerReferences") or []
+             if o.get("controller") and o.get("kind") == "ReplicaSet"),
+            None,
+        )
+        if owner is None:
+            return
+        self.replaced += 1
+        ip = f"10.244.{self.replaced // 250}.{self.replaced % 250 + 1}"
+        suffix = "".join(random.choices(string.ascii_lowercase + string.digits, k=5))
+        meta = gone["metadata"]
+        new: dict[str, Any] = {
+            "apiVersion": "v1",
+            "kind": "Pod",
+            "metadata": {
+                "name": f"{owner['name']}-{suffix}",
+                "namespace": meta.get("namespace"),
+                "labels": deep(meta.get("labels") or {}),
+                "ownerReferences": [deep(owner)],
+                "uid": str(uuid.uuid4()),
+                "creationTimestamp": now_rfc3339(),
+                "generation": 1,
+            },
+            "spec": deep(gone.get("spec") or {}),
+            "status": {
+                "phase": "Running",
+                "podIP": ip,
+                "podIPs": [{"ip": ip}],
+                "startTime": now_rfc3339(),
+                "conditions": [{"type": "Ready", "status": "False"}],
+            },
+        }
+        log(f"  (ReplicaSet {owner['name']} replaces it with pod {new['metadata']['name']})")
+        await self.commit(kind, "ADDED", new, None)
+        asyncio.get_running_loop().call_later(
+            self.replacement_ready_after, lambda: asyncio.ensure_future(self.turn_ready(kind, new))
+        )
+
+    async def turn_ready(self, kind: Kind, pod: dict[str, Any]) -> None:
+        async with self.state_lock:
+            meta = pod["metadata"]
+            cur = self.current(kind, meta.get("namespace"), meta["name"])
+            if cur is None:
+                return
+            new = deep(cur)
+            new["status"]["conditions"] = [{"type": "Ready", "status": "True"}]
+            await self.commit(kind, "MODIFIED", new, cur)
 
     async def shutdown(self) -> None:
         self.stopping = True

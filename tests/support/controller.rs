@@ -286,7 +286,7 @@ pub async fn create_workload(client: &kube::Client, name: &str, pods: &[(&str, &
     d.metadata.uid.unwrap()
 }
 
-/// A running pod of `rs`.
+/// A running, Ready pod of `rs`.
 pub async fn create_pod(client: &kube::Client, rs: &ReplicaSet, name: &str, ip: &str) {
     let owner = json!([{"apiVersion": "apps/v1", "kind": "ReplicaSet", "name": rs.metadata.name,
                         "uid": rs.metadata.uid, "controller": true}]);
@@ -299,7 +299,8 @@ pub async fn create_pod(client: &kube::Client, rs: &ReplicaSet, name: &str, ip: 
                              "ownerReferences": owner},
                 "spec": {"containers": [{"name": "app", "image": "app:1"}]},
                 "status": {"phase": "Running", "podIP": ip, "podIPs": [{"ip": ip}],
-                           "startTime": "2020-01-01T00:00:00Z"},
+                           "startTime": "2020-01-01T00:00:00Z",
+                           "conditions": [{"type": "Ready", "status": "True"}]},
             }))
             .unwrap(),
         )

@@ -153,6 +153,18 @@ impl KubeStandin {
     /// A client of the server, with `default` as its default namespace and
     /// [`TEST_USER_AGENT`] as its User-Agent (the stand-in tells its requests from the binary's).
     pub async fn client(&self) -> ::kube::Client {
+        ::kube::Client::try_from(self.config()).expect("a client of the stand-in")
+    }
+
+    /// [`KubeStandin::client`], without kube's own retries of 429, 503 and 504: for a test that
+    /// wants those answers as they come (an eviction a budget refuses).
+    pub async fn client_without_retries(&self) -> ::kube::Client {
+        let mut config = self.config();
+        config.default_retry = false;
+        ::kube::Client::try_from(config).expect("a client of the stand-in")
+    }
+
+    fn config(&self) -> ::kube::Config {
         let uri = self.url.parse().expect("the stand-in's URL parses");
         let mut config = ::kube::Config::new(uri);
         config.default_namespace = "default".into();
@@ -160,7 +172,7 @@ impl KubeStandin {
             http::header::USER_AGENT,
             http::HeaderValue::from_static(TEST_USER_AGENT),
         ));
-        ::kube::Client::try_from(config).expect("a client of the stand-in")
+        config
     }
 
     /// Open watches hold their events back (until [`KubeStandin::expire`]): what changes from now

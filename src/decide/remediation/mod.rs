@@ -175,8 +175,8 @@ pub enum EvictionOutcome {
     Refused { message: String },
     /// The pod was gone already.
     Gone,
-    /// Anything else: retried at the next cycle.
-    Failed,
+    /// Anything else (the API server's words): retried at the next cycle.
+    Failed { message: String },
 }
 
 impl Evictions {
@@ -194,7 +194,7 @@ impl Evictions {
                 EvictionOutcome::Gone => {
                     self.pending.remove(&eviction.pod);
                 }
-                EvictionOutcome::Refused { .. } | EvictionOutcome::Failed => {}
+                EvictionOutcome::Refused { .. } | EvictionOutcome::Failed { .. } => {}
             }
         }
     }
