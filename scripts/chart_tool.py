@@ -284,9 +284,10 @@ def rbac_diff(actual: dict[str, list[str]], expected: dict[str, list[str]]) -> s
     return "".join(f"\n        {line}" for line in lines)
 
 
-def expected_verbs(watch_secrets: bool) -> dict[str, list[str]]:
+def expected_verbs(watch_secrets: bool, evict_pods: bool = False) -> dict[str, list[str]]:
     secrets = ["get", "list", "watch"] if watch_secrets else ["get"]
-    return {**EXPECTED_VERBS, "core/secrets": secrets}
+    evictions = {"core/pods/eviction": ["create"]} if evict_pods else {}
+    return {**EXPECTED_VERBS, "core/secrets": secrets, **evictions}
 
 
 def container(docs: list[Doc]) -> dict[str, Any]:
@@ -351,9 +352,10 @@ def assertions_ha_namespaced(checks: Checks, docs: list[Doc]) -> None:
                   f"{label}: no ClusterRole or ClusterRoleBinding in namespaced mode")
     for ns in ["shop", "billing"]:
         granted = verbs(roles.get(f"{ns}/poolwarden", []))
-        checks.expect(granted == expected_verbs(False),
+        wanted = expected_verbs(False, evict_pods=True)
+        checks.expect(granted == wanted,
                       f"{label}: a Role in {ns} granting what the controller uses, Secrets get "
-                      "only (watchSecrets off)" + rbac_diff(granted, expected_verbs(False)))
+                      "only (watchSecrets off), evictions (rbac.evictPods)" + rbac_diff(granted, wanted))
     bindings = {(d.namespace, d.name) for d in docs if d.kind == "RoleBinding"}
     checks.expect({("shop", "poolwarden"), ("billing", "poolwarden")} <= bindings,
                   f"{label}: a RoleBinding in each watched namespace")
@@ -436,6 +438,7 @@ REFUSED_VALUES = [
     {"controller": {"logFormat": "xml"}},
     {"networkPolicy": {"postgres": {"port": 5432}}},
     {"prometheusRule": {"enable": True}},
+    {"rbac": {"evictPod": True}},
 ]
 
 

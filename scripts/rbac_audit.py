@@ -5,8 +5,10 @@ Runs `poolwarden controller` against the Kubernetes API stand-in of the end-to-e
 (tests/kube/standin.py, which logs every request) and a real PostgreSQL, through a whole policy
 life: leader election, watches, the Secret, the finalizer, status, a termination, an annotation,
 Events, the policy's deletion and cleanup, SIGTERM. Then checks every request the controller made
-against the rules of the chart rendered with default values (the ClusterRole, and the Lease Role
-in the release namespace), as the API server's RBAC authorizer would.
+against the rules of the chart (the ClusterRole, and the Lease Role in the release namespace), as
+the API server's RBAC authorizer would. Twice: with the default values (no pod is evicted, and
+`pods/eviction` is not granted), and with `rbac.evictPods: true` and a policy that evicts the pod
+of a pinned pool.
 
 Run by scripts/check-packaging, with the packaging virtualenv's python:
 
@@ -149,55 +151,128 @@ def authorized(request: dict[str, Any], cluster_rules: list[dict[str, Any]],
 # The scenario
 
 
-def seed(api: Standin, database_url: str) -> None:
+POLICY = f"/apis/poolwarden.io/v1alpha1/namespaces/{NS}/poolpolicies/db"
+
+
+def events_of(api: Standin, reason: str) -> bool:
+    return any(e.get("reason") == reason for e in
+               (api.request("GET", f"/apis/events.k8s.io/v1/namespaces/{NS}/events") or {}).get("items", []))
+
+
+def seed_policy(api: Standin, database_url: str, **spec: Any) -> None:
     api.request("POST", f"/api/v1/namespaces/{NS}/secrets", {
         "apiVersion": "v1", "kind": "Secret",
         "metadata": {"name": "db-monitor", "namespace": NS},
         "stringData": {"uri": database_url}})
-    # A bare pod at 127.0.0.1: the application sessions the audit opens are attributed to it, and
-    # it is its own workload (annotated through pods' patch).
-    api.request("POST", f"/api/v1/namespaces/{NS}/pods", {
-        "apiVersion": "v1", "kind": "Pod",
-        "metadata": {"name": "app", "namespace": NS, "labels": {"app": "app"}},
-        "spec": {"containers": [{"name": "app", "image": "app:1"}]},
-        "status": {"phase": "Running", "podIP": "127.0.0.1", "podIPs": [{"ip": "127.0.0.1"}],
-                   "startTime": "2020-01-01T00:00:00Z"}})
     api.request("POST", f"/apis/poolwarden.io/v1alpha1/namespaces/{NS}/poolpolicies", {
         "apiVersion": "poolwarden.io/v1alpha1", "kind": "PoolPolicy",
         "metadata": {"name": "db", "namespace": NS},
         "spec": {"database": {"connectionSecretRef": {"name": "db-monitor"}},
                  "mode": "Enforce", "interval": "1s",
-                 "idle": {"idleInTransactionTimeout": "1s"},
-                 "leakDetection": {"window": "1s", "strandedIdleAge": "1s", "idleThreshold": 2}}})
+                 "idle": {"idleInTransactionTimeout": "1s"}, **spec}})
 
 
-def sessions(app_url: str) -> list[subprocess.Popen[str]]:
-    """Two idle sessions and one idle in a transaction, held open by psql waiting on stdin."""
+def pod(name: str, ip: str, owner: dict[str, Any] | None = None) -> dict[str, Any]:
+    meta: dict[str, Any] = {"name": name, "namespace": NS, "labels": {"app": "app"}}
+    if owner:
+        meta["ownerReferences"] = [owner]
+    return {"apiVersion": "v1", "kind": "Pod", "metadata": meta,
+            "spec": {"containers": [{"name": "app", "image": "app:1"}]},
+            "status": {"phase": "Running", "podIP": ip, "podIPs": [{"ip": ip}],
+                       "startTime": "2020-01-01T00:00:00Z",
+                       "conditions": [{"type": "Ready", "status": "True"}]}}
+
+
+class Defaults:
+    """The chart's defaults: a bare pod at 127.0.0.1 (its own workload, annotated through pods'
+    patch) leaks two idle sessions and one idle in a transaction; the policy ends the transaction,
+    annotates the pod, raises Events, and is deleted (cleanup). No pod is evicted."""
+
+    label = "defaults"
+    values: dict[str, Any] | None = None
+    statements = ["SELECT 1;\n", "SELECT 1;\n", "BEGIN;\nSELECT 1;\n"]
+
+    def seed(self, api: Standin, database_url: str) -> None:
+        seed_policy(api, database_url,
+                    leakDetection={"window": "1s", "strandedIdleAge": "1s", "idleThreshold": 2})
+        api.request("POST", f"/api/v1/namespaces/{NS}/pods", pod("app", "127.0.0.1"))
+
+    def run(self, api: Standin) -> None:
+        target = f"/api/v1/namespaces/{NS}/pods/app"
+        eventually("the pod to be annotated", lambda: (api.request("GET", target) or {})
+                   .get("metadata", {}).get("annotations", {}).get("poolwarden.io/leak"))
+        eventually("a SessionsTerminated Event", lambda: events_of(api, "SessionsTerminated"))
+        api.request("DELETE", POLICY)
+        eventually("the policy's cleanup", lambda: api.request("GET", POLICY) is None
+                   and "poolwarden.io/leak" not in ((api.request("GET", target) or {})
+                                                    .get("metadata", {}).get("annotations") or {}))
+
+
+class EvictPods:
+    """`rbac.evictPods: true` and a policy with `remediation.pinnedPools: Evict`: a Deployment's
+    pod at 127.0.0.1 (one of two Ready replicas) holds a pool pinned idle in a transaction; the
+    policy ends it, evicts the pod, and is deleted."""
+
+    label = "rbac.evictPods=true"
+    values: dict[str, Any] | None = {"rbac": {"evictPods": True}}
+    statements = ["BEGIN;\nSELECT 1;\n", "BEGIN;\nSELECT 1;\n"]
+
+    def seed(self, api: Standin, database_url: str) -> None:
+        seed_policy(api, database_url, remediation={"pinnedPools": "Evict"})
+        d = api.request("POST", f"/apis/apps/v1/namespaces/{NS}/deployments", {
+            "apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": "app", "namespace": NS},
+            "spec": {"selector": {"matchLabels": {"app": "app"}},
+                     "template": {"metadata": {"labels": {"app": "app"}},
+                                  "spec": {"containers": [{"name": "app", "image": "app:1"}]}}}})
+        rs = api.request("POST", f"/apis/apps/v1/namespaces/{NS}/replicasets", {
+            "apiVersion": "apps/v1", "kind": "ReplicaSet",
+            "metadata": {"name": "app-5c6d", "namespace": NS, "ownerReferences": [
+                {"apiVersion": "apps/v1", "kind": "Deployment", "name": "app",
+                 "uid": d["metadata"]["uid"], "controller": True}]},
+            "spec": {"selector": {"matchLabels": {"app": "app"}}}})
+        owner = {"apiVersion": "apps/v1", "kind": "ReplicaSet", "name": "app-5c6d",
+                 "uid": rs["metadata"]["uid"], "controller": True}
+        for name, ip in [("app-5c6d-a", "127.0.0.1"), ("app-5c6d-b", "127.0.0.2")]:
+            api.request("POST", f"/api/v1/namespaces/{NS}/pods", pod(name, ip, owner))
+
+    def run(self, api: Standin) -> None:
+        eventually("the pinned pool's pod to be evicted",
+                   lambda: api.request("GET", f"/api/v1/namespaces/{NS}/pods/app-5c6d-a") is None
+                   and events_of(api, "PodEvicted"))
+        api.request("DELETE", POLICY)
+        eventually("the policy's cleanup", lambda: api.request("GET", POLICY) is None)
+
+
+def sessions(app_url: str, statements: list[str]) -> list[subprocess.Popen[str]]:
+    """Sessions held open by psql waiting on stdin, each having run its statements."""
     psql = os.environ.get("PSQL", "psql")
     opened = []
-    for statements in ["SELECT 1;\n", "SELECT 1;\n", "BEGIN;\nSELECT 1;\n"]:
+    for text in statements:
         p = subprocess.Popen([psql, "-X", "-q", app_url], stdin=subprocess.PIPE,
                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, text=True)
         assert p.stdin
-        p.stdin.write(statements)
+        p.stdin.write(text)
         p.stdin.flush()
         opened.append(p)
     return opened
 
 
-def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--poolwarden", type=Path, required=True)
-    parser.add_argument("--database-url", required=True)
-    parser.add_argument("--app-url", required=True)
-    args = parser.parse_args()
-
-    docs = chart_tool.render()
+def rules(docs: list[chart_tool.Doc]) -> tuple[list[dict[str, Any]], dict[str, list[dict[str, Any]]]]:
+    """The rendered ClusterRole's rules, and the Roles' by namespace."""
     cluster_rules = [r for d in docs if d.kind == "ClusterRole" for r in d.obj["rules"]]
     roles: dict[str, list[dict[str, Any]]] = {}
     for d in docs:
         if d.kind == "Role":
             roles.setdefault(d.namespace or "", []).extend(d.obj["rules"])
+    return cluster_rules, roles
+
+
+def audit(scenario: Defaults | EvictPods, args: argparse.Namespace) -> int:
+    """Runs the controller through `scenario` and judges its every request by the chart's RBAC
+    rendered with the scenario's values; 0 when all were allowed."""
+    print(f"- {scenario.label}")
+    docs = chart_tool.render(scenario.values)
+    cluster_rules, roles = rules(docs)
     deployment = next(d for d in docs if d.kind == "Deployment").obj
     chart_args = deployment["spec"]["template"]["spec"]["containers"][0]["args"]
 
@@ -207,8 +282,8 @@ def main() -> int:
         held: list[subprocess.Popen[str]] = []
         controller = None
         try:
-            seed(api, args.database_url)
-            held = sessions(args.app_url)
+            scenario.seed(api, args.database_url)
+            held = sessions(args.app_url, scenario.statements)
             kubeconfig = Path(tmp) / "kubeconfig"
             kubeconfig.write_text(json.dumps({
                 "apiVersion": "v1", "kind": "Config", "current-context": "standin",
@@ -222,18 +297,7 @@ def main() -> int:
                    "POD_NAMESPACE": LEASE_NAMESPACE, "RUST_LOG": "warn"}
             controller = subprocess.Popen([str(args.poolwarden), *run_args], env=env,
                                           stdout=subprocess.DEVNULL, stderr=(Path(tmp) / "controller.log").open("w"))
-
-            pod = f"/api/v1/namespaces/{NS}/pods/app"
-            policy = f"/apis/poolwarden.io/v1alpha1/namespaces/{NS}/poolpolicies/db"
-            eventually("the pod to be annotated", lambda: (api.request("GET", pod) or {})
-                       .get("metadata", {}).get("annotations", {}).get("poolwarden.io/leak"))
-            eventually("a SessionsTerminated Event", lambda: any(
-                e.get("reason") == "SessionsTerminated"
-                for e in (api.request("GET", f"/apis/events.k8s.io/v1/namespaces/{NS}/events") or {}).get("items", [])))
-            api.request("DELETE", policy)
-            eventually("the policy's cleanup", lambda: api.request("GET", policy) is None
-                       and "poolwarden.io/leak" not in ((api.request("GET", pod) or {})
-                                                        .get("metadata", {}).get("annotations") or {}))
+            scenario.run(api)
             controller.send_signal(signal.SIGTERM)
             code = controller.wait(timeout=30)
             if code != 0:
@@ -272,6 +336,16 @@ def main() -> int:
                      for resource in [f"{group or 'core'}/{res}"] if (verb, resource) not in used})
     if unused:
         print(f"  note  granted, not requested in this run: {', '.join(unused)}")
+    evictions = {key for key in seen if key[1] == "core/pods/eviction"}
+    granted_evictions = any("pods/eviction" in rule["resources"]
+                            for rule in cluster_rules + [r for rs in roles.values() for r in rs])
+    if isinstance(scenario, EvictPods) and not evictions:
+        print("rbac audit: the controller evicted no pod", file=sys.stderr)
+        return 1
+    if isinstance(scenario, Defaults) and (evictions or granted_evictions):
+        print("rbac audit: with the defaults, pods/eviction must be neither granted nor requested",
+              file=sys.stderr)
+        return 1
     if denied:
         print("rbac audit: the chart's RBAC would forbid:", file=sys.stderr)
         for line in sorted(set(denied)):
@@ -279,6 +353,17 @@ def main() -> int:
         return 1
     print(f"  ok    all {sum(seen.values())} requests of the controller are allowed by the chart's RBAC")
     return 0
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--poolwarden", type=Path, required=True)
+    parser.add_argument("--database-url", required=True)
+    parser.add_argument("--app-url", required=True)
+    args = parser.parse_args()
+    # Both settings of the one switch that changes the rules: the defaults grant no eviction, and
+    # rbac.evictPods grants exactly what a policy that evicts needs.
+    return max(audit(Defaults(), args), audit(EvictPods(), args))
 
 
 if __name__ == "__main__":

@@ -210,20 +210,39 @@ async fn run_names_the_leak_it_ends_in_the_cycle_that_ends_it() {
         (true.into(), 3.into())
     );
     assert_eq!(report["outcome"]["terminated"].as_array().unwrap().len(), 4);
+    // Every session of 127.0.0.22 sat idle in a transaction: a pinned pool, to restart.
+    assert_eq!(
+        report["recovery"]["pinned"],
+        serde_json::json!([{"source": {"type": "client", "application": "reports-api",
+                                       "address": "127.0.0.22"},
+                            "pod": "127.0.0.22", "sessions": 3}])
+    );
     for s in in_tx.iter().chain([&idle]) {
         assert!(gone(&sb, s.pid()).await);
     }
 
-    let s = open(&sb, "reports-api", 22).await;
-    s.begin_idle_in_transaction().await.unwrap();
+    let mut again = Vec::new();
+    for _ in 0..2 {
+        let s = open(&sb, "reports-api", 22).await;
+        s.begin_idle_in_transaction().await.unwrap();
+        again.push(s);
+    }
     pause(1500).await;
     let out = run("table").await;
     assert!(out.status.success(), "{}", stderr(&out));
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(
         text.contains(
-            "leak confirmed: IdleInTransaction on reports-api@127.0.0.22: 1 session ended, idle \
+            "leak confirmed: IdleInTransaction on reports-api@127.0.0.22: 2 sessions ended, idle \
              in a transaction for more than 1s (idleInTransactionTimeout)"
+        ),
+        "{text}"
+    );
+    // What to restart: poolwarden never restarts anything outside a cluster.
+    assert!(
+        text.contains(
+            "restart (or fix) reports-api@127.0.0.22 (127.0.0.22): its pool was pinned and its 2 \
+             sessions were ended; the application still counts them as checked out"
         ),
         "{text}"
     );

@@ -44,6 +44,13 @@ pub async fn evict<C: Connector>(
                 EvictionOutcome::Refused { message: e.message }
             }
             Err(kube::Error::Api(e)) if e.code == 404 => EvictionOutcome::Gone,
+            Err(kube::Error::Api(e)) if e.code == 403 => EvictionOutcome::Failed {
+                message: format!(
+                    "{}: poolwarden may not create pods/eviction (the chart's rbac.evictPods: true \
+                     grants it)",
+                    e.message
+                ),
+            },
             Err(e) => EvictionOutcome::Failed {
                 message: e.to_string(),
             },

@@ -105,6 +105,14 @@ in the release namespace only (leader-election-rbac.yaml).
 - apiGroups: ["batch"]
   resources: ["jobs", "cronjobs"]
   verbs: ["list", "watch", "patch"]
+{{- if .Values.rbac.evictPods }}
+# Evictions (rbac.evictPods): the pod of a pinned pool that Enforce ended, for PoolPolicies with
+# spec.remediation.pinnedPools: Evict, through the Eviction API (PodDisruptionBudgets honoured;
+# nothing is ever deleted directly).
+- apiGroups: [""]
+  resources: ["pods/eviction"]
+  verbs: ["create"]
+{{- end }}
 # Events: Warning ConnectionLeak on workloads, Normal SessionsTerminated on PoolPolicies; patch
 # updates the count of a repeated Event.
 - apiGroups: ["events.k8s.io"]
