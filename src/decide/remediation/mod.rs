@@ -70,9 +70,9 @@ pub struct Held {
     pub why: HeldBecause,
 }
 
-/// Why a pending eviction waits.
+/// Why a pending eviction waits (its `reason` as in the status: PascalCase, like a condition's).
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
-#[serde(tag = "reason", rename_all = "camelCase")]
+#[serde(tag = "reason")]
 pub enum HeldBecause {
     /// Its workload would not replace it (a bare pod, a Job's, a DaemonSet's).
     NotReplaced,
