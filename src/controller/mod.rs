@@ -27,6 +27,7 @@ mod poolers;
 mod readiness;
 mod reconcile;
 mod report;
+mod scaling;
 mod secret;
 mod shutdown;
 mod status;

@@ -27,6 +27,7 @@ use serde::Serialize;
 
 use super::attribution::Source;
 use super::findings::{ChurnTally, FindingKind, PoolerClientRef, Sighting, Subject};
+use super::learned::LearnedPools;
 use crate::database::elapsed;
 
 /// Pods (or client addresses) of each source, with when each was last seen.
@@ -42,6 +43,8 @@ pub struct Memory {
     pub(super) churn_tally: ChurnTally,
     /// Sources seen during the last window, for `Overbooked`.
     pub(super) seen: SeenSources,
+    /// The pool per pod learned for each workload (see [`super::learned`]).
+    pub(super) learned: LearnedPools,
     /// Sessions terminated since this memory began.
     pub terminations_total: u64,
     /// Cycles run since this memory began (the audit trail numbers them).
@@ -252,12 +255,14 @@ impl Memory {
         last_sample: Option<(Timestamp, i64)>,
         churn_tally: ChurnTally,
         seen: SeenSources,
+        learned: LearnedPools,
     ) -> Self {
         Self {
             tracked,
             last_sample,
             churn_tally,
             seen,
+            learned,
             terminations_total: self.terminations_total,
             cycles: self.cycles,
             audited_refusals: self.audited_refusals.clone(),
@@ -284,6 +289,20 @@ impl Memory {
                 .insert(pod.to_owned(), now);
         }
         seen
+    }
+
+    /// The pool per pod learned for each workload, to keep across restarts.
+    pub fn learned(&self) -> &LearnedPools {
+        &self.learned
+    }
+
+    /// A first memory that starts from marks kept elsewhere (a restarted controller's, from the
+    /// policy's status); the marks it already has win.
+    pub fn remembering(mut self, learned: LearnedPools) -> Self {
+        for (workload, mark) in learned {
+            self.learned.entry(workload).or_insert(mark);
+        }
+        self
     }
 
     /// Counts terminations the act step performed.
