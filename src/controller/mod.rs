@@ -10,6 +10,8 @@
 //! take over at once); only the lease holder reconciles.
 
 mod act_on_cluster;
+mod capacity;
+mod capacity_metrics;
 mod cleanup;
 mod client;
 mod context;

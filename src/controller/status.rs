@@ -331,6 +331,7 @@ fn fill_observations(status: &mut PoolPolicyStatus, cycle: &Cycle, terminations_
     });
     top.truncate(TOP_LEAKS);
     status.top_leaks = top;
+    super::capacity::fill(status, cycle);
 }
 
 /// Whether `new` is worth a write: it says something `old` does not, or the heartbeat is due.
