@@ -34,6 +34,10 @@ CRDs in ``crds/`` (or given with ``--crd``):
   object if missing, with field ownership by ``fieldManager`` kept in ``managedFields`` (a list
   is one field): an apply removes the fields its manager applied before and omits now, and fails
   with 409 Conflict to change a field another manager applied, unless ``force=true``;
+* the ``scale`` subresource of Deployments, StatefulSets and ReplicaSets (an ``autoscaling/v1``
+  Scale read from the object's ``spec.replicas`` and written back by PUT or patch, as ``kubectl
+  scale`` does); HorizontalPodAutoscalers as any built-in resource, ``autoscaling/v2`` (a real
+  server also shows each as ``autoscaling/v1``: here the two versions are two separate stores);
 * the ``status`` subresource of every resource that has one: writes to it change only
   ``.status``, writes to the main resource keep the stored ``.status``. ``status`` given on create
   is kept for built-in resources (tests seed pods that way) and dropped for custom resources;
@@ -57,7 +61,9 @@ existence (an object can be made in a namespace that does not exist; ``default``
 ``kube-*`` namespaces exist), garbage collection of dependents, graceful pod deletion, admission
 or schema validation, the other controllers of kube-controller-manager (no ReplicaSet or Pod is
 ever made by the stand-in; tests create them), ``v1`` Events under ``events.k8s.io/v1``,
-subresources other than status.
+subresources other than status and scale, defaults (a Deployment created without ``replicas`` or
+``strategy`` keeps none: tests give them), the HorizontalPodAutoscaler controller (nothing scales
+by itself).
 """
 
 from __future__ import annotations
@@ -495,7 +501,7 @@ class Standin(kmock.KubernetesScaffold):
             raise api_error(404, "NotFound", "the server could not find the requested resource")
         name = rest[1] if len(rest) > 1 else None
         subresource = "/".join(rest[2:]) or None
-        if subresource is not None and not (subresource == "status" and kind.status):
+        if subresource is not None and not (subresource == "status" and kind.status) and not has_scale(kind, subresource):
             raise api_error(404, "NotFound", "the server could not find the requested resource")
         return Route(kind=kind, namespace=namespace, name=name, subresource=subresource)
 
@@ -562,6 +568,8 @@ class Standin(kmock.KubernetesScaffold):
         params = request.params
         headers = request._raw_request.headers if request._raw_request is not None else {}
         meta_only = META_ONLY in headers.get("Accept", "")
+        if route.subresource == "scale":
+            return await self.serve_scale(request, route)
         if method == "GET" and params.get("watch") in ("true", "1"):
             return await self.watch(request, route, meta_only)
         if method == "GET" and route.name is None:
@@ -1162,6 +1170,55 @@ class Standin(kmock.KubernetesScaffold):
             "items": items,
         }
 
+    # ---------------------------------------------------------------------------------------------
+    # The scale subresource
+
+    async def serve_scale(self, request: kmock.Request, route: Route) -> aiohttp.web.StreamResponse:
+        """`.../deployments/NAME/scale` (and statefulsets', replicasets'), as `kubectl scale` and
+        an HPA use it: an `autoscaling/v1` Scale read from the object, and written back as its
+        `spec.replicas` by PUT or a merge or JSON patch (409 on a stale `resourceVersion`, 422 on
+        a replica count that is not a whole number of zero or more)."""
+        method = request.method.value
+        main = attrs.evolve(route, subresource=None)
+        if method == "GET":
+            return reply(scale_of(self.existing(main)))
+        if method not in ("PUT", "PATCH"):
+            raise api_error(405, "MethodNotAllowed", "the scale subresource takes GET, PUT and PATCH")
+        raw = request._raw_request
+        content_type = (raw.headers.get("Content-Type", "") if raw is not None else "").split(";")[0].strip().lower()
+        body = request.data
+        assert route.name is not None
+        async with self.state_lock:
+            cur = self.existing(main)
+            scale = scale_of(cur)
+            if method == "PUT":
+                new_scale = body
+            elif content_type in ("application/merge-patch+json", "application/strategic-merge-patch+json"):
+                if not isinstance(body, dict):
+                    raise bad_request("a merge patch must be a JSON object")
+                new_scale = merge_patch(scale, strip_directives(body))
+            elif content_type == "application/json-patch+json":
+                if not isinstance(body, list):
+                    raise bad_request("a JSON patch must be a JSON array")
+                try:
+                    new_scale = apply_json_patch(scale, body)
+                except (jsonpatch.JsonPatchException, jsonpointer.JsonPointerException, KeyError, TypeError) as e:
+                    raise invalid(route.kind, route.name, f"the JSON patch failed: {e}") from None
+            else:
+                raise api_error(415, "UnsupportedMediaType", f"the media type {content_type!r} is not supported for PATCH")
+            if not isinstance(new_scale, dict):
+                raise bad_request("the body of the request must be a JSON object")
+            given_rv = (new_scale.get("metadata") or {}).get("resourceVersion")
+            if given_rv and given_rv != cur["metadata"]["resourceVersion"]:
+                raise conflict(route.kind, route.name)
+            replicas = (new_scale.get("spec") or {}).get("replicas")
+            if not isinstance(replicas, int) or isinstance(replicas, bool) or replicas < 0:
+                raise invalid(route.kind, route.name, "spec.replicas: Invalid value: must be greater than or equal to 0")
+            new = deep(cur)
+            new.setdefault("spec", {})["replicas"] = replicas
+            stored = await self.update(main, cur, new, request.params)
+        return reply(scale_of(stored))
+
     async def shutdown(self) -> None:
         self.stopping = True
         async with self.changed:
@@ -1281,6 +1338,32 @@ def normalize(kind: Kind, obj: dict[str, Any]) -> dict[str, Any]:
 
 def spec_of(obj: dict[str, Any]) -> dict[str, Any]:
     return {k: v for k, v in obj.items() if k not in ("metadata", "status", "apiVersion", "kind")}
+
+
+# The kinds with a `scale` subresource (the HPA's and `kubectl scale`'s way in).
+SCALABLE = {("apps", "deployments"), ("apps", "statefulsets"), ("apps", "replicasets")}
+
+
+def has_scale(kind: Kind, subresource: str | None) -> bool:
+    return subresource == "scale" and (kind.group, kind.plural) in SCALABLE
+
+
+def scale_of(obj: dict[str, Any]) -> dict[str, Any]:
+    """An object's `autoscaling/v1` Scale: its replicas (1 when unset, as the API server's
+    defaulting would have made them), the replicas its controller counts and its selector."""
+    meta = obj["metadata"]
+    spec = obj.get("spec") or {}
+    labels = (spec.get("selector") or {}).get("matchLabels") or {}
+    return {
+        "apiVersion": "autoscaling/v1",
+        "kind": "Scale",
+        "metadata": {k: meta[k] for k in ("name", "namespace", "uid", "resourceVersion", "creationTimestamp") if k in meta},
+        "spec": {"replicas": spec.get("replicas", 1)},
+        "status": {
+            "replicas": (obj.get("status") or {}).get("replicas", 0),
+            "selector": ",".join(f"{k}={v}" for k, v in sorted(labels.items())),
+        },
+    }
 
 
 def metadata_of(obj: dict[str, Any]) -> dict[str, Any]:
