@@ -1277,7 +1277,10 @@ async fn the_scale_subresource_reads_and_writes_replicas_and_autoscalers_are_ser
 
     let scale = deployments.get_scale("web").await.unwrap();
     assert_eq!(scale.spec.as_ref().unwrap().replicas, Some(2));
-    assert_eq!(scale.status.as_ref().unwrap().selector.as_deref(), Some("app=web"));
+    assert_eq!(
+        scale.status.as_ref().unwrap().selector.as_deref(),
+        Some("app=web")
+    );
     assert_eq!(scale.metadata.uid, created.metadata.uid);
 
     // `kubectl scale --replicas=30`: a merge patch of the Scale.
@@ -1292,9 +1295,11 @@ async fn the_scale_subresource_reads_and_writes_replicas_and_autoscalers_are_ser
     assert_eq!(patched.spec.unwrap().replicas, Some(30));
     let d = deployments.get("web").await.unwrap();
     assert_eq!(d.spec.unwrap().replicas, Some(30));
-    until(&mut seen, "the scaled Deployment", |e| {
-        matches!(e, Seen::Apply(d) if d.spec.as_ref().and_then(|s| s.replicas) == Some(30))
-    })
+    until(
+        &mut seen,
+        "the scaled Deployment",
+        |e| matches!(e, Seen::Apply(d) if d.spec.as_ref().and_then(|s| s.replicas) == Some(30)),
+    )
     .await;
 
     // A stale resourceVersion is a conflict; a negative count is invalid.

@@ -95,13 +95,20 @@ in the release namespace only (leader-election-rbac.yaml).
 - apiGroups: [""]
   resources: ["pods"]
   verbs: ["list", "watch", "patch"]
-# Owner chains (metadata-only watches) from a pod up to its workload; the workload found leaking
-# gets the poolwarden.io/leak, leak-detail and policy annotations by merge patch. Once it no longer
-# carries them, the copies its controller made (the Deployment controller copies a Deployment's
-# annotations onto its ReplicaSets and never removes one) are taken off by merge patch too.
+# Owner chains from a pod up to its workload (ReplicaSets as metadata only; Deployments,
+# StatefulSets and DaemonSets whole, for their replicas and rollout strategy: a workload's largest
+# scale); the workload found leaking gets the poolwarden.io/leak, leak-detail and policy
+# annotations by merge patch. Once it no longer carries them, the copies its controller made (the
+# Deployment controller copies a Deployment's annotations onto its ReplicaSets and never removes
+# one) are taken off by merge patch too.
 - apiGroups: ["apps"]
   resources: ["replicasets", "deployments", "statefulsets", "daemonsets"]
   verbs: ["list", "watch", "patch"]
+# HorizontalPodAutoscalers, read only: the maxReplicas of the one that targets a workload is its
+# largest scale, which Overbooked counts (KEDA's ScaledObjects work through such an HPA).
+- apiGroups: ["autoscaling"]
+  resources: ["horizontalpodautoscalers"]
+  verbs: ["list", "watch"]
 - apiGroups: ["batch"]
   resources: ["jobs", "cronjobs"]
   verbs: ["list", "watch", "patch"]
