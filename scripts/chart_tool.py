@@ -272,6 +272,8 @@ EXPECTED_VERBS = {
     "core/pods": WORKLOAD_VERBS,
     **{f"apps/{r}": WORKLOAD_VERBS for r in ["replicasets", "deployments", "statefulsets", "daemonsets"]},
     **{f"batch/{r}": WORKLOAD_VERBS for r in ["jobs", "cronjobs"]},
+    # A workload's largest scale: the maxReplicas of the autoscaler that targets it.
+    "autoscaling/horizontalpodautoscalers": ["list", "watch"],
     "events.k8s.io/events": ["create", "patch"],
 }
 LEASE_VERBS = {"coordination.k8s.io/leases": ["create", "get", "list", "update", "watch"]}
