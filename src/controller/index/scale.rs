@@ -5,11 +5,11 @@
 
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 
-use super::{ClusterIndex, Listed, key};
+use super::{ClusterIndex, Listed, MAX_REPLICAS, key};
 use crate::controller::kinds;
 use crate::controller::scaling::{TrimmedAutoscaler, TrimmedWorkload};
-use crate::decide::WorkloadRef;
 use crate::decide::scale::{Autoscaler, ScaleSpec};
+use crate::decide::{POOL_MAX, WorkloadRef};
 
 /// An autoscaler, trimmed to what it targets and how far.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -111,5 +111,28 @@ impl ClusterIndex {
             autoscaler: self.autoscaler_of(workload),
             declared,
         }
+    }
+
+    /// What the index knows now of how far `workload` may scale (its pods running, whatever
+    /// selector), and the pool per pod it declares: for the admission webhook, which judges one
+    /// workload at a time.
+    pub fn workload_now(&self, workload: &WorkloadRef) -> (ScaleSpec, Option<u32>) {
+        let running = self.namespaces.get(&workload.namespace).map_or(0, |ns| {
+            ns.pods
+                .iter()
+                .filter(|(name, p)| {
+                    &self.workload(&workload.namespace, name, p.owner.as_ref()) == workload
+                })
+                .count() as u32
+        });
+        let number = |key: &str| {
+            self.annotations_of(workload)
+                .and_then(|a| a.get(key))
+                .and_then(|v| v.trim().parse::<u32>().ok())
+        };
+        (
+            self.scale_of(workload, running, number(MAX_REPLICAS)),
+            number(POOL_MAX),
+        )
     }
 }
