@@ -247,3 +247,169 @@ async fn three_autoscaled_deployments_are_overbooked_before_they_scale_and_a_res
     .await;
     assert_eq!(gauges(&restarted), (Some(345.0), Some(200.0)));
 }
+
+/// poolwarden's ValidatingWebhookConfiguration, as the chart renders it (no caBundle yet:
+/// poolwarden writes it), its Service in `namespace`.
+async fn webhook_configuration(client: &kube::Client, namespace: &str) {
+    use k8s_openapi::api::admissionregistration::v1::ValidatingWebhookConfiguration;
+    let config: ValidatingWebhookConfiguration = serde_json::from_value(json!({
+        "apiVersion": "admissionregistration.k8s.io/v1", "kind": "ValidatingWebhookConfiguration",
+        "metadata": {"name": "poolwarden"},
+        "webhooks": [{
+            "name": "capacity.poolwarden.io",
+            "clientConfig": {"service": {"namespace": namespace, "name": "poolwarden",
+                                         "path": "/validate", "port": 443}},
+            "rules": [
+                {"apiGroups": ["apps"], "apiVersions": ["v1"], "operations": ["CREATE", "UPDATE"],
+                 "resources": ["deployments", "statefulsets", "deployments/scale",
+                               "statefulsets/scale"]},
+                {"apiGroups": ["autoscaling"], "apiVersions": ["v2"],
+                 "operations": ["CREATE", "UPDATE"], "resources": ["horizontalpodautoscalers"]},
+            ],
+            "namespaceSelector": {"matchExpressions": [{"key": "kubernetes.io/metadata.name",
+                                                        "operator": "In", "values": [NS]}]},
+            "failurePolicy": "Ignore", "sideEffects": "None", "timeoutSeconds": 2,
+            "admissionReviewVersions": ["v1"],
+        }],
+    }))
+    .unwrap();
+    Api::<ValidatingWebhookConfiguration>::all(client.clone())
+        .create(&PostParams::default(), &config)
+        .await
+        .unwrap();
+}
+
+/// `kubectl scale deployment orders-api --replicas=N`: the status code and the `Warning`
+/// headers of the answer.
+async fn kubectl_scale(client: &kube::Client, replicas: u32) -> (u16, Vec<String>) {
+    let request = http::Request::patch(format!(
+        "/apis/apps/v1/namespaces/{NS}/deployments/orders-api/scale"
+    ))
+    .header("Content-Type", "application/merge-patch+json")
+    .body(kube::client::Body::from(
+        serde_json::to_vec(&json!({"spec": {"replicas": replicas}})).unwrap(),
+    ))
+    .unwrap();
+    let answer = client.send(request).await.unwrap();
+    let warnings = answer
+        .headers()
+        .get_all("Warning")
+        .iter()
+        .map(|v| v.to_str().unwrap().to_owned())
+        .collect();
+    (answer.status().as_u16(), warnings)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kubectl_scale_beyond_the_servers_connections_warns_and_succeeds_and_without_poolwarden_just_succeeds()
+ {
+    use k8s_openapi::api::admissionregistration::v1::ValidatingWebhookConfiguration;
+    let sb = server_of_200().await;
+    let kube = KubeStandin::start();
+    let client = kube.client().await;
+    let dir = tempfile::tempdir().unwrap();
+    let url = sb.url("monitor", "monitor", "orders") + "?sslmode=disable";
+    create_secret(&client, "orders-db-monitor", &url).await;
+    three_autoscaled_deployments(&client).await;
+    let mut _sessions = Vec::new();
+    for _ in 0..10 {
+        _sessions.push(session(&sb, 51).await);
+    }
+    create_policy_with(
+        &client,
+        json!({"interval": "1s", "leakDetection": {"window": "2s"}}),
+    )
+    .await;
+    // The controller's namespace is the lease's (`default` in these tests).
+    webhook_configuration(&client, "default").await;
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let address = format!("127.0.0.1:{port}");
+    let mut controller = Controller::start_with_args(
+        &kube.kubeconfig(dir.path()),
+        dir.path(),
+        "replica-a",
+        4,
+        &[],
+        &["--webhook-addr", &address],
+    );
+    kube.endpoints("default/poolwarden", Some(&address));
+    let policies: Api<PoolPolicy> = Api::namespaced(client.clone(), NS);
+    eventually("the bookings in the status", 60, || async {
+        capacity(&policies)
+            .await
+            .filter(|c| c.booked_connections == 495)
+    })
+    .await;
+    // poolwarden made its certificate, kept it in a Secret and made the API server trust it.
+    let configs: Api<ValidatingWebhookConfiguration> = Api::all(client.clone());
+    eventually("the caBundle", 30, || async {
+        let c = configs.get("poolwarden").await.ok()?;
+        c.webhooks?[0].client_config.ca_bundle.clone()
+    })
+    .await;
+    let secrets: Api<k8s_openapi::api::core::v1::Secret> =
+        Api::namespaced(client.clone(), "default");
+    let secret = secrets.get("poolwarden-webhook-tls").await.unwrap();
+    assert_eq!(secret.type_.as_deref(), Some("kubernetes.io/tls"));
+
+    // 30 replicas of orders-api (beyond its autoscaler's 20) + 8 in a rollout, 10 per pod: 380
+    // in place of 250, so 625 of 200. Allowed, with poolwarden's warning.
+    let (status, warnings) = eventually("the webhook's warning", 30, || async {
+        let (status, warnings) = kubectl_scale(&client, 30).await;
+        (!warnings.is_empty()).then_some((status, warnings))
+    })
+    .await;
+    assert_eq!(status, 200);
+    assert_eq!(
+        warnings,
+        [
+            "299 - \"poolwarden: at 30 replicas + 8 in a rollout, 10 connections per pod, \
+          Deployment/orders-api brings the pools on the database of PoolPolicy shop/orders-db \
+          to 625 connections; it accepts 200\""
+        ]
+    );
+    let deployments: Api<Deployment> = Api::namespaced(client.clone(), NS);
+    let d = deployments.get("orders-api").await.unwrap();
+    assert_eq!(d.spec.unwrap().replicas, Some(30));
+    // Back to 3: its autoscaler still allows 20, and that is what the warning says now.
+    let (status, warnings) = kubectl_scale(&client, 3).await;
+    assert_eq!(status, 200);
+    assert!(
+        warnings[0].contains("poolwarden: at 20 replicas + 5 in a rollout")
+            && warnings[0].contains("to 495 connections"),
+        "{warnings:?}"
+    );
+
+    // The webhook's pod is gone: killed, and its endpoint with it. The same command succeeds.
+    controller.kill();
+    let started = std::time::Instant::now();
+    assert_eq!(kubectl_scale(&client, 30).await, (200, vec![]));
+    println!(
+        "with the endpoint of a killed poolwarden: {:?}",
+        started.elapsed()
+    );
+    kube.endpoints("default/poolwarden", None);
+    let started = std::time::Instant::now();
+    assert_eq!(kubectl_scale(&client, 31).await, (200, vec![]));
+    println!("with no endpoint: {:?}", started.elapsed());
+    // One that accepts and never answers holds the change up for the timeout (2 s), no more.
+    let (silent, _listening) = support::silent_listener().await;
+    kube.endpoints("default/poolwarden", Some(&format!("127.0.0.1:{silent}")));
+    let started = std::time::Instant::now();
+    let answered = tokio::time::timeout(
+        std::time::Duration::from_secs(30),
+        kubectl_scale(&client, 32),
+    )
+    .await
+    .expect("the API server gives up on the webhook after its timeout");
+    assert_eq!(answered, (200, vec![]));
+    println!("with a webhook that never answers: {:?}", started.elapsed());
+    assert!(
+        kube.log_text().contains("ignored (failurePolicy: Ignore)"),
+        "the stand-in called the webhook and ignored its failure"
+    );
+}
