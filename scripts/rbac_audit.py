@@ -190,9 +190,14 @@ def main() -> int:
     parser.add_argument("--poolwarden", type=Path, required=True)
     parser.add_argument("--database-url", required=True)
     parser.add_argument("--app-url", required=True)
+    parser.add_argument("--values", type=Path,
+                        help="chart values to render the roles and arguments with (default: the chart's defaults)")
     args = parser.parse_args()
 
-    docs = chart_tool.render()
+    docs = chart_tool.render(chart_tool.load_values(args.values) if args.values else None)
+    # With the admission webhook on: its configuration exists (as the chart makes it) for the
+    # controller to write its CA into, and the webhook listens on a free local port.
+    webhook = next((d.obj for d in docs if d.kind == "ValidatingWebhookConfiguration"), None)
     cluster_rules = [r for d in docs if d.kind == "ClusterRole" for r in d.obj["rules"]]
     roles: dict[str, list[dict[str, Any]]] = {}
     for d in docs:
@@ -208,6 +213,9 @@ def main() -> int:
         controller = None
         try:
             seed(api, args.database_url)
+            configurations = "/apis/admissionregistration.k8s.io/v1/validatingwebhookconfigurations"
+            if webhook:
+                api.request("POST", configurations, webhook)
             held = sessions(args.app_url)
             kubeconfig = Path(tmp) / "kubeconfig"
             kubeconfig.write_text(json.dumps({
@@ -216,7 +224,8 @@ def main() -> int:
                 "users": [{"name": "standin", "user": {}}],
                 "contexts": [{"name": "standin", "context": {"cluster": "standin", "user": "standin"}}]}))
             # The chart's own arguments, but for the port (any free one will do here).
-            run_args = [a if not a.startswith("--http-addr=") else "--http-addr=127.0.0.1:0"
+            run_args = ["--http-addr=127.0.0.1:0" if a.startswith("--http-addr=")
+                        else "--webhook-addr=127.0.0.1:0" if a.startswith("--webhook-addr=") else a
                         for a in chart_args]
             env = {**os.environ, "KUBECONFIG": str(kubeconfig), "POD_NAME": "poolwarden-audit",
                    "POD_NAMESPACE": LEASE_NAMESPACE, "RUST_LOG": "warn"}
@@ -230,6 +239,11 @@ def main() -> int:
             eventually("a SessionsTerminated Event", lambda: any(
                 e.get("reason") == "SessionsTerminated"
                 for e in (api.request("GET", f"/apis/events.k8s.io/v1/namespaces/{NS}/events") or {}).get("items", [])))
+            if webhook:
+                name = webhook["metadata"]["name"]
+                eventually("the webhook's CA in its configuration", lambda: (
+                    (api.request("GET", f"{configurations}/{name}") or {}).get("webhooks") or [{}]
+                )[0].get("clientConfig", {}).get("caBundle"))
             api.request("DELETE", policy)
             eventually("the policy's cleanup", lambda: api.request("GET", policy) is None
                        and "poolwarden.io/leak" not in ((api.request("GET", pod) or {})

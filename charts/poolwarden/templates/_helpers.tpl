@@ -118,3 +118,23 @@ in the release namespace only (leader-election-rbac.yaml).
   resources: ["events"]
   verbs: ["create", "patch"]
 {{- end }}
+
+{{/*
+The namespaces whose changes the webhook is sent: webhook.namespaceSelector, else those of
+controller.namespaces, else every namespace but the system ones and the release's own.
+*/}}
+{{- define "poolwarden.webhookNamespaceSelector" -}}
+{{- if .Values.webhook.namespaceSelector }}
+{{- toYaml .Values.webhook.namespaceSelector }}
+{{- else if .Values.controller.namespaces }}
+matchExpressions:
+  - key: kubernetes.io/metadata.name
+    operator: In
+    values: {{ toJson .Values.controller.namespaces }}
+{{- else }}
+matchExpressions:
+  - key: kubernetes.io/metadata.name
+    operator: NotIn
+    values: ["kube-system", "kube-public", "kube-node-lease", {{ .Release.Namespace | quote }}]
+{{- end }}
+{{- end }}
