@@ -12,25 +12,19 @@ use poolwarden::api::{CapacityStatus, PoolPolicy};
 use poolwarden_sandbox::{ClientSession, Sandbox, SandboxOptions};
 use serde_json::json;
 use support::controller::{
-    Controller, NS, create_pod, create_policy_with, create_secret, eventually, session,
+    Controller, NS, create_pod, create_policy_with, create_secret, database_with, eventually,
+    session,
 };
 use support::kube::KubeStandin;
 
 /// A PostgreSQL whose `max_connections` of 203 leaves 200 to applications (3 reserved for
 /// superusers), with the roles the end-to-end tests use.
 async fn server_of_200() -> Sandbox {
-    let sb = Sandbox::start(SandboxOptions {
+    database_with(SandboxOptions {
         max_connections: 203,
         ..SandboxOptions::default()
     })
     .await
-    .unwrap();
-    sb.create_database("orders").await.unwrap();
-    sb.create_role("app", "app", &[]).await.unwrap();
-    sb.create_role("monitor", "monitor", &["pg_monitor", "pg_signal_backend"])
-        .await
-        .unwrap();
-    sb
 }
 
 /// Deployment `name` (`replicas`, RollingUpdate with a 25% surge, `annotations`) → ReplicaSet →
@@ -134,27 +128,54 @@ async fn capacity(policies: &Api<PoolPolicy>) -> Option<CapacityStatus> {
     policies.get("orders-db").await.ok()?.status?.capacity
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn three_autoscaled_deployments_are_overbooked_before_they_scale_and_a_restart_keeps_the_learned_pool()
- {
+/// The cluster of both tests: the server of 200, the stand-in with the three autoscaled
+/// Deployments and PoolPolicy shop/orders-db (`{}`, looking every second), and orders-api's pod
+/// a holding 10 sessions (its pool per pod, learned), which the caller keeps open.
+struct Scene {
+    sb: Sandbox,
+    kube: KubeStandin,
+    client: kube::Client,
+    dir: tempfile::TempDir,
+    busy: Vec<ClientSession>,
+}
+
+async fn scene() -> Scene {
     let sb = server_of_200().await;
     let kube = KubeStandin::start();
     let client = kube.client().await;
-    let dir = tempfile::tempdir().unwrap();
     let url = sb.url("monitor", "monitor", "orders") + "?sslmode=disable";
     create_secret(&client, "orders-db-monitor", &url).await;
     three_autoscaled_deployments(&client).await;
-    // One pod of orders-api holds 10 sessions, another 2: its pool per pod is learned as 10.
-    let mut busy: Vec<ClientSession> = Vec::new();
+    let mut busy = Vec::new();
     for _ in 0..10 {
         busy.push(session(&sb, 51).await);
     }
-    let _quiet = [session(&sb, 52).await, session(&sb, 52).await];
     create_policy_with(
         &client,
         json!({"interval": "1s", "leakDetection": {"window": "2s"}}),
     )
     .await;
+    Scene {
+        sb,
+        kube,
+        client,
+        dir: tempfile::tempdir().unwrap(),
+        busy,
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn three_autoscaled_deployments_are_overbooked_before_they_scale_and_a_restart_keeps_the_learned_pool()
+ {
+    let Scene {
+        sb,
+        kube,
+        client,
+        dir,
+        busy,
+    } = scene().await;
+    // Another pod of orders-api holds 2: the pool per pod is the most one pod holds, 10.
+    let _quiet = [session(&sb, 52).await, session(&sb, 52).await];
 
     let controller = Controller::start(&kube.kubeconfig(dir.path()), dir.path(), "replica-a");
     let policies: Api<PoolPolicy> = Api::namespaced(client.clone(), NS);
@@ -304,22 +325,13 @@ async fn kubectl_scale(client: &kube::Client, replicas: u32) -> (u16, Vec<String
 async fn kubectl_scale_beyond_the_servers_connections_warns_and_succeeds_and_without_poolwarden_just_succeeds()
  {
     use k8s_openapi::api::admissionregistration::v1::ValidatingWebhookConfiguration;
-    let sb = server_of_200().await;
-    let kube = KubeStandin::start();
-    let client = kube.client().await;
-    let dir = tempfile::tempdir().unwrap();
-    let url = sb.url("monitor", "monitor", "orders") + "?sslmode=disable";
-    create_secret(&client, "orders-db-monitor", &url).await;
-    three_autoscaled_deployments(&client).await;
-    let mut _sessions = Vec::new();
-    for _ in 0..10 {
-        _sessions.push(session(&sb, 51).await);
-    }
-    create_policy_with(
-        &client,
-        json!({"interval": "1s", "leakDetection": {"window": "2s"}}),
-    )
-    .await;
+    let Scene {
+        sb: _sb,
+        kube,
+        client,
+        dir,
+        busy: _busy,
+    } = scene().await;
     // The controller's namespace is the lease's (`default` in these tests).
     webhook_configuration(&client, "default").await;
     let port = std::net::TcpListener::bind("127.0.0.1:0")

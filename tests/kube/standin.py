@@ -172,6 +172,22 @@ def apply_json_patch(doc: Any, ops: list[Any]) -> Any:
     return doc
 
 
+def patched(kind: Kind, name: str, content_type: str, doc: Any, body: Any) -> Any:
+    """`doc` after a merge (strategic: as a merge), or a JSON patch; 415 for any other type."""
+    if content_type in ("application/merge-patch+json", "application/strategic-merge-patch+json"):
+        if not isinstance(body, dict):
+            raise bad_request("a merge patch must be a JSON object")
+        return merge_patch(doc, strip_directives(body))
+    if content_type == "application/json-patch+json":
+        if not isinstance(body, list):
+            raise bad_request("a JSON patch must be a JSON array")
+        try:
+            return apply_json_patch(doc, body)
+        except (jsonpatch.JsonPatchException, jsonpointer.JsonPointerException, KeyError, TypeError) as e:
+            raise invalid(kind, name, f"the JSON patch failed: {e}") from None
+    raise api_error(415, "UnsupportedMediaType", f"the media type {content_type!r} is not supported for PATCH")
+
+
 def strip_directives(patch: Any) -> Any:
     """Drops the `$patch`, `$setElementOrder/…`, `$retainKeys`… directives of strategic patches."""
     if isinstance(patch, dict):
@@ -1079,21 +1095,7 @@ class Standin(kmock.KubernetesScaffold):
                 return await self.apply(route, cur, body, params)
             if cur is None:
                 raise not_found(kind, route.name)
-            elif content_type in ("application/merge-patch+json", "application/strategic-merge-patch+json"):
-                if not isinstance(body, dict):
-                    raise bad_request("a merge patch must be a JSON object")
-                new = merge_patch(cur, strip_directives(body))
-            elif content_type == "application/json-patch+json":
-                if not isinstance(body, list):
-                    raise bad_request("a JSON patch must be a JSON array")
-                try:
-                    new = apply_json_patch(cur, body)
-                except (jsonpatch.JsonPatchException, jsonpointer.JsonPointerException, KeyError, TypeError) as e:
-                    raise invalid(kind, route.name, f"the JSON patch failed: {e}") from None
-            else:
-                raise api_error(
-                    415, "UnsupportedMediaType", f"the media type {content_type!r} is not supported for PATCH"
-                )
+            new = patched(kind, route.name, content_type, cur, body)
             return await self.update(route, cur, new, params)
 
     async def apply(
@@ -1217,25 +1219,9 @@ class Standin(kmock.KubernetesScaffold):
         if method not in ("PUT", "PATCH"):
             raise api_error(405, "MethodNotAllowed", "the scale subresource takes GET, PUT and PATCH")
         assert route.name is not None
-        raw = request._raw_request
-        content_type = (raw.headers.get("Content-Type", "") if raw is not None else "").split(";")[0].strip().lower()
+        content_type = content_type_of(request)
         body = request.data
-        scale = scale_of(cur)
-        if method == "PUT":
-            new_scale = body
-        elif content_type in ("application/merge-patch+json", "application/strategic-merge-patch+json"):
-            if not isinstance(body, dict):
-                raise bad_request("a merge patch must be a JSON object")
-            new_scale = merge_patch(scale, strip_directives(body))
-        elif content_type == "application/json-patch+json":
-            if not isinstance(body, list):
-                raise bad_request("a JSON patch must be a JSON array")
-            try:
-                new_scale = apply_json_patch(scale, body)
-            except (jsonpatch.JsonPatchException, jsonpointer.JsonPointerException, KeyError, TypeError) as e:
-                raise invalid(route.kind, route.name, f"the JSON patch failed: {e}") from None
-        else:
-            raise api_error(415, "UnsupportedMediaType", f"the media type {content_type!r} is not supported for PATCH")
+        new_scale = body if method == "PUT" else patched(route.kind, route.name, content_type, scale_of(cur), body)
         if not isinstance(new_scale, dict):
             raise bad_request("the body of the request must be a JSON object")
         replicas = (new_scale.get("spec") or {}).get("replicas")
