@@ -54,7 +54,7 @@ INSTALL_ORDER = [
     "ReplicaSet", "Deployment", "StatefulSet", "Job", "CronJob",
 ]
 CLUSTER_SCOPED = {"Namespace", "ClusterRole", "ClusterRoleBinding", "CustomResourceDefinition",
-                  "PriorityClass"}
+                  "PriorityClass", "ValidatingWebhookConfiguration"}
 
 
 @dataclass
@@ -272,6 +272,8 @@ EXPECTED_VERBS = {
     "core/pods": WORKLOAD_VERBS,
     **{f"apps/{r}": WORKLOAD_VERBS for r in ["replicasets", "deployments", "statefulsets", "daemonsets"]},
     **{f"batch/{r}": WORKLOAD_VERBS for r in ["jobs", "cronjobs"]},
+    # A workload's largest scale: the maxReplicas of the autoscaler that targets it.
+    "autoscaling/horizontalpodautoscalers": ["list", "watch"],
     "events.k8s.io/events": ["create", "patch"],
 }
 LEASE_VERBS = {"coordination.k8s.io/leases": ["create", "get", "list", "update", "watch"]}
@@ -338,10 +340,10 @@ def assertions_default(checks: Checks, docs: list[Doc]) -> None:
                   f"{label}: leader election on, all namespaces, Secrets watched")
     kinds = {d.kind for d in docs}
     checks.expect(not kinds & {"PodDisruptionBudget", "ServiceMonitor", "NetworkPolicy",
-                               "PrometheusRule"}
+                               "PrometheusRule", "ValidatingWebhookConfiguration", "Certificate"}
                   and not [d for d in docs if d.kind == "ConfigMap"],
-                  f"{label}: no PodDisruptionBudget, ServiceMonitor, NetworkPolicy, PrometheusRule "
-                  "or dashboard ConfigMap")
+                  f"{label}: no PodDisruptionBudget, ServiceMonitor, NetworkPolicy, PrometheusRule, "
+                  "dashboard ConfigMap or admission webhook")
 
 
 def assertions_ha_namespaced(checks: Checks, docs: list[Doc]) -> None:
@@ -425,10 +427,99 @@ def assertions_single(checks: Checks, docs: list[Doc]) -> None:
                   f"{label}: runs as the existing ServiceAccount")
 
 
+# What the webhook with a self-made certificate does with the API: its own configuration's
+# caBundle (cluster-scoped, by name) and its own Secret in the release namespace.
+WEBHOOK_CLUSTER_VERBS = {"admissionregistration.k8s.io/validatingwebhookconfigurations": ["get", "update"]}
+WEBHOOK_SECRET_VERBS = {"core/secrets": ["create", "get", "update"]}
+
+
+def webhook_configuration(checks: Checks, docs: list[Doc], label: str) -> dict[str, Any]:
+    """The one ValidatingWebhookConfiguration, warn-only by construction: Ignore, no side effects."""
+    found = [d for d in docs if d.kind == "ValidatingWebhookConfiguration"]
+    checks.expect(len(found) == 1, f"{label}: one ValidatingWebhookConfiguration")
+    hook = found[0].obj["webhooks"][0] if found else {}
+    resources = {r for rule in hook.get("rules", []) for r in rule["resources"]}
+    checks.expect(hook.get("failurePolicy") == "Ignore" and hook.get("sideEffects") == "None"
+                  and hook.get("admissionReviewVersions") == ["v1"]
+                  and hook.get("clientConfig", {}).get("service") == {
+                      "namespace": NAMESPACE, "name": "poolwarden-webhook", "path": "/validate",
+                      "port": 443}
+                  and resources == {"deployments", "statefulsets", "deployments/scale",
+                                    "statefulsets/scale", "horizontalpodautoscalers"},
+                  f"{label}: the webhook fails open (Ignore), has no side effects, is called through "
+                  "its Service on /validate for workloads, their scale and HPAs")
+    service = [d for d in docs if d.kind == "Service" and d.name == "poolwarden-webhook"]
+    checks.expect(bool(service) and service[0].obj["spec"]["ports"] == [
+        {"name": "webhook", "port": 443, "targetPort": "webhook", "protocol": "TCP"}],
+        f"{label}: the Service poolwarden-webhook serves port 443 from the pod's webhook port")
+    ports = {p["name"]: p["containerPort"] for p in container(docs)["ports"]}
+    checks.expect(ports.get("webhook") == 8443 and "--webhook-addr=0.0.0.0:8443" in container(docs)["args"],
+                  f"{label}: the container serves the webhook on 8443")
+    return found[0].obj if found else {}
+
+
+def assertions_webhook(checks: Checks, docs: list[Doc]) -> None:
+    label = "ci/webhook-values.yaml"
+    config = webhook_configuration(checks, docs, label)
+    hook = config.get("webhooks", [{}])[0]
+    checks.expect(hook.get("timeoutSeconds") == 5 and "caBundle" not in hook.get("clientConfig", {})
+                  and not config.get("metadata", {}).get("annotations"),
+                  f"{label}: timeoutSeconds 5, no caBundle in the chart (poolwarden writes it)")
+    checks.expect(hook.get("namespaceSelector") == {"matchExpressions": [{
+        "key": "kubernetes.io/metadata.name", "operator": "NotIn",
+        "values": ["kube-system", "kube-public", "kube-node-lease", NAMESPACE]}]},
+        f"{label}: every namespace but the system ones and poolwarden's own")
+    cluster = rules_of(docs, "ClusterRole")
+    granted = verbs(cluster.get("/poolwarden-webhook", []))
+    checks.expect(granted == WEBHOOK_CLUSTER_VERBS
+                  and all(r.get("resourceNames") == ["poolwarden"] for r in cluster.get("/poolwarden-webhook", [])),
+                  f"{label}: a ClusterRole for get/update of the one ValidatingWebhookConfiguration"
+                  + rbac_diff(granted, WEBHOOK_CLUSTER_VERBS))
+    checks.expect(verbs(cluster.get("/poolwarden", [])) == expected_verbs(True),
+                  f"{label}: the controller's ClusterRole unchanged")
+    role = rules_of(docs, "Role").get(f"{NAMESPACE}/poolwarden-webhook", [])
+    checks.expect(verbs(role) == WEBHOOK_SECRET_VERBS
+                  and [r.get("resourceNames") for r in role] == [None, ["poolwarden-webhook-tls"]],
+                  f"{label}: a Role creating Secrets and reading/renewing only poolwarden-webhook-tls")
+    args = container(docs)["args"]
+    checks.expect({"--webhook-secret=poolwarden-webhook-tls", "--webhook-service=poolwarden-webhook",
+                   "--webhook-configuration=poolwarden"} <= set(args),
+                  f"{label}: the controller knows its Secret, Service and webhook configuration")
+    policy = next(d for d in docs if d.kind == "NetworkPolicy").obj["spec"]
+    checks.expect(any(p.get("port") == "webhook" for rule in policy["ingress"] for p in rule["ports"]),
+                  f"{label}: the NetworkPolicy lets the API server reach the webhook")
+
+
+def assertions_webhook_cert_manager(checks: Checks, docs: list[Doc]) -> None:
+    label = "ci/webhook-cert-manager-values.yaml"
+    config = webhook_configuration(checks, docs, label)
+    checks.expect(config.get("metadata", {}).get("annotations") == {
+        "cert-manager.io/inject-ca-from": f"{NAMESPACE}/poolwarden-webhook"},
+        f"{label}: cert-manager's cainjector fills the caBundle")
+    checks.expect(config.get("webhooks", [{}])[0].get("namespaceSelector") == {"matchExpressions": [{
+        "key": "kubernetes.io/metadata.name", "operator": "In", "values": ["shop"]}]},
+        f"{label}: only the namespaces poolwarden watches")
+    certificate = [d for d in docs if d.kind == "Certificate"]
+    checks.expect(len(certificate) == 1 and certificate[0].obj["spec"]["secretName"] == "poolwarden-webhook-tls"
+                  and certificate[0].obj["spec"]["dnsNames"][0] == f"poolwarden-webhook.{NAMESPACE}.svc"
+                  and [d.kind for d in docs if d.kind == "Issuer"] == ["Issuer"],
+                  f"{label}: a Certificate for the Service from a self-signed Issuer")
+    checks.expect(not [d for d in docs if "Role" in d.kind and "webhook" in d.name],
+                  f"{label}: no RBAC for the webhook (cert-manager manages the certificate)")
+    c = container(docs)
+    mounts = {m["name"]: m["mountPath"] for m in c.get("volumeMounts", [])}
+    checks.expect("--webhook-cert-dir=/etc/poolwarden/webhook" in c["args"]
+                  and mounts.get("webhook-tls") == "/etc/poolwarden/webhook",
+                  f"{label}: the Certificate's Secret mounted where --webhook-cert-dir reads it")
+
+
 VALUE_SETS: list[tuple[str, Path | None, Callable[[Checks, list[Doc]], None]]] = [
     ("defaults", None, assertions_default),
     ("ci/ha-namespaced-values.yaml", CHART / "ci" / "ha-namespaced-values.yaml", assertions_ha_namespaced),
     ("ci/single-no-election-values.yaml", CHART / "ci" / "single-no-election-values.yaml", assertions_single),
+    ("ci/webhook-values.yaml", CHART / "ci" / "webhook-values.yaml", assertions_webhook),
+    ("ci/webhook-cert-manager-values.yaml", CHART / "ci" / "webhook-cert-manager-values.yaml",
+     assertions_webhook_cert_manager),
 ]
 
 # Values the schema must refuse: a misspelt key, at the top and nested, and a bad enum.
@@ -439,6 +530,8 @@ REFUSED_VALUES = [
     {"networkPolicy": {"postgres": {"port": 5432}}},
     {"prometheusRule": {"enable": True}},
     {"rbac": {"evictPod": True}},
+    {"webhook": {"enable": True}},
+    {"webhook": {"timeoutSeconds": 60}},
 ]
 
 

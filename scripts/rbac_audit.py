@@ -184,13 +184,15 @@ def pod(name: str, ip: str, owner: dict[str, Any] | None = None) -> dict[str, An
 
 
 class Defaults:
-    """The chart's defaults: a bare pod at 127.0.0.1 (its own workload, annotated through pods'
+    """The chart's defaults (or the values given): a bare pod at 127.0.0.1 (its own workload, annotated through pods'
     patch) leaks two idle sessions and one idle in a transaction; the policy ends the transaction,
     annotates the pod, raises Events, and is deleted (cleanup). No pod is evicted."""
 
-    label = "defaults"
-    values: dict[str, Any] | None = None
     statements = ["SELECT 1;\n", "SELECT 1;\n", "BEGIN;\nSELECT 1;\n"]
+
+    def __init__(self, values: Path | None = None) -> None:
+        self.label = str(values) if values else "defaults"
+        self.values = chart_tool.load_values(values) if values else None
 
     def seed(self, api: Standin, database_url: str) -> None:
         seed_policy(api, database_url,
@@ -273,6 +275,10 @@ def audit(scenario: Defaults | EvictPods, args: argparse.Namespace) -> int:
     print(f"- {scenario.label}")
     docs = chart_tool.render(scenario.values)
     cluster_rules, roles = rules(docs)
+    # With the admission webhook on: its configuration exists (as the chart makes it) for the
+    # controller to write its CA into, and the webhook listens on a free local port.
+    webhook = next((d.obj for d in docs if d.kind == "ValidatingWebhookConfiguration"), None)
+    configurations = "/apis/admissionregistration.k8s.io/v1/validatingwebhookconfigurations"
     deployment = next(d for d in docs if d.kind == "Deployment").obj
     chart_args = deployment["spec"]["template"]["spec"]["containers"][0]["args"]
 
@@ -283,6 +289,8 @@ def audit(scenario: Defaults | EvictPods, args: argparse.Namespace) -> int:
         controller = None
         try:
             scenario.seed(api, args.database_url)
+            if webhook:
+                api.request("POST", configurations, webhook)
             held = sessions(args.app_url, scenario.statements)
             kubeconfig = Path(tmp) / "kubeconfig"
             kubeconfig.write_text(json.dumps({
@@ -291,13 +299,19 @@ def audit(scenario: Defaults | EvictPods, args: argparse.Namespace) -> int:
                 "users": [{"name": "standin", "user": {}}],
                 "contexts": [{"name": "standin", "context": {"cluster": "standin", "user": "standin"}}]}))
             # The chart's own arguments, but for the port (any free one will do here).
-            run_args = [a if not a.startswith("--http-addr=") else "--http-addr=127.0.0.1:0"
+            run_args = ["--http-addr=127.0.0.1:0" if a.startswith("--http-addr=")
+                        else "--webhook-addr=127.0.0.1:0" if a.startswith("--webhook-addr=") else a
                         for a in chart_args]
             env = {**os.environ, "KUBECONFIG": str(kubeconfig), "POD_NAME": "poolwarden-audit",
                    "POD_NAMESPACE": LEASE_NAMESPACE, "RUST_LOG": "warn"}
             controller = subprocess.Popen([str(args.poolwarden), *run_args], env=env,
                                           stdout=subprocess.DEVNULL, stderr=(Path(tmp) / "controller.log").open("w"))
             scenario.run(api)
+            if webhook:
+                name = webhook["metadata"]["name"]
+                eventually("the webhook's CA in its configuration", lambda: (
+                    (api.request("GET", f"{configurations}/{name}") or {}).get("webhooks") or [{}]
+                )[0].get("clientConfig", {}).get("caBundle"))
             controller.send_signal(signal.SIGTERM)
             code = controller.wait(timeout=30)
             if code != 0:
@@ -360,8 +374,13 @@ def main() -> int:
     parser.add_argument("--poolwarden", type=Path, required=True)
     parser.add_argument("--database-url", required=True)
     parser.add_argument("--app-url", required=True)
+    parser.add_argument("--values", type=Path,
+                        help="chart values to render the roles and arguments with; without them, the "
+                             "defaults and rbac.evictPods=true are audited in turn")
     args = parser.parse_args()
-    # Both settings of the one switch that changes the rules: the defaults grant no eviction, and
+    if args.values:
+        return audit(Defaults(args.values), args)
+    # Both settings of the switch that adds a rule: the defaults grant no eviction, and
     # rbac.evictPods grants exactly what a policy that evicts needs.
     return max(audit(Defaults(), args), audit(EvictPods(), args))
 

@@ -137,6 +137,27 @@ pub struct ControllerArgs {
     /// `streaming` or `paged` force one way.
     #[arg(long, value_enum, default_value_t = InitialList::Auto)]
     pub initial_list: InitialList,
+    /// Serve the admission webhook (HTTPS, `POST /validate`) on this address, e.g.
+    /// `0.0.0.0:8443`: warnings at `kubectl apply` and `kubectl scale` when a workload's largest
+    /// scale would overbook a governed database. Off when not given.
+    #[arg(long)]
+    pub webhook_addr: Option<std::net::SocketAddr>,
+    /// A folder holding the webhook's `tls.crt` and `tls.key` (cert-manager's Secret, mounted;
+    /// re-read as it renews them). Without it poolwarden makes its own certificate, keeps it in
+    /// `--webhook-secret` and its CA in `--webhook-configuration`.
+    #[arg(long)]
+    pub webhook_cert_dir: Option<std::path::PathBuf>,
+    /// The Secret, in the pod's own namespace (POD_NAMESPACE), that holds the certificate
+    /// poolwarden makes for its webhook.
+    #[arg(long, default_value = "poolwarden-webhook-tls")]
+    pub webhook_secret: String,
+    /// The Service (in the pod's own namespace) through which the API server calls the webhook:
+    /// the certificate names it.
+    #[arg(long, default_value = "poolwarden")]
+    pub webhook_service: String,
+    /// The ValidatingWebhookConfiguration whose `caBundle` poolwarden keeps current.
+    #[arg(long, default_value = "poolwarden")]
+    pub webhook_configuration: String,
 }
 
 /// The engine a database URL names, not yet connected: how the controller meets each policy's

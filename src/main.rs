@@ -85,6 +85,20 @@ async fn run(cli: Cli) -> Result<(), Box<dyn Error>> {
             } else {
                 controller::Namespaces::Only(args.namespaces)
             };
+            let webhook = args.webhook_addr.map(|addr| controller::WebhookConfig {
+                addr,
+                certificate: match args.webhook_cert_dir {
+                    Some(dir) => controller::WebhookCertificate::Files(dir),
+                    None => {
+                        controller::WebhookCertificate::SelfManaged(controller::WebhookPlacement {
+                            namespace: args.lease_namespace.clone(),
+                            secret: args.webhook_secret,
+                            service: args.webhook_service,
+                            configuration: args.webhook_configuration,
+                        })
+                    }
+                },
+            });
             let config = controller::Config {
                 namespaces,
                 http_addr: args.http_addr,
@@ -95,6 +109,7 @@ async fn run(cli: Cli) -> Result<(), Box<dyn Error>> {
                 identity: args.identity.unwrap_or_else(controller::default_identity),
                 watch_secrets: args.watch_secrets,
                 initial_list: args.initial_list,
+                webhook,
             };
             controller::run(config, cli_args::database_engine).await?;
         }

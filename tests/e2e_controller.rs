@@ -1150,9 +1150,9 @@ async fn a_secret_that_appears_retriggers_its_policy_at_once() {
 /// `terminationGracePeriodSeconds` of 30 s.
 const SHUTDOWN_LIMIT: Duration = Duration::from_secs(25);
 
-/// The watches of a controller over all namespaces: pods, six kinds of owner, PoolPolicies and
-/// Secrets.
-const WATCHES: usize = 9;
+/// The watches of a controller over all namespaces: pods, six kinds of owner,
+/// HorizontalPodAutoscalers, PoolPolicies and Secrets.
+const WATCHES: usize = 10;
 
 /// Lines of the controller's log that contain `text`.
 fn log_lines(controller: &Controller, text: &str) -> Vec<String> {

@@ -1406,3 +1406,83 @@ async fn evictions_honour_disruption_budgets_and_the_replicaset_replaces_the_pod
         "{two:?}"
     );
 }
+
+#[tokio::test]
+async fn the_scale_subresource_reads_and_writes_replicas_and_autoscalers_are_served() {
+    use k8s_openapi::api::autoscaling::v2::HorizontalPodAutoscaler;
+    let kube = KubeStandin::start();
+    let client = kube.client().await;
+    let deployments: Api<Deployment> = Api::default_namespaced(client.clone());
+    let created = deployments
+        .create(&PostParams::default(), &deployment())
+        .await
+        .unwrap();
+    let mut seen = watch(deployments.clone(), watcher::Config::default());
+    until(&mut seen, "the Deployment listed", applied("web")).await;
+
+    let scale = deployments.get_scale("web").await.unwrap();
+    assert_eq!(scale.spec.as_ref().unwrap().replicas, Some(2));
+    assert_eq!(
+        scale.status.as_ref().unwrap().selector.as_deref(),
+        Some("app=web")
+    );
+    assert_eq!(scale.metadata.uid, created.metadata.uid);
+
+    // `kubectl scale --replicas=30`: a merge patch of the Scale.
+    let patched = deployments
+        .patch_scale(
+            "web",
+            &PatchParams::default(),
+            &Patch::Merge(json!({"spec": {"replicas": 30}})),
+        )
+        .await
+        .unwrap();
+    assert_eq!(patched.spec.unwrap().replicas, Some(30));
+    let d = deployments.get("web").await.unwrap();
+    assert_eq!(d.spec.unwrap().replicas, Some(30));
+    until(
+        &mut seen,
+        "the scaled Deployment",
+        |e| matches!(e, Seen::Apply(d) if d.spec.as_ref().and_then(|s| s.replicas) == Some(30)),
+    )
+    .await;
+
+    // A stale resourceVersion is a conflict; a negative count is invalid.
+    let mut stale = scale.clone();
+    stale.spec.as_mut().unwrap().replicas = Some(3);
+    let conflict = api_error(
+        deployments
+            .replace_scale("web", &PostParams::default(), &stale)
+            .await,
+    );
+    assert_eq!(conflict.code, 409);
+    let negative = api_error(
+        deployments
+            .patch_scale(
+                "web",
+                &PatchParams::default(),
+                &Patch::Merge(json!({"spec": {"replicas": -1}})),
+            )
+            .await,
+    );
+    assert_eq!(negative.code, 422);
+
+    // HorizontalPodAutoscalers, autoscaling/v2.
+    let hpas: Api<HorizontalPodAutoscaler> = Api::default_namespaced(client.clone());
+    hpas.create(
+        &PostParams::default(),
+        &object(json!({
+            "apiVersion": "autoscaling/v2", "kind": "HorizontalPodAutoscaler",
+            "metadata": {"name": "web"},
+            "spec": {"scaleTargetRef": {"apiVersion": "apps/v1", "kind": "Deployment", "name": "web"},
+                     "minReplicas": 2, "maxReplicas": 20},
+        })),
+    )
+    .await
+    .unwrap();
+    let listed = hpas.list(&ListParams::default()).await.unwrap();
+    assert_eq!(listed.items[0].spec.as_ref().unwrap().max_replicas, 20);
+    // Pods have no scale subresource.
+    let pods: Api<Pod> = Api::default_namespaced(client.clone());
+    assert_eq!(api_error(pods.get_scale("web").await).code, 404);
+}

@@ -9,6 +9,7 @@ use jiff::{SignedDuration, Timestamp};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use poolwarden::controller::{ClusterIndex, TrimmedPod};
 use poolwarden::database::{MonitorRole, ServerFacts, Session, SessionState, Snapshot};
+use poolwarden::decide::scale::ScaleSpec;
 use poolwarden::decide::{
     self, ClusterView, DepartedPod, Inputs, LEAK, Memory, POLICY, PodInfo, Rules, WorkloadInfo,
     WorkloadRef,
@@ -91,7 +92,11 @@ fn cluster(pods: usize, now: Timestamp) -> ClusterView {
     let workload_infos = (0..workloads)
         .map(|w| WorkloadInfo {
             workload: workload(w),
-            max_replicas: PODS_PER_WORKLOAD as u32 + 2,
+            scale: ScaleSpec {
+                running: PODS_PER_WORKLOAD as u32,
+                declared: Some(PODS_PER_WORKLOAD as u32 + 2),
+                ..ScaleSpec::default()
+            },
             pool_max: (w % 2 == 0).then_some(10),
             annotations: if w % 10 == 0 {
                 BTreeMap::from([

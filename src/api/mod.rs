@@ -1,12 +1,14 @@
 //! The `PoolPolicy` custom resource (`poolwarden.io/v1alpha1`) and its CRD.
 
 pub mod bounds;
+mod capacity;
 mod duration;
 pub mod formats;
 mod remediation;
 mod spec;
 mod status;
 
+pub use capacity::{CAPACITY_WORKLOADS, CapacityStatus, LearnedPoolStatus, WorkloadBooking};
 pub use duration::{
     DURATION_MAX_LENGTH, DURATION_PATTERN, Duration, ParseDurationError, count, human,
     option_seconds, seconds,

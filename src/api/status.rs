@@ -4,6 +4,8 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
+use super::capacity::{CapacityStatus, LearnedPoolStatus};
+
 /// Observed state, written only when it changes (plus a slow heartbeat).
 #[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
 #[serde(rename_all = "camelCase")]
@@ -45,6 +47,14 @@ pub struct PoolPolicyStatus {
     /// to say.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub evictions: Option<EvictionStatus>,
+    /// The connections the workloads' pools may open at their largest scale (an autoscaler's
+    /// maximum, the surge of a rollout), against what the server accepts.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub capacity: Option<CapacityStatus>,
+    /// The pool per pod learned for workloads that declare none (`poolwarden.io/pool-max`),
+    /// kept across restarts of poolwarden (at most 100, the largest).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub learned_pools: Vec<LearnedPoolStatus>,
 }
 
 /// Evictions of pods whose pinned pool was ended (`spec.remediation`).

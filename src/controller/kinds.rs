@@ -58,6 +58,19 @@ pub const OWNERS: [Kind; 6] = [
     kind("CronJob", "batch", "v1", "cronjobs"),
 ];
 
+/// The owner kinds whose objects say how far they scale: watched whole (trimmed, see
+/// [`super::scaling`]), not as metadata only.
+pub const SCALED: [&str; 3] = ["Deployment", "StatefulSet", "DaemonSet"];
+
+/// What scales a workload: an `autoscaling/v2` HorizontalPodAutoscaler (KEDA's ScaledObject
+/// makes one).
+pub const AUTOSCALER: Kind = kind(
+    "HorizontalPodAutoscaler",
+    "autoscaling",
+    "v2",
+    "horizontalpodautoscalers",
+);
+
 /// A bare pod is its own workload.
 pub const POD: Kind = kind("Pod", "", "v1", "pods");
 
@@ -67,6 +80,11 @@ pub const SECRET: Kind = kind("Secret", "", "v1", "secrets");
 /// The owner kind named `name`, if poolwarden follows it.
 pub fn owner(name: &str) -> Option<&'static Kind> {
     OWNERS.iter().find(|k| k.kind == name)
+}
+
+/// Whether the owner kind's objects say how far it scales.
+pub fn scales(kind: &Kind) -> bool {
+    SCALED.contains(&kind.kind)
 }
 
 /// A workload's kind: an owner kind, or `Pod`.

@@ -18,6 +18,7 @@ use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::registry::Registry;
 
+use super::capacity_metrics::CapacityMetrics;
 use crate::cycle::Cycle;
 use crate::database::{Protection, elapsed};
 use crate::decide::{Eviction, EvictionOutcome, Source, Subject};
@@ -117,6 +118,8 @@ pub struct Metrics {
     pub reconcile_errors: Family<ErrorLabels, Counter>,
     pub leader: Gauge,
     pub monitoring_connections: Gauge,
+    /// Booked and usable connections per policy.
+    pub capacity: CapacityMetrics,
     /// Label sets written per policy: gauges of vanished workloads, and every series of a
     /// deleted policy, are removed.
     written: Mutex<HashMap<String, Written>>,
@@ -142,6 +145,7 @@ impl Metrics {
             reconcile_errors: Family::default(),
             leader: Gauge::default(),
             monitoring_connections: Gauge::default(),
+            capacity: CapacityMetrics::default(),
             written: Mutex::default(),
         };
         let r = registry.sub_registry_with_prefix("poolwarden");
@@ -205,7 +209,10 @@ impl Metrics {
             "Database targets with an open monitoring connection (shared by their policies)",
             metrics.monitoring_connections.clone(),
         );
-        metrics
+        Self {
+            capacity: CapacityMetrics::register(r),
+            ..metrics
+        }
     }
 
     /// Counts the evictions a cycle attempted, by outcome.
@@ -282,6 +289,7 @@ impl Metrics {
         self.utilization
             .get_or_create(&server)
             .set(f64::from(d.capacity.utilization_percent) / 100.0);
+        self.capacity.record(&server, &d.capacity);
         if let Ok(mut written) = self.written.lock() {
             let w = written.entry(policy.to_owned()).or_default();
             w.sessions = sessions;
@@ -373,6 +381,7 @@ impl Metrics {
             }
             if let Some(server) = server {
                 self.utilization.remove(&server);
+                self.capacity.remove(&server);
             }
         }
         let labels = PolicyLabels {

@@ -10,6 +10,8 @@
 //! take over at once); only the lease holder reconciles.
 
 mod act_on_cluster;
+mod capacity;
+mod capacity_metrics;
 mod cleanup;
 mod client;
 mod context;
@@ -28,6 +30,7 @@ mod poolers;
 mod readiness;
 mod reconcile;
 mod report;
+mod scaling;
 mod secret;
 mod shutdown;
 mod status;
@@ -35,6 +38,7 @@ mod trimmed;
 mod validate;
 mod watch;
 mod watcher;
+mod webhook;
 
 #[cfg(test)]
 mod tests;
@@ -48,6 +52,9 @@ pub use status::{conditions, reasons};
 pub use trimmed::TrimmedPod;
 pub use watch::Namespaces;
 pub use watcher::InitialList;
+pub use webhook::{
+    Certificate as WebhookCertificate, Placement as WebhookPlacement, WebhookConfig,
+};
 
 use std::net::SocketAddr;
 use std::sync::{Arc, RwLock};
@@ -87,6 +94,8 @@ pub struct Config {
     pub watch_secrets: bool,
     /// How the watches get their initial lists.
     pub initial_list: InitialList,
+    /// The admission webhook, when it is served.
+    pub webhook: Option<WebhookConfig>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -205,10 +214,20 @@ pub async fn run<C: Connector>(config: Config, connector: C) -> Result<(), Contr
         config.identity.clone(),
     ));
 
-    let controllers = own.into_iter().map(|watches| {
+    // Each scope's PoolPolicies, cached: its controller fills the cache, the webhook reads it.
+    let stores: Vec<_> = own.iter().map(|_| reflector::store()).collect();
+    let webhook_task = config.webhook.clone().map(|webhook| {
+        let judge = webhook::Judge {
+            index: ctx.index.clone(),
+            policies: stores.iter().map(|(reader, _)| reader.clone()).collect(),
+        };
+        webhook::spawn(webhook, client.clone(), judge, stopped(stop_rx.clone()))
+    });
+    let controllers = own.into_iter().zip(stores).map(|(watches, store)| {
         controller(
             client.clone(),
             watches,
+            store,
             list_mode.clone(),
             ctx.clone(),
             stopped(stop_rx.clone()),
@@ -240,7 +259,7 @@ pub async fn run<C: Connector>(config: Config, connector: C) -> Result<(), Contr
             "the lease could not be released in time: a standby takes it once it runs out"
         );
     }
-    for task in watch_tasks {
+    for task in watch_tasks.into_iter().chain(webhook_task) {
         task.abort();
     }
     if tokio::time::timeout(shutdown::HTTP_TIMEOUT, &mut http_task)
@@ -293,6 +312,10 @@ fn became_leader(leader: signal::Receiver<bool>) -> impl Stream<Item = ()> + Sen
 async fn controller<C: Connector>(
     client: Client,
     watches: OwnWatches,
+    (reader, writer): (
+        reflector::Store<PoolPolicy>,
+        reflector::store::Writer<PoolPolicy>,
+    ),
     mode: Arc<ListMode>,
     ctx: Arc<Context<C>>,
     shutdown: impl Future<Output = ()> + Send + Sync + 'static,
@@ -302,7 +325,6 @@ async fn controller<C: Connector>(
         Some(ns) => Api::namespaced(client.clone(), ns),
         None => Api::all(client.clone()),
     };
-    let (reader, writer) = reflector::store();
     let name = watches.policies.name().to_owned();
     // Reconcile on spec changes and deletion, not on our own status writes: those would loop.
     let changes = watcher::watcher(policies, mode.clone(), watch::PAGE, &name)

@@ -25,7 +25,7 @@ use super::engines::Connector;
 use super::error::ReconcileError;
 use super::patches::{self, FINALIZER};
 use super::validate::{self, Valid};
-use super::{act_on_cluster, cleanup, copies, evict, report};
+use super::{act_on_cluster, capacity, cleanup, copies, evict, report};
 use crate::api::PoolPolicy;
 use crate::cycle::{self, Cycle};
 use crate::report::audit;
@@ -106,7 +106,12 @@ async fn run_cycle<C: Connector>(
     inputs: Inputs<C::Engine>,
 ) -> Result<Cycle, ReconcileError> {
     let uid = policy.uid().unwrap_or_default();
-    let memory = ctx.memory(&uid);
+    let mut memory = ctx.memory(&uid);
+    if memory.cycles == 0 {
+        // A controller that starts (or takes over the lease) picks up what was learned before.
+        let namespace = policy.namespace().unwrap_or_default();
+        memory = memory.remembering(capacity::learned(policy.status.as_ref(), &namespace));
+    }
     let poolers = ctx.poolers.of(&uid);
     let mut poolers = poolers.lock().await;
     let mut unread = poolers.align(&inputs.poolers);

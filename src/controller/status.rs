@@ -335,6 +335,7 @@ fn fill_observations(status: &mut PoolPolicyStatus, cycle: &Cycle, terminations_
     top.truncate(TOP_LEAKS);
     status.top_leaks = top;
     status.evictions = evictions(cycle);
+    super::capacity::fill(status, cycle);
 }
 
 /// What the status says of evictions: those of the last hour (this cycle's included), the pods

@@ -775,6 +775,13 @@ async fn one_reconcile_terminates_annotates_raises_events_and_reports_in_that_or
             "leakingWorkloads": 1,
             "topLeaks": [{"workload": "Deployment/orders-api", "findings": ["IdleAccumulation"],
                           "sessions": 3, "detail": detail}],
+            // The one pod held 3 sessions: its pool per pod, learned, and kept for a restart.
+            "capacity": {"usableConnections": 97, "bookedConnections": 3, "workloads": [
+                {"workload": "Deployment/orders-api", "replicas": 1, "surge": 0,
+                 "scaleFrom": "pods running", "poolPerPod": 3, "poolFrom": "learned",
+                 "connections": 3}]},
+            "learnedPools": [{"workload": "Deployment/orders-api", "sessionsPerPod": 3,
+                              "thisPeriod": 3, "periodStart": NOW}],
         })
     );
     r.reply(200, serde_json::to_value(&p).unwrap());

@@ -134,7 +134,9 @@ struct Meta {
     owner_references: Option<Vec<OwnerReference>>,
 }
 
-fn trimmed_meta<'de, D: Deserializer<'de>>(deserializer: D) -> Result<ObjectMeta, D::Error> {
+pub(super) fn trimmed_meta<'de, D: Deserializer<'de>>(
+    deserializer: D,
+) -> Result<ObjectMeta, D::Error> {
     let meta = Meta::deserialize(deserializer)?;
     Ok(ObjectMeta {
         name: meta.name,

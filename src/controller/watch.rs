@@ -18,6 +18,7 @@ use kube::{Api, Client, Resource};
 use super::index::{ClusterIndex, Listed};
 use super::kinds;
 use super::readiness::{FirstList, Readiness};
+use super::scaling::{TrimmedAutoscaler, TrimmedWorkload};
 use super::secret::Secrets;
 use super::trimmed::{TrimmedMeta, TrimmedPod};
 use super::watcher::{ListMode, watcher};
@@ -60,6 +61,23 @@ pub fn metadata_api(client: &Client, scope: Option<&str>, kind: &kinds::Kind) ->
     match scope {
         Some(ns) => Api::namespaced_with(client.clone(), ns, &resource),
         None => Api::all_with(client.clone(), &resource),
+    }
+}
+
+/// The Api of a scalable kind's objects (decoded trimmed) in `scope`.
+fn workload_api(client: &Client, scope: Option<&str>, kind: &kinds::Kind) -> Api<TrimmedWorkload> {
+    let resource = kind.api_resource();
+    match scope {
+        Some(ns) => Api::namespaced_with(client.clone(), ns, &resource),
+        None => Api::all_with(client.clone(), &resource),
+    }
+}
+
+/// The Api of HorizontalPodAutoscalers in `scope`, decoded trimmed.
+fn autoscaler_api(client: &Client, scope: Option<&str>) -> Api<TrimmedAutoscaler> {
+    match scope {
+        Some(ns) => Api::namespaced(client.clone(), ns),
+        None => Api::all(client.clone()),
     }
 }
 
@@ -157,8 +175,10 @@ pub async fn feed<K: Resource>(
     }
 }
 
-/// Starts the watches of pods and of every owner kind, for every scope. All of them register
-/// with `readiness` before the first starts, so that it cannot be ready before the last has listed.
+/// Starts the watches of pods, of every owner kind and of autoscalers, for every scope. All of
+/// them register with `readiness` before the first starts, so that it cannot be ready before the
+/// last has listed. The kinds that say how far they scale are watched whole (trimmed as they
+/// arrive), the other owners as metadata only.
 pub fn spawn_cluster_watches(
     client: &Client,
     namespaces: &Namespaces,
@@ -176,12 +196,23 @@ pub fn spawn_cluster_watches(
         .map(|scope| {
             kinds::OWNERS
                 .iter()
+                .chain([&kinds::AUTOSCALER])
                 .map(|kind| readiness.expect(watch_name(kind.plural, scope.as_deref())))
                 .collect()
         })
         .collect();
     let mut tasks = Vec::new();
-    for ((scope, first), owners) in scopes.into_iter().zip(pods).zip(owners) {
+    for ((scope, first), mut owners) in scopes.into_iter().zip(pods).zip(owners) {
+        let autoscalers = owners
+            .pop()
+            .expect("the autoscalers' watch was registered last");
+        tasks.push(spawn_autoscaler_watch(
+            client,
+            scope.as_deref(),
+            mode,
+            index.clone(),
+            autoscalers,
+        ));
         let pods = pod_api(client, scope.as_deref());
         let stream = watcher(pods, mode.clone(), POD_PAGE, first.name());
         let (index_, scope_) = (index.clone(), scope.clone());
@@ -195,6 +226,22 @@ pub fn spawn_cluster_watches(
             }
         })));
         for (kind, first) in kinds::OWNERS.iter().zip(owners) {
+            if kinds::scales(kind) {
+                let api = workload_api(client, scope.as_deref(), kind);
+                let stream = watcher(api, mode.clone(), PAGE, first.name());
+                let (index, scope) = (index.clone(), scope.clone());
+                tasks.push(tokio::spawn(feed(stream, first, move |seen| {
+                    let mut index = index.write().unwrap_or_else(|e| e.into_inner());
+                    match seen {
+                        Seen::Applied(w) => index.apply_workload(kind.kind, &w),
+                        Seen::Deleted(w) => index.delete_owner(kind.kind, &w.metadata),
+                        Seen::Listed(listed) => {
+                            index.retain_owners(kind.kind, scope.as_deref(), &listed)
+                        }
+                    }
+                })));
+                continue;
+            }
             let api = metadata_api(client, scope.as_deref(), kind);
             let stream = watcher(api, mode.clone(), PAGE, first.name());
             let (index, scope) = (index.clone(), scope.clone());
@@ -211,4 +258,29 @@ pub fn spawn_cluster_watches(
         }
     }
     tasks
+}
+
+/// The watch of HorizontalPodAutoscalers of `scope`, feeding the index.
+fn spawn_autoscaler_watch(
+    client: &Client,
+    scope: Option<&str>,
+    mode: &Arc<ListMode>,
+    index: Arc<RwLock<ClusterIndex>>,
+    first: FirstList,
+) -> tokio::task::JoinHandle<()> {
+    let stream = watcher(
+        autoscaler_api(client, scope),
+        mode.clone(),
+        PAGE,
+        first.name(),
+    );
+    let scope = scope.map(str::to_owned);
+    tokio::spawn(feed(stream, first, move |seen| {
+        let mut index = index.write().unwrap_or_else(|e| e.into_inner());
+        match seen {
+            Seen::Applied(hpa) => index.apply_autoscaler(&hpa),
+            Seen::Deleted(hpa) => index.delete_autoscaler(&hpa.metadata),
+            Seen::Listed(listed) => index.retain_autoscalers(scope.as_deref(), &listed),
+        }
+    }))
 }

@@ -2,6 +2,7 @@
 
 use serde::Serialize;
 
+use super::findings::Booking;
 use crate::database::Snapshot;
 
 /// The server's connection capacity as seen in one snapshot.
@@ -20,8 +21,16 @@ pub struct Capacity {
     /// Sessions the policy governs, against its `budgets.maxConnections`.
     pub scope_sessions: u32,
     pub scope_budget: Option<u32>,
-    /// Σ (max replicas × per-pod budget) over the workloads (or clients) seen, when budgets are known.
+    /// Σ (largest scale × pool per pod) over the workloads (or clients) seen, when a pool per
+    /// pod is known for any.
     pub booked_connections: Option<u64>,
+    /// Each workload's share of `booked_connections`, the biggest holders first.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub bookings: Vec<Booking>,
+    /// Where the bookings cross the usable connections, in words ("at 13 of
+    /// Deployment/orders-api's 20 replicas"); only in a cluster, only while they do.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub breaks_at: Option<String>,
     /// New sessions per second, when measurable.
     pub new_sessions_per_second: Option<f64>,
 }
@@ -48,6 +57,8 @@ pub fn measure(snapshot: &Snapshot, scope_sessions: u32, scope_budget: Option<u3
         scope_sessions,
         scope_budget,
         booked_connections: None,
+        bookings: Vec::new(),
+        breaks_at: None,
         new_sessions_per_second: None,
     }
 }

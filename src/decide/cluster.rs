@@ -10,6 +10,8 @@ use std::net::IpAddr;
 use jiff::Timestamp;
 use serde::Serialize;
 
+use super::scale::ScaleSpec;
+
 /// A workload that owns pods: `Deployment/orders-api` in `shop`.
 #[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
 pub struct WorkloadRef {
@@ -51,8 +53,9 @@ pub struct DepartedPod {
 #[derive(Clone, Debug, PartialEq, Serialize)]
 pub struct WorkloadInfo {
     pub workload: WorkloadRef,
-    /// The most pods it may run at once: replicas plus surge, or the HPA's maximum.
-    pub max_replicas: u32,
+    /// How far it may scale: its pods running now, its replicas, rollout strategy and
+    /// autoscaler, and `poolwarden.io/max-replicas` (see [`super::scale`]).
+    pub scale: ScaleSpec,
     /// `poolwarden.io/pool-max`: the pool size plus overflow the application declares per pod.
     pub pool_max: Option<u32>,
     /// The `poolwarden.io/*` annotations it carries now.

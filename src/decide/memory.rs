@@ -27,6 +27,7 @@ use serde::Serialize;
 
 use super::attribution::Source;
 use super::findings::{ChurnTally, FindingKind, PoolerClientRef, Sighting, Subject};
+use super::learned::LearnedPools;
 use super::remediation::Evictions;
 use crate::database::elapsed;
 
@@ -43,6 +44,8 @@ pub struct Memory {
     pub(super) churn_tally: ChurnTally,
     /// Sources seen during the last window, for `Overbooked`.
     pub(super) seen: SeenSources,
+    /// The pool per pod learned for each workload (see [`super::learned`]).
+    pub(super) learned: LearnedPools,
     /// Sessions terminated since this memory began.
     pub terminations_total: u64,
     /// Cycles run since this memory began (the audit trail numbers them).
@@ -60,6 +63,16 @@ pub struct Memory {
 /// catches the pool mid-replacement, one sees the new sessions not yet settled) before a shape
 /// that began later than that counts as a new streak.
 pub(super) const MISSED_LOOKS: u32 = 2;
+
+/// What a decision worked out for the next one (see [`Memory::after_look`]).
+pub(super) struct WorkedOut {
+    pub tracked: BTreeMap<(Subject, FindingKind), Tracked>,
+    pub last_sample: Option<(Timestamp, i64)>,
+    pub churn_tally: ChurnTally,
+    pub seen: SeenSources,
+    pub evictions: Evictions,
+    pub learned: LearnedPools,
+}
 
 #[derive(Clone, Debug, PartialEq, Serialize)]
 pub(super) struct Tracked {
@@ -248,20 +261,21 @@ impl Memory {
 
     /// The memory after a look at `now`: what this decision worked out, with the counts and the
     /// refusals carried over (the act step and the audit trail update those).
-    pub(super) fn after_look(
-        &self,
-        now: Timestamp,
-        tracked: BTreeMap<(Subject, FindingKind), Tracked>,
-        last_sample: Option<(Timestamp, i64)>,
-        churn_tally: ChurnTally,
-        seen: SeenSources,
-        evictions: Evictions,
-    ) -> Self {
+    pub(super) fn after_look(&self, now: Timestamp, worked_out: WorkedOut) -> Self {
+        let WorkedOut {
+            tracked,
+            last_sample,
+            churn_tally,
+            seen,
+            evictions,
+            learned,
+        } = worked_out;
         Self {
             tracked,
             last_sample,
             churn_tally,
             seen,
+            learned,
             terminations_total: self.terminations_total,
             cycles: self.cycles,
             audited_refusals: self.audited_refusals.clone(),
@@ -289,6 +303,20 @@ impl Memory {
                 .insert(pod.to_owned(), now);
         }
         seen
+    }
+
+    /// The pool per pod learned for each workload, to keep across restarts.
+    pub fn learned(&self) -> &LearnedPools {
+        &self.learned
+    }
+
+    /// A first memory that starts from marks kept elsewhere (a restarted controller's, from the
+    /// policy's status); the marks it already has win.
+    pub fn remembering(mut self, learned: LearnedPools) -> Self {
+        for (workload, mark) in learned {
+            self.learned.entry(workload).or_insert(mark);
+        }
+        self
     }
 
     /// Counts terminations the act step performed.

@@ -13,10 +13,12 @@ mod capacity;
 mod cluster;
 mod findings;
 mod groups;
+mod learned;
 mod memory;
 pub mod pooler;
 mod remediation;
 mod rules;
+pub mod scale;
 mod scope;
 mod terminations;
 
@@ -28,9 +30,11 @@ pub use attribution::{Attribution, Source, Via};
 pub use capacity::Capacity;
 pub use cluster::{ClusterView, DepartedPod, PodInfo, WorkloadInfo, WorkloadRef};
 pub use findings::{
-    CHECKED_OUT_NOTE, FindingKind, POOLER_CLIENTS_NOTE, PoolerClientRef, Sighting, Subject,
+    Booking, CHECKED_OUT_NOTE, FindingKind, POOLER_CLIENTS_NOTE, PoolFrom, PoolerClientRef,
+    Sighting, Subject,
 };
 pub use groups::{Group, StateCounts};
+pub use learned::{LearnedPool, LearnedPools};
 pub use memory::{Finding, Memory};
 pub use pooler::{PoolerLook, PoolerReport};
 pub use remediation::{
@@ -212,16 +216,20 @@ pub fn decide(inputs: Inputs<'_>) -> Decision {
         now,
         rules.window,
     );
-    let (booked, overbooked) = findings::overbooked(
+    let learned = learned::learn(&memory.learned, &most_per_pod(&governed), now);
+    let overbooking = findings::overbooked(
         capacity.usable_connections,
         &groups,
         cluster,
         &budgets,
         rules,
         &seen,
+        &learned,
     );
-    capacity.booked_connections = booked;
-    sightings.extend(overbooked);
+    capacity.booked_connections = overbooking.booked;
+    capacity.bookings = overbooking.bookings;
+    capacity.breaks_at = overbooking.breaks_at;
+    sightings.extend(overbooking.sighting);
 
     if rules.mode == Mode::Enforce {
         findings::merge_ended(&mut sightings, findings::ended(&verdicts.selected, rules));
@@ -243,8 +251,17 @@ pub fn decide(inputs: Inputs<'_>) -> Decision {
         rules.mode,
         now,
     );
-    let sample = snapshot.sessions_opened_total.map(|n| (now, n));
-    let next_memory = memory.after_look(now, tracked, sample, churn.tally, seen, evictions);
+    let next_memory = memory.after_look(
+        now,
+        memory::WorkedOut {
+            tracked,
+            last_sample: snapshot.sessions_opened_total.map(|n| (now, n)),
+            churn_tally: churn.tally,
+            seen,
+            evictions,
+            learned,
+        },
+    );
 
     let (terminate, dry_run) = match rules.mode {
         Mode::Enforce => (verdicts.selected, Vec::new()),
@@ -268,6 +285,26 @@ pub fn decide(inputs: Inputs<'_>) -> Decision {
         recovery,
         memory: next_memory,
     }
+}
+
+/// For each workload, the most governed sessions one of its pods holds now (a pooler's held
+/// connections are the pooler's, not a pod's): what [`learned`] remembers.
+fn most_per_pod(governed: &[Governed<'_>]) -> BTreeMap<WorkloadRef, u32> {
+    let mut per_pod: BTreeMap<(&WorkloadRef, &str), u32> = BTreeMap::new();
+    for g in governed
+        .iter()
+        .filter(|g| !g.attribution.via.is_held_by_pooler())
+    {
+        if let Source::Workload(w) = &g.attribution.source {
+            *per_pod.entry((w, g.attribution.pod.as_str())).or_default() += 1;
+        }
+    }
+    let mut most: BTreeMap<WorkloadRef, u32> = BTreeMap::new();
+    for ((w, _), n) in per_pod {
+        let m = most.entry(w.clone()).or_default();
+        *m = (*m).max(n);
+    }
+    most
 }
 
 /// The pooler clients that count beside the governed sessions in the per-pod findings: those

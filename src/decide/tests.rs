@@ -9,7 +9,10 @@ use std::time::Duration;
 
 use jiff::{SignedDuration, Timestamp};
 
+use super::scale::ScaleSpec;
 use super::*;
+
+mod capacity;
 use crate::api::PoolPolicySpec;
 use crate::database::pgbouncer::{ClientRow, ConsoleSnapshot, PoolRow, ServerRow};
 use crate::database::{
@@ -383,10 +386,15 @@ fn departed(n: u8, departed_at: Timestamp) -> DepartedPod {
     }
 }
 
+/// orders-api, declaring `max_replicas` (`poolwarden.io/max-replicas`) and `pool_max`.
 fn workload(max_replicas: u32, pool_max: Option<u32>) -> WorkloadInfo {
     WorkloadInfo {
         workload: orders_api(),
-        max_replicas,
+        scale: ScaleSpec {
+            running: 3,
+            declared: Some(max_replicas),
+            ..ScaleSpec::default()
+        },
         pool_max,
         annotations: BTreeMap::new(),
     }
@@ -1861,11 +1869,17 @@ fn overbooked_when_max_replicas_times_pool_max_exceeds_the_usable_connections() 
     assert!(f.evidence.contains("120"), "{}", f.evidence);
     assert!(f.evidence.contains("97"), "{}", f.evidence);
     assert!(
-        f.evidence.contains("Deployment/orders-api (8 x 15)"),
+        f.evidence.contains(
+            "Deployment/orders-api: 8 replicas (poolwarden.io/max-replicas) x 15 per pod \
+             (declared) = 120"
+        ),
         "{}",
         f.evidence
     );
-    assert!(f.confirmed, "a matter of configuration needs no waiting");
+    assert!(
+        !f.confirmed,
+        "it holds for the window, as every finding does"
+    );
     assert_eq!(d.capacity.booked_connections, Some(120));
 
     let fits = ClusterView {

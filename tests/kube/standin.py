@@ -34,6 +34,15 @@ CRDs in ``crds/`` (or given with ``--crd``):
   object if missing, with field ownership by ``fieldManager`` kept in ``managedFields`` (a list
   is one field): an apply removes the fields its manager applied before and omits now, and fails
   with 409 Conflict to change a field another manager applied, unless ``force=true``;
+* validating admission webhooks (``ValidatingWebhookConfiguration``): creates and updates of a
+  resource and of its ``scale`` subresource are sent to the matching webhooks over HTTPS (a
+  Service's endpoint is where the test says, ``POST /standin/endpoints``), within their timeout,
+  honouring ``failurePolicy``; their warnings come back as ``Warning`` headers (see
+  ``Standin.admit`` for what is not modelled);
+* the ``scale`` subresource of Deployments, StatefulSets and ReplicaSets (an ``autoscaling/v1``
+  Scale read from the object's ``spec.replicas`` and written back by PUT or patch, as ``kubectl
+  scale`` does); HorizontalPodAutoscalers as any built-in resource, ``autoscaling/v2`` (a real
+  server also shows each as ``autoscaling/v1``: here the two versions are two separate stores);
 * the ``status`` subresource of every resource that has one: writes to it change only
   ``.status``, writes to the main resource keep the stored ``.status``. ``status`` given on create
   is kept for built-in resources (tests seed pods that way) and dropped for custom resources;
@@ -60,11 +69,14 @@ CRDs in ``crds/`` (or given with ``--crd``):
 Not served: ownership of the fields written by other means than apply (``managedFields`` only has
 Apply entries, and another write just takes from them the fields it changes), namespaces'
 existence (an object can be made in a namespace that does not exist; ``default`` and the
-``kube-*`` namespaces exist), garbage collection of dependents, graceful pod deletion, admission
-or schema validation, the other controllers of kube-controller-manager (no ReplicaSet or Pod is
-made by the stand-in but the replacement of an evicted pod; a pod deleted otherwise stays gone, as
-the tests that make orphans rely on; tests create the rest), ``v1`` Events under ``events.k8s.io/v1``,
-subresources other than status.
+``kube-*`` namespaces exist), garbage collection of dependents, graceful pod deletion, schema
+validation and admission other than validating webhooks, the other controllers of
+kube-controller-manager (no ReplicaSet or Pod is made by the stand-in but the replacement of an
+evicted pod; a pod deleted otherwise stays gone, as the tests that make orphans rely on; tests
+create the rest), ``v1`` Events under ``events.k8s.io/v1``, subresources other than status, scale
+and pods' eviction, defaults (a Deployment created without ``replicas`` or ``strategy`` keeps none:
+tests give them), the HorizontalPodAutoscaler controller (nothing scales by itself), mutating
+admission webhooks.
 """
 
 from __future__ import annotations
@@ -81,6 +93,7 @@ import pathlib
 import random
 import re
 import signal
+import ssl
 import string
 import sys
 import threading
@@ -165,6 +178,22 @@ def apply_json_patch(doc: Any, ops: list[Any]) -> Any:
                 continue
         doc = jsonpatch.apply_patch(doc, [op], in_place=True)
     return doc
+
+
+def patched(kind: Kind, name: str, content_type: str, doc: Any, body: Any) -> Any:
+    """`doc` after a merge (strategic: as a merge), or a JSON patch; 415 for any other type."""
+    if content_type in ("application/merge-patch+json", "application/strategic-merge-patch+json"):
+        if not isinstance(body, dict):
+            raise bad_request("a merge patch must be a JSON object")
+        return merge_patch(doc, strip_directives(body))
+    if content_type == "application/json-patch+json":
+        if not isinstance(body, list):
+            raise bad_request("a JSON patch must be a JSON array")
+        try:
+            return apply_json_patch(doc, body)
+        except (jsonpatch.JsonPatchException, jsonpointer.JsonPointerException, KeyError, TypeError) as e:
+            raise invalid(kind, name, f"the JSON patch failed: {e}") from None
+    raise api_error(415, "UnsupportedMediaType", f"the media type {content_type!r} is not supported for PATCH")
 
 
 def strip_directives(patch: Any) -> Any:
@@ -465,6 +494,9 @@ class Standin(kmock.KubernetesScaffold):
     # turn Ready.
     replaced: int = attrs.field(default=0, init=False)
     replacement_ready_after: float = 1.0
+    # Where each Service's endpoint listens, `(namespace, name) -> "host:port"`, set by the test
+    # (`POST /standin/endpoints`): how the API server reaches an admission webhook's Service.
+    endpoints: dict[tuple[str, str], str] = attrs.field(factory=dict, init=False)
 
     def __attrs_post_init__(self) -> None:
         super().__attrs_post_init__()
@@ -551,7 +583,12 @@ class Standin(kmock.KubernetesScaffold):
         name = rest[1] if len(rest) > 1 else None
         subresource = "/".join(rest[2:]) or None
         eviction = subresource == "eviction" and (kind.group, kind.plural) == ("", "pods")
-        if subresource is not None and not (subresource == "status" and kind.status) and not eviction:
+        if (
+            subresource is not None
+            and not (subresource == "status" and kind.status)
+            and not has_scale(kind, subresource)
+            and not eviction
+        ):
             raise api_error(404, "NotFound", "the server could not find the requested resource")
         return Route(kind=kind, namespace=namespace, name=name, subresource=subresource)
 
@@ -575,7 +612,7 @@ class Standin(kmock.KubernetesScaffold):
             route = self.route(request.url.path)
             if route is None:
                 return await super()._handle(request)
-            return await self.serve(request, route)
+            return await self.serve_admitted(request, route)
         except kmock.KubernetesError as e:
             log(f"  -> {e.status} {e.reason}: {e.message}")
             raise
@@ -590,7 +627,9 @@ class Standin(kmock.KubernetesScaffold):
         from before gets 410 Gone), ends every open watch without the events it held back, and
         unpauses; `POST /standin/forbid?seconds=N` answers every API request 403 for N seconds,
         as RBAC does right after an API server restart; `POST /standin/user-agents` answers how
-        many API requests came with each User-Agent ("" for none)."""
+        many API requests came with each User-Agent ("" for none); `POST
+        /standin/endpoints?service=NS/NAME&address=HOST:PORT` says where a Service's endpoint
+        listens (no address: it has none), as kube-proxy would route to it."""
         what = request.url.path[len(ADMIN) :]
         if request.method.value != "POST":
             raise api_error(405, "MethodNotAllowed", "the stand-in's own endpoints take POST")
@@ -609,6 +648,13 @@ class Standin(kmock.KubernetesScaffold):
             self.forbidden_until = asyncio.get_running_loop().time() + seconds
         elif what == "user-agents":
             return aiohttp.web.json_response({"userAgents": self.user_agents})
+        elif what == "endpoints":
+            namespace, _, name = (request.params.get("service") or "").partition("/")
+            address = request.params.get("address") or ""
+            if address:
+                self.endpoints[namespace, name] = address
+            else:
+                self.endpoints.pop((namespace, name), None)
         else:
             raise api_error(404, "NotFound", f"no stand-in endpoint {what!r}")
         return aiohttp.web.json_response({"done": what, "resourceVersion": str(self.rv)})
@@ -618,6 +664,8 @@ class Standin(kmock.KubernetesScaffold):
         params = request.params
         headers = request._raw_request.headers if request._raw_request is not None else {}
         meta_only = META_ONLY in headers.get("Accept", "")
+        if route.subresource == "scale":
+            return await self.serve_scale(request, route)
         if method == "GET" and params.get("watch") in ("true", "1"):
             return await self.watch(request, route, meta_only)
         if method == "GET" and route.name is None:
@@ -1113,21 +1161,7 @@ class Standin(kmock.KubernetesScaffold):
                 return await self.apply(route, cur, body, params)
             if cur is None:
                 raise not_found(kind, route.name)
-            elif content_type in ("application/merge-patch+json", "application/strategic-merge-patch+json"):
-                if not isinstance(body, dict):
-                    raise bad_request("a merge patch must be a JSON object")
-                new = merge_patch(cur, strip_directives(body))
-            elif content_type == "application/json-patch+json":
-                if not isinstance(body, list):
-                    raise bad_request("a JSON patch must be a JSON array")
-                try:
-                    new = apply_json_patch(cur, body)
-                except (jsonpatch.JsonPatchException, jsonpointer.JsonPointerException, KeyError, TypeError) as e:
-                    raise invalid(kind, route.name, f"the JSON patch failed: {e}") from None
-            else:
-                raise api_error(
-                    415, "UnsupportedMediaType", f"the media type {content_type!r} is not supported for PATCH"
-                )
+            new = patched(kind, route.name, content_type, cur, body)
             return await self.update(route, cur, new, params)
 
     async def apply(
@@ -1324,6 +1358,171 @@ class Standin(kmock.KubernetesScaffold):
             new["status"]["conditions"] = [{"type": "Ready", "status": "True"}]
             await self.commit(kind, "MODIFIED", new, cur)
 
+    # ---------------------------------------------------------------------------------------------
+    # The scale subresource
+
+    async def serve_scale(self, request: kmock.Request, route: Route) -> aiohttp.web.StreamResponse:
+        """`.../deployments/NAME/scale` (and statefulsets', replicasets'), as `kubectl scale` and
+        an HPA use it: an `autoscaling/v1` Scale read from the object, and written back as its
+        `spec.replicas` by PUT or a merge or JSON patch (409 on a stale `resourceVersion`, 422 on
+        a replica count that is not a whole number of zero or more)."""
+        main = attrs.evolve(route, subresource=None)
+        if request.method.value == "GET":
+            return reply(scale_of(self.existing(main)))
+        assert route.name is not None
+        async with self.state_lock:
+            cur = self.existing(main)
+            new_scale = self.new_scale(request, route, cur)
+            given_rv = (new_scale.get("metadata") or {}).get("resourceVersion")
+            if given_rv and given_rv != cur["metadata"]["resourceVersion"]:
+                raise conflict(route.kind, route.name)
+            new = deep(cur)
+            new.setdefault("spec", {})["replicas"] = new_scale["spec"]["replicas"]
+            stored = await self.update(main, cur, new, request.params)
+        return reply(scale_of(stored))
+
+    def new_scale(self, request: kmock.Request, route: Route, cur: dict[str, Any]) -> dict[str, Any]:
+        """The Scale a PUT or PATCH of `cur`'s scale subresource asks for, checked."""
+        method = request.method.value
+        if method not in ("PUT", "PATCH"):
+            raise api_error(405, "MethodNotAllowed", "the scale subresource takes GET, PUT and PATCH")
+        assert route.name is not None
+        content_type = content_type_of(request)
+        body = request.data
+        new_scale = body if method == "PUT" else patched(route.kind, route.name, content_type, scale_of(cur), body)
+        if not isinstance(new_scale, dict):
+            raise bad_request("the body of the request must be a JSON object")
+        replicas = (new_scale.get("spec") or {}).get("replicas")
+        if not isinstance(replicas, int) or isinstance(replicas, bool) or replicas < 0:
+            raise invalid(route.kind, route.name, "spec.replicas: Invalid value: must be greater than or equal to 0")
+        return new_scale
+
+    # ---------------------------------------------------------------------------------------------
+    # Validating admission webhooks
+
+    async def serve_admitted(self, request: kmock.Request, route: Route) -> aiohttp.web.StreamResponse:
+        """A request, first shown to the validating admission webhooks it matches (see
+        `admit`); their warnings go back as `Warning: 299 - "…"` headers, as kubectl prints them."""
+        warnings = await self.admit(request, route)
+        response = await self.serve(request, route)
+        for warning in warnings:
+            response.headers.add("Warning", f'299 - "{warning.replace(chr(34), chr(39))}"')
+        return response
+
+    async def admit(self, request: kmock.Request, route: Route) -> list[str]:
+        """As kube-apiserver's ValidatingAdmissionWebhook plugin, for creates and updates (PUT,
+        PATCH) of a resource and updates of its `scale` subresource: each webhook of every
+        `admissionregistration.k8s.io/v1` ValidatingWebhookConfiguration whose rules (groups,
+        versions, operations, `resource` or `resource/scale`) and namespaceSelector (on the
+        namespace's labels, `kubernetes.io/metadata.name` included) match is sent an
+        AdmissionReview v1 over HTTPS: to `clientConfig.url`, or to its Service's endpoint
+        (`POST /standin/endpoints`) verifying the certificate for `NAME.NAMESPACE.svc` against
+        `caBundle`, within `timeoutSeconds` (default 10). A denial is 403; a webhook that fails
+        (unreachable, no endpoint, timed out, a bad answer) is skipped with `failurePolicy:
+        Ignore` and is 500 otherwise. The object it is shown is the write's result, computed as
+        a dry run. Not modelled: `matchPolicy` conversion, `objectSelector`, `matchConditions`,
+        mutating webhooks, reinvocation."""
+        method = request.method.value
+        if method not in ("POST", "PUT", "PATCH") or route.subresource not in (None, "scale") or params_dry(request):
+            return []
+        operation = "CREATE" if method == "POST" else "UPDATE"
+        if route.subresource == "scale" and operation == "CREATE":
+            return []
+        kind = route.kind
+        resource = kind.plural + ("/scale" if route.subresource == "scale" else "")
+        hooks = [h for h in self.webhooks() if rule_matches(h, kind, resource, operation)]
+        namespace = route.namespace or ""
+        hooks = [h for h in hooks if not kind.namespaced or label_selected(h.get("namespaceSelector"), self.namespace_labels(namespace))]
+        if not hooks:
+            return []
+        old: dict[str, Any] | None = None
+        if route.subresource == "scale":
+            cur = self.existing(attrs.evolve(route, subresource=None))
+            new, old = self.new_scale(request, route, cur), scale_of(cur)
+            gvk = {"group": "autoscaling", "version": "v1", "kind": "Scale"}
+        else:
+            dry = {**request.params, "dryRun": "All"}
+            if method == "POST":
+                new = await self.create(route, request.data, dry)
+            else:
+                old = self.current(kind, route.namespace, route.name or "")
+                new = await (self.replace(route, request.data, dry) if method == "PUT" else self.patch(
+                    route, content_type_of(request), request.data, dry))
+            gvk = {"group": kind.group, "version": kind.version, "kind": kind.kind}
+        review = {
+            "apiVersion": "admission.k8s.io/v1",
+            "kind": "AdmissionReview",
+            "request": {
+                "uid": str(uuid.uuid4()),
+                "kind": gvk,
+                "resource": {"group": kind.group, "version": kind.version, "resource": kind.plural},
+                "requestKind": gvk,
+                "requestResource": {"group": kind.group, "version": kind.version, "resource": kind.plural},
+                **({"subResource": route.subresource, "requestSubResource": route.subresource} if route.subresource else {}),
+                "name": new.get("metadata", {}).get("name") or route.name or "",
+                "namespace": namespace,
+                "operation": operation,
+                "userInfo": {"username": "standin-user", "groups": ["system:authenticated"]},
+                "object": new,
+                "oldObject": old,
+                "dryRun": False,
+            },
+        }
+        warnings: list[str] = []
+        for hook in hooks:
+            warnings += await self.call_webhook(hook, review)
+        return warnings
+
+    def webhooks(self) -> list[dict[str, Any]]:
+        kind = self.kinds.get(("admissionregistration.k8s.io", "v1", "validatingwebhookconfigurations"))
+        if kind is None:
+            return []
+        return [h for config in self.all_of(kind, None) for h in config.get("webhooks") or []]
+
+    def namespace_labels(self, namespace: str) -> dict[str, str]:
+        obj = self.current(self.kinds["", "v1", "namespaces"], None, namespace) if namespace else None
+        labels = dict(((obj or {}).get("metadata") or {}).get("labels") or {})
+        labels["kubernetes.io/metadata.name"] = namespace
+        return labels
+
+    async def call_webhook(self, hook: dict[str, Any], review: dict[str, Any]) -> list[str]:
+        name = hook.get("name", "")
+        client = hook.get("clientConfig") or {}
+        timeout = float(hook.get("timeoutSeconds") or 10)
+        ignore = hook.get("failurePolicy") == "Ignore"
+        try:
+            if client.get("url"):
+                url, server_hostname = client["url"], None
+            else:
+                service = client.get("service") or {}
+                key = (service.get("namespace", ""), service.get("name", ""))
+                address = self.endpoints.get(key)
+                if address is None:
+                    raise ConnectionError(f'no endpoints available for service "{key[1]}"')
+                url = f"https://{address}{service.get('path') or ''}"
+                server_hostname = f"{key[1]}.{key[0]}.svc"
+            bundle = client.get("caBundle")
+            context = ssl.create_default_context(cadata=base64.b64decode(bundle).decode() if bundle else None)
+            started = asyncio.get_running_loop().time()
+            async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=timeout)) as session:
+                async with session.post(url, json=review, ssl=context, server_hostname=server_hostname) as answer:
+                    if answer.status != 200:
+                        raise ValueError(f"the webhook answered {answer.status}")
+                    body = await answer.json(content_type=None)
+            log(f"  webhook {name} answered in {asyncio.get_running_loop().time() - started:.3f}s")
+            response = body.get("response") or {}
+            if response.get("uid") != review["request"]["uid"]:
+                raise ValueError("the webhook's response is for another request (uid)")
+        except Exception as e:  # noqa: BLE001 -- any failure of the call is the webhook failing
+            log(f"  failed calling webhook {name}: {type(e).__name__}: {e}" + ("; ignored (failurePolicy: Ignore)" if ignore else ""))
+            if ignore:
+                return []
+            raise api_error(500, "InternalError", f'Internal error occurred: failed calling webhook "{name}": {e}') from None
+        if not response.get("allowed"):
+            message = (response.get("status") or {}).get("message") or ""
+            raise api_error(403, "Forbidden", f'admission webhook "{name}" denied the request: {message}')
+        return [str(w) for w in response.get("warnings") or []]
+
     async def shutdown(self) -> None:
         self.stopping = True
         async with self.changed:
@@ -1443,6 +1642,75 @@ def normalize(kind: Kind, obj: dict[str, Any]) -> dict[str, Any]:
 
 def spec_of(obj: dict[str, Any]) -> dict[str, Any]:
     return {k: v for k, v in obj.items() if k not in ("metadata", "status", "apiVersion", "kind")}
+
+
+def params_dry(request: kmock.Request) -> bool:
+    return bool(request.params.get("dryRun"))
+
+
+def content_type_of(request: kmock.Request) -> str:
+    raw = request._raw_request
+    return (raw.headers.get("Content-Type", "") if raw is not None else "").split(";")[0].strip().lower()
+
+
+def rule_matches(hook: dict[str, Any], kind: Kind, resource: str, operation: str) -> bool:
+    """Whether one of a webhook's rules names this group, version, operation and resource
+    (`deployments`, `deployments/scale`; `*` and `*/scale` too)."""
+    for rule in hook.get("rules") or []:
+        within = lambda values, value: "*" in (values or []) or value in (values or [])  # noqa: E731
+        base, _, sub = resource.partition("/")
+        resources = rule.get("resources") or []
+        named = resource in resources or (not sub and "*" in resources) or (sub and f"*/{sub}" in resources)
+        if within(rule.get("apiGroups"), kind.group) and within(rule.get("apiVersions"), kind.version) \
+                and within(rule.get("operations"), operation) and named:
+            return True
+    return False
+
+
+def label_selected(selector: dict[str, Any] | None, labels: dict[str, str]) -> bool:
+    """A LabelSelector (matchLabels, matchExpressions with In, NotIn, Exists, DoesNotExist)."""
+    if not selector:
+        return True
+    for key, value in (selector.get("matchLabels") or {}).items():
+        if labels.get(key) != value:
+            return False
+    for expression in selector.get("matchExpressions") or []:
+        key, op, values = expression.get("key"), expression.get("operator"), expression.get("values") or []
+        if op == "In" and labels.get(key) not in values:
+            return False
+        if op == "NotIn" and key in labels and labels[key] in values:
+            return False
+        if op == "Exists" and key not in labels:
+            return False
+        if op == "DoesNotExist" and key in labels:
+            return False
+    return True
+
+
+# The kinds with a `scale` subresource (the HPA's and `kubectl scale`'s way in).
+SCALABLE = {("apps", "deployments"), ("apps", "statefulsets"), ("apps", "replicasets")}
+
+
+def has_scale(kind: Kind, subresource: str | None) -> bool:
+    return subresource == "scale" and (kind.group, kind.plural) in SCALABLE
+
+
+def scale_of(obj: dict[str, Any]) -> dict[str, Any]:
+    """An object's `autoscaling/v1` Scale: its replicas (1 when unset, as the API server's
+    defaulting would have made them), the replicas its controller counts and its selector."""
+    meta = obj["metadata"]
+    spec = obj.get("spec") or {}
+    labels = (spec.get("selector") or {}).get("matchLabels") or {}
+    return {
+        "apiVersion": "autoscaling/v1",
+        "kind": "Scale",
+        "metadata": {k: meta[k] for k in ("name", "namespace", "uid", "resourceVersion", "creationTimestamp") if k in meta},
+        "spec": {"replicas": spec.get("replicas", 1)},
+        "status": {
+            "replicas": (obj.get("status") or {}).get("replicas", 0),
+            "selector": ",".join(f"{k}={v}" for k, v in sorted(labels.items())),
+        },
+    }
 
 
 def metadata_of(obj: dict[str, Any]) -> dict[str, Any]:

@@ -211,7 +211,12 @@ where
 }
 
 pub async fn database() -> Sandbox {
-    let sb = Sandbox::start(Default::default()).await.unwrap();
+    database_with(Default::default()).await
+}
+
+/// [`database`], with these options (`max_connections`, settings).
+pub async fn database_with(options: poolwarden_sandbox::SandboxOptions) -> Sandbox {
+    let sb = Sandbox::start(options).await.unwrap();
     sb.create_database("orders").await.unwrap();
     sb.create_role("app", "app", &[]).await.unwrap();
     sb.create_role("monitor", "monitor", &["pg_monitor", "pg_signal_backend"])

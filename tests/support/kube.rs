@@ -192,6 +192,15 @@ impl KubeStandin {
         self.admin(&format!("forbid?seconds={seconds}"));
     }
 
+    /// The endpoint of Service `namespace/name` listens at `address` (`host:port`); `None`: it
+    /// has no endpoint (its pod is gone). How the stand-in reaches an admission webhook.
+    pub fn endpoints(&self, service: &str, address: Option<&str>) {
+        self.admin(&format!(
+            "endpoints?service={service}&address={}",
+            address.unwrap_or_default()
+        ));
+    }
+
     /// How many API requests came with each User-Agent so far (`""`: none), as an API server's
     /// audit log tells its clients apart.
     pub fn user_agents(&self) -> BTreeMap<String, u64> {

@@ -95,13 +95,20 @@ in the release namespace only (leader-election-rbac.yaml).
 - apiGroups: [""]
   resources: ["pods"]
   verbs: ["list", "watch", "patch"]
-# Owner chains (metadata-only watches) from a pod up to its workload; the workload found leaking
-# gets the poolwarden.io/leak, leak-detail and policy annotations by merge patch. Once it no longer
-# carries them, the copies its controller made (the Deployment controller copies a Deployment's
-# annotations onto its ReplicaSets and never removes one) are taken off by merge patch too.
+# Owner chains from a pod up to its workload (ReplicaSets as metadata only; Deployments,
+# StatefulSets and DaemonSets whole, for their replicas and rollout strategy: a workload's largest
+# scale); the workload found leaking gets the poolwarden.io/leak, leak-detail and policy
+# annotations by merge patch. Once it no longer carries them, the copies its controller made (the
+# Deployment controller copies a Deployment's annotations onto its ReplicaSets and never removes
+# one) are taken off by merge patch too.
 - apiGroups: ["apps"]
   resources: ["replicasets", "deployments", "statefulsets", "daemonsets"]
   verbs: ["list", "watch", "patch"]
+# HorizontalPodAutoscalers, read only: the maxReplicas of the one that targets a workload is its
+# largest scale, which Overbooked counts (KEDA's ScaledObjects work through such an HPA).
+- apiGroups: ["autoscaling"]
+  resources: ["horizontalpodautoscalers"]
+  verbs: ["list", "watch"]
 - apiGroups: ["batch"]
   resources: ["jobs", "cronjobs"]
   verbs: ["list", "watch", "patch"]
@@ -118,4 +125,24 @@ in the release namespace only (leader-election-rbac.yaml).
 - apiGroups: ["events.k8s.io"]
   resources: ["events"]
   verbs: ["create", "patch"]
+{{- end }}
+
+{{/*
+The namespaces whose changes the webhook is sent: webhook.namespaceSelector, else those of
+controller.namespaces, else every namespace but the system ones and the release's own.
+*/}}
+{{- define "poolwarden.webhookNamespaceSelector" -}}
+{{- if .Values.webhook.namespaceSelector }}
+{{- toYaml .Values.webhook.namespaceSelector }}
+{{- else if .Values.controller.namespaces }}
+matchExpressions:
+  - key: kubernetes.io/metadata.name
+    operator: In
+    values: {{ toJson .Values.controller.namespaces }}
+{{- else }}
+matchExpressions:
+  - key: kubernetes.io/metadata.name
+    operator: NotIn
+    values: ["kube-system", "kube-public", "kube-node-lease", {{ .Release.Namespace | quote }}]
+{{- end }}
 {{- end }}

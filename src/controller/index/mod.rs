@@ -21,12 +21,14 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use kube::core::{Selector, SelectorExt};
 
 use super::kinds;
+use super::scaling::WorkloadScale;
 use super::trimmed::{ANNOTATION_PREFIX, TrimmedPod};
 use crate::database::elapsed;
 use crate::decide::{
     ClusterView, DepartedPod, OWNED, POLICY, POOL_MAX, PodInfo, WorkloadInfo, WorkloadRef,
 };
 
+mod scale;
 #[cfg(test)]
 mod tests;
 
@@ -103,6 +105,8 @@ struct OwnerRecord {
     annotations: BTreeMap<String, String>,
     copies: BTreeMap<String, String>,
     identity: Identity,
+    /// Its replicas and rollout, for the kinds that say (see [`super::scaling`]).
+    scale: WorkloadScale,
 }
 
 /// An object below the top of its owner chain still carrying copies of poolwarden's annotations
@@ -121,6 +125,8 @@ struct Namespace {
     pods: HashMap<String, PodRecord>,
     owners: HashMap<(&'static str, String), OwnerRecord>,
     departed: VecDeque<Departed>,
+    /// HorizontalPodAutoscalers by name.
+    autoscalers: HashMap<String, scale::AutoscalerRecord>,
 }
 
 /// Pods, owners and departed pods of the watched namespaces.
@@ -312,6 +318,7 @@ impl ClusterIndex {
             copies: copies(meta, owner.as_ref()),
             owner,
             identity: identity(meta),
+            scale: WorkloadScale::default(),
         };
         self.namespace(ns)
             .owners
@@ -476,7 +483,7 @@ impl ClusterIndex {
                         .and_then(|v| v.trim().parse::<u32>().ok())
                 };
                 WorkloadInfo {
-                    max_replicas: running.max(number(MAX_REPLICAS).unwrap_or(0)),
+                    scale: self.scale_of(&workload, running, number(MAX_REPLICAS)),
                     pool_max: number(POOL_MAX),
                     annotations: annotations
                         .iter()

@@ -96,7 +96,7 @@ fn owner_chains_lead_to_the_workload() {
         .iter()
         .find(|w| w.workload.name == "orders")
         .unwrap();
-    assert_eq!(orders.max_replicas, 2);
+    assert_eq!(orders.scale.running, 2);
 }
 
 #[test]
@@ -201,7 +201,7 @@ fn only_poolwarden_annotations_are_kept_and_budgets_are_read_from_them() {
         .find(|w| w.workload.name == "orders")
         .unwrap();
     assert_eq!(orders.pool_max, Some(25));
-    assert_eq!(orders.max_replicas, 10);
+    assert_eq!(orders.scale.declared, Some(10));
     assert_eq!(
         orders.annotations.keys().collect::<Vec<_>>(),
         ["poolwarden.io/leak", "poolwarden.io/policy"]
@@ -439,4 +439,61 @@ fn a_poolers_replicas_are_picked_by_selector_and_ready_only_when_running_and_rea
         ]
     );
     assert!(index.selected_pods("other", &selector).is_empty());
+}
+
+#[test]
+fn a_workloads_scale_comes_from_its_own_object_and_the_autoscaler_that_targets_it() {
+    use crate::controller::scaling::{TrimmedAutoscaler, TrimmedWorkload};
+    use crate::decide::scale::{Autoscaler, Desired, IntOrPercent, Rollout};
+    let mut index = index();
+    let deployment: TrimmedWorkload = serde_json::from_value(json!({
+        "metadata": {"name": "orders", "namespace": "shop", "uid": "uid-orders"},
+        "spec": {"replicas": 3, "strategy": {"type": "RollingUpdate",
+                                             "rollingUpdate": {"maxSurge": "25%"}}},
+    }))
+    .unwrap();
+    index.apply_workload("Deployment", &deployment);
+    let hpa = |name: &str, target: &str, max: u32| -> TrimmedAutoscaler {
+        serde_json::from_value(json!({
+            "metadata": {"name": name, "namespace": "shop"},
+            "spec": {"scaleTargetRef": {"apiVersion": "apps/v1", "kind": "Deployment",
+                                        "name": target},
+                     "maxReplicas": max},
+        }))
+        .unwrap()
+    };
+    index.apply_autoscaler(&hpa("orders", "orders", 20));
+    index.apply_autoscaler(&hpa("other", "checkout", 50));
+    let scale = |index: &ClusterIndex| {
+        view(index)
+            .workloads
+            .into_iter()
+            .find(|w| w.workload.name == "orders")
+            .unwrap()
+            .scale
+    };
+    let seen = scale(&index);
+    assert_eq!(seen.running, 2);
+    assert_eq!(seen.desired, Some(Desired::Replicas(3)));
+    assert_eq!(seen.rollout, Rollout::Surge(IntOrPercent::Percent(25)));
+    assert_eq!(
+        seen.autoscaler,
+        Some(Autoscaler {
+            name: "orders".into(),
+            max_replicas: 20
+        })
+    );
+    // The owner chain still goes through it.
+    assert_eq!(
+        workload_of(&view(&index), "orders-7d9f-a"),
+        "Deployment/orders"
+    );
+
+    // A relist that no longer brings the autoscaler: it is gone.
+    let listed: Listed = [("shop".to_owned(), "other".to_owned())].into();
+    index.retain_autoscalers(Some("shop"), &listed);
+    assert_eq!(scale(&index).autoscaler, None);
+    index.apply_autoscaler(&hpa("orders", "orders", 8));
+    index.delete_autoscaler(&hpa("orders", "orders", 8).metadata);
+    assert_eq!(scale(&index).autoscaler, None);
 }

@@ -21,7 +21,7 @@ mod server_saturation;
 
 pub use churn::{ChurnTally, churn};
 pub use ended::{ended, merge as merge_ended};
-pub use overbooked::overbooked;
+pub use overbooked::{Booking, PoolFrom, overbooked};
 pub use pooler_saturation::pooler_saturation;
 pub use server_saturation::server_saturation;
 
