@@ -1,5 +1,6 @@
-//! `/metrics`, `/healthz` (the process and its loop are alive) and `/readyz` (every watch has
-//! listed once: pods, owners, PoolPolicies and Secrets; so attribution can be trusted).
+//! `/metrics`, `/healthz` (the loops the controller lives on still run: see [`Liveness`]) and
+//! `/readyz` (every watch has listed once: pods, owners, PoolPolicies and Secrets; so attribution
+//! can be trusted).
 
 use std::sync::Arc;
 
@@ -10,12 +11,14 @@ use axum::response::IntoResponse;
 use axum::routing::get;
 use prometheus_client::registry::Registry;
 
+use super::liveness::Liveness;
 use super::readiness::{Readiness, Waiting};
 
 #[derive(Clone)]
 pub struct Health {
     pub registry: Arc<Registry>,
     pub readiness: Arc<Readiness>,
+    pub liveness: Arc<Liveness>,
 }
 
 async fn metrics(State(h): State<Health>) -> impl IntoResponse {
@@ -37,8 +40,16 @@ async fn metrics(State(h): State<Health>) -> impl IntoResponse {
     }
 }
 
-async fn healthz() -> &'static str {
-    "ok"
+async fn healthz(State(h): State<Health>) -> (StatusCode, String) {
+    let ended = h.liveness.ended();
+    if ended.is_empty() {
+        (StatusCode::OK, "ok".into())
+    } else {
+        (
+            StatusCode::SERVICE_UNAVAILABLE,
+            format!("ended while running: {}", ended.join(", ")),
+        )
+    }
 }
 
 async fn readyz(State(h): State<Health>) -> (StatusCode, String) {

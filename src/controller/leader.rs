@@ -205,6 +205,19 @@ impl Leadership {
         }
     }
 
+    /// The election's loops, by name, for `/healthz` (none without an election).
+    pub fn loops(&self) -> Vec<(&'static str, tokio::task::AbortHandle)> {
+        let Some(campaign) = &self.campaign else {
+            return Vec::new();
+        };
+        let names = ["the lease's watchdog", "the lease's watch"];
+        names
+            .into_iter()
+            .zip(campaign.tasks.iter().map(JoinHandle::abort_handle))
+            .chain([("the election", campaign.elect.abort_handle())])
+            .collect()
+    }
+
     /// Stops campaigning and, if leading, gives the lease up so another replica takes over at once.
     pub async fn release(mut self) {
         let Some(campaign) = self.campaign.take() else {

@@ -24,6 +24,7 @@ mod http;
 mod index;
 mod kinds;
 mod leader;
+mod liveness;
 mod metrics;
 mod patches;
 mod poolers;
@@ -72,6 +73,7 @@ use tokio::sync::watch as signal;
 use crate::api::PoolPolicy;
 use context::{Context, Parts};
 use leader::{Candidate, Leadership, Timing};
+use liveness::Liveness;
 use metrics::Metrics;
 use readiness::{FirstList, Readiness};
 use secret::Secrets;
@@ -155,11 +157,16 @@ pub async fn run<C: Connector>(config: Config, connector: C) -> Result<(), Contr
         &readiness,
     );
 
+    let liveness = Arc::new(Liveness::default());
+    for task in &watch_tasks {
+        liveness.follow("a watch of the cluster", task.abort_handle());
+    }
     let mut registry = Registry::default();
     let metrics = Arc::new(Metrics::register(&mut registry));
     let health = http::Health {
         registry: Arc::new(registry),
         readiness: readiness.clone(),
+        liveness: liveness.clone(),
     };
     let listener = tokio::net::TcpListener::bind(config.http_addr)
         .await
@@ -190,6 +197,9 @@ pub async fn run<C: Connector>(config: Config, connector: C) -> Result<(), Contr
     } else {
         Leadership::always()
     };
+    for (name, task) in leadership.loops() {
+        liveness.follow(name, task);
+    }
     let recorder = Recorder::new(
         client.clone(),
         Reporter {
