@@ -11,6 +11,7 @@
 
 mod any;
 mod error;
+pub mod fingerprint;
 mod model;
 pub mod mysql;
 pub mod pgbouncer;
