@@ -92,6 +92,7 @@ fn session(pid: i64) -> SessionBuilder {
             backend_xmin: None,
             xmin_age: None,
             blocked_by: Vec::new(),
+            last_statement: None,
         },
         state_change: When::Ago(0),
         backend_start: None,
@@ -287,6 +288,7 @@ impl SnapshotBuilder {
             sessions_opened_total: self.sessions_opened_total,
             churn: self.churn.clone(),
             application_names_known: true,
+            last_statements: crate::database::LastStatements::Read,
         }
     }
 }

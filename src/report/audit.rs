@@ -353,6 +353,7 @@ mod tests {
             backend_xmin: None,
             xmin_age: None,
             blocked_by: Vec::new(),
+            last_statement: None,
         }
     }
 
@@ -393,6 +394,7 @@ mod tests {
                 sessions_opened_total: None,
                 churn: None,
                 application_names_known: true,
+                last_statements: crate::database::LastStatements::Read,
             },
             decision: Decision {
                 observed_at: at(100),

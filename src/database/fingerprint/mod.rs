@@ -96,8 +96,11 @@ pub const SHORT_FINGERPRINT_CHARS: usize = 120;
 pub const CUT: char = '…';
 
 /// The fingerprint of `text`; `None` when nothing is left (an empty text, only comments).
-/// `cut_by_server`: the server kept only the start of the statement.
-pub fn fingerprint(text: &str, dialect: Dialect, cut_by_server: bool) -> Option<String> {
+/// `server_keeps`: the most bytes of a statement the server keeps, when it cuts them; a text
+/// that long (to within a character, which the server does not split) is taken as cut, and its
+/// fingerprint ends with [`CUT`].
+pub fn fingerprint(text: &str, dialect: Dialect, server_keeps: Option<usize>) -> Option<String> {
+    let cut_by_server = server_keeps.is_some_and(|keeps| text.len() + 3 >= keeps);
     let mut tokens = Lexer::new(text, dialect).tokens();
     lists::collapse(&mut tokens);
     let mut out = String::with_capacity(text.len().min(MAX_FINGERPRINT_BYTES + 4));
