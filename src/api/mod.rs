@@ -10,6 +10,7 @@ pub use duration::{
     DURATION_MAX_LENGTH, DURATION_PATTERN, Duration, ParseDurationError, count, human,
     option_seconds, seconds,
 };
+pub use spec::LastStatementsMode;
 pub use spec::{
     Budgets, DatabaseTarget, IdleRules, LeakDetection, Mode, PoolPolicy, PoolPolicySpec,
     PoolerPods, PoolerTarget, Scope, SecretKeyRef, Workloads,

@@ -349,6 +349,25 @@ pub struct LeakDetection {
     #[serde(default = "default_saturation_percent")]
     #[schemars(range(min = 1, max = 100))]
     pub server_saturation_percent: u32,
+    /// What a leak's sessions last ran, so that the workload's owners can find the code that
+    /// leaked them. `Fingerprint` (the default): each statement with every literal (strings,
+    /// numbers, lists of values, comments) replaced by `?`, grouped with counts, in findings, the
+    /// status, the `poolwarden.io/leak-detail` annotation, the `ConnectionLeak` Event and the audit
+    /// trail; table and column names are kept. `Off`: statements are neither read nor shown, for a
+    /// team that treats even its table names as sensitive. MySQL/MariaDB show statements only
+    /// with `performance_schema` and its `events_statements_current` consumer on.
+    #[serde(default)]
+    pub last_statements: LastStatementsMode,
+}
+
+/// Whether findings show what their sessions last ran.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, Default, PartialEq, Eq, JsonSchema)]
+pub enum LastStatementsMode {
+    /// Each statement with every literal replaced by `?`, grouped with counts.
+    #[default]
+    Fingerprint,
+    /// Neither read nor shown.
+    Off,
 }
 
 fn default_window() -> Duration {
@@ -380,6 +399,7 @@ impl Default for LeakDetection {
             transaction_age: default_transaction_age(),
             new_sessions_per_second: default_churn(),
             server_saturation_percent: default_saturation_percent(),
+            last_statements: LastStatementsMode::default(),
         }
     }
 }

@@ -26,7 +26,9 @@ use jiff::Timestamp;
 use serde::Serialize;
 
 use super::attribution::Source;
-use super::findings::{ChurnTally, FindingKind, PoolerClientRef, Sighting, Subject};
+use super::findings::{
+    ChurnTally, FindingKind, PoolerClientRef, Sighting, StatementGroup, Subject,
+};
 use crate::database::elapsed;
 
 /// Pods (or client addresses) of each source, with when each was last seen.
@@ -103,6 +105,10 @@ pub struct Finding {
     /// Sessions `Enforce` ends for it in this cycle (the finding is confirmed at once).
     #[serde(skip_serializing_if = "is_zero")]
     pub ended: u32,
+    /// What its sessions last ran, fingerprinted and grouped, most common first (none with
+    /// `leakDetection.lastStatements: Off`, or where the server does not show them).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub last_statements: Vec<StatementGroup>,
 }
 
 fn is_zero(n: &u32) -> bool {
@@ -133,6 +139,7 @@ impl Finding {
             present,
             started,
             ended: if present { sighting.ended } else { 0 },
+            last_statements: sighting.last_statements,
         }
     }
 }

@@ -26,8 +26,10 @@ pub use annotations::{AnnotationChange, LEAK, LEAK_DETAIL, OWNED, POLICY, POOL_M
 pub use attribution::{Attribution, Source, Via};
 pub use capacity::Capacity;
 pub use cluster::{ClusterView, DepartedPod, PodInfo, WorkloadInfo, WorkloadRef};
+pub use findings::statements::said as statements_said;
 pub use findings::{
-    CHECKED_OUT_NOTE, FindingKind, POOLER_CLIENTS_NOTE, PoolerClientRef, Sighting, Subject,
+    CHECKED_OUT_NOTE, FindingKind, POOLER_CLIENTS_NOTE, PoolerClientRef, Sighting, StatementGroup,
+    Subject,
 };
 pub use groups::{Group, StateCounts};
 pub use memory::{Finding, Memory};
@@ -41,7 +43,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use serde::Serialize;
 
 use crate::api::Mode;
-use crate::database::{Protection, Snapshot};
+use crate::database::{LastStatements, Protection, Snapshot};
 use groups::Governed;
 
 /// Everything a decision depends on.
@@ -219,6 +221,7 @@ pub fn decide(inputs: Inputs<'_>) -> Decision {
     if rules.mode == Mode::Enforce {
         findings::merge_ended(&mut sightings, findings::ended(&verdicts.selected, rules));
     }
+    findings::statements::attach(&mut sightings, snapshot, rules);
     let (findings, tracked) = memory.advance(sightings, now, rules.window);
     let annotations = annotations::plan(&findings, cluster, rules.annotate);
     let sample = snapshot.sessions_opened_total.map(|n| (now, n));
@@ -234,7 +237,7 @@ pub fn decide(inputs: Inputs<'_>) -> Decision {
         terminate,
         dry_run,
         deferred: verdicts.deferred,
-        warnings: warnings(snapshot, &verdicts.protected, &pooler_reports),
+        warnings: warnings(snapshot, rules, &verdicts.protected, &pooler_reports),
         protected: verdicts.protected,
         groups,
         in_scope,
@@ -282,7 +285,12 @@ fn pooler_clients<'a>(
         .collect()
 }
 
-fn warnings(snapshot: &Snapshot, protected: &[Protected], poolers: &[PoolerReport]) -> Vec<String> {
+fn warnings(
+    snapshot: &Snapshot,
+    rules: &Rules,
+    protected: &[Protected],
+    poolers: &[PoolerReport],
+) -> Vec<String> {
     let mut warnings = Vec::new();
     for p in poolers {
         if let Some(e) = &p.error {
@@ -324,6 +332,14 @@ fn warnings(snapshot: &Snapshot, protected: &[Protected], poolers: &[PoolerRepor
                 monitor.name, monitor.name
             )
         });
+    }
+    if let LastStatements::Unavailable(why) = &snapshot.last_statements
+        && rules.last_statements
+    {
+        warnings.push(format!(
+            "{why}; findings cannot say what their sessions last ran \
+             (leakDetection.lastStatements: Off silences this)"
+        ));
     }
     if !snapshot.application_names_known {
         warnings.push(format!(

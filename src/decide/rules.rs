@@ -6,7 +6,7 @@
 
 use std::time::Duration;
 
-use crate::api::{Mode, PoolPolicySpec, bounds};
+use crate::api::{LastStatementsMode, Mode, PoolPolicySpec, bounds};
 
 use super::scope::CompiledScope;
 
@@ -24,6 +24,8 @@ pub struct Rules {
     pub window: Duration,
     pub detect: Detection,
     pub annotate: bool,
+    /// Read and show what sessions last ran (`leakDetection.lastStatements: Fingerprint`).
+    pub last_statements: bool,
 }
 
 /// The ages and rates that make a finding: detection, apart from what `Enforce` ends.
@@ -129,6 +131,7 @@ impl Rules {
                     saturation_percent: detection.server_saturation_percent,
                 },
                 annotate: spec.workloads.annotate,
+                last_statements: detection.last_statements == LastStatementsMode::Fingerprint,
             }),
             _ => Err(InvalidSpec(problems)),
         }

@@ -12,6 +12,8 @@ use jiff::{SignedDuration, Timestamp};
 use super::*;
 use crate::api::PoolPolicySpec;
 use crate::database::pgbouncer::{ClientRow, ConsoleSnapshot, PoolRow, ServerRow};
+mod statements;
+
 use crate::database::{
     CLIENT_BACKEND, ChurnSample, MonitorRole, ServerFacts, Session, SessionIdentity, SessionState,
 };
