@@ -10,6 +10,7 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 use crate::api::{LeakReport, PoolPolicyStatus, ServerStatus, SessionCounts, TerminationCounts};
 use crate::cycle::Cycle;
 use crate::database::DatabaseError;
+use crate::database::fingerprint::{SHORT_FINGERPRINT_CHARS, short};
 use crate::decide::Subject;
 
 /// Condition types.
@@ -319,6 +320,10 @@ fn fill_observations(status: &mut PoolPolicyStatus, cycle: &Cycle, terminations_
                 findings: Vec::new(),
                 sessions,
                 detail: format!("{}: {}", f.kind.as_str(), f.summary),
+                last_statement: f
+                    .last_statements
+                    .first()
+                    .map(|g| short(&g.fingerprint, SHORT_FINGERPRINT_CHARS)),
             });
         entry.findings.push(f.kind.as_str().to_owned());
     }

@@ -222,7 +222,13 @@ pub fn decide(inputs: Inputs<'_>) -> Decision {
         findings::merge_ended(&mut sightings, findings::ended(&verdicts.selected, rules));
     }
     findings::statements::attach(&mut sightings, snapshot, rules);
-    let (findings, tracked) = memory.advance(sightings, now, rules.window);
+    let (mut findings, tracked) = memory.advance(sightings, now, rules.window);
+    if !rules.last_statements {
+        // A finding still clearing may have been seen while they were on.
+        for f in &mut findings {
+            f.last_statements.clear();
+        }
+    }
     let annotations = annotations::plan(&findings, cluster, rules.annotate);
     let sample = snapshot.sessions_opened_total.map(|n| (now, n));
     let next_memory = memory.after_look(now, tracked, sample, churn.tally, seen);

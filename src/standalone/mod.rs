@@ -13,11 +13,11 @@ use std::time::Duration;
 
 use crate::api::{Mode, count, human};
 use crate::cycle::{self, Cycle};
+use crate::database::fingerprint::SHORT_FINGERPRINT_CHARS;
 use crate::database::pgbouncer::{PoolerConsole, PoolerError};
 use crate::database::postgres::ConnectOptions;
 use crate::database::{AnyEngine, DatabaseError};
-use crate::decide::Termination;
-use crate::decide::{ClusterView, Memory, Rules};
+use crate::decide::{ClusterView, Memory, Rules, Termination, statements_said};
 use crate::report;
 use crate::report::audit::{AuditLogError, AuditTrail};
 use crate::signals;
@@ -356,10 +356,13 @@ fn report_cycle(target: &str, cycle: &Cycle, output: Output, out: &mut impl Writ
         }
     }
     for f in &cycle.decision.findings {
+        let statements = statements_said(&f.last_statements, true, SHORT_FINGERPRINT_CHARS)
+            .map(|s| format!("; {s}"))
+            .unwrap_or_default();
         if f.started {
             let _ = writeln!(
                 out,
-                "  leak confirmed: {} on {}: {}",
+                "  leak confirmed: {} on {}: {}{statements}",
                 f.kind.as_str(),
                 f.subject,
                 f.evidence
@@ -367,7 +370,7 @@ fn report_cycle(target: &str, cycle: &Cycle, output: Output, out: &mut impl Writ
         } else if let Some(wait) = f.confirms_in {
             let _ = writeln!(
                 out,
-                "  suspected (confirmed in {} if it holds): {} on {}: {}",
+                "  suspected (confirmed in {} if it holds): {} on {}: {}{statements}",
                 human(wait),
                 f.kind.as_str(),
                 f.subject,

@@ -155,6 +155,38 @@ fn off_removes_the_statements_from_everything_the_decision_says() {
 }
 
 #[test]
+fn turned_off_a_confirmed_finding_still_clearing_says_nothing_of_what_was_seen_before() {
+    let on = rules(ENDS_AT_ONCE);
+    let d1 = decide_with(
+        &pinned_pool_that_ran_statements(),
+        &on,
+        &annotated_cluster(&[]),
+        &Memory::default(),
+    );
+    let seen = the_finding(&d1, FindingKind::IdleInTransaction);
+    assert!(seen.confirmed && !seen.last_statements.is_empty());
+    let annotated = annotated_cluster(&applied(&d1.annotations[0]));
+    // The sessions are gone; the policy now says Off.
+    let off = rules(&format!(
+        "{ENDS_AT_ONCE}leakDetection: {{lastStatements: Off}}\n"
+    ));
+    let d2 = decide_with(
+        &snapshot().at(later(30)).build(),
+        &off,
+        &annotated,
+        &d1.memory,
+    );
+    let clearing = the_finding(&d2, FindingKind::IdleInTransaction);
+    assert!(clearing.confirmed && !clearing.present, "{clearing:#?}");
+    assert!(clearing.last_statements.is_empty(), "{clearing:#?}");
+    // The annotation loses the statement at once.
+    let detail = d2.annotations[0].annotations[LEAK_DETAIL]
+        .as_deref()
+        .unwrap();
+    assert!(!detail.contains("last statement"), "{detail}");
+}
+
+#[test]
 fn a_server_that_does_not_show_statements_is_said_plainly_unless_they_are_off() {
     let why = "MariaDB does not show what its threads last ran: performance_schema is off";
     let mut unseen = pinned_pool_that_ran_statements();
