@@ -1421,7 +1421,7 @@ async fn a_leaks_last_statements_are_told_where_its_owners_look_and_off_removes_
             .find(|(_, reason, _)| reason == "ConnectionLeak")
     })
     .await;
-    assert!(!warned.2.contains("last statement"), "{}", warned.2);
+    assert!(!warned.2.contains("last statement `"), "{}", warned.2);
     let status = policies.get("orders-db").await.unwrap().status.unwrap();
     assert!(
         status.top_leaks.iter().all(|l| l.last_statement.is_none()),

@@ -243,10 +243,11 @@ fn findings(out: &mut String, d: &Decision) {
 /// `last statement: `SELECT … = ?` (25 sessions, query_id 123)`, one statement a line.
 fn last_statements(out: &mut String, groups: &[StatementGroup]) {
     let label = if groups.len() == 1 {
-        "last statement: "
+        "last statement:"
     } else {
         "last statements:"
     };
+    let under_label = " ".repeat(label.len());
     for (i, g) in groups.iter().enumerate() {
         let query_id = g
             .query_id
@@ -255,7 +256,7 @@ fn last_statements(out: &mut String, groups: &[StatementGroup]) {
         let _ = writeln!(
             out,
             "            {} `{}` ({}{query_id})",
-            if i == 0 { label } else { "                " },
+            if i == 0 { label } else { &under_label },
             g.fingerprint,
             count(g.sessions as usize, "session")
         );

@@ -135,7 +135,7 @@ fn off_removes_the_statements_from_everything_the_decision_says() {
     let off = decide_with(
         &pinned_pool_that_ran_statements(),
         &rules(&format!(
-            "{ENDS_AT_ONCE}leakDetection: {{lastStatements: Off}}\n"
+            "{ENDS_AT_ONCE}leakDetection: {{lastStatements: \"Off\"}}\n"
         )),
         &annotated_cluster(&[]),
         &Memory::default(),
@@ -151,7 +151,7 @@ fn off_removes_the_statements_from_everything_the_decision_says() {
     let detail = off.annotations[0].annotations[LEAK_DETAIL]
         .as_deref()
         .unwrap();
-    assert!(!detail.contains("last statement"), "{detail}");
+    assert!(!detail.contains("last statement `"), "{detail}");
 }
 
 #[test]
@@ -168,7 +168,7 @@ fn turned_off_a_confirmed_finding_still_clearing_says_nothing_of_what_was_seen_b
     let annotated = annotated_cluster(&applied(&d1.annotations[0]));
     // The sessions are gone; the policy now says Off.
     let off = rules(&format!(
-        "{ENDS_AT_ONCE}leakDetection: {{lastStatements: Off}}\n"
+        "{ENDS_AT_ONCE}leakDetection: {{lastStatements: \"Off\"}}\n"
     ));
     let d2 = decide_with(
         &snapshot().at(later(30)).build(),
@@ -183,7 +183,7 @@ fn turned_off_a_confirmed_finding_still_clearing_says_nothing_of_what_was_seen_b
     let detail = d2.annotations[0].annotations[LEAK_DETAIL]
         .as_deref()
         .unwrap();
-    assert!(!detail.contains("last statement"), "{detail}");
+    assert!(!detail.contains("last statement `"), "{detail}");
 }
 
 #[test]
@@ -198,7 +198,7 @@ fn a_server_that_does_not_show_statements_is_said_plainly_unless_they_are_off() 
         "{:#?}",
         d.warnings
     );
-    let off = decide_standalone(&unseen, &rules("leakDetection: {lastStatements: Off}"));
+    let off = decide_standalone(&unseen, &rules("leakDetection: {lastStatements: \"Off\"}"));
     assert!(
         off.warnings.iter().all(|w| !w.contains("last ran")),
         "{:#?}",
