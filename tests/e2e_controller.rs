@@ -425,6 +425,36 @@ async fn events_about(client: &kube::Client, workload: &str) -> Vec<(String, Str
         .collect()
 }
 
+/// Waits until the server no longer shows any of `sessions`.
+async fn all_ended(
+    sb: &poolwarden_sandbox::Sandbox,
+    sessions: &[poolwarden_sandbox::ClientSession],
+) {
+    for s in sessions {
+        let pid = s.pid();
+        eventually(&format!("pid {pid} ended"), 60, || async {
+            (!alive(sb, pid).await).then_some(())
+        })
+        .await;
+    }
+}
+
+/// The first Event with `reason` about Deployment `workload`, once there is one: (type, reason,
+/// note).
+async fn event_about(
+    client: &kube::Client,
+    workload: &str,
+    reason: &str,
+) -> (String, String, String) {
+    eventually(&format!("the {reason} Event on {workload}"), 10, || async {
+        events_about(client, workload)
+            .await
+            .into_iter()
+            .find(|(_, r, _)| r == reason)
+    })
+    .await
+}
+
 /// Enforce with timeouts shorter than the detection ages, as the real-cluster run had them
 /// (idle in a transaction ended at 2 s, idle at 4 s, detection at its defaults of 2 and 30
 /// minutes, a window of 10): no detector can see these leaks before they are ended.
@@ -483,13 +513,8 @@ async fn what_enforce_ends_is_told_on_each_workload_in_the_reconcile_that_ends_i
     .await;
     let controller = Controller::start(&kube.kubeconfig(dir.path()), dir.path(), "replica-a");
 
-    for s in pinned.iter().chain(&workers) {
-        let pid = s.pid();
-        eventually(&format!("pid {pid} ended"), 60, || async {
-            (!alive(&sb, pid).await).then_some(())
-        })
-        .await;
-    }
+    all_ended(&sb, &pinned).await;
+    all_ended(&sb, &workers).await;
     // Told on the pinned pool's Deployment: the annotation and the Warning, naming what was
     // ended. The window is 10 minutes: only the termination can have confirmed it.
     let deployments: Api<Deployment> = Api::namespaced(client.clone(), NS);
@@ -508,25 +533,13 @@ async fn what_enforce_ends_is_told_on_each_workload_in_the_reconcile_that_ends_i
         detail.contains("5 sessions ended, idle in a transaction for more than 2s"),
         "{detail}"
     );
-    let warned = eventually("the ConnectionLeak Event on orders-api", 10, || async {
-        let events = events_about(&client, "orders-api").await;
-        events
-            .into_iter()
-            .find(|(_, reason, _)| reason == "ConnectionLeak")
-    })
-    .await;
+    let warned = event_about(&client, "orders-api", "ConnectionLeak").await;
     assert_eq!(warned.0, "Warning");
     assert!(warned.2.contains("5 sessions ended"), "{}", warned.2);
     assert!(warned.2.contains("checked out"), "{}", warned.2);
 
     // The forked workers: ended for idleness, a Normal Event, no leak annotation.
-    let told = eventually("the SessionsTerminated Event on obslog-api", 10, || async {
-        let events = events_about(&client, "obslog-api").await;
-        events
-            .into_iter()
-            .find(|(_, reason, _)| reason == "SessionsTerminated")
-    })
-    .await;
+    let told = event_about(&client, "obslog-api", "SessionsTerminated").await;
     assert_eq!(told.0, "Normal");
     assert!(
         told.2
@@ -1320,13 +1333,7 @@ async fn a_leaks_last_statements_are_told_where_its_owners_look_and_off_removes_
     .await;
     let controller = Controller::start(&kube.kubeconfig(dir.path()), dir.path(), "replica-a");
 
-    for s in &pinned {
-        let pid = s.pid();
-        eventually(&format!("pid {pid} ended"), 60, || async {
-            (!alive(&sb, pid).await).then_some(())
-        })
-        .await;
-    }
+    all_ended(&sb, &pinned).await;
     let deployments: Api<Deployment> = Api::namespaced(client.clone(), NS);
     let annotations = eventually("orders-api is annotated", 10, || async {
         deployments
@@ -1342,13 +1349,7 @@ async fn a_leaks_last_statements_are_told_where_its_owners_look_and_off_removes_
         detail.contains(&format!("; last statement `{READ_USER}`; likely cause: ")),
         "{detail}"
     );
-    let warned = eventually("the ConnectionLeak Event on orders-api", 10, || async {
-        events_about(&client, "orders-api")
-            .await
-            .into_iter()
-            .find(|(_, reason, _)| reason == "ConnectionLeak")
-    })
-    .await;
+    let warned = event_about(&client, "orders-api", "ConnectionLeak").await;
     assert!(
         warned.2.contains(&format!(
             "; last statement `{READ_USER}` (3). Likely cause: "
@@ -1407,20 +1408,8 @@ async fn a_leaks_last_statements_are_told_where_its_owners_look_and_off_removes_
     })
     .await;
     let storefront = left_reading_users(&sb, 44, 2).await;
-    for s in &storefront {
-        let pid = s.pid();
-        eventually(&format!("pid {pid} ended"), 60, || async {
-            (!alive(&sb, pid).await).then_some(())
-        })
-        .await;
-    }
-    let warned = eventually("the ConnectionLeak Event on storefront", 10, || async {
-        events_about(&client, "storefront")
-            .await
-            .into_iter()
-            .find(|(_, reason, _)| reason == "ConnectionLeak")
-    })
-    .await;
+    all_ended(&sb, &storefront).await;
+    let warned = event_about(&client, "storefront", "ConnectionLeak").await;
     assert!(!warned.2.contains("last statement `"), "{}", warned.2);
     let status = policies.get("orders-db").await.unwrap().status.unwrap();
     assert!(

@@ -9,7 +9,6 @@ use std::time::Instant;
 use poolwarden::database::Engine;
 use poolwarden::database::fingerprint::{Dialect, fingerprint};
 use poolwarden::database::postgres::{ConnectOptions, Postgres};
-use tokio_postgres::NoTls;
 
 use crate::common::*;
 
@@ -44,14 +43,7 @@ pub async fn run(cfg: &Config) -> Res<Table> {
     let largest = sizes.iter().copied().max().unwrap_or(0);
     let sb = sandbox(largest as u32 + 50).await?;
     let url = monitor_url(sb.port());
-    let (admin, connection) = tokio_postgres::Config::new()
-        .host_path(sb.dir())
-        .port(sb.port())
-        .user("postgres")
-        .dbname("app")
-        .connect(NoTls)
-        .await?;
-    tokio::spawn(connection);
+    let admin = app_admin(&sb).await?;
     admin
         .batch_execute(
             "CREATE TABLE users (id int PRIMARY KEY, name text, email text, org_id int, \
