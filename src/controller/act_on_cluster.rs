@@ -20,8 +20,7 @@ use super::error::ReconcileError;
 use super::patches;
 use crate::api::{PoolPolicy, count, human};
 use crate::cycle::Cycle;
-use crate::database::fingerprint::SHORT_FINGERPRINT_CHARS;
-use crate::decide::{AnnotationChange, Source, Subject, Termination, WorkloadRef, statements_said};
+use crate::decide::{AnnotationChange, Source, Subject, Termination, WorkloadRef};
 
 /// Annotates, then raises the Events. Every annotation is tried; the first failure is returned.
 /// An Event that cannot be written is logged, never retried.
@@ -84,9 +83,7 @@ async fn raise_events<C: Connector>(ctx: &Context<C>, policy: &PoolPolicy, cycle
         };
         // The statements before the cause: the note is cut at 1 kB, and they are what the
         // owners look for.
-        let statements = statements_said(&f.last_statements, true, SHORT_FINGERPRINT_CHARS)
-            .map(|s| format!("; {s}"))
-            .unwrap_or_default();
+        let statements = f.statements_said();
         let event = Event {
             type_: EventType::Warning,
             reason: "ConnectionLeak".into(),

@@ -27,9 +27,10 @@ use serde::Serialize;
 
 use super::attribution::Source;
 use super::findings::{
-    ChurnTally, FindingKind, PoolerClientRef, Sighting, StatementGroup, Subject,
+    ChurnTally, FindingKind, PoolerClientRef, Sighting, StatementGroup, Subject, statements,
 };
 use crate::database::elapsed;
+use crate::database::fingerprint::SHORT_FINGERPRINT_CHARS;
 
 /// Pods (or client addresses) of each source, with when each was last seen.
 pub type SeenSources = BTreeMap<Source, BTreeMap<String, Timestamp>>;
@@ -109,6 +110,16 @@ pub struct Finding {
     /// `leakDetection.lastStatements: Off`, or where the server does not show them).
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub last_statements: Vec<StatementGroup>,
+}
+
+impl Finding {
+    /// `; last statements `…` (20), `…` (5)`, or nothing without them: what the one-line places
+    /// (`run`'s lines, the `ConnectionLeak` Event) add after the summary.
+    pub fn statements_said(&self) -> String {
+        statements::said(&self.last_statements, true, SHORT_FINGERPRINT_CHARS)
+            .map(|s| format!("; {s}"))
+            .unwrap_or_default()
+    }
 }
 
 fn is_zero(n: &u32) -> bool {

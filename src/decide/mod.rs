@@ -26,7 +26,6 @@ pub use annotations::{AnnotationChange, LEAK, LEAK_DETAIL, OWNED, POLICY, POOL_M
 pub use attribution::{Attribution, Source, Via};
 pub use capacity::Capacity;
 pub use cluster::{ClusterView, DepartedPod, PodInfo, WorkloadInfo, WorkloadRef};
-pub use findings::statements::said as statements_said;
 pub use findings::{
     CHECKED_OUT_NOTE, FindingKind, POOLER_CLIENTS_NOTE, PoolerClientRef, Sighting, StatementGroup,
     Subject,
@@ -344,7 +343,7 @@ fn warnings(
     {
         warnings.push(format!(
             "{why}; findings cannot say what their sessions last ran \
-             (leakDetection.lastStatements: Off silences this)"
+             (leakDetection.lastStatements: \"Off\" silences this)"
         ));
     }
     if !snapshot.application_names_known {

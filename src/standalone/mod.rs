@@ -13,11 +13,10 @@ use std::time::Duration;
 
 use crate::api::{Mode, count, human};
 use crate::cycle::{self, Cycle};
-use crate::database::fingerprint::SHORT_FINGERPRINT_CHARS;
 use crate::database::pgbouncer::{PoolerConsole, PoolerError};
 use crate::database::postgres::ConnectOptions;
 use crate::database::{AnyEngine, DatabaseError};
-use crate::decide::{ClusterView, Memory, Rules, Termination, statements_said};
+use crate::decide::{ClusterView, Memory, Rules, Termination};
 use crate::report;
 use crate::report::audit::{AuditLogError, AuditTrail};
 use crate::signals;
@@ -356,9 +355,7 @@ fn report_cycle(target: &str, cycle: &Cycle, output: Output, out: &mut impl Writ
         }
     }
     for f in &cycle.decision.findings {
-        let statements = statements_said(&f.last_statements, true, SHORT_FINGERPRINT_CHARS)
-            .map(|s| format!("; {s}"))
-            .unwrap_or_default();
+        let statements = f.statements_said();
         if f.started {
             let _ = writeln!(
                 out,

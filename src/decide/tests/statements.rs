@@ -4,6 +4,7 @@
 
 use super::*;
 use crate::database::{LastStatements, Statement};
+use crate::decide::findings::statements::said as statements_said;
 
 const READ_USER: &str = "SELECT users.id, users.name FROM users WHERE users.id = ?";
 const TOUCH_JOB: &str = "UPDATE jobs SET touched = now() WHERE id = ?";
