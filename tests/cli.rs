@@ -19,8 +19,11 @@ spec:
   leakDetection: {window: 300ms, strandedIdleAge: 300ms, idleInTransactionAge: 300ms, idleThreshold: 5}
 ";
 
+/// Runs this build's binary, or `POOLWARDEN_BIN` (to check that a test fails on another build).
 fn poolwarden(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_poolwarden"))
+    let binary = std::env::var_os("POOLWARDEN_BIN")
+        .unwrap_or_else(|| env!("CARGO_BIN_EXE_poolwarden").into());
+    Command::new(binary)
         .args(args)
         .env_remove("POOLWARDEN_DATABASE_URL")
         .output()
@@ -210,6 +213,19 @@ async fn run_names_the_leak_it_ends_in_the_cycle_that_ends_it() {
         (true.into(), 3.into())
     );
     assert_eq!(report["outcome"]["terminated"].as_array().unwrap().len(), 4);
+    // What the ended sessions last ran: on the finding, and on each one ended for it.
+    assert_eq!(
+        f["lastStatements"],
+        serde_json::json!([{"fingerprint": "BEGIN; SELECT ?", "sessions": 3}])
+    );
+    for t in report["outcome"]["terminated"].as_array().unwrap() {
+        if t["reason"] == "IdleInTransactionTimeout" {
+            assert_eq!(
+                t["lastStatement"]["fingerprint"], "BEGIN; SELECT ?",
+                "{t:#}"
+            );
+        }
+    }
     for s in in_tx.iter().chain([&idle]) {
         assert!(gone(&sb, s.pid()).await);
     }
@@ -220,11 +236,19 @@ async fn run_names_the_leak_it_ends_in_the_cycle_that_ends_it() {
     let out = run("table").await;
     assert!(out.status.success(), "{}", stderr(&out));
     let text = String::from_utf8_lossy(&out.stdout);
+    let confirmed = text
+        .lines()
+        .find(|l| l.starts_with("  leak confirmed: IdleInTransaction"))
+        .unwrap_or_else(|| panic!("{text}"));
     assert!(
-        text.contains(
-            "leak confirmed: IdleInTransaction on reports-api@127.0.0.22: 1 session ended, idle \
-             in a transaction for more than 1s (idleInTransactionTimeout)"
+        confirmed.starts_with(
+            "  leak confirmed: IdleInTransaction on reports-api@127.0.0.22: 1 session ended, \
+             idle in a transaction for more than 1s (idleInTransactionTimeout)"
         ),
+        "{text}"
+    );
+    assert!(
+        confirmed.ends_with("; last statement `BEGIN; SELECT ?` (1)"),
         "{text}"
     );
 }
