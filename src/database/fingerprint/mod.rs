@@ -6,8 +6,9 @@
 //! the fingerprint goes into the [`Session`](super::Session). The raw text never outlives the row
 //! it came in, so nothing above the database seam (deciding, acting, reports, annotations,
 //! Events, logs, metrics) can hold a literal: a property of the data, not a rule each report must
-//! remember. It is pure and engine-neutral (the engines say which [`Dialect`] they speak), tested
-//! with a table of cases below.
+//! remember. That is why it lives on the observe side rather than with deciding or reporting,
+//! though neither engine-specific nor IO: it is pure and engine-neutral (the engines say which
+//! [`Dialect`] they speak), tested with a table of cases (`tests.rs`).
 //!
 //! Why a lexer of its own rather than a SQL parser's: the text is often cut (PostgreSQL keeps the
 //! first `track_activity_query_size` bytes, 1 kB by default; `performance_schema` the first
@@ -15,7 +16,8 @@
 //! comment. Parsers and their tokenizers reject that; this lexer never fails: an unterminated
 //! string is a literal to the end, an unterminated comment is dropped. It knows only what decides
 //! where a literal begins and ends:
-//! - strings: `'…'` with `''`; backslash escapes in PostgreSQL's `E'…'` and in MySQL's strings;
+//! - strings: `'…'` with `''`; backslash escapes in PostgreSQL's `E'…'` (in every string with
+//!   `standard_conforming_strings` off) and in MySQL's strings (unless `NO_BACKSLASH_ESCAPES`);
 //!   prefixes `E`, `B`, `X`, `N`, `U&` and MySQL's charset introducers (`_utf8mb4'…'`) go with the
 //!   literal; MySQL's `"…"` is a string under its default `sql_mode` (PostgreSQL's is a name);
 //! - PostgreSQL's dollar quoting, `$$…$$` and `$tag$…$tag$`; `$1` parameters stay as they are;
@@ -27,7 +29,8 @@
 //!   makes the same fingerprint.
 //!
 //! Names (tables, columns, quoted identifiers) are kept: they are what points at the code. A team
-//! that treats them as sensitive turns the whole feature off (`leakDetection.lastStatements: Off`).
+//! that treats them as sensitive turns the whole feature off (`leakDetection.lastStatements:
+//! "Off"`).
 
 mod lexer;
 mod lists;
