@@ -35,6 +35,8 @@ mod latency;
 mod observe;
 #[path = "cycle/observe_mysql.rs"]
 mod observe_mysql;
+#[path = "cycle/observe_statements.rs"]
+mod observe_statements;
 #[allow(dead_code)] // shared with the tests; the bench uses part of it
 #[path = "../tests/support/kube.rs"]
 mod standin;
@@ -160,6 +162,7 @@ async fn bench(args: Args) -> Res<()> {
         let mut produced = match *section {
             "observe" => {
                 let mut tables = observe::run(cfg).await?;
+                tables.push(observe_statements::run(cfg).await?);
                 tables.extend(observe_mysql::run(cfg).await?);
                 tables
             }

@@ -88,6 +88,8 @@ pub async fn run_once_among(
     memory: &Memory,
     may_act: impl Fn() -> bool,
 ) -> Result<Option<Cycle>, DatabaseError> {
+    // Policies sharing an engine may differ: each says, before its own look.
+    engine.read_statements(rules.last_statements);
     let (snapshot, (mut looks, mut unread)) = tokio::join!(engine.observe(), read_all(poolers));
     let snapshot = snapshot?;
     looks.extend(unusable.iter().map(|u| PoolerLook {

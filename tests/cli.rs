@@ -19,8 +19,11 @@ spec:
   leakDetection: {window: 300ms, strandedIdleAge: 300ms, idleInTransactionAge: 300ms, idleThreshold: 5}
 ";
 
+/// Runs this build's binary, or `POOLWARDEN_BIN` (to check that a test fails on another build).
 fn poolwarden(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_poolwarden"))
+    let binary = std::env::var_os("POOLWARDEN_BIN")
+        .unwrap_or_else(|| env!("CARGO_BIN_EXE_poolwarden").into());
+    Command::new(binary)
         .args(args)
         .env_remove("POOLWARDEN_DATABASE_URL")
         .output()
@@ -217,6 +220,19 @@ async fn run_names_the_leak_it_ends_in_the_cycle_that_ends_it() {
                                        "address": "127.0.0.22"},
                             "pod": "127.0.0.22", "sessions": 3}])
     );
+    // What the ended sessions last ran: on the finding, and on each one ended for it.
+    assert_eq!(
+        f["lastStatements"],
+        serde_json::json!([{"fingerprint": "BEGIN; SELECT ?", "sessions": 3}])
+    );
+    for t in report["outcome"]["terminated"].as_array().unwrap() {
+        if t["reason"] == "IdleInTransactionTimeout" {
+            assert_eq!(
+                t["lastStatement"]["fingerprint"], "BEGIN; SELECT ?",
+                "{t:#}"
+            );
+        }
+    }
     for s in in_tx.iter().chain([&idle]) {
         assert!(gone(&sb, s.pid()).await);
     }
@@ -231,11 +247,19 @@ async fn run_names_the_leak_it_ends_in_the_cycle_that_ends_it() {
     let out = run("table").await;
     assert!(out.status.success(), "{}", stderr(&out));
     let text = String::from_utf8_lossy(&out.stdout);
+    let confirmed = text
+        .lines()
+        .find(|l| l.starts_with("  leak confirmed: IdleInTransaction"))
+        .unwrap_or_else(|| panic!("{text}"));
     assert!(
-        text.contains(
-            "leak confirmed: IdleInTransaction on reports-api@127.0.0.22: 2 sessions ended, idle \
-             in a transaction for more than 1s (idleInTransactionTimeout)"
+        confirmed.starts_with(
+            "  leak confirmed: IdleInTransaction on reports-api@127.0.0.22: 2 sessions ended, \
+             idle in a transaction for more than 1s (idleInTransactionTimeout)"
         ),
+        "{text}"
+    );
+    assert!(
+        confirmed.ends_with("; last statement `BEGIN; SELECT ?` (2)"),
         "{text}"
     );
     // What to restart: poolwarden never restarts anything outside a cluster.
@@ -807,4 +831,209 @@ fn the_mysql_demo_kills_every_leaked_thread_and_spares_every_healthy_one() {
     for finding in ["IdleAccumulation", "IdleInTransaction", "PoolSaturation"] {
         assert!(text.contains(finding), "the demo shows {finding}");
     }
+}
+
+/// A policy for the seed shapes within a second: stranded, idle in a transaction and long
+/// transactions all found at once.
+const SEEDS_AT_ONCE: &str = "\
+leakDetection: {window: 300ms, strandedIdleAge: 300ms, idleInTransactionAge: 300ms, transactionAge: 1s, idleThreshold: 3}
+";
+
+/// The literals the seed apps' statements carry: none may be printed.
+const SEED_LITERALS: [&str; 4] = ["pending-9931", "done-4471", "1234567", "7654321"];
+
+/// `check` as a person runs it (the table), and with `--output json`.
+fn check_table_and_json(url: &str, policy: &str) -> (String, Value) {
+    let table = poolwarden(&["check", "--database-url", url, "--policy", policy]);
+    assert!(table.status.success(), "{}", stderr(&table));
+    let json = poolwarden(&[
+        "check",
+        "--database-url",
+        url,
+        "--policy",
+        policy,
+        "--output",
+        "json",
+    ]);
+    assert!(json.status.success(), "{}", stderr(&json));
+    (
+        String::from_utf8_lossy(&table.stdout).into_owned(),
+        serde_json::from_slice(&json.stdout).expect("JSON on stdout"),
+    )
+}
+
+/// The lines of `table` from the finding `kind` on `source` to the next finding.
+fn finding_lines<'t>(table: &'t str, kind: &str, source: &str) -> Vec<&'t str> {
+    let lines: Vec<&str> = table.lines().collect();
+    let start = lines
+        .iter()
+        .position(|l| l.contains(kind) && l.ends_with(source))
+        .unwrap_or_else(|| panic!("no {kind} on {source} in\n{table}"));
+    lines[start..]
+        .iter()
+        .skip(1)
+        .take_while(|l| l.starts_with("            "))
+        .copied()
+        .collect()
+}
+
+/// The seeds' own statements, as their apps send them (client-side binding, literals inline):
+/// `check` prints, under each leak, the statement its sessions last ran with no literal in it;
+/// with `lastStatements: Off` it prints none, and its JSON carries none.
+#[tokio::test]
+async fn check_prints_under_each_seed_leak_what_its_sessions_last_ran_with_no_literal() {
+    let sb = sandbox().await;
+    app_admin(&sb)
+        .await
+        .batch_execute(
+            "CREATE TABLE fits_files (id int PRIMARY KEY, path text, status text);
+             CREATE TABLE reports (id int PRIMARY KEY, status text, finished_at timestamptz);
+             CREATE TABLE subscriptions (user_id int, plan text);
+             INSERT INTO reports SELECT g, 'queued', NULL FROM generate_series(1, 8) g;
+             GRANT SELECT, UPDATE ON fits_files, reports, subscriptions TO app;",
+        )
+        .await
+        .unwrap();
+    // Seed 000: forked workers' inherited sessions, idle after their first query.
+    let mut workers = Vec::new();
+    for _ in 0..4 {
+        let s = open(&sb, "fits-worker", 21).await;
+        s.client()
+            .simple_query(
+                "SELECT fits_files.id, fits_files.path FROM fits_files \
+                 WHERE fits_files.status = 'pending-9931' LIMIT 10",
+            )
+            .await
+            .unwrap();
+        workers.push(s);
+    }
+    // Seed 001: background tasks that wrote and never committed.
+    let mut tasks = Vec::new();
+    for id in 1..=5 {
+        let s = open(&sb, "reports-api", 22).await;
+        s.client()
+            .simple_query(&format!(
+                "BEGIN; UPDATE reports SET status = 'done-4471', finished_at = now() \
+                 WHERE reports.id = {id} AND reports.id <> 1234567"
+            ))
+            .await
+            .unwrap();
+        tasks.push(s);
+    }
+    // Seed 003: a singleton service holding one transaction and touching it all the time.
+    let service = open(&sb, "vabhub-services", 23).await;
+    service.client().batch_execute("BEGIN").await.unwrap();
+    let touching = tokio::spawn(async move {
+        loop {
+            service
+                .client()
+                .simple_query("SELECT count(*) FROM subscriptions WHERE user_id = 7654321")
+                .await
+                .unwrap();
+            pause(100).await;
+        }
+    });
+    pause(1500).await;
+
+    let (table, report) = check_table_and_json(&monitor_url(&sb), &policy_file(&sb, SEEDS_AT_ONCE));
+    touching.abort();
+    let under = |kind: &str, source: &str| finding_lines(&table, kind, source).join("\n");
+    let stranded = under("IdleAccumulation", "fits-worker@127.0.0.21");
+    assert!(
+        stranded.contains(
+            "last statement: `SELECT fits_files.id, fits_files.path FROM fits_files WHERE \
+             fits_files.status = ? LIMIT ?` (4 sessions)"
+        ),
+        "{table}"
+    );
+    let pinned = under("IdleInTransaction", "reports-api@127.0.0.22");
+    assert!(
+        pinned.contains(
+            "last statement: `BEGIN; UPDATE reports SET status = ?, finished_at = now() WHERE \
+             reports.id = ? AND reports.id <> ?` (5 sessions)"
+        ),
+        "{table}"
+    );
+    let long = under("LongTransaction", "vabhub-services@127.0.0.23");
+    assert!(
+        long.contains(
+            "last statement: `SELECT count(*) FROM subscriptions WHERE user_id = ?` (1 session)"
+        ),
+        "{table}"
+    );
+    let printed = format!("{table}{report}");
+    for literal in SEED_LITERALS {
+        assert!(!printed.contains(literal), "{literal} printed:\n{printed}");
+    }
+    let finding = report["findings"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|f| f["kind"] == "IdleInTransaction")
+        .unwrap();
+    assert_eq!(finding["lastStatements"][0]["sessions"], 5, "{finding:#}");
+
+    let (table, report) = check_table_and_json(
+        &monitor_url(&sb),
+        &policy_file(
+            &sb,
+            &SEEDS_AT_ONCE.replace(
+                "idleThreshold: 3}",
+                "idleThreshold: 3, lastStatements: \"Off\"}",
+            ),
+        ),
+    );
+    assert!(table.contains("IdleInTransaction"), "{table}");
+    // (LongTransaction's evidence says how long ago the "last statement" was: that stays.)
+    assert!(!table.contains("last statement:"), "{table}");
+    assert!(!table.contains("last statements:"), "{table}");
+    assert!(
+        !report.to_string().contains("\"lastStatement"),
+        "{report:#}"
+    );
+    drop((workers, tasks));
+}
+
+/// The same on MariaDB, whose `performance_schema` (with its `events_statements_current`
+/// consumer) records each thread's last statement: seed 001 was a MySQL app.
+#[tokio::test]
+async fn check_on_mariadb_prints_what_each_leaks_threads_last_ran() {
+    let db = support::mariadb::server_with(poolwarden_sandbox::MariaDbOptions {
+        performance_schema: true,
+        statements_consumer: true,
+        ..Default::default()
+    })
+    .await;
+    let mut tasks = Vec::new();
+    for _ in 0..5 {
+        let s = support::mariadb::open(&db, "reports-api", 22).await;
+        s.execute(
+            "START TRANSACTION; SELECT items.id, items.name FROM items \
+             WHERE items.name <> 'done-4471' AND items.id IN (1, 2, 1234567) LOCK IN SHARE MODE",
+        )
+        .await
+        .unwrap();
+        tasks.push(s);
+    }
+    pause(1500).await;
+    let dir = tempfile::tempdir().unwrap();
+    let policy = dir.path().join("seeds.yaml");
+    std::fs::write(&policy, SEEDS_AT_ONCE).unwrap();
+    let (table, report) = check_table_and_json(
+        &support::mariadb::monitor_url(&db),
+        &policy.display().to_string(),
+    );
+    let pinned = finding_lines(&table, "IdleInTransaction", "reports-api@127.0.0.22").join("\n");
+    assert!(
+        pinned.contains(
+            "last statement: `SELECT items.id, items.name FROM items WHERE items.name <> ? AND \
+             items.id IN (...) LOCK IN SHARE MODE` (5 sessions)"
+        ),
+        "{table}"
+    );
+    let printed = format!("{table}{report}");
+    for literal in SEED_LITERALS {
+        assert!(!printed.contains(literal), "{literal} printed:\n{printed}");
+    }
+    drop(tasks);
 }

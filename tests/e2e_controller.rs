@@ -13,7 +13,7 @@ use k8s_openapi::api::apps::v1::{Deployment, ReplicaSet};
 use k8s_openapi::api::coordination::v1::Lease;
 use k8s_openapi::api::core::v1::Pod;
 use k8s_openapi::api::events::v1::Event;
-use kube::api::{Api, DeleteParams, DynamicObject, ListParams, PostParams};
+use kube::api::{Api, DeleteParams, DynamicObject, ListParams, Patch, PatchParams, PostParams};
 use poolwarden::api::PoolPolicy;
 use poolwarden_sandbox::{MariaDb, MariaDbOptions, MySqlSession, MySqlSessionSpec};
 use serde_json::json;
@@ -425,6 +425,36 @@ async fn events_about(client: &kube::Client, workload: &str) -> Vec<(String, Str
         .collect()
 }
 
+/// Waits until the server no longer shows any of `sessions`.
+async fn all_ended(
+    sb: &poolwarden_sandbox::Sandbox,
+    sessions: &[poolwarden_sandbox::ClientSession],
+) {
+    for s in sessions {
+        let pid = s.pid();
+        eventually(&format!("pid {pid} ended"), 60, || async {
+            (!alive(sb, pid).await).then_some(())
+        })
+        .await;
+    }
+}
+
+/// The first Event with `reason` about Deployment `workload`, once there is one: (type, reason,
+/// note).
+async fn event_about(
+    client: &kube::Client,
+    workload: &str,
+    reason: &str,
+) -> (String, String, String) {
+    eventually(&format!("the {reason} Event on {workload}"), 10, || async {
+        events_about(client, workload)
+            .await
+            .into_iter()
+            .find(|(_, r, _)| r == reason)
+    })
+    .await
+}
+
 /// Enforce with timeouts shorter than the detection ages, as the real-cluster run had them
 /// (idle in a transaction ended at 2 s, idle at 4 s, detection at its defaults of 2 and 30
 /// minutes, a window of 10): no detector can see these leaks before they are ended.
@@ -483,13 +513,8 @@ async fn what_enforce_ends_is_told_on_each_workload_in_the_reconcile_that_ends_i
     .await;
     let controller = Controller::start(&kube.kubeconfig(dir.path()), dir.path(), "replica-a");
 
-    for s in pinned.iter().chain(&workers) {
-        let pid = s.pid();
-        eventually(&format!("pid {pid} ended"), 60, || async {
-            (!alive(&sb, pid).await).then_some(())
-        })
-        .await;
-    }
+    all_ended(&sb, &pinned).await;
+    all_ended(&sb, &workers).await;
     // Told on the pinned pool's Deployment: the annotation and the Warning, naming what was
     // ended. The window is 10 minutes: only the termination can have confirmed it.
     let deployments: Api<Deployment> = Api::namespaced(client.clone(), NS);
@@ -508,25 +533,13 @@ async fn what_enforce_ends_is_told_on_each_workload_in_the_reconcile_that_ends_i
         detail.contains("5 sessions ended, idle in a transaction for more than 2s"),
         "{detail}"
     );
-    let warned = eventually("the ConnectionLeak Event on orders-api", 10, || async {
-        let events = events_about(&client, "orders-api").await;
-        events
-            .into_iter()
-            .find(|(_, reason, _)| reason == "ConnectionLeak")
-    })
-    .await;
+    let warned = event_about(&client, "orders-api", "ConnectionLeak").await;
     assert_eq!(warned.0, "Warning");
     assert!(warned.2.contains("5 sessions ended"), "{}", warned.2);
     assert!(warned.2.contains("checked out"), "{}", warned.2);
 
     // The forked workers: ended for idleness, a Normal Event, no leak annotation.
-    let told = eventually("the SessionsTerminated Event on obslog-api", 10, || async {
-        let events = events_about(&client, "obslog-api").await;
-        events
-            .into_iter()
-            .find(|(_, reason, _)| reason == "SessionsTerminated")
-    })
-    .await;
+    let told = event_about(&client, "obslog-api", "SessionsTerminated").await;
     assert_eq!(told.0, "Normal");
     assert!(
         told.2
@@ -1465,4 +1478,177 @@ async fn sigterm_ends_the_controller_within_the_bound_while_the_api_server_hangs
     let (exit, took) = controller.terminate_within(SHUTDOWN_LIMIT);
     assert!(exit.success(), "{exit:?}\n{}", controller.log());
     eprintln!("exited {took:?} after SIGTERM");
+}
+
+/// The literals the leaking sessions' statements carry: none may reach the cluster or the log.
+const LITERALS: [&str; 3] = ["ob@example.com", "sekrit-9731", "O'Brien"];
+
+/// Runs `sql` as a superuser in database `orders`.
+async fn as_owner(sb: &poolwarden_sandbox::Sandbox, sql: &str) {
+    let (client, connection) = tokio_postgres::Config::new()
+        .host_path(sb.dir())
+        .port(sb.port())
+        .user("postgres")
+        .dbname("orders")
+        .connect(tokio_postgres::NoTls)
+        .await
+        .unwrap();
+    let connection = tokio::spawn(connection);
+    client.batch_execute(sql).await.unwrap();
+    drop(client);
+    let _ = connection.await;
+}
+
+/// `n` sessions from `127.0.0.host`, each idle in a transaction after reading a user by
+/// literals, as an ORM with client-side binding sends it.
+async fn left_reading_users(
+    sb: &poolwarden_sandbox::Sandbox,
+    host: u8,
+    n: usize,
+) -> Vec<poolwarden_sandbox::ClientSession> {
+    let mut sessions = Vec::new();
+    for _ in 0..n {
+        let s = session(sb, host).await;
+        s.client().batch_execute("BEGIN").await.unwrap();
+        s.client()
+            .simple_query(
+                "SELECT users.id, users.name\n  FROM users\n WHERE users.id = 42 \
+                 AND users.email = 'ob@example.com' AND users.token <> 'sekrit-9731'",
+            )
+            .await
+            .unwrap();
+        sessions.push(s);
+    }
+    sessions
+}
+
+/// What a leak's sessions last ran, where its owners look: the `leak-detail` annotation, the
+/// `ConnectionLeak` Event, the status' top leaks and the audit records, fingerprinted with no
+/// literal anywhere, the controller's log included. Then `lastStatements: Off`: a new leak's
+/// Event and audit records say nothing of them, and the annotation and status drop them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_leaks_last_statements_are_told_where_its_owners_look_and_off_removes_them() {
+    const READ_USER: &str = "SELECT users.id, users.name FROM users WHERE users.id = ? AND \
+                             users.email = ? AND users.token <> ?";
+    let sb = database().await;
+    as_owner(
+        &sb,
+        "CREATE TABLE users (id int PRIMARY KEY, name text, email text, token text);
+         INSERT INTO users VALUES (42, 'O''Brien', 'ob@example.com', 'sekrit-9731');
+         GRANT SELECT ON users TO app;",
+    )
+    .await;
+    let kube = KubeStandin::start();
+    let client = kube.client().await;
+    let dir = tempfile::tempdir().unwrap();
+    cluster(&client, &sb).await;
+    create_workload(
+        &client,
+        "storefront",
+        &[("storefront-5c6d-a", "127.0.0.44")],
+    )
+    .await;
+    let pinned = left_reading_users(&sb, 41, 3).await;
+    create_policy_with(
+        &client,
+        json!({"mode": "Enforce", "interval": "1s", "idle": {"idleInTransactionTimeout": "2s"}}),
+    )
+    .await;
+    let controller = Controller::start(&kube.kubeconfig(dir.path()), dir.path(), "replica-a");
+
+    all_ended(&sb, &pinned).await;
+    let deployments: Api<Deployment> = Api::namespaced(client.clone(), NS);
+    let annotations = eventually("orders-api is annotated", 10, || async {
+        deployments
+            .get("orders-api")
+            .await
+            .ok()?
+            .metadata
+            .annotations
+    })
+    .await;
+    let detail = &annotations["poolwarden.io/leak-detail"];
+    assert!(
+        detail.contains(&format!("; last statement `{READ_USER}`; likely cause: ")),
+        "{detail}"
+    );
+    let warned = event_about(&client, "orders-api", "ConnectionLeak").await;
+    assert!(
+        warned.2.contains(&format!(
+            "; last statement `{READ_USER}` (3). Likely cause: "
+        )),
+        "{}",
+        warned.2
+    );
+    let policies: Api<PoolPolicy> = Api::namespaced(client.clone(), NS);
+    let status = eventually("the status names the leak", 10, || async {
+        let status = policies.get("orders-db").await.ok()?.status?;
+        (!status.top_leaks.is_empty()).then_some(status)
+    })
+    .await;
+    assert_eq!(
+        status.top_leaks[0].last_statement.as_deref(),
+        Some(READ_USER)
+    );
+    for s in &pinned {
+        let audited = log_lines(&controller, &format!("pid={} ", s.pid()));
+        assert!(
+            audited
+                .iter()
+                .any(|l| l.contains("session terminated") && l.contains(READ_USER)),
+            "{audited:#?}"
+        );
+    }
+    let told = format!(
+        "{annotations:?} {:?} {} {}",
+        events_about(&client, "orders-api").await,
+        serde_json::to_string(&status).unwrap(),
+        controller.log()
+    );
+    for literal in LITERALS {
+        assert!(!told.contains(literal), "{literal} in {told}");
+    }
+
+    // Off: nothing of the statements is read or told any more.
+    policies
+        .patch(
+            "orders-db",
+            &PatchParams::default(),
+            &Patch::Merge(json!({"spec": {"leakDetection": {"lastStatements": "Off"}}})),
+        )
+        .await
+        .unwrap();
+    eventually("the annotation says no statement", 30, || async {
+        let a = deployments
+            .get("orders-api")
+            .await
+            .ok()?
+            .metadata
+            .annotations?;
+        (!a.get("poolwarden.io/leak-detail")?
+            .contains("last statement"))
+        .then_some(())
+    })
+    .await;
+    let storefront = left_reading_users(&sb, 44, 2).await;
+    all_ended(&sb, &storefront).await;
+    let warned = event_about(&client, "storefront", "ConnectionLeak").await;
+    assert!(!warned.2.contains("last statement `"), "{}", warned.2);
+    let status = policies.get("orders-db").await.unwrap().status.unwrap();
+    assert!(
+        status.top_leaks.iter().all(|l| l.last_statement.is_none()),
+        "{:#?}",
+        status.top_leaks
+    );
+    for s in &storefront {
+        let audited = log_lines(&controller, &format!("pid={} ", s.pid()));
+        assert!(
+            audited.iter().any(|l| l.contains("session terminated")),
+            "{audited:#?}"
+        );
+        assert!(
+            audited.iter().all(|l| !l.contains("last_statement")),
+            "{audited:#?}"
+        );
+    }
 }

@@ -840,3 +840,116 @@ async fn without_process_poolwarden_sees_its_own_threads_and_says_what_to_grant(
     assert_eq!(report["inScope"]["total"], 0, "{report:#}");
     assert!(other.is_alive().await);
 }
+
+/// What each thread last ran, from `performance_schema.events_statements_current`: fingerprinted
+/// with every literal gone (MariaDB's backslash escapes and double-quoted strings included);
+/// plainly unavailable when its consumers are off or `performance_schema` is; not read at all
+/// when turned off.
+#[tokio::test]
+async fn each_thread_carries_its_last_statement_where_performance_schema_records_it() {
+    use mysql_async::prelude::Queryable;
+    let db = server_with(MariaDbOptions {
+        performance_schema: true,
+        statements_consumer: true,
+        ..Default::default()
+    })
+    .await;
+    let reader = open(&db, "api", 11).await;
+    reader.begin_idle_in_transaction().await.unwrap();
+    reader
+        .execute(
+            "/* controller='items', secret='abc' */ SELECT items.id, items.name\n  FROM items\n \
+             WHERE items.id IN (1, 2, 3) AND items.name <> 'O\\'Brien' # trailing 'x'",
+        )
+        .await
+        .unwrap();
+    let writer = open(&db, "api", 11).await;
+    writer
+        .execute(
+            r#"UPDATE items SET name = "say \"hi\"" WHERE id = -42 AND name = _utf8mb4'hidden'"#,
+        )
+        .await
+        .unwrap();
+
+    let mut my = connect(&monitor_url(&db)).await;
+    let snapshot = my.observe().await.unwrap();
+    assert_eq!(
+        snapshot.last_statements,
+        poolwarden::database::LastStatements::Read
+    );
+    let statement = |id: i64| {
+        snapshot
+            .sessions
+            .iter()
+            .find(|s| s.pid == id)
+            .and_then(|s| s.last_statement.as_ref())
+            .map(|s| s.fingerprint.clone())
+            .unwrap_or_else(|| panic!("no statement for thread {id}"))
+    };
+    assert_eq!(
+        statement(reader.id()),
+        "SELECT items.id, items.name FROM items WHERE items.id IN (...) AND items.name <> ?"
+    );
+    assert_eq!(
+        statement(writer.id()),
+        "UPDATE items SET name = ? WHERE id = ? AND name = ?"
+    );
+    let fingerprints: Vec<String> = snapshot
+        .sessions
+        .iter()
+        .filter_map(|s| s.last_statement.as_ref())
+        .map(|s| s.fingerprint.clone())
+        .collect();
+    for literal in ["Brien", "abc", "hi", "42", "hidden", "'x'"] {
+        assert!(
+            fingerprints.iter().all(|f| !f.contains(literal)),
+            "{literal} in {fingerprints:#?}"
+        );
+    }
+
+    my.read_statements(false);
+    let off = my.observe().await.unwrap();
+    assert_eq!(
+        off.last_statements,
+        poolwarden::database::LastStatements::NotRead
+    );
+    assert!(off.sessions.iter().all(|s| s.last_statement.is_none()));
+    my.read_statements(true);
+
+    // A consumer turned off at run time: said plainly, and nothing is shown.
+    let mut admin = db.admin().await.unwrap();
+    admin
+        .query_drop(
+            "UPDATE performance_schema.setup_consumers SET ENABLED = 'NO' \
+             WHERE NAME = 'events_statements_current'",
+        )
+        .await
+        .unwrap();
+    let unrecorded = my.observe().await.unwrap();
+    let poolwarden::database::LastStatements::Unavailable(why) = &unrecorded.last_statements else {
+        panic!("{:?}", unrecorded.last_statements)
+    };
+    assert!(
+        why.contains("consumer events_statements_current is off"),
+        "{why}"
+    );
+    assert!(
+        unrecorded
+            .sessions
+            .iter()
+            .all(|s| s.last_statement.is_none())
+    );
+}
+
+#[tokio::test]
+async fn without_performance_schema_no_statement_is_shown_and_the_look_says_why() {
+    let db = server().await;
+    let _leaked = open(&db, "worker", 11).await;
+    let mut my = connect(&monitor_url(&db)).await;
+    let snapshot = my.observe().await.unwrap();
+    let poolwarden::database::LastStatements::Unavailable(why) = &snapshot.last_statements else {
+        panic!("{:?}", snapshot.last_statements)
+    };
+    assert!(why.contains("performance_schema is off"), "{why}");
+    assert!(snapshot.sessions.iter().all(|s| s.last_statement.is_none()));
+}

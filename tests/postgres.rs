@@ -712,3 +712,107 @@ async fn a_server_that_accepts_and_never_answers_the_login_is_unreachable_not_a_
     );
     holder.abort();
 }
+
+/// What each session last ran, from `pg_stat_activity.query`: fingerprinted with every literal
+/// gone, with `query_id` where `compute_query_id` is on, marked where the server cut it
+/// (`track_activity_query_size`), and not even read when turned off.
+#[tokio::test]
+async fn each_session_carries_its_last_statement_fingerprinted() {
+    let sb = sandbox_with(poolwarden_sandbox::SandboxOptions {
+        settings: vec![
+            ("compute_query_id".into(), "on".into()),
+            ("track_activity_query_size".into(), "200".into()),
+        ],
+        ..Default::default()
+    })
+    .await;
+    let admin = app_admin(&sb).await;
+    admin
+        .batch_execute(
+            "CREATE TABLE users (id int PRIMARY KEY, name text, email text);
+             INSERT INTO users VALUES (42, 'O''Brien', 'ob@example.com');
+             GRANT SELECT, UPDATE ON users TO app;",
+        )
+        .await
+        .unwrap();
+    let reader = open(&sb, "api", 11).await;
+    reader.client().batch_execute("BEGIN").await.unwrap();
+    reader
+        .client()
+        .simple_query(
+            "/* controller='users', secret='abc' */\n SELECT users.id, users.name\n   FROM users\n  \
+             WHERE users.id = 42 AND users.email IN ('ob@example.com', 'x@y.z')",
+        )
+        .await
+        .unwrap();
+    let writer = open(&sb, "api", 11).await;
+    writer
+        .client()
+        .simple_query(
+            r"UPDATE users SET name = E'it\'s \\ hidden', email = $mail$a 'quoted' mail$mail$ WHERE id = -42",
+        )
+        .await
+        .unwrap();
+    let long = open(&sb, "api", 11).await;
+    let columns: Vec<String> = (0..40).map(|i| format!("'literal-{i}' AS c{i}")).collect();
+    long.client()
+        .simple_query(&format!("SELECT {}", columns.join(", ")))
+        .await
+        .unwrap();
+
+    let mut pg = connect(&monitor_url(&sb)).await;
+    let snapshot = pg.observe().await.unwrap();
+    assert_eq!(
+        snapshot.last_statements,
+        poolwarden::database::LastStatements::Read
+    );
+    let statement = |pid: i64| {
+        snapshot
+            .sessions
+            .iter()
+            .find(|s| s.pid == pid)
+            .and_then(|s| s.last_statement.clone())
+            .unwrap_or_else(|| panic!("no statement for {pid}"))
+    };
+    let read = statement(reader.pid());
+    assert_eq!(
+        read.fingerprint,
+        "SELECT users.id, users.name FROM users WHERE users.id = ? AND users.email IN (...)"
+    );
+    assert!(read.query_id.is_some(), "compute_query_id is on: {read:?}");
+    assert_eq!(
+        statement(writer.pid()).fingerprint,
+        "UPDATE users SET name = ?, email = ? WHERE id = ?"
+    );
+    let cut = statement(long.pid()).fingerprint;
+    assert!(cut.starts_with("SELECT ? AS c0, ? AS c1,"), "{cut}");
+    assert!(cut.ends_with('…'), "cut by the server: {cut}");
+    let fingerprints: Vec<&str> = snapshot
+        .sessions
+        .iter()
+        .filter_map(|s| s.last_statement.as_ref())
+        .map(|s| s.fingerprint.as_str())
+        .collect();
+    for literal in [
+        "42",
+        "O'Brien",
+        "ob@example.com",
+        "hidden",
+        "quoted",
+        "abc",
+        "literal-",
+    ] {
+        assert!(
+            fingerprints.iter().all(|f| !f.contains(literal)),
+            "{literal} in {fingerprints:#?}"
+        );
+    }
+
+    pg.read_statements(false);
+    let off = pg.observe().await.unwrap();
+    assert_eq!(
+        off.last_statements,
+        poolwarden::database::LastStatements::NotRead
+    );
+    assert!(off.sessions.iter().all(|s| s.last_statement.is_none()));
+}

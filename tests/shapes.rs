@@ -107,6 +107,21 @@ fn pids(finding: &Value) -> BTreeSet<i64> {
         .collect()
 }
 
+/// What a finding says its sessions last ran: (fingerprint, sessions), most common first.
+fn last_statements(finding: &Value) -> Vec<(String, u64)> {
+    finding["lastStatements"]
+        .as_array()
+        .unwrap_or_else(|| panic!("no lastStatements: {finding:#}"))
+        .iter()
+        .map(|g| {
+            (
+                g["fingerprint"].as_str().unwrap().to_owned(),
+                g["sessions"].as_u64().unwrap(),
+            )
+        })
+        .collect()
+}
+
 fn pids_of(sessions: &[ClientSession]) -> BTreeSet<i64> {
     sessions.iter().map(ClientSession::pid).collect()
 }
@@ -366,8 +381,27 @@ async fn stranded_sessions_beside_healthy_pools() {
     let sb = Arc::new(sandbox().await);
     let began = Instant::now();
 
+    app_admin(&sb)
+        .await
+        .batch_execute(
+            "CREATE TABLE pfs_visit (pfs_visit_id int PRIMARY KEY, pfs_visit_description text);
+             GRANT SELECT ON pfs_visit TO app;",
+        )
+        .await
+        .unwrap();
     let parent = open(&sb, "obslog-api", 21).await;
+    // Each forked worker's last query before its pool was left behind: the FITS lookup.
     let workers = open_many(&sb, "obslog-api", 21, 4).await;
+    for (i, w) in workers.iter().enumerate() {
+        w.client()
+            .simple_query(&format!(
+                "SELECT pfs_visit.pfs_visit_id, pfs_visit.pfs_visit_description FROM pfs_visit \
+                 WHERE pfs_visit.pfs_visit_id = {}",
+                120_000 + i
+            ))
+            .await
+            .unwrap();
+    }
     let stranded_since = Instant::now();
     let parent = keep_busy(parent, Duration::from_secs(1));
 
@@ -436,6 +470,15 @@ async fn stranded_sessions_beside_healthy_pools() {
     assert_eq!(pids(f), pids_of(&workers), "{f:#}");
     assert_eq!(f["sessions"], 4);
     assert_eq!(
+        last_statements(f),
+        [(
+            "SELECT pfs_visit.pfs_visit_id, pfs_visit.pfs_visit_description FROM pfs_visit \
+             WHERE pfs_visit.pfs_visit_id = ?"
+                .to_owned(),
+            4
+        )]
+    );
+    assert_eq!(
         f["confirmed"], false,
         "suspected: held for seconds of the window"
     );
@@ -498,9 +541,24 @@ async fn transactions_held_open_and_touched() {
     }
     let opened = Instant::now();
     let pids = pids_of(&services);
+    // Each service touches its transaction every 3 s with the statement its code runs.
     let touching: Vec<JoinHandle<()>> = services
         .into_iter()
-        .map(|s| keep_busy(s, Duration::from_secs(3)))
+        .enumerate()
+        .map(|(i, s)| {
+            tokio::spawn(async move {
+                loop {
+                    s.client()
+                        .simple_query(&format!(
+                            "UPDATE accounts SET touched = now() WHERE id = {}",
+                            i + 1
+                        ))
+                        .await
+                        .expect("the service works");
+                    tokio::time::sleep(Duration::from_secs(3)).await;
+                }
+            })
+        })
         .collect();
     let healthy = open(&sb, "storefront", 42).await;
     let healthy = tokio::spawn(async move {
@@ -544,6 +602,13 @@ async fn transactions_held_open_and_touched() {
     let f = the_finding(&report, "LongTransaction", "vabhub-services", 41);
     assert_eq!(self::pids(f), pids, "{f:#}");
     assert_eq!(f["sessions"], 3);
+    assert_eq!(
+        last_statements(f),
+        [(
+            "UPDATE accounts SET touched = now() WHERE id = ?".to_owned(),
+            3
+        )]
+    );
     let evidence = f["evidence"].as_str().unwrap();
     assert!(
         evidence.starts_with("3 transactions open for more than 10m00s (oldest 10m"),
@@ -570,9 +635,26 @@ async fn transactions_held_open_and_touched() {
 /// allow, called a pinned pool, and `PoolSaturation` for the pinned pool itself.
 async fn a_pool_pinned_idle_in_transaction() {
     let sb = sandbox().await;
+    app_admin(&sb)
+        .await
+        .batch_execute(
+            "CREATE TABLE users (id int PRIMARY KEY, name text);
+             INSERT INTO users SELECT g, 'user ' || g FROM generate_series(1, 25) g;
+             GRANT SELECT ON users TO app;",
+        )
+        .await
+        .unwrap();
     let pinned = open_many(&sb, "reports-api", 51, 25).await;
-    for s in &pinned {
-        s.begin_idle_in_transaction().await.unwrap();
+    // The request's session, handed to a background task: `db_session.query(User)` by id, in a
+    // transaction nobody ends.
+    for (i, s) in pinned.iter().enumerate() {
+        s.client()
+            .simple_query(&format!(
+                "BEGIN; SELECT users.id, users.name FROM users WHERE users.id = {}",
+                i + 1
+            ))
+            .await
+            .unwrap();
     }
     let since = Instant::now();
     let healthy = keep_busy(open(&sb, "storefront", 52).await, Duration::from_secs(1));
@@ -585,6 +667,13 @@ async fn a_pool_pinned_idle_in_transaction() {
     let f = the_finding(&report, "IdleInTransaction", "reports-api", 51);
     assert_eq!(pids(f), pids_of(&pinned));
     assert_eq!(f["sessions"], 25);
+    assert_eq!(
+        last_statements(f),
+        [(
+            "BEGIN; SELECT users.id, users.name FROM users WHERE users.id = ?".to_owned(),
+            25
+        )]
+    );
     assert!(
         f["evidence"]
             .as_str()

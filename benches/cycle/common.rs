@@ -476,3 +476,16 @@ pub fn load1() -> f64 {
         .and_then(|s| s.split_whitespace().next()?.parse().ok())
         .unwrap_or(f64::NAN)
 }
+
+/// A superuser client of database `app`, over the Unix socket.
+pub async fn app_admin(sb: &Sandbox) -> Res<Client> {
+    let (client, connection) = tokio_postgres::Config::new()
+        .host_path(sb.dir())
+        .port(sb.port())
+        .user("postgres")
+        .dbname("app")
+        .connect(NoTls)
+        .await?;
+    tokio::spawn(connection);
+    Ok(client)
+}

@@ -191,6 +191,7 @@ fn snapshot(count: usize, cluster: &ClusterView, now: Timestamp, seed: u64) -> S
             backend_xmin: xact_start.map(|_| 1000 + j as u32),
             xmin_age: xact_start.map(|_| 50),
             blocked_by: Vec::new(),
+            last_statement: None,
         });
     }
     Snapshot {
@@ -214,6 +215,7 @@ fn snapshot(count: usize, cluster: &ClusterView, now: Timestamp, seed: u64) -> S
         sessions_opened_total: Some(10_000_000),
         churn: None,
         application_names_known: true,
+        last_statements: poolwarden::database::LastStatements::Read,
     }
 }
 

@@ -315,16 +315,3 @@ async fn churn_and_blocking(
         ),
     ])
 }
-
-/// A superuser client of database `app`, over the Unix socket.
-async fn app_admin(sb: &poolwarden_sandbox::Sandbox) -> Res<Client> {
-    let (client, connection) = tokio_postgres::Config::new()
-        .host_path(sb.dir())
-        .port(sb.port())
-        .user("postgres")
-        .dbname("app")
-        .connect(NoTls)
-        .await?;
-    tokio::spawn(connection);
-    Ok(client)
-}

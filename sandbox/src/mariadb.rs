@@ -46,6 +46,9 @@ pub struct MariaDbOptions {
     /// Turn `performance_schema` on (MariaDB's default is off): connection attributes such as
     /// `program_name` become visible.
     pub performance_schema: bool,
+    /// With `performance_schema`, also turn on its consumer `events_statements_current`
+    /// (MariaDB's default is off), which records each thread's last statement.
+    pub statements_consumer: bool,
 }
 
 impl Default for MariaDbOptions {
@@ -54,6 +57,7 @@ impl Default for MariaDbOptions {
             max_connections: 100,
             tls: false,
             performance_schema: false,
+            statements_consumer: false,
         }
     }
 }
@@ -371,6 +375,9 @@ fn config(dir: &Path, port: u16, options: &MariaDbOptions, tls: Option<&TlsFiles
             "OFF"
         },
     );
+    if options.performance_schema && options.statements_consumer {
+        conf.push_str("performance-schema-consumer-events-statements-current=ON\n");
+    }
     if let Some(tls) = tls {
         conf.push_str(&format!(
             "ssl-ca={}\nssl-cert={}\nssl-key={}\n",

@@ -137,6 +137,7 @@ mod tests {
             in_state_for: std::time::Duration::from_secs(60),
             blocks: 0,
             checked_out: false,
+            last_statement: None,
         }
     }
 

@@ -14,6 +14,7 @@ pub use duration::{
     option_seconds, seconds,
 };
 pub use remediation::{PinnedPoolRemedy, Remediation};
+pub use spec::LastStatementsMode;
 pub use spec::{
     Budgets, DatabaseTarget, IdleRules, LeakDetection, Mode, PoolPolicy, PoolPolicySpec,
     PoolerPods, PoolerTarget, Scope, SecretKeyRef, Workloads,

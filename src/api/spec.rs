@@ -355,6 +355,57 @@ pub struct LeakDetection {
     #[serde(default = "default_saturation_percent")]
     #[schemars(range(min = 1, max = 100))]
     pub server_saturation_percent: u32,
+    /// What a leak's sessions last ran, so that the workload's owners can find the code that
+    /// leaked them. `Fingerprint` (the default): each statement with every literal (strings,
+    /// numbers, lists of values, comments) replaced by `?`, grouped with counts, in findings, the
+    /// status, the `poolwarden.io/leak-detail` annotation, the `ConnectionLeak` Event and the audit
+    /// trail; table and column names are kept. `"Off"` (in quotes: unquoted, YAML reads Off as
+    /// the boolean false): statements are neither read nor shown, for a team that treats even its
+    /// table names as sensitive. MySQL/MariaDB show statements only with `performance_schema` and
+    /// its `events_statements_current` consumer on.
+    #[serde(default)]
+    pub last_statements: LastStatementsMode,
+}
+
+/// Whether findings show what their sessions last ran.
+#[derive(Serialize, Clone, Copy, Debug, Default, PartialEq, Eq, JsonSchema)]
+pub enum LastStatementsMode {
+    /// Each statement with every literal replaced by `?`, grouped with counts.
+    #[default]
+    Fingerprint,
+    /// Neither read nor shown.
+    Off,
+}
+
+/// By hand for one message: an unquoted `Off` reaches poolwarden as the boolean `false` (YAML
+/// 1.1, which kubectl speaks too), and "expected a string" would not say why.
+impl<'de> Deserialize<'de> for LastStatementsMode {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct Mode;
+        impl serde::de::Visitor<'_> for Mode {
+            type Value = LastStatementsMode;
+
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("Fingerprint or \"Off\"")
+            }
+
+            fn visit_str<E: serde::de::Error>(self, value: &str) -> Result<Self::Value, E> {
+                match value {
+                    "Fingerprint" => Ok(LastStatementsMode::Fingerprint),
+                    "Off" => Ok(LastStatementsMode::Off),
+                    other => Err(E::unknown_variant(other, &["Fingerprint", "Off"])),
+                }
+            }
+
+            fn visit_bool<E: serde::de::Error>(self, _: bool) -> Result<Self::Value, E> {
+                Err(E::custom(
+                    "write \"Off\" in quotes (or Fingerprint): unquoted, YAML reads Off as the \
+                     boolean false",
+                ))
+            }
+        }
+        deserializer.deserialize_any(Mode)
+    }
 }
 
 fn default_window() -> Duration {
@@ -386,6 +437,7 @@ impl Default for LeakDetection {
             transaction_age: default_transaction_age(),
             new_sessions_per_second: default_churn(),
             server_saturation_percent: default_saturation_percent(),
+            last_statements: LastStatementsMode::default(),
         }
     }
 }
@@ -418,6 +470,25 @@ impl Default for Workloads {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn last_statements_off_must_be_quoted_and_says_so() {
+        let parse = |yaml: &str| serde_saphyr::from_str::<LeakDetection>(yaml);
+        assert_eq!(
+            parse("lastStatements: \"Off\"\n").unwrap().last_statements,
+            LastStatementsMode::Off
+        );
+        assert_eq!(
+            parse("{}\n").unwrap().last_statements,
+            LastStatementsMode::Fingerprint
+        );
+        let unquoted = parse("lastStatements: Off\n").unwrap_err().to_string();
+        assert!(unquoted.contains("write \"Off\" in quotes"), "{unquoted}");
+        let typo = parse("lastStatements: Literal\n").unwrap_err().to_string();
+        assert!(typo.contains("unknown variant"), "{typo}");
+        let json: LeakDetection = serde_json::from_str(r#"{"lastStatements": "Off"}"#).unwrap();
+        assert_eq!(json.last_statements, LastStatementsMode::Off);
+    }
 
     #[test]
     fn a_policy_refers_to_its_database_secret_and_every_poolers() {

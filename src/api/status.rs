@@ -134,4 +134,8 @@ pub struct LeakReport {
     pub sessions: u32,
     /// One line of evidence and the usual cause.
     pub detail: String,
+    /// The statement most of the leak's sessions last ran, with every literal replaced by `?`
+    /// (shortened; none with `spec.leakDetection.lastStatements: Off`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_statement: Option<String>,
 }

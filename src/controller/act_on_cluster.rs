@@ -1,7 +1,8 @@
 //! Step 4 of a reconcile: what the cycle found, told on the cluster. Annotations on the workloads
 //! at the top of their owner chains (only the changes the decision asks for, as merge patches of
 //! poolwarden's keys), `Warning ConnectionLeak` Events on the workloads where a finding starts
-//! (what `Enforce` ends for a leak starts its finding in the same cycle), a `Normal
+//! (what `Enforce` ends for a leak starts its finding in the same cycle; the note says what the
+//! leak's sessions last ran, fingerprinted), a `Normal
 //! SessionsTerminated` Event on each workload whose sessions were ended, for a leak or for plain
 //! idleness, so that its owners see what was ended, and one on the policy when it acted. Each
 //! write is made only while this replica may still act (its lease held, the renew deadline not
@@ -80,11 +81,14 @@ async fn raise_events<C: Connector>(ctx: &Context<C>, policy: &PoolPolicy, cycle
         else {
             continue;
         };
+        // The statements before the cause: the note is cut at 1 kB, and they are what the
+        // owners look for.
+        let statements = f.statements_said();
         let event = Event {
             type_: EventType::Warning,
             reason: "ConnectionLeak".into(),
             note: Some(truncate(&format!(
-                "{}: {}. Likely cause: {} (policy {policy_name})",
+                "{}: {}{statements}. Likely cause: {} (policy {policy_name})",
                 f.kind.as_str(),
                 f.summary,
                 f.cause,

@@ -13,6 +13,7 @@ use crate::api::{
 };
 use crate::cycle::Cycle;
 use crate::database::DatabaseError;
+use crate::database::fingerprint::{SHORT_FINGERPRINT_CHARS, short};
 use crate::decide::{EvictionOutcome, HeldBecause, Subject};
 
 /// Condition types.
@@ -322,6 +323,10 @@ fn fill_observations(status: &mut PoolPolicyStatus, cycle: &Cycle, terminations_
                 findings: Vec::new(),
                 sessions,
                 detail: format!("{}: {}", f.kind.as_str(), f.summary),
+                last_statement: f
+                    .last_statements
+                    .first()
+                    .map(|g| short(&g.fingerprint, SHORT_FINGERPRINT_CHARS)),
             });
         entry.findings.push(f.kind.as_str().to_owned());
     }

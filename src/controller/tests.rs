@@ -221,6 +221,7 @@ fn idle(pid: i64, addr: [u8; 4], idle_secs: i64) -> Session {
         backend_xmin: None,
         xmin_age: None,
         blocked_by: Vec::new(),
+        last_statement: None,
     }
 }
 
@@ -246,6 +247,7 @@ fn snapshot(sessions: Vec<Session>) -> Snapshot {
         sessions_opened_total: Some(1000),
         churn: None,
         application_names_known: true,
+        last_statements: crate::database::LastStatements::Read,
     }
 }
 

@@ -73,4 +73,11 @@ impl Engine for AnyEngine {
             Self::MySql(my) => my.is_connected(),
         }
     }
+
+    fn read_statements(&mut self, read: bool) {
+        match self {
+            Self::Postgres(pg) => pg.read_statements(read),
+            Self::MySql(my) => my.read_statements(read),
+        }
+    }
 }

@@ -11,6 +11,7 @@
 
 mod any;
 mod error;
+pub mod fingerprint;
 mod model;
 pub mod mysql;
 pub mod pgbouncer;
@@ -19,9 +20,10 @@ mod verdict;
 
 pub use any::AnyEngine;
 pub use error::{DatabaseError, server_full_advice};
+pub use fingerprint::Statement;
 pub use model::{
-    CLIENT_BACKEND, ChurnSample, Flavour, MonitorRole, Protection, ServerFacts, Session,
-    SessionIdentity, SessionState, Snapshot, elapsed,
+    CLIENT_BACKEND, ChurnSample, Flavour, LastStatements, MonitorRole, Protection, ServerFacts,
+    Session, SessionIdentity, SessionState, Snapshot, elapsed,
 };
 pub use verdict::Verdict;
 
@@ -57,4 +59,9 @@ pub trait Engine {
     fn is_connected(&self) -> bool {
         true
     }
+
+    /// Whether the next observations read what each session last ran (on by default). Off, the
+    /// engine does not even ask the server for the statements' text. Set before each
+    /// observation by the cycle, from its policy: policies sharing an engine may differ.
+    fn read_statements(&mut self, _read: bool) {}
 }

@@ -10,6 +10,8 @@ use std::time::Duration;
 use jiff::Timestamp;
 use serde::Serialize;
 
+use super::fingerprint::Statement;
+
 /// One look at the server: its sessions and the facts needed to judge them.
 #[derive(Clone, Debug, Serialize)]
 pub struct Snapshot {
@@ -33,6 +35,21 @@ pub struct Snapshot {
     /// through `performance_schema`'s connection attributes (`program_name`). Without them another
     /// poolwarden cannot be told by its name, so the monitoring user's sessions are spared instead.
     pub application_names_known: bool,
+    /// Whether the sessions carry their last statements ([`Session::last_statement`]).
+    pub last_statements: LastStatements,
+}
+
+/// Whether a snapshot's sessions carry what they last ran.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub enum LastStatements {
+    /// Read and fingerprinted (a session that ran nothing yet has none).
+    Read,
+    /// Not asked for: the policy turned them off (`leakDetection.lastStatements: Off`).
+    #[default]
+    NotRead,
+    /// Asked for, but the server does not show them: why, and what to do.
+    Unavailable(String),
 }
 
 /// Several quick looks at new backends within one observation, so that sessions living a few
@@ -244,6 +261,10 @@ pub struct Session {
     /// of sessions waiting on a lock, since it is not free); empty otherwise.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub blocked_by: Vec<i64>,
+    /// What it last ran (or runs now), fingerprinted as the row was read: the statement's text
+    /// itself is never kept. `None` when not read, not shown, or nothing was run yet.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub last_statement: Option<Statement>,
 }
 
 pub const CLIENT_BACKEND: &str = "client backend";

@@ -9,12 +9,13 @@ use serde::Serialize;
 
 use super::attribution::Source;
 use super::cluster::{ClusterView, WorkloadRef};
-use super::findings::Subject;
+use super::findings::{Subject, statements};
 use super::memory::Finding;
+use crate::database::fingerprint::SHORT_FINGERPRINT_CHARS;
 
 /// The finding kinds, comma separated, e.g. `IdleAccumulation,PoolSaturation`.
 pub const LEAK: &str = "poolwarden.io/leak";
-/// One human line: counts, oldest age, likely cause.
+/// One human line: counts, oldest age, the statement its sessions last ran, likely cause.
 pub const LEAK_DETAIL: &str = "poolwarden.io/leak-detail";
 /// `namespace/name` of the policy that wrote the annotations.
 pub const POLICY: &str = "poolwarden.io/policy";
@@ -66,15 +67,7 @@ pub fn plan(findings: &[Finding], cluster: &ClusterView, annotate: bool) -> Vec<
             let first = confirmed[0];
             BTreeMap::from([
                 (LEAK, kinds.into_iter().collect::<Vec<_>>().join(",")),
-                (
-                    LEAK_DETAIL,
-                    format!(
-                        "{}: {}; likely cause: {}",
-                        first.kind.as_str(),
-                        first.summary,
-                        first.cause
-                    ),
-                ),
+                (LEAK_DETAIL, detail(first)),
                 (POLICY, policy.to_owned()),
             ])
         };
@@ -99,4 +92,19 @@ pub fn plan(findings: &[Finding], cluster: &ClusterView, annotate: bool) -> Vec<
         }
     }
     changes
+}
+
+/// `IdleInTransaction: 25 sessions …; last statement `SELECT … = ?`; likely cause: …`. The
+/// statement is the most common one, without its count: the line changes when the leak does,
+/// not when a count moves.
+fn detail(finding: &Finding) -> String {
+    let statement = statements::said(&finding.last_statements, false, SHORT_FINGERPRINT_CHARS)
+        .map(|s| format!("; {s}"))
+        .unwrap_or_default();
+    format!(
+        "{}: {}{statement}; likely cause: {}",
+        finding.kind.as_str(),
+        finding.summary,
+        finding.cause
+    )
 }

@@ -26,10 +26,13 @@ use jiff::Timestamp;
 use serde::Serialize;
 
 use super::attribution::Source;
-use super::findings::{ChurnTally, FindingKind, PoolerClientRef, Sighting, Subject};
+use super::findings::{
+    ChurnTally, FindingKind, PoolerClientRef, Sighting, StatementGroup, Subject, statements,
+};
 use super::learned::LearnedPools;
 use super::remediation::Evictions;
 use crate::database::elapsed;
+use crate::database::fingerprint::SHORT_FINGERPRINT_CHARS;
 
 /// Pods (or client addresses) of each source, with when each was last seen.
 pub type SeenSources = BTreeMap<Source, BTreeMap<String, Timestamp>>;
@@ -119,6 +122,20 @@ pub struct Finding {
     /// Sessions `Enforce` ends for it in this cycle (the finding is confirmed at once).
     #[serde(skip_serializing_if = "is_zero")]
     pub ended: u32,
+    /// What its sessions last ran, fingerprinted and grouped, most common first (none with
+    /// `leakDetection.lastStatements: Off`, or where the server does not show them).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub last_statements: Vec<StatementGroup>,
+}
+
+impl Finding {
+    /// `; last statements `…` (20), `…` (5)`, or nothing without them: what the one-line places
+    /// (`run`'s lines, the `ConnectionLeak` Event) add after the summary.
+    pub fn statements_said(&self) -> String {
+        statements::said(&self.last_statements, true, SHORT_FINGERPRINT_CHARS)
+            .map(|s| format!("; {s}"))
+            .unwrap_or_default()
+    }
 }
 
 fn is_zero(n: &u32) -> bool {
@@ -149,6 +166,7 @@ impl Finding {
             present,
             started,
             ended: if present { sighting.ended } else { 0 },
+            last_statements: sighting.last_statements,
         }
     }
 }

@@ -31,7 +31,7 @@ pub use capacity::Capacity;
 pub use cluster::{ClusterView, DepartedPod, PodInfo, WorkloadInfo, WorkloadRef};
 pub use findings::{
     Booking, CHECKED_OUT_NOTE, FindingKind, POOLER_CLIENTS_NOTE, PoolFrom, PoolerClientRef,
-    Sighting, Subject,
+    Sighting, StatementGroup, Subject,
 };
 pub use groups::{Group, StateCounts};
 pub use learned::{LearnedPool, LearnedPools};
@@ -49,7 +49,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use serde::Serialize;
 
 use crate::api::Mode;
-use crate::database::{Protection, Snapshot};
+use crate::database::{LastStatements, Protection, Snapshot};
 use groups::Governed;
 
 /// Everything a decision depends on.
@@ -234,7 +234,14 @@ pub fn decide(inputs: Inputs<'_>) -> Decision {
     if rules.mode == Mode::Enforce {
         findings::merge_ended(&mut sightings, findings::ended(&verdicts.selected, rules));
     }
-    let (findings, tracked) = memory.advance(sightings, now, rules.window);
+    findings::statements::attach(&mut sightings, snapshot, rules);
+    let (mut findings, tracked) = memory.advance(sightings, now, rules.window);
+    if !rules.last_statements {
+        // A finding still clearing may have been seen while they were on.
+        for f in &mut findings {
+            f.last_statements.clear();
+        }
+    }
     let annotations = annotations::plan(&findings, cluster, rules.annotate);
     // What this cycle ends (or, in DryRun, would end) of pinned pools, and whom to evict.
     let working: BTreeSet<&str> = governed
@@ -273,7 +280,7 @@ pub fn decide(inputs: Inputs<'_>) -> Decision {
         terminate,
         dry_run,
         deferred: verdicts.deferred,
-        warnings: warnings(snapshot, &verdicts.protected, &pooler_reports),
+        warnings: warnings(snapshot, rules, &verdicts.protected, &pooler_reports),
         protected: verdicts.protected,
         groups,
         in_scope,
@@ -342,7 +349,12 @@ fn pooler_clients<'a>(
         .collect()
 }
 
-fn warnings(snapshot: &Snapshot, protected: &[Protected], poolers: &[PoolerReport]) -> Vec<String> {
+fn warnings(
+    snapshot: &Snapshot,
+    rules: &Rules,
+    protected: &[Protected],
+    poolers: &[PoolerReport],
+) -> Vec<String> {
     let mut warnings = Vec::new();
     for p in poolers {
         if let Some(e) = &p.error {
@@ -384,6 +396,14 @@ fn warnings(snapshot: &Snapshot, protected: &[Protected], poolers: &[PoolerRepor
                 monitor.name, monitor.name
             )
         });
+    }
+    if let LastStatements::Unavailable(why) = &snapshot.last_statements
+        && rules.last_statements
+    {
+        warnings.push(format!(
+            "{why}; findings cannot say what their sessions last ran \
+             (leakDetection.lastStatements: \"Off\" silences this)"
+        ));
     }
     if !snapshot.application_names_known {
         warnings.push(format!(

@@ -443,6 +443,7 @@ mod tests {
             backend_xmin: None,
             xmin_age: None,
             blocked_by: Vec::new(),
+            last_statement: None,
         }
     }
 

@@ -6,7 +6,7 @@
 
 use std::time::Duration;
 
-use crate::api::{Mode, PoolPolicySpec, Remediation, bounds};
+use crate::api::{LastStatementsMode, Mode, PoolPolicySpec, Remediation, bounds};
 
 use super::scope::CompiledScope;
 
@@ -25,6 +25,8 @@ pub struct Rules {
     pub detect: Detection,
     pub annotate: bool,
     pub remediation: Remediation,
+    /// Read and show what sessions last ran (`leakDetection.lastStatements: Fingerprint`).
+    pub last_statements: bool,
 }
 
 /// The ages and rates that make a finding: detection, apart from what `Enforce` ends.
@@ -131,6 +133,7 @@ impl Rules {
                 },
                 annotate: spec.workloads.annotate,
                 remediation: spec.remediation.clone(),
+                last_statements: detection.last_statements == LastStatementsMode::Fingerprint,
             }),
             _ => Err(InvalidSpec(problems)),
         }

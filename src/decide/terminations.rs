@@ -11,8 +11,9 @@ use std::time::Duration;
 use serde::Serialize;
 
 use super::attribution::{Attribution, Source, Via};
+use super::findings::statements;
 use super::rules::Rules;
-use crate::database::{Protection, Session, SessionIdentity, SessionState, Snapshot};
+use crate::database::{Protection, Session, SessionIdentity, SessionState, Snapshot, Statement};
 
 /// Why a session is ended.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
@@ -58,6 +59,9 @@ pub struct Termination {
     /// Idle inside a transaction: the application's pool counts it as checked out, and will
     /// until the process restarts, even once the session is gone.
     pub checked_out: bool,
+    /// What it last ran, fingerprinted (none with `leakDetection.lastStatements: Off`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub last_statement: Option<Statement>,
 }
 
 /// A condemned session poolwarden may not end, and what to do about it.
@@ -70,6 +74,9 @@ pub struct Protected {
     pub protection: Protection,
     #[serde(rename = "inStateForSeconds", serialize_with = "crate::api::seconds")]
     pub in_state_for: Duration,
+    /// What it last ran, fingerprinted (none with `leakDetection.lastStatements: Off`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub last_statement: Option<Statement>,
 }
 
 /// The outcome of judging every governed session.
@@ -144,6 +151,7 @@ pub fn select(
                 reason,
                 protection,
                 in_state_for,
+                last_statement: statements::of(session, rules).cloned(),
             });
             continue;
         }
@@ -163,6 +171,7 @@ pub fn select(
             in_state_for,
             blocks: blocks.get(&session.pid).copied().unwrap_or(0),
             checked_out: session.state.is_idle_in_transaction(),
+            last_statement: statements::of(session, rules).cloned(),
         });
     }
     allowed.sort_by(|a, b| {

@@ -15,6 +15,8 @@ use super::*;
 mod capacity;
 use crate::api::PoolPolicySpec;
 use crate::database::pgbouncer::{ClientRow, ConsoleSnapshot, PoolRow, ServerRow};
+mod statements;
+
 use crate::database::{
     CLIENT_BACKEND, ChurnSample, MonitorRole, ServerFacts, Session, SessionIdentity, SessionState,
 };
@@ -95,6 +97,7 @@ fn session(pid: i64) -> SessionBuilder {
             backend_xmin: None,
             xmin_age: None,
             blocked_by: Vec::new(),
+            last_statement: None,
         },
         state_change: When::Ago(0),
         backend_start: None,
@@ -290,6 +293,7 @@ impl SnapshotBuilder {
             sessions_opened_total: self.sessions_opened_total,
             churn: self.churn.clone(),
             application_names_known: true,
+            last_statements: crate::database::LastStatements::Read,
         }
     }
 }

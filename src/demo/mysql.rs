@@ -44,11 +44,13 @@ struct Group {
 pub async fn run(out: &mut (impl Write + Send)) -> Result<(), DemoError> {
     writeln!(
         out,
-        "Starting a throwaway MariaDB (max_connections 60, performance_schema on)..."
+        "Starting a throwaway MariaDB (max_connections 60, performance_schema on, recording each \
+         thread's last statement)..."
     )?;
     let db = MariaDb::start(MariaDbOptions {
         max_connections: 60,
         performance_schema: true,
+        statements_consumer: true,
         ..MariaDbOptions::default()
     })
     .await?;

@@ -85,6 +85,12 @@ pub struct AuditRecord {
     pub transaction_age: Option<std::time::Duration>,
     /// Why it was not ended (for `changed` and `failed`).
     pub detail: Option<String>,
+    /// What it last ran, every literal removed (none with `leakDetection.lastStatements: Off`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub last_statement: Option<String>,
+    /// PostgreSQL's `query_id` of that statement, where `compute_query_id` is on.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub query_id: Option<i64>,
 }
 
 /// The records of one cycle: one per session the decision condemned in `Enforce`, and one per
@@ -121,6 +127,8 @@ pub fn records(policy: &str, cycle: &Cycle, at: Timestamp) -> Vec<AuditRecord> {
                 idle: t.in_state_for,
                 transaction_age,
                 detail,
+                last_statement: t.last_statement.as_ref().map(|s| s.fingerprint.clone()),
+                query_id: t.last_statement.as_ref().and_then(|s| s.query_id),
             }
         };
     let mut out: Vec<AuditRecord> = outcome
@@ -187,6 +195,8 @@ pub fn records(policy: &str, cycle: &Cycle, at: Timestamp) -> Vec<AuditRecord> {
             idle: p.in_state_for,
             transaction_age: transaction_age(Some(session)),
             detail: Some(p.protection.advice().to_owned()),
+            last_statement: p.last_statement.as_ref().map(|s| s.fingerprint.clone()),
+            query_id: p.last_statement.as_ref().and_then(|s| s.query_id),
         });
     }
     out
@@ -237,6 +247,8 @@ pub fn log(records: &[AuditRecord]) {
                     idle_seconds = r.idle.as_secs_f64(),
                     transaction_age_seconds = r.transaction_age.map(|d| d.as_secs_f64()),
                     detail = r.detail.as_deref(),
+                    last_statement = r.last_statement.as_deref(),
+                    query_id = r.query_id,
                     $message
                 )
             };
@@ -353,6 +365,7 @@ mod tests {
             backend_xmin: None,
             xmin_age: None,
             blocked_by: Vec::new(),
+            last_statement: None,
         }
     }
 
@@ -378,6 +391,7 @@ mod tests {
             in_state_for: Duration::from_secs(60),
             blocks: 0,
             checked_out: true,
+            last_statement: None,
         }
     }
 
@@ -393,6 +407,7 @@ mod tests {
                 sessions_opened_total: None,
                 churn: None,
                 application_names_known: true,
+                last_statements: crate::database::LastStatements::Read,
             },
             decision: Decision {
                 observed_at: at(100),
@@ -428,6 +443,7 @@ mod tests {
             reason: Reason::IdleTimeout,
             protection: Protection::MissingSignalPrivilege,
             in_state_for: Duration::from_secs(60),
+            last_statement: None,
         }
     }
 

@@ -6,7 +6,7 @@ use std::fmt::Write;
 use super::table::Table;
 use crate::api::{Mode, count, human};
 use crate::cycle::Cycle;
-use crate::decide::{Decision, Exclusion, Source, Termination};
+use crate::decide::{Decision, Exclusion, Source, StatementGroup, Termination};
 
 /// The full report, as `poolwarden check` prints it.
 pub fn render(target: &str, cycle: &Cycle) -> String {
@@ -224,6 +224,7 @@ fn findings(out: &mut String, d: &Decision) {
             );
         }
         let _ = writeln!(out, "            {}", f.evidence);
+        last_statements(out, &f.last_statements);
         if !f.pids.is_empty() {
             let pids: Vec<String> = f.pids.iter().map(i64::to_string).collect();
             let more = (f.sessions as usize)
@@ -245,6 +246,29 @@ fn findings(out: &mut String, d: &Decision) {
         let _ = writeln!(out, "            likely cause: {}", f.cause);
     }
     out.push('\n');
+}
+
+/// `last statement: `SELECT … = ?` (25 sessions, query_id 123)`, one statement a line.
+fn last_statements(out: &mut String, groups: &[StatementGroup]) {
+    let label = if groups.len() == 1 {
+        "last statement:"
+    } else {
+        "last statements:"
+    };
+    let under_label = " ".repeat(label.len());
+    for (i, g) in groups.iter().enumerate() {
+        let query_id = g
+            .query_id
+            .map(|id| format!(", query_id {id}"))
+            .unwrap_or_default();
+        let _ = writeln!(
+            out,
+            "            {} `{}` ({}{query_id})",
+            if i == 0 { label } else { &under_label },
+            g.fingerprint,
+            count(g.sessions as usize, "session")
+        );
+    }
 }
 
 /// A finding's standing: a leak (confirmed), a suspected one, or one clearing.

@@ -16,8 +16,7 @@ use crate::cycle::{self, Cycle};
 use crate::database::pgbouncer::{PoolerConsole, PoolerError};
 use crate::database::postgres::ConnectOptions;
 use crate::database::{AnyEngine, DatabaseError};
-use crate::decide::Termination;
-use crate::decide::{ClusterView, Memory, Rules};
+use crate::decide::{ClusterView, Memory, Rules, Termination};
 use crate::report;
 use crate::report::audit::{AuditLogError, AuditTrail};
 use crate::signals;
@@ -356,10 +355,11 @@ fn report_cycle(target: &str, cycle: &Cycle, output: Output, out: &mut impl Writ
         }
     }
     for f in &cycle.decision.findings {
+        let statements = f.statements_said();
         if f.started {
             let _ = writeln!(
                 out,
-                "  leak confirmed: {} on {}: {}",
+                "  leak confirmed: {} on {}: {}{statements}",
                 f.kind.as_str(),
                 f.subject,
                 f.evidence
@@ -367,7 +367,7 @@ fn report_cycle(target: &str, cycle: &Cycle, output: Output, out: &mut impl Writ
         } else if let Some(wait) = f.confirms_in {
             let _ = writeln!(
                 out,
-                "  suspected (confirmed in {} if it holds): {} on {}: {}",
+                "  suspected (confirmed in {} if it holds): {} on {}: {}{statements}",
                 human(wait),
                 f.kind.as_str(),
                 f.subject,

@@ -18,6 +18,7 @@
 mod connect;
 mod snapshot;
 mod sql;
+mod statements;
 mod terminate;
 mod tls;
 
@@ -47,6 +48,8 @@ pub struct MySql {
     last_count: Option<(Timestamp, i64)>,
     observed_once: bool,
     looks: ChurnLooks,
+    /// Whether the next observation reads what each thread last ran.
+    read_statements: bool,
 }
 
 struct Connection {
@@ -68,6 +71,7 @@ impl MySql {
             last_count: None,
             observed_once: false,
             looks: ChurnLooks::default(),
+            read_statements: true,
         }
     }
 
@@ -150,8 +154,9 @@ async fn observe_and_sample(
     previous: Option<(Timestamp, i64)>,
     first: bool,
     looks: ChurnLooks,
+    read_statements: bool,
 ) -> Result<Snapshot, DatabaseError> {
-    let mut snapshot = snapshot::take(&mut c.conn, &c.queries, memory).await?;
+    let mut snapshot = snapshot::take(&mut c.conn, &c.queries, memory, read_statements).await?;
     if churn_sample_due(previous, &snapshot, first) {
         snapshot.churn =
             Some(snapshot::sample_churn(&mut c.conn, &c.queries, &snapshot, looks).await?);
@@ -169,11 +174,19 @@ impl Engine for MySql {
                     last_count,
                     observed_once,
                     looks,
+                    read_statements,
                     ..
                 } = self;
                 let c = connection.as_mut().expect("connected above");
-                let snapshot =
-                    observe_and_sample(c, memory, *last_count, !*observed_once, *looks).await;
+                let snapshot = observe_and_sample(
+                    c,
+                    memory,
+                    *last_count,
+                    !*observed_once,
+                    *looks,
+                    *read_statements,
+                )
+                .await;
                 if let Ok(s) = &snapshot {
                     c.own_id = s.own_pid;
                     c.may_kill_others = s.monitor.can_signal_backends;
@@ -241,5 +254,9 @@ impl Engine for MySql {
     /// its next use, which drops it here).
     fn is_connected(&self) -> bool {
         self.connection.is_some()
+    }
+
+    fn read_statements(&mut self, read: bool) {
+        self.read_statements = read;
     }
 }

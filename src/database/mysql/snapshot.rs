@@ -3,6 +3,8 @@
 //!
 //! The facts come *after* the threads, so the snapshot's clock (`NOW(6)` of a later statement)
 //! is never earlier than the moments the thread rows carry: ages can only come out short.
+//! When asked for, what each thread last ran comes last, in the same round trip
+//! ([`super::statements`]).
 
 use std::collections::{HashMap, HashSet};
 use std::net::IpAddr;
@@ -14,10 +16,11 @@ use mysql_async::{Conn, Row};
 
 use super::connect::{PROGRAM_NAME, classify_query_error};
 use super::sql::{Queries, col};
+use super::statements::{self, StatementRow};
 use crate::database::postgres::ChurnLooks;
 use crate::database::{
-    CLIENT_BACKEND, ChurnSample, DatabaseError, MonitorRole, ServerFacts, Session, SessionState,
-    Snapshot,
+    CLIENT_BACKEND, ChurnSample, DatabaseError, Flavour, LastStatements, MonitorRole, ServerFacts,
+    Session, SessionState, Snapshot, Statement,
 };
 
 /// What the engine remembers between looks.
@@ -150,14 +153,22 @@ fn micros(us: i64) -> Result<Timestamp, DatabaseError> {
     Timestamp::from_microsecond(us).map_err(|e| DatabaseError::Query(e.to_string()))
 }
 
-/// Reads the snapshot over `conn`.
+/// Reads the snapshot over `conn`, with each thread's last statement when `read_statements`
+/// and the server shows them.
 pub async fn take(
     conn: &mut Conn,
     queries: &Queries,
     memory: &mut Memory,
+    read_statements: bool,
 ) -> Result<Snapshot, DatabaseError> {
+    let with_statements = read_statements && queries.statements.is_ok();
+    let sql = if with_statements {
+        &queries.snapshot_with_statements
+    } else {
+        &queries.snapshot
+    };
     let mut result = conn
-        .query_iter(queries.snapshot.as_str())
+        .query_iter(sql.as_str())
         .await
         .map_err(classify_query_error)?;
     let threads: Vec<Row> = result.collect().await.map_err(classify_query_error)?;
@@ -166,10 +177,23 @@ pub async fn take(
     let facts: Vec<Row> = result.collect().await.map_err(classify_query_error)?;
     let status: Vec<(String, String)> = result.collect().await.map_err(classify_query_error)?;
     let grants: Vec<String> = result.collect().await.map_err(classify_query_error)?;
-    let system_users: Vec<String> = if result.is_empty() {
-        Vec::new()
-    } else {
+    let system_users: Vec<String> = if queries.flavour == Flavour::MySql {
         result.collect().await.map_err(classify_query_error)?
+    } else {
+        Vec::new()
+    };
+    let (last_statement, last_statements) = if with_statements {
+        let consumers: Vec<String> = result.collect().await.map_err(classify_query_error)?;
+        let variables: Vec<(String, String)> =
+            result.collect().await.map_err(classify_query_error)?;
+        let rows: Vec<StatementRow> = result.collect().await.map_err(classify_query_error)?;
+        statements::last_statements(queries.flavour, &consumers, &variables, rows)
+    } else {
+        let why = match &queries.statements {
+            Err(why) if read_statements => LastStatements::Unavailable(why.clone()),
+            _ => LastStatements::NotRead,
+        };
+        (HashMap::new(), why)
     };
     result.drop_result().await.map_err(classify_query_error)?;
 
@@ -229,6 +253,7 @@ pub async fn take(
             seen.min(thread.state_change),
             protected.contains(&thread.user),
             queries,
+            last_statement.get(&thread.id).cloned(),
         ));
     }
     memory.first_seen = first_seen;
@@ -261,6 +286,7 @@ pub async fn take(
         sessions_opened_total: counter("Connections"),
         churn: None,
         application_names_known: queries.attributes,
+        last_statements,
     })
 }
 
@@ -269,6 +295,7 @@ fn session(
     backend_start: Timestamp,
     protected: bool,
     queries: &Queries,
+    last_statement: Option<Statement>,
 ) -> Session {
     Session {
         pid: thread.id,
@@ -290,6 +317,7 @@ fn session(
         backend_xmin: None,
         xmin_age: None,
         blocked_by: Vec::new(),
+        last_statement,
     }
 }
 
@@ -329,7 +357,9 @@ pub async fn sample_churn(
             present_at_last.insert(thread.id);
             seen.entry(thread.id).or_insert_with(|| {
                 let start = thread.state_change.min(thread.now);
-                session(&thread, start, false, queries)
+                // The quick looks read no statements: the churn finding names who opens the
+                // sessions, and reading every new thread's statement at each look costs more.
+                session(&thread, start, false, queries, None)
             });
         }
         if began.elapsed() >= looks.budget {

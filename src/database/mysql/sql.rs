@@ -12,6 +12,12 @@
 //! `INNODB_TRX` is a copy InnoDB refreshes at most every 0.1 s and is not consistent with the
 //! thread list even within one statement; a thread idle for longer than that has not touched its
 //! transaction since, so for the threads poolwarden may end the two agree.
+//!
+//! What each thread last ran comes from `performance_schema.events_statements_current`, joined to
+//! the thread list by `threads.PROCESSLIST_ID`: for a thread at rest it holds the last statement
+//! it ran. Read only when asked for, and only where `performance_schema` is on and readable; the
+//! look also reads the consumers that fill the table (`setup_consumers`), which can be turned
+//! off at any time, and the statements are used only while they are all on.
 
 use std::time::Duration;
 
@@ -39,7 +45,26 @@ pub struct Queries {
     /// How finely the server measures the time in a state (`TIME_MS`: 1 ms; `TIME`: 1 s).
     pub resolution: Duration,
     pub flavour: Flavour,
+    /// Whether the threads' last statements can be read, and if not, why.
+    pub statements: Result<(), String>,
+    /// [`Queries::snapshot`], followed by the statements' consumers, the settings that say how
+    /// to read their text, and the statements themselves ([`STATEMENTS`]).
+    pub snapshot_with_statements: String,
 }
+
+/// The consumers that must be on for `events_statements_current` to be filled.
+pub const STATEMENT_CONSUMERS: [&str; 3] = [
+    "global_instrumentation",
+    "thread_instrumentation",
+    "events_statements_current",
+];
+
+/// The last statement of each thread, outer statements before the ones a stored program runs:
+/// (processlist id, event id, text). The text is read as bytes: a statement need not be UTF-8.
+pub const STATEMENTS: &str = "SELECT t.PROCESSLIST_ID, s.EVENT_ID, s.SQL_TEXT \
+     FROM performance_schema.threads t \
+     JOIN performance_schema.events_statements_current s ON s.THREAD_ID = t.THREAD_ID \
+     WHERE t.PROCESSLIST_ID IS NOT NULL AND s.SQL_TEXT IS NOT NULL";
 
 /// The open InnoDB transactions of the snapshot: (thread id, start in seconds since the epoch).
 pub const TRANSACTIONS: &str = "SELECT trx_mysql_thread_id, UNIX_TIMESTAMP(trx_started) \
@@ -76,6 +101,28 @@ impl Queries {
             .map_err(classify_query_error)?;
         let ps_on = ps_on == Some(1);
         let attributes = ps_on && readable(conn, "performance_schema.session_connect_attrs").await;
+        let statements = if !ps_on {
+            Err(format!(
+                "{} does not show what its threads last ran: performance_schema is off (start the \
+                 server with performance_schema=ON{})",
+                flavour.name(),
+                if flavour == Flavour::MariaDb {
+                    "; MariaDB's default is OFF"
+                } else {
+                    ""
+                }
+            ))
+        } else if !readable(conn, "performance_schema.events_statements_current").await
+            || !readable(conn, "performance_schema.setup_consumers").await
+        {
+            Err(
+                "the monitoring user may not read what threads last ran: GRANT SELECT ON \
+                 performance_schema.* TO it"
+                    .to_owned(),
+            )
+        } else {
+            Ok(())
+        };
         let threads_readable = ps_on && readable(conn, "performance_schema.threads").await;
         // Without PROCESS, INNODB_TRX is refused and PROCESSLIST shows the user's own threads:
         // the look goes on without transactions, and the decision says what to grant. (Asked
@@ -102,6 +149,7 @@ impl Queries {
             performance_schema,
             attributes,
             transactions,
+            statements,
         ))
     }
 
@@ -110,6 +158,7 @@ impl Queries {
         performance_schema: bool,
         attributes: bool,
         transactions: bool,
+        statements: Result<(), String>,
     ) -> Self {
         let (time_us, resolution) = match (performance_schema, flavour) {
             (false, Flavour::MariaDb) => ("p.TIME_MS * 1000", Duration::from_millis(1)),
@@ -191,6 +240,13 @@ impl Queries {
         }
         let verify = format!("{threads} WHERE {id} = {{id}}");
         let newer = format!("{threads} WHERE {id} > {{id}}");
+        let consumers = STATEMENT_CONSUMERS.map(|c| format!("'{c}'")).join(", ");
+        let snapshot_with_statements = format!(
+            "{snapshot}; SELECT NAME FROM performance_schema.setup_consumers \
+             WHERE ENABLED = 'YES' AND NAME IN ({consumers}); \
+             SHOW GLOBAL VARIABLES WHERE Variable_name IN \
+             ('sql_mode', 'performance_schema_max_sql_text_length'); {STATEMENTS}"
+        );
         Self {
             snapshot,
             verify,
@@ -199,6 +255,8 @@ impl Queries {
             performance_schema,
             resolution,
             flavour,
+            statements,
+            snapshot_with_statements,
         }
     }
 
@@ -236,7 +294,7 @@ mod tests {
     #[test]
     fn the_whole_list_reads_transactions_apart_and_one_thread_joins_them() {
         for (flavour, performance_schema) in [(Flavour::MariaDb, false), (Flavour::MySql, true)] {
-            let q = Queries::build(flavour, performance_schema, false, true);
+            let q = Queries::build(flavour, performance_schema, false, true, Ok(()));
             let statements: Vec<&str> = q.snapshot.split("; ").collect();
             assert!(!statements[0].contains("INNODB_TRX"), "{}", statements[0]);
             assert_eq!(statements[1], TRANSACTIONS);
@@ -251,7 +309,7 @@ mod tests {
 
     #[test]
     fn without_innodb_trx_the_look_goes_on_without_transactions() {
-        let q = Queries::build(Flavour::MariaDb, false, false, false);
+        let q = Queries::build(Flavour::MariaDb, false, false, false, Ok(()));
         assert!(!q.snapshot.contains("INNODB_TRX"), "{}", q.snapshot);
         assert_eq!(q.snapshot.split("; ").nth(1), Some(NO_TRANSACTIONS));
         assert!(!q.verify(7).contains("INNODB_TRX"), "{}", q.verify(7));
@@ -260,15 +318,15 @@ mod tests {
 
     #[test]
     fn mariadb_reads_milliseconds_and_mysql_seconds() {
-        let maria = Queries::build(Flavour::MariaDb, false, false, true);
+        let maria = Queries::build(Flavour::MariaDb, false, false, true, Ok(()));
         assert!(maria.snapshot.contains("p.TIME_MS * 1000"));
         assert!(!maria.snapshot.contains("SYSTEM_USER"));
         assert_eq!(maria.resolution, Duration::from_millis(1));
-        let mysql = Queries::build(Flavour::MySql, false, true, true);
+        let mysql = Queries::build(Flavour::MySql, false, true, true, Ok(()));
         assert!(!mysql.snapshot.contains("TIME_MS"));
         assert!(mysql.snapshot.contains("session_connect_attrs"));
         assert!(mysql.snapshot.contains("SYSTEM_USER"));
-        let ps = Queries::build(Flavour::MySql, true, true, true);
+        let ps = Queries::build(Flavour::MySql, true, true, true, Ok(()));
         assert!(ps.snapshot.contains("performance_schema.threads"));
         assert_eq!(ps.bare(), "SELECT * FROM performance_schema.threads");
         assert!(ps.verify(42).ends_with("WHERE p.ID = 42"));

@@ -18,7 +18,7 @@ mod tls;
 pub(crate) use connect::error_detail;
 pub(crate) use connect::percent_decode;
 pub use connect::{APPLICATION_NAME, ConnectOptions, Target};
-pub use snapshot::{BARE_QUERY, ChurnLooks};
+pub use snapshot::{BARE_QUERY, ChurnLooks, Reading};
 pub use tls::SslMode;
 
 use tokio_postgres::Client;
@@ -60,6 +60,8 @@ pub struct Postgres {
     /// `(observed_at, sessions opened)` of the previous observation: whether to sample churn.
     last_count: Option<(Timestamp, i64)>,
     looks: ChurnLooks,
+    /// What the next observation reads of each session's statement.
+    reading: Reading,
 }
 
 impl Postgres {
@@ -71,6 +73,10 @@ impl Postgres {
             version_num: None,
             last_count: None,
             looks: ChurnLooks::default(),
+            reading: Reading {
+                statements: true,
+                query_id: false,
+            },
         }
     }
 
@@ -103,6 +109,14 @@ impl Postgres {
                 other => other,
             })?;
             tracing::info!(target = self.target.display(), "monitoring connection open");
+            // `query_id` exists from PostgreSQL 14 on; asked once per connection, so that even
+            // the first look reads it.
+            let version: i32 = client
+                .query_typed_one("SELECT current_setting('server_version_num')::int", &[])
+                .await
+                .and_then(|row| row.try_get(0))
+                .map_err(connect::classify_query_error)?;
+            self.reading.query_id = version >= 140_000;
             self.client = Some(client);
         }
         self.client
@@ -120,9 +134,13 @@ impl Postgres {
     /// Observes and samples churn whatever the rate (for benchmarks: what a sampled cycle costs).
     pub async fn observe_with_churn_sample(&mut self) -> Result<Snapshot, DatabaseError> {
         let looks = self.looks;
+        // Connected first: the connection says whether `query_id` can be read.
+        self.client().await?;
+        let reading = self.reading;
         let client = self.client().await?;
-        let mut snapshot = snapshot::take(client).await?;
-        snapshot.churn = Some(snapshot::sample_churn(client, &snapshot, looks).await?);
+        let (mut snapshot, statements) = snapshot::take(client, reading).await?;
+        snapshot.churn =
+            Some(snapshot::sample_churn(client, &snapshot, looks, reading, &statements).await?);
         Ok(snapshot)
     }
 
@@ -143,10 +161,14 @@ impl Postgres {
         let looks = self.looks;
         let previous = self.last_count;
         let first = self.version_num.is_none();
+        // Connected first: the connection says whether `query_id` can be read.
+        self.client().await?;
+        let reading = self.reading;
         let client = self.client().await?;
-        let mut snapshot = snapshot::take(client).await?;
+        let (mut snapshot, statements) = snapshot::take(client, reading).await?;
         if churn_sample_due(previous, &snapshot, first) {
-            snapshot.churn = Some(snapshot::sample_churn(client, &snapshot, looks).await?);
+            snapshot.churn =
+                Some(snapshot::sample_churn(client, &snapshot, looks, reading, &statements).await?);
         }
         self.version_num = Some(snapshot.server.version_num);
         self.last_count = snapshot
@@ -181,5 +203,9 @@ impl Engine for Postgres {
 
     fn is_connected(&self) -> bool {
         self.client.as_ref().is_some_and(|c| !c.is_closed())
+    }
+
+    fn read_statements(&mut self, read: bool) {
+        self.reading.statements = read;
     }
 }

@@ -8,6 +8,12 @@
 //! `pg_blocking_pids` is called only for sessions waiting on a lock (`wait_event_type = 'Lock'`):
 //! it takes the lock manager's partition locks, so asking it of every backend would cost the
 //! server something on every cycle for nothing.
+//!
+//! What each client backend last ran (`query`, and `query_id` on 14+) is read only when asked
+//! for ([`Reading`]), and fingerprinted row by row as the rows are decoded
+//! ([`crate::database::fingerprint`]): the text itself never leaves this file. The server keeps
+//! the first `track_activity_query_size - 1` bytes of a statement; the facts say how many, so
+//! that a cut statement is marked as such.
 
 use std::collections::{HashMap, HashSet};
 use std::net::IpAddr;
@@ -18,8 +24,10 @@ use tokio_postgres::types::Type;
 use tokio_postgres::{Client, Row};
 
 use super::connect::classify_query_error;
+use crate::database::fingerprint::{self, Dialect};
 use crate::database::{
-    ChurnSample, DatabaseError, Flavour, MonitorRole, ServerFacts, Session, SessionState, Snapshot,
+    ChurnSample, DatabaseError, Flavour, LastStatements, MonitorRole, ServerFacts, Session,
+    SessionState, Snapshot, Statement,
 };
 
 /// Σ `pg_stat_database.sessions`: PostgreSQL 14+, NULL before (read through `to_jsonb` so that the
@@ -27,6 +35,32 @@ use crate::database::{
 const OPENED: &str = "CASE WHEN current_setting('server_version_num')::int >= 140000
             THEN (SELECT sum((to_jsonb(d) ->> 'sessions')::bigint) FROM pg_stat_database d)
        END::bigint";
+
+/// Which statement columns a look reads.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Reading {
+    /// `query`: what each client backend last ran (`leakDetection.lastStatements`).
+    pub statements: bool,
+    /// `query_id` too (PostgreSQL 14+; NULL unless `compute_query_id` is on).
+    pub query_id: bool,
+}
+
+/// What PostgreSQL shows in `query` for a backend the role may not inspect.
+const INSUFFICIENT_PRIVILEGE: &str = "<insufficient privilege>";
+
+fn statement_columns(reading: Reading) -> &'static str {
+    match (reading.statements, reading.query_id) {
+        (false, _) => "NULL::text AS query, NULL::bigint AS query_id",
+        (true, false) => {
+            "CASE WHEN a.backend_type = 'client backend' THEN a.query END AS query, \
+             NULL::bigint AS query_id"
+        }
+        (true, true) => {
+            "CASE WHEN a.backend_type = 'client backend' THEN a.query END AS query, \
+             CASE WHEN a.backend_type = 'client backend' THEN a.query_id END AS query_id"
+        }
+    }
+}
 
 const SESSION_COLUMNS: &str = "a.pid,
        coalesce(a.backend_type, '')      AS backend_type,
@@ -60,18 +94,21 @@ SELECT now()                                                        AS observed_
        r.rolsuper                                                   AS monitor_is_superuser,
        pg_has_role(current_user, 'pg_signal_backend', 'USAGE')      AS can_signal,
        pg_has_role(current_user, 'pg_read_all_stats', 'USAGE')      AS can_read_all_stats,
-       {OPENED}                                                     AS sessions_opened
+       {OPENED}                                                     AS sessions_opened,
+       current_setting('track_activity_query_size')                 AS query_size,
+       current_setting('standard_conforming_strings') = 'on'        AS standard_strings
 FROM pg_roles r
 WHERE r.rolname = current_user"
     )
 }
 
-fn sessions_query() -> String {
+fn sessions_query(reading: Reading) -> String {
     format!(
-        "SELECT {SESSION_COLUMNS}
+        "SELECT {SESSION_COLUMNS}, {}
 FROM pg_stat_activity a
 LEFT JOIN pg_roles r ON r.oid = a.usesysid
-WHERE a.backend_start IS NOT NULL"
+WHERE a.backend_start IS NOT NULL",
+        statement_columns(reading)
     )
 }
 
@@ -81,9 +118,9 @@ WHERE a.backend_start IS NOT NULL"
 /// so reading it is quadratic in the number of backends (24 ms of server CPU at 5,000, see
 /// docs/benchmarks.md), and a churn sample looks dozens of times. The backend ids and start times
 /// come from the status array directly (linear), and only the new backends are read in full.
-fn new_backends_query() -> String {
+fn new_backends_query(reading: Reading) -> String {
     format!(
-        "SELECT {SESSION_COLUMNS}
+        "SELECT {SESSION_COLUMNS}, {}
 FROM (
     SELECT s.*, d.datname, u.rolname AS usename
     FROM pg_stat_get_backend_idset() AS id
@@ -93,7 +130,8 @@ FROM (
     WHERE pg_stat_get_backend_start(id) > $1
 ) a
 LEFT JOIN pg_roles r ON r.oid = a.usesysid
-WHERE a.backend_type = 'client backend'"
+WHERE a.backend_type = 'client backend'",
+        statement_columns(reading)
     )
 }
 
@@ -101,8 +139,12 @@ WHERE a.backend_type = 'client backend'"
 ///
 /// `query_typed` sends parse, bind and execute at once (no separate prepare, no named statement
 /// to close), and both statements go out together: one round trip for the whole snapshot.
-pub async fn take(client: &Client) -> Result<Snapshot, DatabaseError> {
-    let (facts_sql, sessions_sql) = (facts_query(), sessions_query());
+/// Also returns how its statements were fingerprinted, for the churn looks that may follow.
+pub async fn take(
+    client: &Client,
+    reading: Reading,
+) -> Result<(Snapshot, Statements), DatabaseError> {
+    let (facts_sql, sessions_sql) = (facts_query(), sessions_query(reading));
     let (facts, sessions) = tokio::try_join!(
         client.query_typed_one(&facts_sql, &[]),
         client.query_typed(&sessions_sql, &[])
@@ -132,17 +174,30 @@ pub async fn take(client: &Client) -> Result<Snapshot, DatabaseError> {
             .try_get("can_read_all_stats")
             .map_err(classify_query_error)?,
     };
+    let statements = Statements {
+        dialect: Dialect::PostgreSql {
+            standard_strings: facts
+                .try_get("standard_strings")
+                .map_err(classify_query_error)?,
+        },
+        server_keeps: size_in_bytes(
+            facts
+                .try_get::<_, &str>("query_size")
+                .map_err(classify_query_error)?,
+        )
+        .map(|size| size.saturating_sub(1)),
+    };
     let sessions = match sessions.first() {
         Some(first) => {
             let columns = Columns::of(first)?;
             sessions
                 .iter()
-                .map(|row| session(row, &columns))
+                .map(|row| session(row, &columns, &statements))
                 .collect::<Result<_, _>>()?
         }
         None => Vec::new(),
     };
-    Ok(Snapshot {
+    let snapshot = Snapshot {
         observed_at: facts.try_get("observed_at").map_err(classify_query_error)?,
         own_pid: i64::from(
             facts
@@ -157,7 +212,32 @@ pub async fn take(client: &Client) -> Result<Snapshot, DatabaseError> {
             .map_err(classify_query_error)?,
         churn: None,
         application_names_known: true,
-    })
+        last_statements: if reading.statements {
+            LastStatements::Read
+        } else {
+            LastStatements::NotRead
+        },
+    };
+    Ok((snapshot, statements))
+}
+
+/// How the statements of one look are fingerprinted.
+pub struct Statements {
+    dialect: Dialect,
+    /// `track_activity_query_size - 1`: the most bytes of a statement the server keeps.
+    server_keeps: Option<usize>,
+}
+
+/// `track_activity_query_size` as `current_setting` shows it: `1kB`, `4MB`, or bytes before 13.
+fn size_in_bytes(setting: &str) -> Option<usize> {
+    let digits = setting.trim_end_matches(|c: char| c.is_ascii_alphabetic());
+    let unit = match &setting[digits.len()..] {
+        "" | "B" => 1,
+        "kB" => 1024,
+        "MB" => 1024 * 1024,
+        _ => return None,
+    };
+    digits.parse::<usize>().ok().map(|n| n * unit)
 }
 
 /// How the quick looks of [`sample_churn`] are paced.
@@ -189,6 +269,8 @@ pub async fn sample_churn(
     client: &Client,
     snapshot: &Snapshot,
     looks: ChurnLooks,
+    reading: Reading,
+    statements: &Statements,
 ) -> Result<ChurnSample, DatabaseError> {
     // Only backends that appear after the snapshot count: one that the snapshot already showed
     // and that closes during the looks may have lived for hours (a pool resetting).
@@ -203,7 +285,7 @@ pub async fn sample_churn(
     // Prepared once: planning the statement again for every look would cost the server more
     // than running it.
     let look_at = client
-        .prepare_typed(&new_backends_query(), &[Type::TIMESTAMPTZ])
+        .prepare_typed(&new_backends_query(reading), &[Type::TIMESTAMPTZ])
         .await
         .map_err(classify_query_error)?;
     let began = Instant::now();
@@ -223,7 +305,7 @@ pub async fn sample_churn(
                 Some(at) => at,
                 None => columns.insert(Columns::of(row)?),
             };
-            let session = session(row, at)?;
+            let session = session(row, at, statements)?;
             let key = (session.pid, session.backend_start);
             if known.contains(&key) {
                 continue;
@@ -287,6 +369,8 @@ struct Columns {
     backend_xmin: usize,
     xmin_age: usize,
     blocked_by: usize,
+    query: usize,
+    query_id: usize,
 }
 
 impl Columns {
@@ -313,11 +397,13 @@ impl Columns {
             backend_xmin: at("backend_xmin")?,
             xmin_age: at("xmin_age")?,
             blocked_by: at("blocked_by")?,
+            query: at("query")?,
+            query_id: at("query_id")?,
         })
     }
 }
 
-fn session(row: &Row, at: &Columns) -> Result<Session, DatabaseError> {
+fn session(row: &Row, at: &Columns, statements: &Statements) -> Result<Session, DatabaseError> {
     // Borrowed from the row: the state becomes an enum, so there is nothing to allocate.
     let state: Option<&str> = row.try_get(at.state).map_err(classify_query_error)?;
     Ok(Session {
@@ -363,7 +449,29 @@ fn session(row: &Row, at: &Columns) -> Result<Session, DatabaseError> {
             .into_iter()
             .map(i64::from)
             .collect(),
+        last_statement: last_statement(row, at, statements)?,
     })
+}
+
+/// The row's statement, fingerprinted; the text is dropped with the row.
+fn last_statement(
+    row: &Row,
+    at: &Columns,
+    statements: &Statements,
+) -> Result<Option<Statement>, DatabaseError> {
+    let text: Option<&str> = row.try_get(at.query).map_err(classify_query_error)?;
+    let Some(text) = text.filter(|t| *t != INSUFFICIENT_PRIVILEGE) else {
+        return Ok(None);
+    };
+    let Some(fingerprint) =
+        fingerprint::fingerprint(text, statements.dialect, statements.server_keeps)
+    else {
+        return Ok(None);
+    };
+    Ok(Some(Statement {
+        fingerprint,
+        query_id: row.try_get(at.query_id).map_err(classify_query_error)?,
+    }))
 }
 
 /// The bare query the benchmarks compare against.

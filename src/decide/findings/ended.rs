@@ -43,6 +43,7 @@ pub fn merge(sightings: &mut Vec<Sighting>, ended: Vec<Sighting>) {
         {
             Some(seen) => {
                 seen.ended = e.ended;
+                seen.members.extend(e.members);
                 seen.summary = format!("{}; {}", seen.summary, e.summary);
                 seen.evidence = format!("{}; {}", seen.evidence, e.evidence);
             }

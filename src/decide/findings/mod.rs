@@ -18,12 +18,14 @@ mod overbooked;
 mod pool_saturation;
 mod pooler_saturation;
 mod server_saturation;
+pub mod statements;
 
 pub use churn::{ChurnTally, churn};
 pub use ended::{ended, merge as merge_ended};
 pub use overbooked::{Booking, PoolFrom, overbooked};
 pub use pooler_saturation::pooler_saturation;
 pub use server_saturation::server_saturation;
+pub use statements::StatementGroup;
 
 use std::collections::{BTreeMap, HashMap};
 use std::net::IpAddr;
@@ -184,6 +186,13 @@ pub struct Sighting {
     /// Sessions `Enforce` ends for this leak in this cycle: confirmed at once.
     #[serde(skip)]
     pub ended: u32,
+    /// What its sessions last ran, most common first ([`statements`]).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub last_statements: Vec<StatementGroup>,
+    /// Every session that shows it (`pids` names a handful), until their statements are
+    /// grouped ([`statements::attach`]).
+    #[serde(skip)]
+    members: Vec<i64>,
 }
 
 /// A client connection to a pooler, as a finding names it.
@@ -297,6 +306,8 @@ impl Sighting {
             showing_for: Duration::ZERO,
             stable_count: None,
             ended: 0,
+            last_statements: Vec::new(),
+            members: Vec::new(),
         }
     }
 
@@ -314,7 +325,8 @@ impl Sighting {
             }
         }
         self.sessions = (pids.len() + clients.len()) as u32;
-        self.pids = pids.into_iter().take(EVIDENCE_PIDS).collect();
+        self.pids = pids.iter().copied().take(EVIDENCE_PIDS).collect();
+        self.members = pids;
         self.pooler_clients = clients.into_iter().take(EVIDENCE_PIDS).collect();
         self
     }
@@ -323,7 +335,8 @@ impl Sighting {
     fn with_pids(mut self, pids: impl IntoIterator<Item = i64>) -> Self {
         let all: Vec<i64> = pids.into_iter().collect();
         self.sessions = all.len() as u32;
-        self.pids = all.into_iter().take(EVIDENCE_PIDS).collect();
+        self.pids = all.iter().copied().take(EVIDENCE_PIDS).collect();
+        self.members = all;
         self
     }
 
