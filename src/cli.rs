@@ -6,9 +6,8 @@ use clap::{Parser, Subcommand, ValueEnum};
 
 use crate::api::Duration;
 use crate::controller::InitialList;
-use crate::database::postgres::ConnectOptions;
-use crate::database::{AnyEngine, DatabaseError};
 use crate::standalone::Output;
+use crate::telemetry::LogFormat;
 
 /// poolwarden finds the PostgreSQL sessions applications leak, names the workload that leaked
 /// them, and ends the ones a PoolPolicy condemns.
@@ -91,12 +90,6 @@ pub struct Standalone {
     pub output: Output,
 }
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
-pub enum LogFormat {
-    Text,
-    Json,
-}
-
 /// `poolwarden controller`.
 #[derive(clap::Args, Debug)]
 pub struct ControllerArgs {
@@ -158,10 +151,4 @@ pub struct ControllerArgs {
     /// The ValidatingWebhookConfiguration whose `caBundle` poolwarden keeps current.
     #[arg(long, default_value = "poolwarden")]
     pub webhook_configuration: String,
-}
-
-/// The engine a database URL names, not yet connected: how the controller meets each policy's
-/// database (its connector).
-pub fn database_engine(url: &str) -> Result<AnyEngine, DatabaseError> {
-    AnyEngine::for_url(url, ConnectOptions::default())
 }

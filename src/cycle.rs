@@ -46,7 +46,6 @@ impl Cycle {
         let mut memory = self.decision.memory.clone();
         memory.record_terminations(self.outcome.terminated.len());
         memory.cycles = self.number;
-        memory.audited_refusals = crate::report::audit::refused_sessions(self);
         memory
     }
 }

@@ -16,7 +16,7 @@ use std::io::Write;
 use std::net::Ipv4Addr;
 use std::time::Duration;
 
-use crate::report::audit::AuditTrail;
+use crate::standalone::AuditTrail;
 use crate::standalone::{self, Output, RunOptions, StandaloneError};
 use poolwarden_sandbox::{ClientSession, Sandbox, SandboxError, SandboxOptions, SessionSpec};
 

@@ -4,10 +4,10 @@ use std::error::Error;
 use std::process::ExitCode;
 
 use clap::Parser;
-use poolwarden::cli::{self as cli_args, Cli, Command};
+use poolwarden::cli::{Cli, Command};
 #[cfg(feature = "demo")]
 use poolwarden::demo;
-use poolwarden::report::audit::AuditTrail;
+use poolwarden::standalone::AuditTrail;
 use poolwarden::standalone::{self, RunOptions};
 use poolwarden::{api, controller, telemetry};
 
@@ -111,7 +111,7 @@ async fn run(cli: Cli) -> Result<(), Box<dyn Error>> {
                 initial_list: args.initial_list,
                 webhook,
             };
-            controller::run(config, cli_args::database_engine).await?;
+            controller::run(config, controller::any_engine).await?;
         }
         #[cfg(feature = "demo")]
         Command::Demo { engine } => {

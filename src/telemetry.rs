@@ -4,7 +4,12 @@ use std::io::IsTerminal;
 
 use tracing_subscriber::EnvFilter;
 
-use crate::cli::LogFormat;
+/// How log lines are written.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum LogFormat {
+    Text,
+    Json,
+}
 
 /// `poolwarden run`'s filter when `RUST_LOG` is unset: warnings, and the audit trail's records.
 pub const RUN_DEFAULT_FILTER: &str = "warn,poolwarden::audit=info";

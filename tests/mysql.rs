@@ -8,8 +8,8 @@ use std::collections::BTreeSet;
 use std::time::Duration;
 
 use poolwarden::cycle::{self, Cycle};
+use poolwarden::database::ConnectOptions;
 use poolwarden::database::mysql::MySql;
-use poolwarden::database::postgres::ConnectOptions;
 use poolwarden::database::{DatabaseError, Engine, Flavour, Protection, SessionState, Verdict};
 use poolwarden::decide::{self, ClusterView, FindingKind, Inputs, Memory, Reason, Rules};
 use poolwarden_sandbox::{MariaDb, MariaDbOptions, MySqlSession, MySqlSessionSpec};

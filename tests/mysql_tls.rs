@@ -4,8 +4,8 @@
 mod support;
 
 use mysql_async::prelude::Queryable;
+use poolwarden::database::ConnectOptions;
 use poolwarden::database::mysql::MySql;
-use poolwarden::database::postgres::ConnectOptions;
 use poolwarden::database::{DatabaseError, Engine, SessionState};
 use poolwarden_sandbox::{MariaDb, MariaDbOptions, MySqlSessionSpec};
 

@@ -11,8 +11,9 @@ use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::time::Duration;
 
 use poolwarden::cycle::{self, Cycle};
+use poolwarden::database::ConnectOptions;
 use poolwarden::database::pgbouncer::{ConsoleSnapshot, PoolerConsole, PoolerError};
-use poolwarden::database::postgres::{ConnectOptions, Postgres};
+use poolwarden::database::postgres::Postgres;
 use poolwarden::database::{Engine, SessionState, Snapshot};
 use poolwarden::decide::pooler::{self, Behind, Pooler, PoolerJoin};
 use poolwarden::decide::{self, ClusterView, Inputs, Memory, Rules, Source, Via};

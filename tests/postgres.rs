@@ -657,7 +657,7 @@ async fn when_the_server_is_full_the_open_connection_still_acts_and_a_new_one_sa
 
     let err = poolwarden::database::postgres::Postgres::connect(
         &monitor_url(&sb),
-        poolwarden::database::postgres::ConnectOptions::default(),
+        poolwarden::database::ConnectOptions::default(),
     )
     .await
     .err()
@@ -689,7 +689,7 @@ async fn a_server_that_accepts_and_never_answers_the_login_is_unreachable_not_a_
     // A listener that takes the TCP connection and says nothing: the driver's connect timeout
     // covers only the TCP connect, so without a bound on the whole login this waits forever.
     let (port, holder) = silent_listener().await;
-    let options = poolwarden::database::postgres::ConnectOptions {
+    let options = poolwarden::database::ConnectOptions {
         connect_timeout: std::time::Duration::from_millis(500),
         ..Default::default()
     };

@@ -2,8 +2,9 @@
 
 mod support;
 
+use poolwarden::database::ConnectOptions;
 use poolwarden::database::DatabaseError;
-use poolwarden::database::postgres::{ConnectOptions, Postgres};
+use poolwarden::database::postgres::Postgres;
 use poolwarden_sandbox::SandboxOptions;
 use support::*;
 

@@ -4,8 +4,9 @@
 use std::time::{Duration, Instant};
 
 use poolwarden::act;
+use poolwarden::database::ConnectOptions;
 use poolwarden::database::Engine;
-use poolwarden::database::postgres::{ConnectOptions, Postgres};
+use poolwarden::database::postgres::Postgres;
 use poolwarden::decide::{self, ClusterView, Inputs, Memory, Rules};
 use tokio_postgres::types::Type;
 

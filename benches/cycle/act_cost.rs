@@ -7,7 +7,8 @@
 use std::time::Instant;
 
 use futures::{StreamExt, TryStreamExt};
-use poolwarden::database::postgres::{ConnectOptions, Postgres};
+use poolwarden::database::ConnectOptions;
+use poolwarden::database::postgres::Postgres;
 use poolwarden::database::{Engine, SessionIdentity, SessionState, Verdict};
 use tokio_postgres::types::Type;
 

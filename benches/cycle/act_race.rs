@@ -62,7 +62,7 @@ async fn poolwarden(sb: &Sandbox, from: &mut u64, wanted: usize) -> Res<Tally> {
             cycles: None,
             output: Output::Table,
         };
-        let mut audit = poolwarden::report::audit::AuditTrail::log_only("bench");
+        let mut audit = poolwarden::standalone::AuditTrail::log_only("bench");
         standalone::run(&url, &[], &rules, options, &mut audit, &mut std::io::sink()).await
     });
     let seen = until_terminated(sb, from, wanted, Duration::from_secs(3600)).await;

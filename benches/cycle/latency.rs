@@ -27,7 +27,7 @@ async fn measure(interval: Duration, samples: usize) -> Res<Vec<f64>> {
             cycles: None,
             output: Output::Table,
         };
-        let mut audit = poolwarden::report::audit::AuditTrail::log_only("bench");
+        let mut audit = poolwarden::standalone::AuditTrail::log_only("bench");
         standalone::run(&url, &[], &rules, options, &mut audit, &mut sink).await
     });
     // Let the loop connect and settle into its rhythm.

@@ -4,8 +4,9 @@
 
 use std::time::Instant;
 
+use poolwarden::database::ConnectOptions;
 use poolwarden::database::Engine;
-use poolwarden::database::postgres::{ConnectOptions, Postgres};
+use poolwarden::database::postgres::Postgres;
 use tokio_postgres::{Client, NoTls};
 
 use crate::common::*;

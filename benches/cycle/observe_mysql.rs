@@ -5,9 +5,9 @@
 use std::time::Instant;
 
 use poolwarden::api::Mode;
+use poolwarden::database::ConnectOptions;
 use poolwarden::database::Engine;
 use poolwarden::database::mysql::MySql;
-use poolwarden::database::postgres::ConnectOptions;
 use poolwarden::decide::{self, ClusterView, Inputs, Memory, Rules};
 use poolwarden_sandbox::{MariaDb, MariaDbOptions, MySqlSession, MySqlSessionSpec};
 

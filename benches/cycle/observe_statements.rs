@@ -6,9 +6,10 @@
 
 use std::time::Instant;
 
+use poolwarden::database::ConnectOptions;
 use poolwarden::database::Engine;
 use poolwarden::database::fingerprint::{Dialect, fingerprint};
-use poolwarden::database::postgres::{ConnectOptions, Postgres};
+use poolwarden::database::postgres::Postgres;
 
 use crate::common::*;
 

@@ -10,7 +10,8 @@ use std::sync::{Arc, Mutex};
 
 use tokio::sync::Mutex as AsyncMutex;
 
-use crate::database::{DatabaseError, Engine};
+use crate::database::ConnectOptions;
+use crate::database::{AnyEngine, DatabaseError, Engine};
 
 /// Makes the engine a database URL names, without connecting yet.
 pub trait Connector: Send + Sync + 'static {
@@ -29,6 +30,12 @@ where
     fn engine_for(&self, url: &str) -> Result<E, DatabaseError> {
         self(url)
     }
+}
+
+/// The connector of the binary: the engine a database URL's scheme names (PostgreSQL, MySQL,
+/// MariaDB), with the default connect options, not yet connected.
+pub fn any_engine(url: &str) -> Result<AnyEngine, DatabaseError> {
+    AnyEngine::for_url(url, ConnectOptions::default())
 }
 
 pub type SharedEngine<E> = Arc<AsyncMutex<E>>;

@@ -45,7 +45,7 @@ mod webhook;
 mod tests;
 
 pub use client::USER_AGENT;
-pub use engines::Connector;
+pub use engines::{Connector, any_engine};
 pub use index::{ClusterIndex, MAX_REPLICAS};
 pub use patches::{FIELD_MANAGER, FINALIZER};
 pub use shutdown::{RUNTIME_TIMEOUT, SHUTDOWN_BOUND};

@@ -14,8 +14,8 @@ use std::sync::{Arc, Mutex};
 use tokio::sync::Mutex as AsyncMutex;
 
 use crate::cycle::UnreadPooler;
+use crate::database::ConnectOptions;
 use crate::database::pgbouncer::PoolerConsole;
-use crate::database::postgres::ConnectOptions;
 
 /// A console a cycle should read: the policy's name for it (or none), and its URL.
 #[derive(Clone, Debug, PartialEq, Eq)]

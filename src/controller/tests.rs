@@ -1371,7 +1371,7 @@ async fn against_a_real_postgresql_one_reconcile_ends_exactly_the_leaked_session
     healthy.start_active(60.0);
 
     let (ctx, mut handle, _, _leader) = context(
-        crate::cli::database_engine,
+        super::any_engine,
         workload_index("127.0.0.31", &[]),
         true,
         true,

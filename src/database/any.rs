@@ -5,8 +5,10 @@
 //! changes: `postgres://` and `postgresql://` for PostgreSQL, `mysql://` and `mariadb://` for
 //! MySQL and MariaDB.
 
+use super::ConnectOptions;
 use super::mysql::{self, MySql};
-use super::postgres::{ConnectOptions, Postgres, Target};
+use super::pg_client::Target;
+use super::postgres::Postgres;
 use super::{DatabaseError, Engine, SessionIdentity, Snapshot, Verdict};
 
 /// One of the engines poolwarden speaks.

@@ -10,15 +10,20 @@
 //! server connection): not an engine, a second witness for attribution.
 
 mod any;
+pub mod churn;
+pub mod connection;
 mod error;
 pub mod fingerprint;
 mod model;
 pub mod mysql;
+pub mod pg_client;
 pub mod pgbouncer;
 pub mod postgres;
 mod verdict;
 
 pub use any::AnyEngine;
+pub use churn::ChurnLooks;
+pub use connection::ConnectOptions;
 pub use error::{DatabaseError, server_full_advice};
 pub use fingerprint::Statement;
 pub use model::{

@@ -54,7 +54,7 @@ pub struct Memory {
     /// Cycles run since this memory began (the audit trail numbers them).
     pub cycles: u64,
     /// Sessions (pid, backend start) the audit trail has recorded as refused and that are
-    /// still refused: recorded once, not every cycle.
+    /// still refused: recorded once, not every cycle (see [`super::refusals`]).
     pub audited_refusals: BTreeSet<(i64, Timestamp)>,
     /// When the previous snapshot was taken: how far apart the looks are.
     pub(super) last_look: Option<Timestamp>,
@@ -75,6 +75,7 @@ pub(super) struct WorkedOut {
     pub seen: SeenSources,
     pub evictions: Evictions,
     pub learned: LearnedPools,
+    pub refused: BTreeSet<(i64, Timestamp)>,
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize)]
@@ -287,6 +288,7 @@ impl Memory {
             seen,
             evictions,
             learned,
+            refused,
         } = worked_out;
         Self {
             tracked,
@@ -296,7 +298,7 @@ impl Memory {
             learned,
             terminations_total: self.terminations_total,
             cycles: self.cycles,
-            audited_refusals: self.audited_refusals.clone(),
+            audited_refusals: refused,
             last_look: Some(now),
             evictions,
         }

@@ -16,6 +16,7 @@ mod groups;
 mod learned;
 mod memory;
 pub mod pooler;
+mod refusals;
 mod remediation;
 mod rules;
 pub mod scale;
@@ -76,6 +77,10 @@ pub struct Decision {
     pub deferred: Vec<Termination>,
     /// Condemned, but poolwarden may not end them (superuser sessions, missing privilege).
     pub protected: Vec<Protected>,
+    /// The pids of `protected` the audit trail has not recorded yet (`Enforce` only; see
+    /// [`refusals`]).
+    #[serde(skip)]
+    pub newly_refused: BTreeSet<i64>,
     /// Governed sessions by source, biggest first.
     pub groups: Vec<Group>,
     /// Governed sessions by state.
@@ -258,6 +263,12 @@ pub fn decide(inputs: Inputs<'_>) -> Decision {
         rules.mode,
         now,
     );
+    let (refused, newly_refused) = refusals::refusals(
+        &verdicts.protected,
+        snapshot,
+        rules.mode,
+        &memory.audited_refusals,
+    );
     let next_memory = memory.after_look(
         now,
         memory::WorkedOut {
@@ -267,6 +278,7 @@ pub fn decide(inputs: Inputs<'_>) -> Decision {
             seen,
             evictions,
             learned,
+            refused,
         },
     );
 
@@ -282,6 +294,7 @@ pub fn decide(inputs: Inputs<'_>) -> Decision {
         deferred: verdicts.deferred,
         warnings: warnings(snapshot, rules, &verdicts.protected, &pooler_reports),
         protected: verdicts.protected,
+        newly_refused,
         groups,
         in_scope,
         out_of_scope,

@@ -6,7 +6,8 @@
 use serde::Serialize;
 
 use crate::api::Scope;
-use crate::database::{Session, Snapshot, postgres::APPLICATION_NAME};
+use crate::database::connection::APPLICATION_NAME;
+use crate::database::{Session, Snapshot};
 
 /// Why a session is outside the policy's reach.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]

@@ -743,6 +743,62 @@ fn a_superusers_sessions_are_protected_unless_the_monitor_is_a_superuser() {
 }
 
 #[test]
+fn a_session_poolwarden_may_not_end_is_put_on_record_once_while_it_stays_so() {
+    // Started `started` seconds before t0, idle since t0 - 1h.
+    let refused = |pid: i64, started: i64| {
+        session(pid)
+            .user("postgres")
+            .superuser()
+            .started_at(ago(started))
+            .in_state_since(ago(HOUR))
+    };
+    let look = |at: i64, sessions: Vec<SessionBuilder>| {
+        snapshot().at(later(at)).with_all(sessions).build()
+    };
+    let d1 = decide_with(
+        &look(0, vec![refused(102, 2 * HOUR)]),
+        &rules(ENFORCE),
+        &cluster(),
+        &Memory::default(),
+    );
+    assert_eq!(d1.newly_refused, BTreeSet::from([102]));
+    // Still refused: on record already.
+    let d2 = decide_with(
+        &look(30, vec![refused(102, 2 * HOUR)]),
+        &rules(ENFORCE),
+        &cluster(),
+        &d1.memory,
+    );
+    assert!(d2.newly_refused.is_empty());
+    // Pid 102 reused by a newer backend: another session, on record anew.
+    let d3 = decide_with(
+        &look(60, vec![refused(102, 2 * HOUR - 61)]),
+        &rules(ENFORCE),
+        &cluster(),
+        &d2.memory,
+    );
+    assert_eq!(d3.newly_refused, BTreeSet::from([102]));
+    // Gone for a cycle, then refused again: on record again.
+    let d4 = decide_with(&look(90, vec![]), &rules(ENFORCE), &cluster(), &d3.memory);
+    let d5 = decide_with(
+        &look(120, vec![refused(102, 2 * HOUR - 61)]),
+        &rules(ENFORCE),
+        &cluster(),
+        &d4.memory,
+    );
+    assert_eq!(d5.newly_refused, BTreeSet::from([102]));
+    // Nothing is refused in DryRun: nothing is ended.
+    let dry = decide_with(
+        &look(0, vec![refused(102, 2 * HOUR)]),
+        &rules(DRY_RUN),
+        &cluster(),
+        &Memory::default(),
+    );
+    assert_eq!(dry.protected.len(), 1);
+    assert!(dry.newly_refused.is_empty());
+}
+
+#[test]
 fn without_pg_signal_backend_only_the_monitors_own_roles_sessions_are_terminable() {
     let snap = snapshot()
         .monitor_without_pg_signal_backend()

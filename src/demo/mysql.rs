@@ -11,7 +11,7 @@ use std::time::Duration;
 use poolwarden_sandbox::{MariaDb, MariaDbOptions, MySqlSession, MySqlSessionSpec, SandboxError};
 
 use super::{DemoError, Survivors, report_survivors};
-use crate::report::audit::AuditTrail;
+use crate::standalone::AuditTrail;
 use crate::standalone::{self, Output, RunOptions, StandaloneError};
 
 /// The demo's policy: the PostgreSQL part's, with MySQL's console excluded instead of psql.

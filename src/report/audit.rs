@@ -1,16 +1,13 @@
 //! The audit trail: one record for every session `Enforce` set out to end, saying what became of
 //! it (terminated, or left alone and why), with who it belonged to, why it was condemned and how
 //! long it had sat; and one for every condemned session poolwarden may not end (no privilege, a
-//! superuser's session), once while it stays so, not every cycle. Each record is logged (target `poolwarden::audit`, JSON under
-//! `--log-format json`) and, for `poolwarden run --audit-log FILE`, appended to a file as one JSON
-//! line. The controller logs the same records.
+//! superuser's session), once while it stays so, not every cycle. Each record is logged (target
+//! `poolwarden::audit`, JSON under `--log-format json`); `poolwarden run --audit-log FILE` also
+//! appends them to a file (see `standalone::AuditTrail`). The controller logs the same records.
 //!
 //! Records carry pids and names: they are for people and log stores, never metric labels.
 
 use std::collections::BTreeSet;
-use std::fs::File;
-use std::io::{self, Write};
-use std::path::{Path, PathBuf};
 
 use jiff::Timestamp;
 use serde::Serialize;
@@ -170,9 +167,8 @@ pub fn records(policy: &str, cycle: &Cycle, at: Timestamp) -> Vec<AuditRecord> {
                 .map(|t| record(t, Action::Failed, Some(detail.clone()))),
         );
     }
-    let already = &cycle.decision.memory.audited_refusals;
     for (p, session) in refused(cycle) {
-        if already.contains(&(p.pid, session.backend_start)) {
+        if !cycle.decision.newly_refused.contains(&p.pid) {
             continue;
         }
         out.push(AuditRecord {
@@ -216,14 +212,6 @@ fn refused(cycle: &Cycle) -> impl Iterator<Item = (&Protected, &Session)> {
         })
 }
 
-/// The refused sessions of `cycle`, as the next cycle's memory keeps them: each is recorded once
-/// while it stays refused, again if it is refused after a spell of not being so.
-pub fn refused_sessions(cycle: &Cycle) -> BTreeSet<(i64, Timestamp)> {
-    refused(cycle)
-        .map(|(p, s)| (p.pid, s.backend_start))
-        .collect()
-}
-
 /// Logs each record (target `poolwarden::audit`): at `info` when a session was ended, at `warn`
 /// when it was not.
 pub fn log(records: &[AuditRecord]) {
@@ -260,74 +248,6 @@ pub fn log(records: &[AuditRecord]) {
             Action::Failed => emit!(warn, "session not terminated"),
             Action::Refused => emit!(warn, "session not terminated: poolwarden may not end it"),
         }
-    }
-}
-
-/// Where a run's records go: the log, and the `--audit-log` file if one was given.
-pub struct AuditTrail {
-    policy: String,
-    file: Option<(PathBuf, File)>,
-}
-
-/// The `--audit-log` file could not be opened or written.
-#[derive(Debug, thiserror::Error)]
-#[error("audit log {path}: {source}")]
-pub struct AuditLogError {
-    pub path: PathBuf,
-    #[source]
-    pub source: io::Error,
-}
-
-impl AuditTrail {
-    /// Records to the log only.
-    pub fn log_only(policy: &str) -> Self {
-        Self {
-            policy: policy.to_owned(),
-            file: None,
-        }
-    }
-
-    /// Records to the log and appends them to `path` (created if missing), one JSON object a line.
-    pub fn with_file(policy: &str, path: &Path) -> Result<Self, AuditLogError> {
-        let file = File::options()
-            .create(true)
-            .append(true)
-            .open(path)
-            .map_err(|source| AuditLogError {
-                path: path.to_owned(),
-                source,
-            })?;
-        Ok(Self {
-            policy: policy.to_owned(),
-            file: Some((path.to_owned(), file)),
-        })
-    }
-
-    /// Records what `cycle` did; the file's lines are written whole and flushed before returning.
-    pub fn record(&mut self, cycle: &Cycle) -> Result<(), AuditLogError> {
-        let records = records(&self.policy, cycle, Timestamp::now());
-        log(&records);
-        let Some((path, file)) = &mut self.file else {
-            return Ok(());
-        };
-        if records.is_empty() {
-            return Ok(());
-        }
-        let mut lines = String::new();
-        let written = records
-            .iter()
-            .try_for_each(|r| {
-                lines.push_str(&serde_json::to_string(r)?);
-                lines.push('\n');
-                Ok::<(), serde_json::Error>(())
-            })
-            .map_err(io::Error::other)
-            .and_then(|()| file.write_all(lines.as_bytes()))
-            .and_then(|()| file.flush());
-        written.map_err(|source| AuditLogError {
-            path: path.clone(),
-            source,
-        })
     }
 }
 
@@ -416,6 +336,7 @@ mod tests {
                 dry_run: Vec::new(),
                 deferred: Vec::new(),
                 protected: Vec::new(),
+                newly_refused: Default::default(),
                 groups: Vec::new(),
                 in_scope: StateCounts::default(),
                 out_of_scope: Default::default(),
@@ -525,9 +446,10 @@ mod tests {
     }
 
     #[test]
-    fn a_refusal_is_recorded_once_while_it_lasts_and_never_in_dry_run() {
+    fn a_refusal_the_decision_calls_new_is_recorded_and_never_in_dry_run() {
         let mut c = cycle(Mode::Enforce, Vec::new(), Outcome::default());
         c.decision.protected = vec![protected(13)];
+        c.decision.newly_refused = [13].into();
         let first = records("p", &c, at(101));
         assert_eq!(first.len(), 1);
         assert_eq!(first[0].action, Action::Refused);
@@ -539,16 +461,12 @@ mod tests {
                 .is_some_and(|d| d.contains("pg_signal_backend"))
         );
 
-        // The next cycle remembers it: no second record.
-        c.decision.memory.audited_refusals = refused_sessions(&c);
+        // On record already (the decision says which are new: see decide::refusals).
+        c.decision.newly_refused.clear();
         assert!(records("p", &c, at(102)).is_empty());
-        // A pid reused by a newer backend is another session.
-        c.decision.memory.audited_refusals = [(13, at(-5))].into();
-        assert_eq!(records("p", &c, at(102)).len(), 1);
 
+        c.decision.newly_refused = [13].into();
         c.decision.mode = Mode::DryRun;
-        c.decision.memory = Memory::default();
         assert!(records("p", &c, at(102)).is_empty());
-        assert!(refused_sessions(&c).is_empty());
     }
 }

@@ -3,8 +3,10 @@
 //! PgBouncer given with `--pooler`, by the address of the pooler's client that holds each server
 //! session (see [`crate::decide::pooler`]).
 
+mod audit_log;
 mod policy_file;
 
+pub use audit_log::{AuditLogError, AuditTrail};
 pub use policy_file::{PolicyFile, PolicyFileError, load};
 
 use std::collections::BTreeMap;
@@ -13,12 +15,11 @@ use std::time::Duration;
 
 use crate::api::{Mode, count, human};
 use crate::cycle::{self, Cycle};
+use crate::database::ConnectOptions;
 use crate::database::pgbouncer::{PoolerConsole, PoolerError};
-use crate::database::postgres::ConnectOptions;
 use crate::database::{AnyEngine, DatabaseError};
 use crate::decide::{ClusterView, Memory, Rules, Termination};
 use crate::report;
-use crate::report::audit::{AuditLogError, AuditTrail};
 use crate::signals;
 use tokio::sync::watch;
 

@@ -11,7 +11,8 @@ use std::net::Ipv4Addr;
 use std::time::Duration;
 
 use poolwarden::cycle::{self, Cycle};
-use poolwarden::database::postgres::{ConnectOptions, Postgres};
+use poolwarden::database::ConnectOptions;
+use poolwarden::database::postgres::Postgres;
 use poolwarden::decide::{ClusterView, Memory, Rules};
 use poolwarden_sandbox::{
     ClientSession, PgBouncer, PgBouncerOptions, PoolMode, PooledClient, Sandbox, SandboxOptions,

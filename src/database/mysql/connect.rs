@@ -12,12 +12,12 @@ use mysql_async::prelude::Queryable;
 use mysql_async::{Conn, Opts, OptsBuilder};
 
 use super::tls::{self, SslMode, TlsSettings};
-use crate::database::postgres::ConnectOptions;
-use crate::database::postgres::percent_decode;
+use crate::database::ConnectOptions;
+use crate::database::connection::percent_decode;
 use crate::database::{DatabaseError, Flavour};
 
 /// poolwarden's own `program_name`; sessions carrying it are never terminated.
-pub const PROGRAM_NAME: &str = "poolwarden";
+pub const PROGRAM_NAME: &str = crate::database::connection::APPLICATION_NAME;
 
 /// Where the thread list is read from.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -145,7 +145,7 @@ impl Target {
 
     /// Opens the connection and bounds its statements; returns it with the server's flavour.
     pub async fn connect(&self) -> Result<(Conn, Flavour), DatabaseError> {
-        let mut conn = match self.tls.ssl_opts(self).await? {
+        let mut conn = match self.tls.ssl_opts(&self.peer()).await? {
             None => self.open(self.builder()).await?,
             Some(ssl) => {
                 let secure = self.open(self.builder().ssl_opts(ssl)).await;
@@ -205,6 +205,15 @@ impl Target {
                 human_secs(waited)
             ),
             _ => format!("no answer within {}", human_secs(waited)),
+        }
+    }
+
+    /// Where the server is, for the TLS probe.
+    fn peer(&self) -> tls::Peer {
+        tls::Peer {
+            host: self.host().to_owned(),
+            port: self.port(),
+            timeout: self.connect_timeout(),
         }
     }
 

@@ -12,7 +12,7 @@
 //! - churn: the `Connections` counter plays `pg_stat_database.sessions`, and the quick looks at
 //!   new threads ([`snapshot::sample_churn`]) run when the PostgreSQL engine's would: on the first
 //!   observation, and when more than
-//!   [`CHURN_TRIGGER`](crate::database::postgres::CHURN_TRIGGER) connections a second were opened
+//!   [`CHURN_TRIGGER`](crate::database::churn::CHURN_TRIGGER) connections a second were opened
 //!   since the previous one.
 
 mod connect;
@@ -31,7 +31,8 @@ use jiff::Timestamp;
 use mysql_async::Conn;
 use mysql_async::prelude::Queryable;
 
-use crate::database::postgres::{ChurnLooks, ConnectOptions, churn_sample_due};
+use crate::database::churn::churn_sample_due;
+use crate::database::{ChurnLooks, ConnectOptions};
 use crate::database::{DatabaseError, Engine, Flavour, SessionIdentity, Snapshot, Verdict};
 use sql::Queries;
 
@@ -146,7 +147,7 @@ impl MySql {
 }
 
 /// Takes a snapshot, and samples churn on the first observation or when the `Connections`
-/// counter rose by more than [`CHURN_TRIGGER`](crate::database::postgres::CHURN_TRIGGER) a second
+/// counter rose by more than [`CHURN_TRIGGER`](crate::database::churn::CHURN_TRIGGER) a second
 /// since the previous one.
 async fn observe_and_sample(
     c: &mut Connection,

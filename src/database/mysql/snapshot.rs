@@ -17,7 +17,7 @@ use mysql_async::{Conn, Row};
 use super::connect::{PROGRAM_NAME, classify_query_error};
 use super::sql::{Queries, col};
 use super::statements::{self, StatementRow};
-use crate::database::postgres::ChurnLooks;
+use crate::database::ChurnLooks;
 use crate::database::{
     CLIENT_BACKEND, ChurnSample, DatabaseError, Flavour, LastStatements, MonitorRole, ServerFacts,
     Session, SessionState, Snapshot, Statement,

@@ -28,8 +28,16 @@ use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
 use rustls::{CertificateError, DigitallySignedStruct, Error, RootCertStore, SignatureScheme};
 
-use super::connect::Target;
 use crate::database::DatabaseError;
+
+/// Where the server is, as the TLS probe needs it: the host as the URL names it, the port, and
+/// how long a connection may take.
+#[derive(Clone, Debug)]
+pub struct Peer {
+    pub host: String,
+    pub port: u16,
+    pub timeout: std::time::Duration,
+}
 
 /// Part of the message when the server offers no TLS; PREFERRED then goes on in plain text.
 pub const NO_TLS_OFFERED: &str = "the server does not offer TLS";
@@ -87,8 +95,8 @@ impl TlsSettings {
         })
     }
 
-    /// `mysql_async`'s options for a connection to `target`, or `None` for plain text.
-    pub async fn ssl_opts(&self, target: &Target) -> Result<Option<SslOpts>, DatabaseError> {
+    /// `mysql_async`'s options for a connection to `peer`, or `None` for plain text.
+    pub async fn ssl_opts(&self, peer: &Peer) -> Result<Option<SslOpts>, DatabaseError> {
         let trust_any = SslOpts::default()
             .with_danger_accept_invalid_certs(true)
             .with_danger_skip_domain_validation(true);
@@ -101,7 +109,7 @@ impl TlsSettings {
             (SslMode::Disabled, _) => return Ok(None),
             (SslMode::Preferred, _) | (SslMode::Required, None) => trust_any,
             (SslMode::Required | SslMode::VerifyCa, Some(ca)) => {
-                let name = certified_name(target, ca).await?;
+                let name = certified_name(peer, ca).await?;
                 let opts = with_ca(ca);
                 match name {
                     Some(name) => opts.with_danger_tls_hostname_override(Some(name)),
@@ -136,10 +144,12 @@ fn read_roots(path: &Path) -> Result<RootCertStore, DatabaseError> {
 
 /// After a probe handshake whose chain `ssl-ca` vouches for: `None` when the certificate is valid
 /// for the host the URL names, else a name it is valid for.
-async fn certified_name(target: &Target, ca: &Path) -> Result<Option<String>, DatabaseError> {
-    let host = target.host().to_owned();
-    let port = target.port();
-    let timeout = target.connect_timeout();
+async fn certified_name(peer: &Peer, ca: &Path) -> Result<Option<String>, DatabaseError> {
+    let Peer {
+        host,
+        port,
+        timeout,
+    } = peer.clone();
     let roots = read_roots(ca)?;
     tokio::task::spawn_blocking(move || probe(&host, port, timeout, roots))
         .await

@@ -12,7 +12,7 @@ use tokio_postgres::error::SqlState;
 
 use super::views::MissingColumn;
 use crate::database::DatabaseError;
-use crate::database::postgres::error_detail;
+use crate::database::pg_client::error_detail;
 
 /// Why talking to a pooler's admin console failed.
 #[derive(Debug, thiserror::Error)]

@@ -25,7 +25,8 @@ pub use views::{MissingColumn, Table};
 
 use tokio_postgres::Client;
 
-use super::postgres::{ConnectOptions, Target};
+use super::ConnectOptions;
+use super::pg_client::Target;
 
 /// A PgBouncer and poolwarden's connection to its admin console, reopened when it drops.
 pub struct PoolerConsole {

@@ -6,50 +6,26 @@
 //! still observe and terminate.
 //!
 //! Each observation also samples churn ([`snapshot::sample_churn`], half a second of quick looks
-//! at new backends) when sessions were opened at more than [`CHURN_TRIGGER`] per second since the
-//! previous observation, and on the first observation (when there is nothing to compare with):
-//! a quiet server pays nothing for it.
+//! at new backends) when sessions were opened at more than
+//! [`CHURN_TRIGGER`](crate::database::churn::CHURN_TRIGGER) per second since the previous
+//! observation, and on the first observation (when there is nothing to compare with): a quiet
+//! server pays nothing for it. It connects through [`pg_client`](crate::database::pg_client).
 
-mod connect;
 mod snapshot;
 mod terminate;
-mod tls;
 
-pub(crate) use connect::error_detail;
-pub(crate) use connect::percent_decode;
-pub use connect::{APPLICATION_NAME, ConnectOptions, Target};
-pub use snapshot::{BARE_QUERY, ChurnLooks, Reading};
-pub use tls::SslMode;
+pub use snapshot::{BARE_QUERY, Reading};
 
 use tokio_postgres::Client;
 
 use jiff::Timestamp;
 
+use crate::database::churn::churn_sample_due;
+use crate::database::pg_client::{Target, classify_query_error};
 use crate::database::{
-    DatabaseError, Engine, SessionIdentity, Snapshot, Verdict, server_full_advice,
+    ChurnLooks, ConnectOptions, DatabaseError, Engine, SessionIdentity, Snapshot, Verdict,
+    server_full_advice,
 };
-
-/// New sessions per second since the previous observation above which churn is sampled.
-pub const CHURN_TRIGGER: f64 = 2.0;
-
-/// Whether to sample churn after `snapshot`: when sessions were opened at more than
-/// [`CHURN_TRIGGER`] per second since `previous` (`(observed_at, sessions opened)`), and on the
-/// `first` observation. Shared with the MySQL engine, whose `Connections` counter plays the part.
-pub fn churn_sample_due(
-    previous: Option<(Timestamp, i64)>,
-    snapshot: &Snapshot,
-    first: bool,
-) -> bool {
-    match (previous, snapshot.sessions_opened_total) {
-        (Some((then, before)), Some(now)) => {
-            let seconds = crate::database::elapsed(then, snapshot.observed_at).as_secs_f64();
-            seconds <= 0.0 || (now - before) as f64 / seconds > CHURN_TRIGGER
-        }
-        // Nothing to compare with yet: look once. Without the counter (before PostgreSQL 14)
-        // there is never anything to compare with, and the first look is the only one.
-        _ => first,
-    }
-}
 
 /// A PostgreSQL server and poolwarden's monitoring connection to it.
 pub struct Postgres {
@@ -115,7 +91,7 @@ impl Postgres {
                 .query_typed_one("SELECT current_setting('server_version_num')::int", &[])
                 .await
                 .and_then(|row| row.try_get(0))
-                .map_err(connect::classify_query_error)?;
+                .map_err(classify_query_error)?;
             self.reading.query_id = version >= 140_000;
             self.client = Some(client);
         }
@@ -151,7 +127,7 @@ impl Postgres {
         let rows = client
             .query_typed(BARE_QUERY, &[])
             .await
-            .map_err(connect::classify_query_error)?;
+            .map_err(classify_query_error)?;
         Ok(rows.len())
     }
 }

@@ -17,14 +17,15 @@
 
 use std::collections::{HashMap, HashSet};
 use std::net::IpAddr;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use jiff::Timestamp;
 use tokio_postgres::types::Type;
 use tokio_postgres::{Client, Row};
 
-use super::connect::classify_query_error;
+use crate::database::ChurnLooks;
 use crate::database::fingerprint::{self, Dialect};
+use crate::database::pg_client::classify_query_error;
 use crate::database::{
     ChurnSample, DatabaseError, Flavour, LastStatements, MonitorRole, ServerFacts, Session,
     SessionState, Snapshot, Statement,
@@ -238,26 +239,6 @@ fn size_in_bytes(setting: &str) -> Option<usize> {
         _ => return None,
     };
     digits.parse::<usize>().ok().map(|n| n * unit)
-}
-
-/// How the quick looks of [`sample_churn`] are paced.
-#[derive(Clone, Copy, Debug)]
-pub struct ChurnLooks {
-    /// How long to keep looking.
-    pub budget: Duration,
-    /// The shortest pause between two looks (it is never shorter than the last look took). A
-    /// session living a few milliseconds is seen when a look falls within its life: the shorter
-    /// the pause, the more are seen, the more the server works.
-    pub pause: Duration,
-}
-
-impl Default for ChurnLooks {
-    fn default() -> Self {
-        Self {
-            budget: Duration::from_millis(500),
-            pause: Duration::from_millis(5),
-        }
-    }
 }
 
 /// Looks at the new backends again and again for `looks.budget` after `snapshot` was taken.

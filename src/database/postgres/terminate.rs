@@ -43,8 +43,8 @@
 use tokio_postgres::Client;
 use tokio_postgres::types::Type;
 
-use super::APPLICATION_NAME;
-use super::connect::classify_query_error;
+use crate::database::connection::APPLICATION_NAME;
+use crate::database::pg_client::classify_query_error;
 use crate::database::{DatabaseError, SessionIdentity, Verdict};
 
 /// Why the server would refuse: the same words as [`crate::database::Protection`]'s cases.

@@ -12,10 +12,8 @@ use tokio_postgres::{Client, Config, NoTls};
 use tokio_postgres_rustls::MakeRustlsConnect;
 
 use super::tls::{self, SslMode};
-use crate::database::DatabaseError;
-
-/// poolwarden's own `application_name`. Sessions carrying it are never terminated.
-pub const APPLICATION_NAME: &str = "poolwarden";
+use crate::database::connection::{APPLICATION_NAME, percent_decode};
+use crate::database::{ConnectOptions, DatabaseError};
 
 /// A parsed database URL, ready to connect again and again.
 #[derive(Clone)]
@@ -33,24 +31,6 @@ impl std::fmt::Debug for Target {
             .field("target", &self.display)
             .field("ssl_mode", &self.ssl_mode)
             .finish()
-    }
-}
-
-/// Settings of the monitoring connection.
-#[derive(Clone, Copy, Debug)]
-pub struct ConnectOptions {
-    pub statement_timeout: Duration,
-    pub connect_timeout: Duration,
-    pub keepalive_idle: Duration,
-}
-
-impl Default for ConnectOptions {
-    fn default() -> Self {
-        Self {
-            statement_timeout: Duration::from_secs(10),
-            connect_timeout: Duration::from_secs(10),
-            keepalive_idle: Duration::from_secs(30),
-        }
     }
 }
 
@@ -222,28 +202,6 @@ fn describe(config: &Config) -> String {
     format!("{host}:{port}/{db}")
 }
 
-/// Decodes `%XX` escapes (a URL parameter's value); anything else is kept as it is.
-pub(crate) fn percent_decode(value: &str) -> String {
-    let bytes = value.as_bytes();
-    let mut out = Vec::with_capacity(bytes.len());
-    let mut i = 0;
-    while i < bytes.len() {
-        let hex = bytes
-            .get(i + 1..i + 3)
-            .and_then(|h| std::str::from_utf8(h).ok());
-        if bytes[i] == b'%'
-            && let Some(Ok(b)) = hex.map(|h| u8::from_str_radix(h, 16))
-        {
-            out.push(b);
-            i += 3;
-            continue;
-        }
-        out.push(bytes[i]);
-        i += 1;
-    }
-    String::from_utf8_lossy(&out).into_owned()
-}
-
 /// Sorts a failed connection attempt into what a person must do about it.
 fn classify_connect_error(e: tokio_postgres::Error, target: &str) -> DatabaseError {
     let detail = error_detail(&e);
@@ -291,7 +249,7 @@ pub fn classify_query_error(e: tokio_postgres::Error) -> DatabaseError {
 }
 
 /// The server's message and detail when there is one, else the driver's (with its cause).
-pub(crate) fn error_detail(e: &tokio_postgres::Error) -> String {
+pub fn error_detail(e: &tokio_postgres::Error) -> String {
     if let Some(db) = e.as_db_error() {
         return match db.detail() {
             Some(d) => format!("{} ({d})", db.message()),
