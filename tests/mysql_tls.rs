@@ -88,8 +88,12 @@ async fn required_fails_against_a_server_without_tls_and_preferred_falls_back() 
     .await
     .err()
     .expect("refused");
-    assert!(matches!(err, DatabaseError::Tls(_)), "{err:?}");
+    assert!(
+        matches!(err, DatabaseError::TlsNotOffered { .. }),
+        "{err:?}"
+    );
     assert!(err.to_string().contains("does not offer TLS"), "{err}");
+    assert!(!err.is_transient());
     assert!(
         !encrypted(&db, &format!("{base}?ssl-mode=PREFERRED"))
             .await
@@ -122,4 +126,46 @@ async fn the_performance_schema_thread_list_reads_what_the_processlist_does() {
     assert_eq!(seen.state, SessionState::IdleInTransaction);
     assert!(seen.in_state_for(snapshot.observed_at) >= std::time::Duration::from_secs(1));
     assert!(snapshot.sessions.iter().any(|x| x.pid == snapshot.own_pid));
+}
+
+/// A server that never answers (its listen queue full, so the kernel drops the handshake) costs a
+/// VERIFY_CA connection its connect timeout, not the operating system's minutes: the TLS probe that
+/// checks `ssl-ca` runs inside the timeout too.
+#[tokio::test]
+async fn a_blackholed_server_costs_verify_ca_its_connect_timeout() {
+    let db = server(true).await;
+    let ca = db.ca_cert_path().unwrap().display().to_string();
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    socket.bind("127.0.0.1:0".parse().unwrap()).unwrap();
+    let blackhole = socket.listen(0).unwrap();
+    let port = blackhole.local_addr().unwrap().port();
+    // Fill the queue the listener never accepts from; later handshakes go unanswered.
+    let mut held = Vec::new();
+    for _ in 0..4 {
+        if let Ok(Ok(stream)) = tokio::time::timeout(
+            std::time::Duration::from_millis(300),
+            tokio::net::TcpStream::connect(("127.0.0.1", port)),
+        )
+        .await
+        {
+            held.push(stream);
+        }
+    }
+    let options = ConnectOptions {
+        connect_timeout: std::time::Duration::from_secs(2),
+        ..ConnectOptions::default()
+    };
+    let url = format!("mysql://monitor:monitor@127.0.0.1:{port}/?ssl-mode=VERIFY_CA&ssl-ca={ca}");
+    // Generous: the OS alone would wait about two minutes (tcp_syn_retries).
+    let err = tokio::time::timeout(
+        std::time::Duration::from_secs(30),
+        MySql::connect(&url, options),
+    )
+    .await
+    .expect("the connect timeout bounds the TLS probe")
+    .err()
+    .expect("nothing answers");
+    assert!(matches!(err, DatabaseError::Unreachable { .. }), "{err:?}");
+    assert!(err.is_transient());
+    drop(held);
 }

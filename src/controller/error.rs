@@ -95,16 +95,6 @@ pub enum Retry {
     AtInterval,
 }
 
-/// Whether retrying without a change of configuration cannot help.
-fn permanent(error: &DatabaseError) -> bool {
-    matches!(
-        error,
-        DatabaseError::AuthFailed { .. }
-            | DatabaseError::InvalidUrl(_)
-            | DatabaseError::PermissionDenied(_)
-    )
-}
-
 fn kube_category(error: &kube::Error) -> &'static str {
     match error {
         kube::Error::Api(s) if s.code == 409 => "Conflict",
@@ -159,7 +149,7 @@ impl ReconcileError {
     pub fn retry(&self) -> Retry {
         match self {
             Self::NoNamespace | Self::NoName | Self::Invalid(_) => Retry::AfterChange,
-            Self::Engine(e) | Self::Database(e) if permanent(e) => Retry::AfterChange,
+            Self::Engine(e) | Self::Database(e) if !e.is_transient() => Retry::AfterChange,
             Self::Engine(_) | Self::Database(_) => Retry::Backoff,
             // A Secret can appear, and its watch says so at once; without it, back off.
             Self::Secret(_) => Retry::Backoff,

@@ -1222,10 +1222,19 @@ async fn error_policy_chooses_by_the_kind_of_failure_and_counts_every_one() {
             "ConnectionLost",
             Wait::Backoff,
         ),
+        // TLS fails the same way until a certificate, a CA or the URL changes: `run` stops on
+        // it, and the controller waits for a change (with its slow re-check) rather than retrying.
         (
             ReconcileError::Database(DatabaseError::Tls("handshake".into())),
             "TlsError",
-            Wait::Backoff,
+            Wait::Recheck,
+        ),
+        (
+            ReconcileError::Database(DatabaseError::TlsNotOffered {
+                target: "db:5432".into(),
+            }),
+            "TlsError",
+            Wait::Recheck,
         ),
         (ReconcileError::LostLease, "LostLease", Wait::Interval),
         (

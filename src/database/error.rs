@@ -37,6 +37,10 @@ pub enum DatabaseError {
     InvalidUrl(String),
     #[error("TLS setup failed: {0}")]
     Tls(String),
+    /// The server answered without TLS where the URL asked for it (`sslmode=require` and up,
+    /// MySQL's `ssl-mode=REQUIRED` and up). MySQL's `PREFERRED` falls back to plain text on it.
+    #[error("TLS setup failed: the server at {target} does not offer TLS")]
+    TlsNotOffered { target: String },
     #[error("cannot reach the database at {target}: {detail}")]
     Unreachable { target: String, detail: String },
     #[error("authentication failed for {target}: {detail}")]
@@ -61,7 +65,7 @@ impl DatabaseError {
     pub fn category(&self) -> &'static str {
         match self {
             Self::InvalidUrl(_) => "InvalidUrl",
-            Self::Tls(_) => "TlsError",
+            Self::Tls(_) | Self::TlsNotOffered { .. } => "TlsError",
             Self::Unreachable { .. } => "Unreachable",
             Self::AuthFailed { .. } => "AuthFailed",
             Self::ServerFull { .. } => "ServerFull",
@@ -71,7 +75,9 @@ impl DatabaseError {
         }
     }
 
-    /// Whether retrying without a change of configuration can help.
+    /// Whether retrying without a change of configuration can help: `run` keeps trying, the
+    /// controller backs off; otherwise `run` stops and the controller waits for a change (of the
+    /// policy or its Secret, with a slow re-check). The one place that says which.
     pub fn is_transient(&self) -> bool {
         matches!(
             self,
@@ -83,9 +89,53 @@ impl DatabaseError {
     }
 }
 
+/// Whether TLS is what failed: a `rustls` error anywhere in `error`'s chain of causes (looking
+/// inside the I/O errors that wrap one, whose `source` skips it). The drivers keep TLS errors as
+/// causes; this is the one place that finds them, for every engine and the PgBouncer console.
+pub fn caused_by_tls(error: &(dyn std::error::Error + 'static)) -> bool {
+    let mut cause = Some(error);
+    while let Some(inner) = cause {
+        let wrapped = inner
+            .downcast_ref::<std::io::Error>()
+            .and_then(|io| io.get_ref());
+        if inner.is::<rustls::Error>() || wrapped.is_some_and(|w| w.is::<rustls::Error>()) {
+            return true;
+        }
+        cause = inner.source();
+    }
+    false
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_tls_failure_is_found_among_the_causes_even_inside_an_io_error() {
+        let rustls = rustls::Error::InvalidCertificate(rustls::CertificateError::UnknownIssuer);
+        let io = std::io::Error::new(std::io::ErrorKind::InvalidData, rustls);
+        assert!(caused_by_tls(&io));
+        let plain = std::io::Error::new(std::io::ErrorKind::ConnectionRefused, "refused");
+        assert!(!caused_by_tls(&plain));
+        // Text that speaks of TLS is not a TLS failure.
+        let words = std::io::Error::other("the TLS certificate of the other server");
+        assert!(!caused_by_tls(&words));
+    }
+
+    #[test]
+    fn what_needs_a_change_stops_run_and_waits_in_the_controller() {
+        let tls = DatabaseError::Tls("unknown issuer".into());
+        let auth = DatabaseError::AuthFailed {
+            target: "db".into(),
+            detail: "password".into(),
+        };
+        let down = DatabaseError::Unreachable {
+            target: "db".into(),
+            detail: "refused".into(),
+        };
+        assert!(!tls.is_transient() && !auth.is_transient());
+        assert!(down.is_transient());
+    }
 
     #[test]
     fn the_advice_for_a_full_server_fits_its_version() {

@@ -14,6 +14,7 @@ use mysql_async::{Conn, Opts, OptsBuilder};
 use super::tls::{self, SslMode, TlsSettings};
 use crate::database::ConnectOptions;
 use crate::database::connection::percent_decode;
+use crate::database::error::caused_by_tls;
 use crate::database::{DatabaseError, Flavour};
 
 /// poolwarden's own `program_name`; sessions carrying it are never terminated.
@@ -151,9 +152,8 @@ impl Target {
                 let secure = self.open(self.builder().ssl_opts(ssl)).await;
                 match secure {
                     // PREFERRED: plain text when the server offers no TLS at all.
-                    Err(DatabaseError::Tls(detail))
-                        if self.tls.mode == SslMode::Preferred
-                            && detail.contains(tls::NO_TLS_OFFERED) =>
+                    Err(DatabaseError::TlsNotOffered { .. })
+                        if self.tls.mode == SslMode::Preferred =>
                     {
                         self.open(self.builder()).await?
                     }
@@ -286,11 +286,11 @@ fn classify_connect_error(e: mysql_async::Error, target: &str) -> DatabaseError 
             },
         },
         Error::Io(IoError::Tls(_)) => DatabaseError::Tls(detail),
-        Error::Driver(DriverError::NoClientSslFlagFromServer) => {
-            DatabaseError::Tls(format!("{} ({detail})", tls::NO_TLS_OFFERED))
-        }
+        Error::Driver(DriverError::NoClientSslFlagFromServer) => DatabaseError::TlsNotOffered {
+            target: target.to_owned(),
+        },
         Error::Url(_) => DatabaseError::InvalidUrl(detail),
-        _ if detail.contains("certificate") || detail.contains("TLS") => DatabaseError::Tls(detail),
+        _ if caused_by_tls(&e) => DatabaseError::Tls(detail),
         _ if not_mysql(&e) => DatabaseError::Unreachable {
             target: target.to_owned(),
             // The driver's words ("Packet is larger than max_allowed_packet") would send a

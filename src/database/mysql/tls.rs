@@ -39,9 +39,6 @@ pub struct Peer {
     pub timeout: std::time::Duration,
 }
 
-/// Part of the message when the server offers no TLS; PREFERRED then goes on in plain text.
-pub const NO_TLS_OFFERED: &str = "the server does not offer TLS";
-
 /// MySQL's `--ssl-mode` values.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum SslMode {
@@ -151,9 +148,43 @@ async fn certified_name(peer: &Peer, ca: &Path) -> Result<Option<String>, Databa
         timeout,
     } = peer.clone();
     let roots = read_roots(ca)?;
-    tokio::task::spawn_blocking(move || probe(&host, port, timeout, roots))
-        .await
-        .map_err(|e| DatabaseError::Tls(format!("the TLS probe failed: {e}")))?
+    let target = format!("{host}:{port}");
+    let probing = tokio::task::spawn_blocking(move || probe(&host, port, timeout, roots));
+    // The probe's every step has its own timeout; this bounds them together (and the name
+    // lookup, which has none), so a blackholed server costs one connect timeout, not the OS's.
+    match tokio::time::timeout(timeout, probing).await {
+        Ok(done) => done.map_err(|e| DatabaseError::Tls(format!("the TLS probe failed: {e}")))?,
+        Err(_) => Err(DatabaseError::Unreachable {
+            target,
+            detail: format!(
+                "no TLS handshake within {} s (the probe that checks ssl-ca)",
+                timeout.as_secs_f64()
+            ),
+        }),
+    }
+}
+
+/// A TCP connection to the first of the host's addresses that answers, each tried for at most
+/// `timeout` (`TcpStream::connect` alone waits as long as the OS does: minutes, when blackholed).
+fn connect_within(
+    host: &str,
+    port: u16,
+    timeout: std::time::Duration,
+) -> std::io::Result<TcpStream> {
+    use std::net::ToSocketAddrs;
+    let mut last = None;
+    for address in (host, port).to_socket_addrs()? {
+        match TcpStream::connect_timeout(&address, timeout) {
+            Ok(stream) => return Ok(stream),
+            Err(e) => last = Some(e),
+        }
+    }
+    Err(last.unwrap_or_else(|| {
+        std::io::Error::new(
+            std::io::ErrorKind::NotFound,
+            format!("{host} has no address"),
+        )
+    }))
 }
 
 /// What the probe's verifier learned.
@@ -174,7 +205,7 @@ fn probe(
         target: format!("{host}:{port}"),
         detail: e.to_string(),
     };
-    let mut stream = TcpStream::connect((host, port)).map_err(io)?;
+    let mut stream = connect_within(host, port, timeout).map_err(io)?;
     stream.set_read_timeout(Some(timeout)).map_err(io)?;
     stream.set_write_timeout(Some(timeout)).map_err(io)?;
     request_tls(&mut stream).map_err(|e| match e {
@@ -183,7 +214,9 @@ fn probe(
             target: format!("{host}:{port}"),
             detail,
         },
-        ProbeError::NoTls => DatabaseError::Tls(NO_TLS_OFFERED.into()),
+        ProbeError::NoTls => DatabaseError::TlsNotOffered {
+            target: format!("{host}:{port}"),
+        },
     })?;
 
     let provider = Arc::new(rustls::crypto::ring::default_provider());

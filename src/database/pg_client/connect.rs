@@ -13,6 +13,7 @@ use tokio_postgres_rustls::MakeRustlsConnect;
 
 use super::tls::{self, SslMode};
 use crate::database::connection::{APPLICATION_NAME, percent_decode};
+use crate::database::error::caused_by_tls;
 use crate::database::{ConnectOptions, DatabaseError};
 
 /// A parsed database URL, ready to connect again and again.
@@ -223,14 +224,29 @@ fn classify_connect_error(e: tokio_postgres::Error, target: &str) -> DatabaseErr
             target: target.to_owned(),
             detail,
         },
-        _ if detail.contains("TLS") || detail.contains("tls") || detail.contains("certificate") => {
-            DatabaseError::Tls(detail)
-        }
+        _ if refused_tls(&e) => DatabaseError::TlsNotOffered {
+            target: target.to_owned(),
+        },
+        _ if caused_by_tls(&e) => DatabaseError::Tls(detail),
         _ => DatabaseError::Unreachable {
             target: target.to_owned(),
             detail,
         },
     }
+}
+
+/// Whether the server answered the client's request for TLS with "no": `tokio_postgres` raises
+/// that failure itself, as an error kind it does not expose, with these words (the one place
+/// poolwarden reads a driver's message to classify an error).
+pub fn refused_tls(e: &tokio_postgres::Error) -> bool {
+    let mut cause: Option<&(dyn std::error::Error + 'static)> = Some(e);
+    while let Some(inner) = cause {
+        if inner.to_string() == "server does not support TLS" {
+            return true;
+        }
+        cause = inner.source();
+    }
+    false
 }
 
 /// Sorts a failed statement.

@@ -12,7 +12,8 @@ use tokio_postgres::error::SqlState;
 
 use super::views::MissingColumn;
 use crate::database::DatabaseError;
-use crate::database::pg_client::error_detail;
+use crate::database::error::caused_by_tls;
+use crate::database::pg_client::{error_detail, refused_tls};
 
 /// Why talking to a pooler's admin console failed.
 #[derive(Debug, thiserror::Error)]
@@ -127,16 +128,5 @@ pub(super) fn classify_query(e: &tokio_postgres::Error, target: &str) -> PoolerE
 /// A failure in the TLS layer: a rustls error somewhere in the causes, or the driver's own
 /// refusal when the pooler does not offer TLS and the URL requires it.
 fn is_tls_failure(e: &tokio_postgres::Error) -> bool {
-    let mut cause: Option<&(dyn std::error::Error + 'static)> = Some(e);
-    while let Some(inner) = cause {
-        // io::Error's `source` skips the error it wraps, so look inside it too.
-        let wrapped = inner
-            .downcast_ref::<std::io::Error>()
-            .and_then(|io| io.get_ref());
-        if inner.is::<rustls::Error>() || wrapped.is_some_and(|w| w.is::<rustls::Error>()) {
-            return true;
-        }
-        cause = inner.source();
-    }
-    e.to_string().contains("TLS")
+    caused_by_tls(e) || refused_tls(e)
 }
