@@ -12,7 +12,8 @@ use crate::act::{self, Outcome};
 use crate::database::pgbouncer::PoolerConsole;
 use crate::database::{DatabaseError, Engine, Snapshot};
 use crate::decide::{
-    self, ClusterView, Decision, Eviction, EvictionOutcome, Inputs, Memory, PoolerLook, Rules,
+    self, ClusterView, ConsoleUnread, Decision, Eviction, EvictionOutcome, Inputs, Memory,
+    PoolerLook, Rules,
 };
 
 /// Everything one cycle saw, decided and did.
@@ -93,7 +94,10 @@ pub async fn run_once_among(
     let snapshot = snapshot?;
     looks.extend(unusable.iter().map(|u| PoolerLook {
         name: u.name.clone(),
-        console: Err(u.message.clone()),
+        console: Err(ConsoleUnread {
+            reason: u.reason,
+            message: u.message.clone(),
+        }),
     }));
     unread.extend(unusable);
     let decision = decide::decide(Inputs {
@@ -145,7 +149,10 @@ async fn read_all(poolers: &mut [PoolerConsole]) -> (Vec<PoolerLook>, Vec<Unread
             }
             PoolerLook {
                 name,
-                console: seen.map_err(|e| e.to_string()),
+                console: seen.map_err(|e| ConsoleUnread {
+                    reason: e.category(),
+                    message: e.to_string(),
+                }),
             }
         })
         .collect();

@@ -37,7 +37,7 @@ pub use findings::{
 pub use groups::{Group, StateCounts};
 pub use learned::{LearnedPool, LearnedPools};
 pub use memory::{Finding, Memory};
-pub use pooler::{PoolerLook, PoolerReport};
+pub use pooler::{ConsoleUnread, PoolerLook, PoolerReport};
 pub use remediation::{
     Eviction, EvictionOutcome, Evictions, Held, HeldBecause, PinnedPool, Recovery,
 };

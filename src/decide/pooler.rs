@@ -349,8 +349,17 @@ pub fn unlinked_clients<'l>(
 pub struct PoolerLook {
     /// How people know it: its console's `host:port`, or a name from the policy.
     pub name: String,
-    /// The views, or the error that kept them from being read (its message).
-    pub console: Result<ConsoleSnapshot, String>,
+    /// The views, or why they could not be read.
+    pub console: Result<ConsoleSnapshot, ConsoleUnread>,
+}
+
+/// Why a pooler's console could not be read: the failure's kind and what a person reads.
+#[derive(Clone, Debug, PartialEq)]
+pub struct ConsoleUnread {
+    /// A short, bounded name: a condition reason, a metric label (`Unreachable`, `AuthFailed`…).
+    pub reason: &'static str,
+    /// What failed and what to do.
+    pub message: String,
 }
 
 /// What a decision says about one pooler: its server connections to this server by what is
@@ -406,7 +415,7 @@ pub fn join_looks(sessions: &[Session], looks: &[PoolerLook]) -> (PoolerJoin, Ve
                     pooler: look.name.clone(),
                     ..PoolerTally::default()
                 },
-                error: Some(e.clone()),
+                error: Some(e.message.clone()),
                 ..PoolerReport::default()
             },
         })

@@ -3216,7 +3216,10 @@ fn an_unreadable_pooler_is_a_warning_and_its_sessions_count_on_its_address() {
     let (snap, _) = behind_the_pooler();
     let looks = vec![PoolerLook {
         name: POOLER.to_owned(),
-        console: Err("cannot reach 10.0.9.9:6432: connection refused".to_owned()),
+        console: Err(ConsoleUnread {
+            reason: "Unreachable",
+            message: "cannot reach 10.0.9.9:6432: connection refused".to_owned(),
+        }),
     }];
     let rules = rules("mode: Enforce\nidle: {idleTimeout: 1m, idleInTransactionTimeout: 5m}\n");
     let d = decide_behind(&snap, &looks, &rules, &cluster());
@@ -3229,7 +3232,7 @@ fn an_unreadable_pooler_is_a_warning_and_its_sessions_count_on_its_address() {
     );
     assert_eq!(
         d.poolers[0].error.as_deref(),
-        looks[0].console.as_ref().err().map(String::as_str)
+        looks[0].console.as_ref().err().map(|e| e.message.as_str())
     );
     // As without a pooler: the pooler's address, unattributed. The idle transaction is a
     // client's whoever it is, and ended; the 5-hour idle one may be the pooler's own: kept.
