@@ -17,7 +17,7 @@ use kube::runtime::events::{Event, EventType};
 use super::context::Context;
 use super::engines::Connector;
 use super::error::ReconcileError;
-use super::patches;
+use super::{events, patches};
 use crate::api::{PoolPolicy, count, human};
 use crate::cycle::Cycle;
 use crate::decide::{AnnotationChange, Source, Subject, Termination, WorkloadRef};
@@ -45,7 +45,7 @@ async fn annotate<C: Connector>(
     change: &AnnotationChange,
 ) -> Result<(), ReconcileError> {
     let workload = &change.workload;
-    if !ctx.is_leader() {
+    if !ctx.may_act() {
         return Err(ReconcileError::LostLease);
     }
     let Some(resource) = patches::workload_resource(workload) else {
@@ -86,7 +86,7 @@ async fn raise_events<C: Connector>(ctx: &Context<C>, policy: &PoolPolicy, cycle
         let statements = f.statements_said();
         let event = Event {
             type_: EventType::Warning,
-            reason: "ConnectionLeak".into(),
+            reason: events::CONNECTION_LEAK.into(),
             note: Some(truncate(&format!(
                 "{}: {}{statements}. Likely cause: {} (policy {policy_name})",
                 f.kind.as_str(),
@@ -104,7 +104,7 @@ async fn raise_events<C: Connector>(ctx: &Context<C>, policy: &PoolPolicy, cycle
     for (workload, ended) in by_workload(terminated) {
         let event = Event {
             type_: EventType::Normal,
-            reason: "SessionsTerminated".into(),
+            reason: events::SESSIONS_TERMINATED.into(),
             note: Some(truncate(&ended_note(&ended, &policy_name))),
             action: "Terminate".into(),
             secondary: Some(policy_reference.clone()),
@@ -119,12 +119,12 @@ async fn raise_events<C: Connector>(ctx: &Context<C>, policy: &PoolPolicy, cycle
         sources.dedup();
         let event = Event {
             type_: EventType::Normal,
-            reason: "SessionsTerminated".into(),
+            reason: events::SESSIONS_TERMINATED.into(),
             note: Some(truncate(&terminated_note(terminated, &sources))),
             action: "Terminate".into(),
             secondary: None,
         };
-        if !ctx.is_leader() {
+        if !ctx.may_act() {
             return;
         }
         if let Err(error) = ctx.recorder.publish(&event, &policy_reference).await {
@@ -147,7 +147,7 @@ pub(super) async fn publish_about<C: Connector>(
     let Some(target) = target else {
         return true;
     };
-    if !ctx.is_leader() {
+    if !ctx.may_act() {
         return false;
     }
     if let Err(error) = ctx.recorder.publish(event, &target).await {

@@ -30,7 +30,7 @@ pub async fn policy<C: Connector>(
         let Some(resource) = patches::workload_resource(workload) else {
             continue;
         };
-        if !ctx.is_leader() {
+        if !ctx.may_act() {
             return Err(ReconcileError::LostLease);
         }
         let api: Api<DynamicObject> =

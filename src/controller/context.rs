@@ -76,7 +76,7 @@ impl<C: Connector> Context<C> {
     }
 
     /// Whether this replica may act now; asked right before every termination and every write.
-    pub fn is_leader(&self) -> bool {
+    pub fn may_act(&self) -> bool {
         self.leader.may_act()
     }
 

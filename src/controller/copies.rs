@@ -36,7 +36,7 @@ pub async fn take_back<C: Connector>(
     };
     let mut first_failure = None;
     for copy in stale {
-        if !ctx.is_leader() {
+        if !ctx.may_act() {
             return Err(ReconcileError::LostLease);
         }
         let Some(kind) = kinds::owner(&copy.object.kind) else {

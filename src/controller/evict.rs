@@ -14,7 +14,7 @@ use kube::runtime::events::{Event, EventType};
 use super::act_on_cluster::publish_about;
 use super::context::Context;
 use super::engines::Connector;
-use super::patches;
+use super::{events, patches};
 use crate::api::{PoolPolicy, count};
 use crate::cycle::Cycle;
 use crate::decide::{Eviction, EvictionOutcome};
@@ -33,7 +33,7 @@ pub async fn evict<C: Connector>(
     let policy_name = patches::policy_ref(policy);
     let mut results = Vec::with_capacity(planned.len());
     for eviction in planned {
-        if !ctx.is_leader() {
+        if !ctx.may_act() {
             break;
         }
         let pods: Api<Pod> =
@@ -84,7 +84,7 @@ async fn tell<C: Connector>(
     );
     let (reason, note) = match outcome {
         EvictionOutcome::Evicted => (
-            "PodEvicted",
+            events::POD_EVICTED,
             format!(
                 "evicted pod {}: {why}, which freed the server but not the application (its \
                  pool still counted them as checked out); its controller replaces it",
@@ -92,7 +92,7 @@ async fn tell<C: Connector>(
             ),
         ),
         EvictionOutcome::Refused { message } => (
-            "EvictionBlocked",
+            events::EVICTION_BLOCKED,
             format!(
                 "pod {} not evicted ({why}): {message}; asked again at the next cycle",
                 eviction.pod

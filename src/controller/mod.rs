@@ -19,6 +19,7 @@ mod copies;
 mod dereference;
 mod engines;
 mod error;
+mod events;
 mod evict;
 mod http;
 mod index;

@@ -37,7 +37,7 @@ pub async fn reconcile<C: Connector>(
 ) -> Result<Action, ReconcileError> {
     let _running = ctx.in_flight.enter();
     let interval = policy.spec.interval.into();
-    if !ctx.is_leader() {
+    if !ctx.may_act() {
         return Ok(Action::requeue(interval));
     }
     // Attribution on a half-listed cluster would be wrong: wait for every watch's first list.
@@ -118,7 +118,7 @@ async fn run_cycle<C: Connector>(
     unread.extend(inputs.unusable);
     let mut engine = inputs.engine.lock().await;
     // A replica that lost the lease while it waited for the connection does nothing.
-    if !ctx.is_leader() {
+    if !ctx.may_act() {
         return Err(ReconcileError::LostLease);
     }
     // Asked again right before terminating: the renew deadline may pass while it observes.
@@ -129,7 +129,7 @@ async fn run_cycle<C: Connector>(
         &valid.rules,
         &inputs.view,
         &memory,
-        || ctx.is_leader(),
+        || ctx.may_act(),
     )
     .await
     .map_err(ReconcileError::Database)?

@@ -57,7 +57,7 @@ async fn write_status<C: Connector>(
     let now = Timestamp::now();
     let previous = policy.status.as_ref();
     let new = status::build(previous, policy.metadata.generation, ended, now);
-    if !status::worth_writing(previous, &new, now) || !ctx.is_leader() {
+    if !status::worth_writing(previous, &new, now) || !ctx.may_act() {
         return Ok(());
     }
     let api: Api<PoolPolicy> =
