@@ -3,8 +3,10 @@
 pub mod audit;
 pub mod eviction_audit;
 mod json;
+mod run_lines;
 mod table;
 mod text;
 
 pub use json::to_json;
+pub use run_lines::run_lines;
 pub use text::{checked_out_note, cycle_line, recovery_lines, render, status};

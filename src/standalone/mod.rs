@@ -9,7 +9,6 @@ mod policy_file;
 pub use audit_log::{AuditLogError, AuditTrail};
 pub use policy_file::{PolicyFile, PolicyFileError, load};
 
-use std::collections::BTreeMap;
 use std::io::Write;
 use std::time::Duration;
 
@@ -18,7 +17,7 @@ use crate::cycle::{self, Cycle};
 use crate::database::ConnectOptions;
 use crate::database::pgbouncer::{PoolerConsole, PoolerError};
 use crate::database::{AnyEngine, DatabaseError};
-use crate::decide::{ClusterView, Memory, Rules, Termination};
+use crate::decide::{ClusterView, Memory, Rules};
 use crate::report;
 use crate::signals;
 use tokio::sync::watch;
@@ -349,82 +348,8 @@ fn report_cycle(target: &str, cycle: &Cycle, output: Output, out: &mut impl Writ
         let _ = writeln!(out, "{line}");
         return;
     }
-    let _ = writeln!(out, "{}", report::cycle_line(cycle));
-    for p in cycle.decision.poolers.iter() {
-        if let Some(e) = &p.error {
-            let _ = writeln!(out, "  pooler {} not read: {e}", p.tally.pooler);
-        }
-    }
-    for f in &cycle.decision.findings {
-        let statements = f.statements_said();
-        if f.started {
-            let _ = writeln!(
-                out,
-                "  leak confirmed: {} on {}: {}{statements}",
-                f.kind.as_str(),
-                f.subject,
-                f.evidence
-            );
-        } else if let Some(wait) = f.confirms_in {
-            let _ = writeln!(
-                out,
-                "  suspected (confirmed in {} if it holds): {} on {}: {}{statements}",
-                human(wait),
-                f.kind.as_str(),
-                f.subject,
-                f.evidence
-            );
-        }
-    }
-    let (terminated, verb) = match cycle.decision.mode {
-        Mode::Enforce => (&cycle.outcome.terminated, "terminated"),
-        Mode::DryRun => (&cycle.decision.dry_run, "would terminate"),
-    };
-    // One line per source and reason: readable at 20 sessions a cycle, and every pid is named.
-    let mut by_source: BTreeMap<(String, &str), Vec<&Termination>> = BTreeMap::new();
-    for t in terminated {
-        by_source
-            .entry((t.source.to_string(), t.reason.as_str()))
-            .or_default()
-            .push(t);
-    }
-    for ((source, reason), list) in by_source {
-        let longest = list
-            .iter()
-            .map(|t| t.in_state_for)
-            .max()
-            .unwrap_or_default();
-        let pids: Vec<String> = list.iter().map(|t| t.identity.pid.to_string()).collect();
-        let _ = writeln!(
-            out,
-            "  {verb} {} from {source} ({reason}, up to {}): pid {}",
-            count(list.len(), "session"),
-            human(longest),
-            pids.join(", ")
-        );
-    }
-    if let Some(note) = report::checked_out_note(terminated) {
-        let _ = writeln!(out, "  {note}");
-    }
-    for line in report::recovery_lines(&cycle.decision) {
-        let _ = writeln!(out, "  {line}");
-    }
-    if !cycle.outcome.changed.is_empty() {
-        let _ = writeln!(
-            out,
-            "  left alone (changed since the snapshot): {}",
-            cycle.outcome.changed.len()
-        );
-    }
-    if !cycle.outcome.gone.is_empty() {
-        let _ = writeln!(
-            out,
-            "  already gone (ended on their own): {}",
-            cycle.outcome.gone.len()
-        );
-    }
-    if let Some(e) = &cycle.outcome.error {
-        let _ = writeln!(out, "  termination failed: {e}");
+    for line in report::run_lines(cycle) {
+        let _ = writeln!(out, "{line}");
     }
 }
 
