@@ -153,14 +153,94 @@ fn micros(us: i64) -> Result<Timestamp, DatabaseError> {
     Timestamp::from_microsecond(us).map_err(|e| DatabaseError::Query(e.to_string()))
 }
 
-/// Reads the snapshot over `conn`, with each thread's last statement when `read_statements`
-/// and the server shows them.
+/// Reads the snapshot over `conn`, with each thread's last statement when `read_statements` and
+/// the server shows them: one round trip ([`read`]), its facts ([`Facts::of`]), and the sessions,
+/// each dated no later than when this connection first saw it.
 pub async fn take(
     conn: &mut Conn,
     queries: &Queries,
     memory: &mut Memory,
     read_statements: bool,
 ) -> Result<Snapshot, DatabaseError> {
+    let read = read(conn, queries, read_statements).await?;
+    let facts = Facts::of(&read)?;
+    let privileges = Privileges::from_grants(&read.grants);
+    let protected: HashSet<String> = read
+        .system_users
+        .iter()
+        .filter_map(|grantee| grantee_user(grantee))
+        .chain(memory.refused_users.iter().cloned())
+        .collect();
+    let sessions = sessions(&read, queries, memory, facts.observed_at, &protected)?;
+    memory.monitor_user = Some(facts.monitor_user.clone());
+
+    let server = ServerFacts {
+        flavour: queries.flavour,
+        version_num: version_number(&facts.version),
+        version: facts
+            .version
+            .split('-')
+            .next()
+            .unwrap_or_default()
+            .to_owned(),
+        max_connections: facts.max_connections,
+        // MySQL admits one connection beyond max_connections, for CONNECTION_ADMIN or SUPER
+        // only: applications have max_connections.
+        superuser_reserved_connections: 0,
+        reserved_connections: 0,
+        connected: read
+            .counter("Threads_connected")
+            .and_then(|n| u32::try_from(n).ok()),
+        max_connections_per_user: (facts.per_user > 0).then_some(facts.per_user),
+    };
+    let monitor = MonitorRole {
+        name: facts.monitor_user,
+        is_superuser: privileges.kills_anyone(queries.flavour),
+        can_signal_backends: privileges.may_kill_others(),
+        can_read_all_stats: privileges.process || privileges.all,
+    };
+    Ok(Snapshot {
+        observed_at: facts.observed_at,
+        own_pid: facts.own_id,
+        server,
+        monitor,
+        sessions,
+        sessions_opened_total: read.counter("Connections"),
+        churn: None,
+        application_names_known: queries.attributes,
+        last_statements: read.last_statements,
+    })
+}
+
+/// What the snapshot's one round trip answered, statement by statement.
+struct Read {
+    threads: Vec<Row>,
+    /// Thread id and when its InnoDB transaction started (Unix seconds).
+    transactions: Vec<(i64, Option<i64>)>,
+    facts: Vec<Row>,
+    status: Vec<(String, String)>,
+    grants: Vec<String>,
+    system_users: Vec<String>,
+    last_statement: HashMap<i64, Statement>,
+    last_statements: LastStatements,
+}
+
+impl Read {
+    /// A counter of `SHOW GLOBAL STATUS`.
+    fn counter(&self, name: &str) -> Option<i64> {
+        self.status
+            .iter()
+            .find(|(n, _)| n.eq_ignore_ascii_case(name))
+            .and_then(|(_, v)| v.parse::<i64>().ok())
+    }
+}
+
+/// Sends the snapshot's statements in one round trip and collects each answer.
+async fn read(
+    conn: &mut Conn,
+    queries: &Queries,
+    read_statements: bool,
+) -> Result<Read, DatabaseError> {
     let with_statements = read_statements && queries.statements.is_ok();
     let sql = if with_statements {
         &queries.snapshot_with_statements
@@ -172,12 +252,11 @@ pub async fn take(
         .await
         .map_err(classify_query_error)?;
     let threads: Vec<Row> = result.collect().await.map_err(classify_query_error)?;
-    let transactions: Vec<(i64, Option<i64>)> =
-        result.collect().await.map_err(classify_query_error)?;
+    let transactions = result.collect().await.map_err(classify_query_error)?;
     let facts: Vec<Row> = result.collect().await.map_err(classify_query_error)?;
-    let status: Vec<(String, String)> = result.collect().await.map_err(classify_query_error)?;
-    let grants: Vec<String> = result.collect().await.map_err(classify_query_error)?;
-    let system_users: Vec<String> = if queries.flavour == Flavour::MySql {
+    let status = result.collect().await.map_err(classify_query_error)?;
+    let grants = result.collect().await.map_err(classify_query_error)?;
+    let system_users = if queries.flavour == Flavour::MySql {
         result.collect().await.map_err(classify_query_error)?
     } else {
         Vec::new()
@@ -196,49 +275,73 @@ pub async fn take(
         (HashMap::new(), why)
     };
     result.drop_result().await.map_err(classify_query_error)?;
+    Ok(Read {
+        threads,
+        transactions,
+        facts,
+        status,
+        grants,
+        system_users,
+        last_statement,
+        last_statements,
+    })
+}
 
-    let facts = facts
-        .first()
-        .ok_or_else(|| DatabaseError::Query("the server's facts are missing".into()))?;
-    let fact = |i: usize| -> Result<Option<String>, DatabaseError> {
-        facts
-            .get_opt::<Option<String>, usize>(i)
-            .transpose()
-            .map(Option::flatten)
-            .map_err(|e| DatabaseError::Query(format!("fact {i}: {e}")))
-    };
-    let number = |i: usize| -> Result<i64, DatabaseError> {
-        fact(i)?
-            .and_then(|v| v.parse().ok())
-            .ok_or_else(|| DatabaseError::Query(format!("fact {i} is not a number")))
-    };
-    let observed_at = micros(number(0)?)?;
-    let own_id = number(1)?;
-    let version = fact(2)?.unwrap_or_default();
-    let max_connections = u32::try_from(number(3)?).unwrap_or(u32::MAX);
-    let per_user = u32::try_from(number(4)?).unwrap_or(0);
-    let monitor_user = fact(5)?.unwrap_or_default();
-    let counter = |name: &str| {
-        status
-            .iter()
-            .find(|(n, _)| n.eq_ignore_ascii_case(name))
-            .and_then(|(_, v)| v.parse::<i64>().ok())
-    };
+/// The server's facts row, in the order of the facts statement.
+struct Facts {
+    observed_at: Timestamp,
+    own_id: i64,
+    version: String,
+    max_connections: u32,
+    /// `max_user_connections`; 0 when unlimited.
+    per_user: u32,
+    monitor_user: String,
+}
 
-    let privileges = Privileges::from_grants(&grants);
-    let protected: HashSet<String> = system_users
+impl Facts {
+    fn of(read: &Read) -> Result<Self, DatabaseError> {
+        let row = read
+            .facts
+            .first()
+            .ok_or_else(|| DatabaseError::Query("the server's facts are missing".into()))?;
+        let fact = |i: usize| -> Result<Option<String>, DatabaseError> {
+            row.get_opt::<Option<String>, usize>(i)
+                .transpose()
+                .map(Option::flatten)
+                .map_err(|e| DatabaseError::Query(format!("fact {i}: {e}")))
+        };
+        let number = |i: usize| -> Result<i64, DatabaseError> {
+            fact(i)?
+                .and_then(|v| v.parse().ok())
+                .ok_or_else(|| DatabaseError::Query(format!("fact {i} is not a number")))
+        };
+        Ok(Self {
+            observed_at: micros(number(0)?)?,
+            own_id: number(1)?,
+            version: fact(2)?.unwrap_or_default(),
+            max_connections: u32::try_from(number(3)?).unwrap_or(u32::MAX),
+            per_user: u32::try_from(number(4)?).unwrap_or(0),
+            monitor_user: fact(5)?.unwrap_or_default(),
+        })
+    }
+}
+
+/// The threads as sessions, with their transactions' starts; remembers when each was first seen.
+fn sessions(
+    read: &Read,
+    queries: &Queries,
+    memory: &mut Memory,
+    observed_at: Timestamp,
+    protected: &HashSet<String>,
+) -> Result<Vec<Session>, DatabaseError> {
+    let started: HashMap<i64, i64> = read
+        .transactions
         .iter()
-        .filter_map(|grantee| grantee_user(grantee))
-        .chain(memory.refused_users.iter().cloned())
+        .filter_map(|&(id, started)| Some((id, started?)))
         .collect();
-
-    let mut sessions = Vec::with_capacity(threads.len());
-    let mut first_seen = HashMap::with_capacity(threads.len());
-    let started: HashMap<i64, i64> = transactions
-        .into_iter()
-        .filter_map(|(id, started)| Some((id, started?)))
-        .collect();
-    for row in &threads {
+    let mut sessions = Vec::with_capacity(read.threads.len());
+    let mut first_seen = HashMap::with_capacity(read.threads.len());
+    for row in &read.threads {
         let mut thread = Thread::from_row(row)?;
         if let Some(&second) = started.get(&thread.id) {
             thread.trx_started = Some(
@@ -253,41 +356,11 @@ pub async fn take(
             seen.min(thread.state_change),
             protected.contains(&thread.user),
             queries,
-            last_statement.get(&thread.id).cloned(),
+            read.last_statement.get(&thread.id).cloned(),
         ));
     }
     memory.first_seen = first_seen;
-    memory.monitor_user = Some(monitor_user.clone());
-
-    let server = ServerFacts {
-        flavour: queries.flavour,
-        version_num: version_number(&version),
-        version: version.split('-').next().unwrap_or_default().to_owned(),
-        max_connections,
-        // MySQL admits one connection beyond max_connections, for CONNECTION_ADMIN or SUPER
-        // only: applications have max_connections.
-        superuser_reserved_connections: 0,
-        reserved_connections: 0,
-        connected: counter("Threads_connected").and_then(|n| u32::try_from(n).ok()),
-        max_connections_per_user: (per_user > 0).then_some(per_user),
-    };
-    let monitor = MonitorRole {
-        name: monitor_user,
-        is_superuser: privileges.kills_anyone(queries.flavour),
-        can_signal_backends: privileges.may_kill_others(),
-        can_read_all_stats: privileges.process || privileges.all,
-    };
-    Ok(Snapshot {
-        observed_at,
-        own_pid: own_id,
-        server,
-        monitor,
-        sessions,
-        sessions_opened_total: counter("Connections"),
-        churn: None,
-        application_names_known: queries.attributes,
-        last_statements,
-    })
+    Ok(sessions)
 }
 
 fn session(
