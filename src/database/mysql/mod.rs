@@ -10,16 +10,19 @@
 //! - no conditional kill: each thread is re-read just before its own `KILL CONNECTION`
 //!   ([`terminate`]), and the window between the two is measured;
 //! - churn: the `Connections` counter plays `pg_stat_database.sessions`, and the quick looks at
-//!   new threads ([`snapshot::sample_churn`]) run when the PostgreSQL engine's would: on the first
+//!   new threads ([`churn::sample_churn`]) run when the PostgreSQL engine's would: on the first
 //!   observation, and when more than
 //!   [`CHURN_TRIGGER`](crate::database::churn::CHURN_TRIGGER) connections a second were opened
 //!   since the previous one.
 
+mod churn;
 mod connect;
+mod privileges;
 mod snapshot;
 mod sql;
 mod statements;
 mod terminate;
+mod thread;
 mod tls;
 
 pub use connect::{PROGRAM_NAME, Processlist, Target, is_mysql_url};
@@ -160,7 +163,7 @@ async fn observe_and_sample(
     let mut snapshot = snapshot::take(&mut c.conn, &c.queries, memory, read_statements).await?;
     if churn_sample_due(previous, &snapshot, first) {
         snapshot.churn =
-            Some(snapshot::sample_churn(&mut c.conn, &c.queries, &snapshot, looks).await?);
+            Some(churn::sample_churn(&mut c.conn, &c.queries, &snapshot, looks).await?);
     }
     Ok(snapshot)
 }

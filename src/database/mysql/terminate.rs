@@ -19,8 +19,9 @@ use mysql_async::Conn;
 use mysql_async::prelude::Queryable;
 
 use super::connect::{classify_query_error, code};
-use super::snapshot::{Memory, Thread};
+use super::snapshot::Memory;
 use super::sql::Queries;
+use super::thread::Thread;
 use crate::database::{CLIENT_BACKEND, DatabaseError, SessionIdentity, Verdict, elapsed};
 
 /// How far two reads of the same unchanged thread may disagree about when its state began,
