@@ -1,4 +1,4 @@
-//! A throwaway MariaDB for the tests that need one (tests/mysql.rs, tests/shapes.rs): database
+//! A throwaway MariaDB for the tests that need one (tests/engines/, tests/shapes.rs): database
 //! `app`, application users `app` and `batch`, and monitoring users `monitor` (PROCESS,
 //! CONNECTION ADMIN, performance_schema) and `watcher` (PROCESS only).
 
@@ -48,4 +48,30 @@ pub async fn open(db: &MariaDb, program: &str, host: u8) -> MySqlSession {
     )
     .await
     .expect("session opens")
+}
+
+/// Whether the server still shows thread `id`, asked as root: a statement on the session itself
+/// would be activity.
+pub async fn alive(db: &MariaDb, id: i64) -> bool {
+    use mysql_async::prelude::Queryable;
+    let mut admin = db.admin().await.unwrap();
+    let n: Option<i64> = admin
+        .exec_first(
+            "SELECT COUNT(*) FROM information_schema.PROCESSLIST WHERE ID = ?",
+            (id,),
+        )
+        .await
+        .unwrap();
+    n == Some(1)
+}
+
+/// Waits until the server no longer shows thread `id` (a killed thread leaves a moment later).
+pub async fn gone(db: &MariaDb, id: i64) -> bool {
+    for _ in 0..100 {
+        if !alive(db, id).await {
+            return true;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    false
 }

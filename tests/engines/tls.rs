@@ -1,12 +1,10 @@
 //! `sslmode` against a real PostgreSQL with TLS on, its certificate signed by a throwaway CA.
 
-mod support;
-
+use crate::support::*;
 use poolwarden::database::ConnectOptions;
 use poolwarden::database::DatabaseError;
 use poolwarden::database::postgres::Postgres;
 use poolwarden_sandbox::SandboxOptions;
-use support::*;
 
 async fn ssl_in_use(pg: &mut Postgres) -> bool {
     let client = pg.client().await.unwrap();

@@ -1,56 +1,18 @@
-//! The observe → decide → act cycle against a real PostgreSQL, started by the test itself.
-//! Every safety rule that involves the database is exercised here for real.
-
-mod support;
+//! What the PostgreSQL engine does its own way, against a real PostgreSQL the test starts itself
+//! (the rules both engines keep are in [`contract`](super::contract)): aborted transactions, the
+//! conditional `pg_terminate_backend`, privileges, superusers, churn, a full server.
 
 use std::collections::BTreeSet;
 
+use crate::support::*;
 use poolwarden::cycle;
 use poolwarden::database::{DatabaseError, Engine, Protection, SessionState, Verdict};
-use poolwarden::decide::{self, ClusterView, Inputs, Memory, Reason};
-use support::*;
+use poolwarden::decide::{self, ClusterView, Memory, Reason};
 
 const QUICK_IDLE: &str = "
 mode: Enforce
 idle: {idleTimeout: 300ms, idleInTransactionTimeout: 300ms}
 ";
-
-#[tokio::test]
-async fn an_idle_session_past_its_timeout_is_terminated_in_enforce() {
-    let sb = sandbox().await;
-    let leaked = open(&sb, "worker", 11).await;
-    pause(600).await;
-
-    let mut pg = connect(&monitor_url(&sb)).await;
-    let c = cycle(&mut pg, &rules(QUICK_IDLE)).await;
-
-    let ended: Vec<i64> = c
-        .outcome
-        .terminated
-        .iter()
-        .map(|t| t.identity.pid)
-        .collect();
-    assert_eq!(ended, vec![leaked.pid()]);
-    assert_eq!(c.outcome.terminated[0].reason, Reason::IdleTimeout);
-    assert!(gone(&sb, leaked.pid()).await);
-    assert!(!leaked.is_alive().await);
-}
-
-#[tokio::test]
-async fn dry_run_reports_the_same_session_and_leaves_it_alone() {
-    let sb = sandbox().await;
-    let leaked = open(&sb, "worker", 11).await;
-    pause(600).await;
-
-    let mut pg = connect(&monitor_url(&sb)).await;
-    let c = cycle(&mut pg, &rules(&QUICK_IDLE.replace("Enforce", "DryRun"))).await;
-
-    assert!(c.outcome.terminated.is_empty());
-    let would: Vec<i64> = c.decision.dry_run.iter().map(|t| t.identity.pid).collect();
-    assert_eq!(would, vec![leaked.pid()]);
-    pause(200).await;
-    assert!(leaked.is_alive().await);
-}
 
 #[tokio::test]
 async fn sessions_idle_in_transaction_and_aborted_are_terminated() {
@@ -94,68 +56,6 @@ async fn sessions_idle_in_transaction_and_aborted_are_terminated() {
 }
 
 #[tokio::test]
-async fn an_active_session_is_never_terminated_however_long_it_runs() {
-    let sb = sandbox().await;
-    let busy = open(&sb, "report", 13).await;
-    busy.start_active(5.0);
-    sb.wait_for_state(busy.pid(), "active", std::time::Duration::from_secs(5))
-        .await
-        .unwrap();
-    pause(600).await;
-
-    let mut pg = connect(&monitor_url(&sb)).await;
-    let c = cycle(&mut pg, &rules(QUICK_IDLE)).await;
-
-    let seen = c
-        .snapshot
-        .sessions
-        .iter()
-        .find(|s| s.pid == busy.pid())
-        .expect("visible");
-    assert_eq!(seen.state, SessionState::Active);
-    assert!(c.outcome.terminated.is_empty());
-    assert!(c.decision.deferred.is_empty() && c.decision.protected.is_empty());
-    assert!(busy.is_alive().await);
-}
-
-#[tokio::test]
-async fn excluded_users_and_applications_are_never_terminated() {
-    let sb = sandbox().await;
-    let console = open(&sb, "psql", 14).await;
-    let dump = open(&sb, "pg_dump 15", 14).await;
-    let batch = sb
-        .open_session(
-            &poolwarden_sandbox::SessionSpec::new("batch", "batch", APP_DB).application("nightly"),
-        )
-        .await
-        .unwrap();
-    let leaked = open(&sb, "worker", 11).await;
-    pause(600).await;
-
-    let policy = format!(
-        "{QUICK_IDLE}scope: {{excludeUsers: [batch], excludeApplications: [psql, 'pg_dump*']}}\n"
-    );
-    let mut pg = connect(&monitor_url(&sb)).await;
-    let c = cycle(&mut pg, &rules(&policy)).await;
-
-    let ended: Vec<i64> = c
-        .outcome
-        .terminated
-        .iter()
-        .map(|t| t.identity.pid)
-        .collect();
-    assert_eq!(ended, vec![leaked.pid()]);
-    for s in [&console, &dump, &batch] {
-        assert!(s.is_alive().await);
-    }
-    assert_eq!(
-        c.decision.out_of_scope[&decide::Exclusion::ExcludedApplication],
-        2
-    );
-    assert_eq!(c.decision.out_of_scope[&decide::Exclusion::ExcludedUser], 1);
-}
-
-#[tokio::test]
 async fn poolwarden_never_terminates_its_own_session_or_another_poolwardens() {
     let sb = sandbox().await;
     // Another poolwarden instance's monitoring connection, idle between its cycles.
@@ -186,40 +86,6 @@ async fn poolwarden_never_terminates_its_own_session_or_another_poolwardens() {
         second.decision.out_of_scope[&decide::Exclusion::PoolwardenSession],
         1
     );
-}
-
-#[tokio::test]
-async fn a_session_that_works_between_snapshot_and_kill_survives() {
-    let sb = sandbox().await;
-    let woke = open(&sb, "worker", 11).await;
-    let still = open(&sb, "worker", 11).await;
-    pause(600).await;
-
-    let mut pg = connect(&monitor_url(&sb)).await;
-    let snapshot = pg.observe().await.unwrap();
-    // The race: one session runs a query after we looked and before we act.
-    woke.touch().await.unwrap();
-    let rules = rules(QUICK_IDLE);
-    let decision = decide::decide(Inputs {
-        snapshot: &snapshot,
-        rules: &rules,
-        cluster: &ClusterView::default(),
-        poolers: &[],
-        memory: &Memory::default(),
-    });
-    assert_eq!(
-        decision.terminate.len(),
-        2,
-        "both were condemned on the snapshot"
-    );
-    let outcome = poolwarden::act::terminate(&mut pg, &decision).await;
-
-    let ended: Vec<i64> = outcome.terminated.iter().map(|t| t.identity.pid).collect();
-    let spared: Vec<i64> = outcome.changed.iter().map(|t| t.identity.pid).collect();
-    assert_eq!(ended, vec![still.pid()]);
-    assert_eq!(spared, vec![woke.pid()]);
-    assert!(woke.is_alive().await);
-    assert!(gone(&sb, still.pid()).await);
 }
 
 #[tokio::test]
@@ -341,37 +207,6 @@ async fn one_call_keeps_each_sessions_verdict_and_a_refusal_stops_nothing() {
     assert!(gone(&sb, own_role.pid()).await);
     assert!(refused.is_alive().await);
     assert!(woke.is_alive().await);
-}
-
-#[tokio::test]
-async fn the_cap_ends_only_the_oldest_offenders_each_cycle() {
-    let sb = sandbox().await;
-    let mut sessions = Vec::new();
-    for _ in 0..5 {
-        sessions.push(open(&sb, "worker", 11).await);
-        pause(60).await;
-    }
-    pause(600).await;
-
-    let policy = "mode: Enforce\nidle: {idleTimeout: 300ms, maxTerminationsPerCycle: 2}\n";
-    let mut pg = connect(&monitor_url(&sb)).await;
-    let c = cycle(&mut pg, &rules(policy)).await;
-
-    let ended: Vec<i64> = c
-        .outcome
-        .terminated
-        .iter()
-        .map(|t| t.identity.pid)
-        .collect();
-    assert_eq!(
-        ended,
-        vec![sessions[0].pid(), sessions[1].pid()],
-        "the two idle longest, oldest first"
-    );
-    assert_eq!(c.decision.deferred.len(), 3);
-    for s in &sessions[2..] {
-        assert!(s.is_alive().await);
-    }
 }
 
 #[tokio::test]

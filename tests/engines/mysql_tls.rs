@@ -1,8 +1,6 @@
 //! `ssl-mode` against a real MariaDB with TLS on, its certificate signed by a throwaway CA, and
 //! the `performance_schema.threads` path (MySQL 8's) against a MariaDB that has it on.
 
-mod support;
-
 use mysql_async::prelude::Queryable;
 use poolwarden::database::ConnectOptions;
 use poolwarden::database::mysql::MySql;
@@ -10,7 +8,7 @@ use poolwarden::database::{DatabaseError, Engine, SessionState};
 use poolwarden_sandbox::{MariaDb, MariaDbOptions, MySqlSessionSpec};
 
 async fn server(tls: bool) -> MariaDb {
-    support::mariadb::server_with(MariaDbOptions {
+    crate::support::mariadb::server_with(MariaDbOptions {
         tls,
         performance_schema: true,
         ..Default::default()

@@ -1,0 +1,13 @@
+//! The database engines against real servers the tests start themselves: the contract both
+//! engines keep ([`contract`], run against PostgreSQL and MariaDB alike), then what each does its
+//! own way ([`postgres`], [`mysql`]) and their TLS modes ([`tls`], [`mysql_tls`]). One test binary
+//! for all of them: each links poolwarden and the sandbox once.
+
+#[path = "../support/mod.rs"]
+mod support;
+
+mod contract;
+mod mysql;
+mod mysql_tls;
+mod postgres;
+mod tls;
