@@ -2,12 +2,11 @@
 //! way an API server does: lists and watches (also metadata-only), create, replace, patches of
 //! every kind, the status subresource, finalizers, Events and Leases.
 
-mod support;
-
 use std::convert::Infallible;
 use std::sync::Arc;
 use std::time::Duration;
 
+use crate::support::kube::KubeStandin;
 use futures::{Stream, StreamExt};
 use k8s_openapi::api::apps::v1::{Deployment, ReplicaSet};
 use k8s_openapi::api::coordination::v1::Lease;
@@ -25,7 +24,6 @@ use kube::runtime::watcher::{self, Event as Seen};
 use kube::{Client, ResourceExt};
 use serde::de::DeserializeOwned;
 use serde_json::{Value, json};
-use support::kube::KubeStandin;
 
 const WAIT: Duration = Duration::from_secs(15);
 

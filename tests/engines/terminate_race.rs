@@ -6,13 +6,11 @@
 //! The sessions and poolwarden compete for the same CPUs as the server; nothing here depends on
 //! timing beyond the workload's own shape, and the run lasts until enough sessions were ended.
 
-mod support;
-
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+use crate::support::*;
 use poolwarden_sandbox::{AdminTerminations, FlippingSpec, Sandbox, SandboxOptions};
-use support::*;
 
 /// At least 200 sessions, each idle for 0.5–1.5 × the timeout, then busy for 0–20 ms.
 const SESSIONS: usize = 250;

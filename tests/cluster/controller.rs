@@ -2,12 +2,13 @@
 //! stand-in (tests/kube/standin.py) and a real PostgreSQL (or MariaDB) started by the test. Pod
 //! IPs are 127.0.0.x addresses, so sessions opened from them are the pods' sessions.
 
-mod support;
-
 use std::net::Ipv4Addr;
 use std::path::Path;
 use std::time::Duration;
 
+use crate::support::alive;
+use crate::support::kube::{KubeStandin, TEST_USER_AGENT};
+use crate::support::proxy::{ApiProxy, Link};
 use futures::StreamExt;
 use k8s_openapi::api::apps::v1::{Deployment, ReplicaSet};
 use k8s_openapi::api::coordination::v1::Lease;
@@ -17,11 +18,8 @@ use kube::api::{Api, DeleteParams, DynamicObject, ListParams, Patch, PatchParams
 use poolwarden::api::PoolPolicy;
 use poolwarden_sandbox::{MariaDb, MariaDbOptions, MySqlSession, MySqlSessionSpec};
 use serde_json::json;
-use support::alive;
-use support::kube::{KubeStandin, TEST_USER_AGENT};
-use support::proxy::{ApiProxy, Link};
 
-use support::controller::{
+use crate::support::controller::{
     Controller, NS, cluster, cluster_on, create_policy, create_policy_with, create_secret,
     create_workload, database, eventually, session,
 };

@@ -5,11 +5,10 @@
 //! `Enforce` ends it through the verified termination while never ending the connections the
 //! pooler holds, whatever the idle rules say, with its console read or not.
 
-mod support;
-
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::time::Duration;
 
+use crate::support::*;
 use poolwarden::cycle::{self, Cycle};
 use poolwarden::database::ConnectOptions;
 use poolwarden::database::pgbouncer::{ConsoleSnapshot, PoolerConsole, PoolerError};
@@ -21,11 +20,10 @@ use poolwarden::standalone::{self, Output, PolicyFile};
 use poolwarden_sandbox::{
     PgBouncer, PgBouncerOptions, PoolMode, PooledClient, Sandbox, SessionSpec,
 };
-use support::*;
 
 const WAIT: Duration = Duration::from_secs(20);
 
-/// A sandbox (see `support::sandbox`) with a PgBouncer in front: `app` in session pooling,
+/// A sandbox (see `crate::support::sandbox`) with a PgBouncer in front: `app` in session pooling,
 /// `app_tx` in transaction pooling with two servers, `app_one` in transaction pooling with one.
 async fn pooled(tls: bool) -> (Sandbox, PgBouncer) {
     let sb = sandbox().await;

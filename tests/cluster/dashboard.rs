@@ -9,20 +9,18 @@
 //! ended sessions are checked on the way, and so are the alert rules: every metric they name is
 //! one the binary exports, and Prometheus accepts every expression.
 
-mod support;
-
 use std::net::{Ipv4Addr, TcpListener};
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+use crate::support::controller::http_get as get;
+use crate::support::kube::KubeStandin;
 use k8s_openapi::api::core::v1::{Pod, Secret};
 use kube::api::{Api, PostParams};
 use poolwarden::api::PoolPolicy;
 use poolwarden_sandbox::{Sandbox, SessionSpec};
 use serde_json::{Value, json};
-use support::controller::http_get as get;
-use support::kube::KubeStandin;
 
 const NS: &str = "shop";
 /// What Grafana substitutes for `$__rate_interval` at a 1 s scrape interval, give or take.

@@ -9,18 +9,16 @@
 //! - Takeover: how long after the leader is stopped (SIGTERM: the lease is released) or killed
 //!   (SIGKILL: the lease runs out) the standby holds the Lease. Printed, not asserted.
 
-mod support;
-
 use std::collections::{BTreeMap, HashSet};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime};
 
+use crate::support::controller::{Controller, cluster, create_policy, eventually, session};
+use crate::support::kube::KubeStandin;
+use crate::support::proxy::{ApiProxy, Link};
 use k8s_openapi::api::coordination::v1::Lease;
 use kube::api::Api;
 use poolwarden_sandbox::{Sandbox, SandboxOptions};
-use support::controller::{Controller, cluster, create_policy, eventually, session};
-use support::kube::KubeStandin;
-use support::proxy::{ApiProxy, Link};
 
 /// The real defaults: lease 15 s, renew deadline 10 s, retry period 2 s.
 const LEASE_SECS: u64 = 15;

@@ -3,19 +3,17 @@
 //! strategy, HorizontalPodAutoscalers) and a real PostgreSQL that accepts 200 connections from
 //! applications. Pod IPs are 127.0.0.x addresses, so sessions opened from them are the pods'.
 
-mod support;
-
+use crate::support::controller::{
+    Controller, NS, create_pod, create_policy_with, create_secret, database_with, eventually,
+    session,
+};
+use crate::support::kube::KubeStandin;
 use k8s_openapi::api::apps::v1::{Deployment, ReplicaSet};
 use k8s_openapi::api::autoscaling::v2::HorizontalPodAutoscaler;
 use kube::api::{Api, Patch, PatchParams, PostParams};
 use poolwarden::api::{CapacityStatus, PoolPolicy};
 use poolwarden_sandbox::{ClientSession, Sandbox, SandboxOptions};
 use serde_json::json;
-use support::controller::{
-    Controller, NS, create_pod, create_policy_with, create_secret, database_with, eventually,
-    session,
-};
-use support::kube::KubeStandin;
 
 /// A PostgreSQL whose `max_connections` of 203 leaves 200 to applications (3 reserved for
 /// superusers), with the roles the end-to-end tests use.
@@ -409,7 +407,7 @@ async fn kubectl_scale_beyond_the_servers_connections_warns_and_succeeds_and_wit
     assert_eq!(kubectl_scale(&client, 31).await, (200, vec![]));
     println!("with no endpoint: {:?}", started.elapsed());
     // One that accepts and never answers holds the change up for the timeout (2 s), no more.
-    let (silent, _listening) = support::silent_listener().await;
+    let (silent, _listening) = crate::support::silent_listener().await;
     kube.endpoints("default/poolwarden", Some(&format!("127.0.0.1:{silent}")));
     let started = std::time::Instant::now();
     let answered = tokio::time::timeout(

@@ -4,13 +4,14 @@
 //! clients connect to the pooler from them, so PostgreSQL sees only the pooler's address: the pod
 //! is known through the pooler's console alone, which the policy names in `spec.poolers`.
 
-mod support;
-
 use std::net::Ipv4Addr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
+use crate::support::controller::{Controller, NS, create_secret, eventually};
+use crate::support::kube::KubeStandin;
+use crate::support::{APP_DB, alive, monitor_url, sandbox};
 use k8s_openapi::api::apps::v1::{Deployment, ReplicaSet};
 use k8s_openapi::api::core::v1::{Pod, Secret};
 use k8s_openapi::api::events::v1::Event;
@@ -21,9 +22,6 @@ use poolwarden_sandbox::{
     PgBouncer, PgBouncerOptions, PoolMode, PooledClient, Sandbox, SessionSpec,
 };
 use serde_json::json;
-use support::controller::{Controller, NS, create_secret, eventually};
-use support::kube::KubeStandin;
-use support::{APP_DB, alive, monitor_url, sandbox};
 
 /// A PgBouncer in transaction pooling with two server connections (database `app_tx`).
 async fn pooler(sb: &Sandbox) -> PgBouncer {
