@@ -32,7 +32,6 @@ use std::time::Duration;
 
 use jiff::Timestamp;
 use mysql_async::Conn;
-use mysql_async::prelude::Queryable;
 
 use crate::database::churn::churn_sample_due;
 use crate::database::{ChurnLooks, ConnectOptions};
@@ -137,7 +136,9 @@ impl MySql {
     }
 
     /// Runs the bare thread list query (for benchmarks), returning the row count.
+    #[cfg(feature = "bench")]
     pub async fn bare_processlist_query(&mut self) -> Result<usize, DatabaseError> {
+        use mysql_async::prelude::Queryable;
         let c = self.connection().await?;
         let bare = c.queries.bare();
         let rows: Vec<mysql_async::Row> = c

@@ -271,6 +271,7 @@ impl Queries {
     }
 
     /// The bare thread list the benchmarks compare against.
+    #[cfg(feature = "bench")]
     pub fn bare(&self) -> &'static str {
         if self.performance_schema {
             "SELECT * FROM performance_schema.threads"

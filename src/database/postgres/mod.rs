@@ -14,7 +14,9 @@
 mod snapshot;
 mod terminate;
 
-pub use snapshot::{BARE_QUERY, Reading};
+#[cfg(feature = "bench")]
+pub use snapshot::BARE_QUERY;
+pub use snapshot::Reading;
 
 use tokio_postgres::Client;
 
@@ -57,6 +59,7 @@ impl Postgres {
     }
 
     /// Paces the churn sampling differently (the benchmarks measure what it costs).
+    #[cfg(feature = "bench")]
     pub fn with_churn_looks(mut self, looks: ChurnLooks) -> Self {
         self.looks = looks;
         self
@@ -108,6 +111,7 @@ impl Postgres {
     }
 
     /// Observes and samples churn whatever the rate (for benchmarks: what a sampled cycle costs).
+    #[cfg(feature = "bench")]
     pub async fn observe_with_churn_sample(&mut self) -> Result<Snapshot, DatabaseError> {
         let looks = self.looks;
         // Connected first: the connection says whether `query_id` can be read.
@@ -121,6 +125,7 @@ impl Postgres {
     }
 
     /// Runs the bare `SELECT * FROM pg_stat_activity` (for benchmarks), returning the row count.
+    #[cfg(feature = "bench")]
     pub async fn bare_activity_query(&mut self) -> Result<usize, DatabaseError> {
         let client = self.client().await?;
         // Sent the way the snapshot's statements are, so that the two compare like for like.

@@ -456,4 +456,5 @@ fn last_statement(
 }
 
 /// The bare query the benchmarks compare against.
+#[cfg(feature = "bench")]
 pub const BARE_QUERY: &str = "SELECT * FROM pg_stat_activity";
