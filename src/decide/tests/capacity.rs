@@ -328,3 +328,40 @@ fn overbooked_holds_for_the_window_before_it_is_confirmed_and_clears_a_window_af
     let d4 = look(21 * MIN, &d3.memory, &fits);
     assert!(findings(&d4, FindingKind::Overbooked).is_empty());
 }
+
+#[test]
+fn capacity_counts_client_sessions_against_the_usable_connections() {
+    // 96 application sessions, poolwarden's own, and two background processes.
+    let snap = snapshot()
+        .with_all((100..196).map(session))
+        .with(session(OWN_PID).application_name("poolwarden").active(0))
+        .with(session(2).backend_type("walsender").active(HOUR))
+        .with(session(3).backend_type("autovacuum launcher"))
+        .build();
+    let d = decide_standalone(&snap, &rules("budgets: {maxConnections: 90}"));
+    let c = &d.capacity;
+    assert_eq!(c.max_connections, 100);
+    assert_eq!(c.reserved_connections, 3);
+    assert_eq!(c.usable_connections, 97);
+    assert_eq!(c.client_sessions, 97);
+    assert_eq!(c.utilization_percent, 100);
+    assert_eq!(c.scope_sessions, 96);
+    assert_eq!(c.scope_budget, Some(90));
+
+    let half = snapshot().with_all((100..148).map(session)).build();
+    let d = decide_standalone(&half, &rules("{}"));
+    assert_eq!(d.capacity.client_sessions, 48);
+    assert!(
+        (49..=50).contains(&d.capacity.utilization_percent),
+        "{}",
+        d.capacity.utilization_percent
+    );
+}
+
+#[test]
+fn reserved_connections_of_postgres_16_are_not_usable_by_applications() {
+    let snap = snapshot().reserved_connections(2).build();
+    let d = decide_standalone(&snap, &rules("{}"));
+    assert_eq!(d.capacity.reserved_connections, 5);
+    assert_eq!(d.capacity.usable_connections, 95);
+}
