@@ -323,6 +323,11 @@ impl Memory {
         seen
     }
 
+    /// When the look the last decision was made on was taken, by the database's clock.
+    pub fn last_look(&self) -> Option<Timestamp> {
+        self.last_look
+    }
+
     /// The pool per pod learned for each workload, to keep across restarts.
     pub fn learned(&self) -> &LearnedPools {
         &self.learned
