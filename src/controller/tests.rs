@@ -1443,3 +1443,11 @@ async fn against_a_real_postgresql_one_reconcile_ends_exactly_the_leaked_session
     drop(ctx);
     assert!(handle.next_request().await.is_none(), "nothing else");
 }
+
+#[test]
+fn the_concurrency_is_shared_among_the_scopes_each_running_one_at_least() {
+    assert_eq!(super::per_scope(16, 1), 16);
+    assert_eq!(super::per_scope(16, 3), 5);
+    assert_eq!(super::per_scope(2, 5), 1);
+    assert_eq!(super::per_scope(16, 0), 16);
+}
