@@ -66,6 +66,8 @@ struct Connection<E> {
 /// The outcome of the last look.
 struct Last {
     began: Instant,
+    /// Whether it read what each session last ran.
+    statements: bool,
     result: Result<Arc<Snapshot>, DatabaseError>,
 }
 
@@ -79,6 +81,10 @@ pub struct Want {
     pub after: Option<Timestamp>,
     /// The earliest a shared look may have begun; `None`: a look of its own, waited for.
     pub not_before: Option<Instant>,
+    /// Whether the look reads what each session last ran (`leakDetection.lastStatements`). A
+    /// look is shared only among policies that agree: one that turned them off never has their
+    /// text read for it, one that wants them never gets a look without them.
+    pub statements: bool,
 }
 
 impl Want {
@@ -89,6 +95,7 @@ impl Want {
             url,
             after: None,
             not_before: None,
+            statements: true,
         }
     }
 }
@@ -155,14 +162,20 @@ impl<E: Engine + Send + 'static> Server<E> {
             };
         }
         let last = self.last.clone();
+        let statements = want.statements;
         async move {
+            connection.engine.read_statements(statements);
             let began = Instant::now();
             let result = connection.engine.observe().await.map(Arc::new);
             let looked = match &result {
                 Ok(snapshot) => Looked::Taken(snapshot.clone()),
                 Err(e) => Looked::Failed(e.clone()),
             };
-            *last.lock().unwrap_or_else(|e| e.into_inner()) = Some(Last { began, result });
+            *last.lock().unwrap_or_else(|e| e.into_inner()) = Some(Last {
+                began,
+                statements,
+                result,
+            });
             looked
         }
     }
@@ -196,8 +209,12 @@ impl<E: Engine + Send + 'static> Server<E> {
         match last.as_ref()? {
             Last {
                 began,
+                statements,
                 result: Ok(snapshot),
-            } if *began >= not_before && newer(snapshot, want.after) => {
+            } if *began >= not_before
+                && *statements == want.statements
+                && newer(snapshot, want.after) =>
+            {
                 Some(Looked::Taken(snapshot.clone()))
             }
             _ => None,
@@ -256,6 +273,10 @@ impl<C: Connector> Engine for PolicyEngine<'_, C> {
     fn is_connected(&self) -> bool {
         self.server.is_connected()
     }
+
+    fn read_statements(&mut self, read: bool) {
+        self.want.statements = read;
+    }
 }
 
 #[cfg(test)]
@@ -265,7 +286,7 @@ mod tests {
     use tokio::sync::Semaphore;
 
     use super::*;
-    use crate::database::{MonitorRole, ServerFacts};
+    use crate::database::{LastStatements, MonitorRole, ServerFacts};
 
     const ORDERS: &str = "postgres://m:p@db-a:5432/orders";
     const BILLING: &str = "postgres://m:p@db-a:5432/billing";
@@ -284,6 +305,7 @@ mod tests {
     struct Scripted {
         script: Script,
         connected: bool,
+        statements: bool,
     }
 
     impl Engine for Scripted {
@@ -308,6 +330,11 @@ mod tests {
                 sessions_opened_total: None,
                 churn: None,
                 application_names_known: true,
+                last_statements: if self.statements {
+                    LastStatements::Read
+                } else {
+                    LastStatements::NotRead
+                },
             })
         }
         async fn terminate(
@@ -318,6 +345,9 @@ mod tests {
         }
         fn is_connected(&self) -> bool {
             self.connected
+        }
+        fn read_statements(&mut self, read: bool) {
+            self.statements = read;
         }
     }
 
@@ -340,6 +370,7 @@ mod tests {
                 Ok(Scripted {
                     script: script.clone(),
                     connected: false,
+                    statements: true,
                 })
             }
         }
@@ -355,6 +386,7 @@ mod tests {
             url: ORDERS.into(),
             after,
             not_before: Some(Instant::now() - Duration::from_secs(3)),
+            statements: true,
         }
     }
 
@@ -406,6 +438,30 @@ mod tests {
         // A policy with poolers in front always looks for itself.
         taken(server.look(&Want::own(ORDERS.into()), &connector).await);
         assert_eq!(script.looks(), 4);
+    }
+
+    #[tokio::test]
+    async fn a_look_is_shared_only_among_policies_that_read_the_same_statements() {
+        let script = Script::default();
+        let (server, connector) = (script.server(), script.connector());
+        let with = taken(server.look(&shared(None), &connector).await);
+        assert_eq!(with.last_statements, LastStatements::Read);
+        let off = Want {
+            statements: false,
+            ..shared(None)
+        };
+        // A policy that turned them off has a look of its own taken without them.
+        let without = taken(server.look(&off, &connector).await);
+        assert_eq!(without.last_statements, LastStatements::NotRead);
+        assert_eq!(script.looks(), 2);
+        // The next policy that wants them takes a new look with them, then it is shared again.
+        let again = taken(server.look(&shared(None), &connector).await);
+        assert_eq!(again.last_statements, LastStatements::Read);
+        assert!(Arc::ptr_eq(
+            &again,
+            &taken(server.look(&shared(None), &connector).await)
+        ));
+        assert_eq!(script.looks(), 3);
     }
 
     #[tokio::test]

@@ -145,6 +145,7 @@ async fn run_cycle<C: Connector>(
             url: inputs.url,
             after: memory.last_look(),
             not_before: Some(first_tried.checked_sub(window).unwrap_or(first_tried)),
+            statements: valid.rules.last_statements,
         }
     } else {
         Want::own(inputs.url)
