@@ -22,6 +22,8 @@ pub struct Config {
     pub tiny: bool,
     /// Seconds of the controller's measured steady-state window.
     pub controller_window: u64,
+    /// Seconds of each scale row's measured window.
+    pub scale_window: u64,
     /// The `poolwarden` binary the controller section runs (default: this build's).
     pub controller_binary: std::path::PathBuf,
 }
@@ -214,11 +216,21 @@ pub struct Local {
 }
 
 pub async fn open_local(sb: &Sandbox, application: &str, state: State) -> Res<Local> {
+    open_local_in(sb, "app", application, state).await
+}
+
+/// [`open_local`], in `database`.
+pub async fn open_local_in(
+    sb: &Sandbox,
+    database: &str,
+    application: &str,
+    state: State,
+) -> Res<Local> {
     let (client, connection) = tokio_postgres::Config::new()
         .host_path(sb.dir())
         .port(sb.port())
         .user("app")
-        .dbname("app")
+        .dbname(database)
         .application_name(application)
         .connect(NoTls)
         .await?;
