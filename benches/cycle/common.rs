@@ -416,6 +416,15 @@ pub fn cpu_ns(pid: i64) -> Res<u64> {
         .ok_or("unreadable schedstat")?)
 }
 
+/// CPU nanoseconds the calling thread has run (`/proc/thread-self/schedstat`): what a step
+/// cost whatever else the machine was doing, where its wall time counts the waits for a core.
+pub fn thread_cpu_ns() -> u64 {
+    std::fs::read_to_string("/proc/thread-self/schedstat")
+        .ok()
+        .and_then(|text| text.split_whitespace().next()?.parse().ok())
+        .unwrap_or(0)
+}
+
 /// CPU seconds (user + system) this process has used, all threads.
 pub fn own_cpu_seconds() -> f64 {
     use nix::sys::resource::{UsageWho, getrusage};
