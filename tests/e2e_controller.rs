@@ -1282,8 +1282,9 @@ async fn sigterm_ends_the_controller_within_the_bound_while_a_database_hangs() {
     cluster(&client, &sb).await;
     create_policy(&client).await;
     let mut controller = Controller::start(&kube.kubeconfig(dir.path()), dir.path(), "replica-a");
-    eventually("the first reconcile", 60, || async {
-        (reconciles(&controller) >= 1.0).then_some(())
+    let cycles = || log_lines(&controller, "reconciled").len();
+    eventually("the first cycle", 60, || async {
+        (cycles() >= 1).then_some(())
     })
     .await;
 
@@ -1299,19 +1300,23 @@ async fn sigterm_ends_the_controller_within_the_bound_while_a_database_hangs() {
         .get(0);
     let backend = nix::unistd::Pid::from_raw(backend);
     nix::sys::signal::kill(backend, nix::sys::signal::Signal::SIGSTOP).unwrap();
-    let stalled = reconciles(&controller);
+    // A cycle that had its look before the signal may still end; after that, none does. The
+    // look hangs in a task of its own: the policy's reconciles come back for it instead of
+    // hanging with it (see src/controller/looks.rs), so nothing holds the shutdown.
     tokio::time::sleep(Duration::from_secs(3)).await;
-    assert_eq!(reconciles(&controller), stalled, "the reconcile hangs");
+    let (stalled, tried) = (cycles(), reconciles(&controller));
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    assert_eq!(cycles(), stalled, "the look hangs: no cycle ends");
+    assert!(
+        reconciles(&controller) > tried,
+        "the reconciles come back for the look rather than hang with it: {}",
+        controller.log()
+    );
 
     let (exit, took) = controller.terminate_within(SHUTDOWN_LIMIT);
     nix::sys::signal::kill(backend, nix::sys::signal::Signal::SIGCONT).unwrap();
     assert!(exit.success(), "{exit:?}\n{}", controller.log());
     eprintln!("exited {took:?} after SIGTERM");
-    assert!(
-        controller.log().contains("abandoned"),
-        "the log says what was left: {}",
-        controller.log()
-    );
     let lease = Api::<Lease>::namespaced(client.clone(), "default")
         .get("poolwarden")
         .await
