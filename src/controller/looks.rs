@@ -4,11 +4,15 @@
 //! host, port, credentials and TLS settings, [`server_key`](crate::database::server_key)) each
 //! govern their part of one list, and need not each read it. A [`Server`] holds the monitoring
 //! connection and the last look taken over it. A policy's cycle takes that look when it began
-//! at most [`share_window`] (a tenth of the interval) before the cycle was first tried, and is
-//! newer than the look the policy's previous cycle decided on; otherwise it takes a new one,
-//! which the next policies share. What the servers spend on poolwarden then grows with the
-//! number of servers, not of policies: about ten looks per interval per server at most, however
-//! many policies it holds.
+//! at most [`share_window`] (one interval) before the cycle was first tried, and is newer than
+//! the look the policy's previous cycle decided on; otherwise it takes a new one, which the next
+//! policies share. What the servers spend on poolwarden then grows with the number of servers,
+//! not of policies: about one look per interval per server, however many policies it holds (a
+//! window of a tenth of the interval let ten looks an interval through, measured at 8 times
+//! what ten policies a server cost: docs/benchmarks.md, "Scale"). The price is freshness: a
+//! cycle may decide on a look up to an interval old, so a session may be ended, or a leak
+//! confirmed, up to an interval later than a look of its own would have shown; each policy
+//! still decides on every look once, and never on one older than an interval.
 //!
 //! No cycle waits long on a server, its own or another's. A new look runs as a task of its own;
 //! the cycle that started it waits for it [`PATIENCE`] at most (a healthy server answers in
@@ -38,17 +42,14 @@ use tokio::sync::Mutex as AsyncMutex;
 use super::engines::Connector;
 use crate::database::{DatabaseError, Engine, SessionIdentity, Snapshot, Verdict};
 
-/// The part of its interval within which a policy takes a look another policy took.
-const SHARED_PART_OF_INTERVAL: u32 = 10;
-
 /// How long a cycle waits for the look it started before it comes back for it later.
 pub const PATIENCE: Duration = Duration::from_secs(2);
 
-/// How long before a cycle was first tried a look may have begun for the cycle to take it: a
-/// tenth of the policy's interval (3 s at the default 30 s), so that a server is looked at about
-/// ten times an interval at most.
+/// How long before a cycle was first tried a look may have begun for the cycle to take it: one
+/// interval, so that a server is looked at about once an interval, however many policies it
+/// holds.
 pub fn share_window(interval: Duration) -> Duration {
-    interval / SHARED_PART_OF_INTERVAL
+    interval
 }
 
 /// A database server: its monitoring connection and the last look taken over it.
