@@ -8,6 +8,7 @@
 //! cargo bench --bench cycle -- --controller-window 120
 //! cargo bench --bench cycle -- --only controller --controller-binary path/to/poolwarden
 //! cargo bench --bench cycle -- --only decide,scale --scale-window 180
+//! cargo bench --bench cycle -- --only scale --scale-policies 1000
 //! ```
 //!
 //! Six sections, each printing Markdown tables: observe (the snapshot vs the bare
@@ -74,6 +75,7 @@ fn parse_args() -> Result<Args, String> {
     let mut only: Vec<String> = SECTIONS.iter().map(|s| (*s).to_owned()).collect();
     let mut window = None;
     let mut scale_window = None;
+    let mut scale_policies = None;
     let mut binary = None;
     let mut args = std::env::args().skip(1);
     while let Some(arg) = args.next() {
@@ -101,6 +103,16 @@ fn parse_args() -> Result<Args, String> {
                 let secs = args.next().ok_or("--scale-window needs seconds")?;
                 scale_window = Some(secs.parse().map_err(|_| format!("not seconds: {secs}"))?);
             }
+            "--scale-policies" => {
+                let list = args
+                    .next()
+                    .ok_or("--scale-policies needs a list, e.g. 10,1000")?;
+                let rows = list
+                    .split(',')
+                    .map(|n| n.parse().map_err(|_| format!("not a number: {n}")))
+                    .collect::<Result<Vec<usize>, _>>()?;
+                scale_policies = Some(rows);
+            }
             "--controller-binary" => {
                 binary = Some(
                     args.next()
@@ -111,7 +123,7 @@ fn parse_args() -> Result<Args, String> {
             "-h" | "--help" => {
                 return Err(format!(
                     "usage: cargo bench --bench cycle -- [--tiny | --full] [--only {}] \
-                     [--controller-window SECS] [--scale-window SECS] \
+                     [--controller-window SECS] [--scale-window SECS] [--scale-policies N,N] \
                      [--controller-binary PATH]",
                     SECTIONS.join(",")
                 ));
@@ -125,6 +137,7 @@ fn parse_args() -> Result<Args, String> {
             tiny,
             controller_window: window.unwrap_or(if tiny { 20 } else { CONTROLLER_WINDOW_SECS }),
             scale_window: scale_window.unwrap_or(SCALE_WINDOW_SECS),
+            scale_policies,
             controller_binary: binary.unwrap_or_else(|| env!("CARGO_BIN_EXE_poolwarden").into()),
         },
         only,

@@ -24,6 +24,8 @@ pub struct Config {
     pub controller_window: u64,
     /// Seconds of each scale row's measured window.
     pub scale_window: u64,
+    /// The scale section's rows (numbers of policies), instead of its own.
+    pub scale_policies: Option<Vec<usize>>,
     /// The `poolwarden` binary the controller section runs (default: this build's).
     pub controller_binary: std::path::PathBuf,
 }

@@ -51,7 +51,10 @@ fn sizes(cfg: &Config) -> Sizes {
     } else {
         // 40 policies are 10 per server: what the servers spend then is the bar for 1,000.
         Sizes {
-            rows: vec![10, 40, 100, 1000],
+            rows: cfg
+                .scale_policies
+                .clone()
+                .unwrap_or_else(|| vec![10, 40, 100, 1000]),
             databases: 250,
             sessions_per_db: 10,
             interval: Duration::from_secs(30),
