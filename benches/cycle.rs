@@ -7,13 +7,16 @@
 //! cargo bench --bench cycle -- --only observe,act
 //! cargo bench --bench cycle -- --controller-window 120
 //! cargo bench --bench cycle -- --only controller --controller-binary path/to/poolwarden
+//! cargo bench --bench cycle -- --only decide,scale --scale-window 180
+//! cargo bench --bench cycle -- --only scale --scale-policies 1000
 //! ```
 //!
-//! Five sections, each printing a Markdown table: observe (the snapshot vs the bare
+//! Six sections, each printing Markdown tables: observe (the snapshot vs the bare
 //! `SELECT * FROM pg_stat_activity`, and on MariaDB vs the bare processlist, with the cost and
 //! window of MySQL's one-at-a-time kills), decide (the pure function on synthetic snapshots), act
-//! (mass termination), latency (idleTimeout crossed → session ended) and controller (the real
-//! binary's API requests, memory and CPU against the Kubernetes API stand-in). Nothing here
+//! (mass termination), latency (idleTimeout crossed → session ended), controller (the real
+//! binary's API requests, memory and CPU against the Kubernetes API stand-in) and scale (the
+//! same binary with 10 to 1,000 policies over four servers, one slow and one dead). Nothing here
 //! asserts on time: the figures are for people to read. Full sizes run under `cargo bench` (or
 //! with `--full`); run any other way (`cargo test --all-targets`), the tiny sizes do.
 
@@ -37,6 +40,14 @@ mod observe;
 mod observe_mysql;
 #[path = "cycle/observe_statements.rs"]
 mod observe_statements;
+#[path = "cycle/scale.rs"]
+mod scale;
+#[path = "cycle/scale_platform.rs"]
+mod scale_platform;
+#[path = "cycle/scale_probe.rs"]
+mod scale_probe;
+#[path = "cycle/scale_tables.rs"]
+mod scale_tables;
 #[allow(dead_code)] // shared with the tests; the bench uses part of it
 #[path = "../tests/support/kube.rs"]
 mod standin;
@@ -47,9 +58,11 @@ use std::time::Instant;
 
 use common::{Config, Res, load1, proc_field, raise_open_file_limit};
 
-const SECTIONS: [&str; 5] = ["observe", "decide", "act", "latency", "controller"];
+const SECTIONS: [&str; 6] = ["observe", "decide", "act", "latency", "controller", "scale"];
 /// The default measured window of the controller's steady state: two status heartbeats.
 const CONTROLLER_WINDOW_SECS: u64 = 630;
+/// The default measured window of each row of the scale section: six 30 s intervals.
+const SCALE_WINDOW_SECS: u64 = 180;
 
 struct Args {
     config: Config,
@@ -61,6 +74,8 @@ fn parse_args() -> Result<Args, String> {
     let mut benched = false;
     let mut only: Vec<String> = SECTIONS.iter().map(|s| (*s).to_owned()).collect();
     let mut window = None;
+    let mut scale_window = None;
+    let mut scale_policies = None;
     let mut binary = None;
     let mut args = std::env::args().skip(1);
     while let Some(arg) = args.next() {
@@ -84,6 +99,20 @@ fn parse_args() -> Result<Args, String> {
                 let secs = args.next().ok_or("--controller-window needs seconds")?;
                 window = Some(secs.parse().map_err(|_| format!("not seconds: {secs}"))?);
             }
+            "--scale-window" => {
+                let secs = args.next().ok_or("--scale-window needs seconds")?;
+                scale_window = Some(secs.parse().map_err(|_| format!("not seconds: {secs}"))?);
+            }
+            "--scale-policies" => {
+                let list = args
+                    .next()
+                    .ok_or("--scale-policies needs a list, e.g. 10,1000")?;
+                let rows = list
+                    .split(',')
+                    .map(|n| n.parse().map_err(|_| format!("not a number: {n}")))
+                    .collect::<Result<Vec<usize>, _>>()?;
+                scale_policies = Some(rows);
+            }
             "--controller-binary" => {
                 binary = Some(
                     args.next()
@@ -94,7 +123,7 @@ fn parse_args() -> Result<Args, String> {
             "-h" | "--help" => {
                 return Err(format!(
                     "usage: cargo bench --bench cycle -- [--tiny | --full] [--only {}] \
-                     [--controller-window SECS] \
+                     [--controller-window SECS] [--scale-window SECS] [--scale-policies N,N] \
                      [--controller-binary PATH]",
                     SECTIONS.join(",")
                 ));
@@ -107,6 +136,8 @@ fn parse_args() -> Result<Args, String> {
         config: Config {
             tiny,
             controller_window: window.unwrap_or(if tiny { 20 } else { CONTROLLER_WINDOW_SECS }),
+            scale_window: scale_window.unwrap_or(SCALE_WINDOW_SECS),
+            scale_policies,
             controller_binary: binary.unwrap_or_else(|| env!("CARGO_BIN_EXE_poolwarden").into()),
         },
         only,
@@ -169,6 +200,7 @@ async fn bench(args: Args) -> Res<()> {
             "decide" => vec![decide::run(cfg).await?],
             "act" => act::run(cfg).await?,
             "latency" => vec![latency::run(cfg).await?],
+            "scale" => scale::run(cfg).await?,
             _ => controller::run(cfg).await?,
         };
         if let Some(last) = produced.last_mut() {

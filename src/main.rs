@@ -109,6 +109,7 @@ async fn run(cli: Cli) -> Result<(), Box<dyn Error>> {
                 identity: args.identity.unwrap_or_else(controller::default_identity),
                 watch_secrets: args.watch_secrets,
                 initial_list: args.initial_list,
+                concurrency: args.concurrency,
                 webhook,
             };
             controller::run(config, controller::any_engine).await?;

@@ -22,6 +22,10 @@ pub struct Config {
     pub tiny: bool,
     /// Seconds of the controller's measured steady-state window.
     pub controller_window: u64,
+    /// Seconds of each scale row's measured window.
+    pub scale_window: u64,
+    /// The scale section's rows (numbers of policies), instead of its own.
+    pub scale_policies: Option<Vec<usize>>,
     /// The `poolwarden` binary the controller section runs (default: this build's).
     pub controller_binary: std::path::PathBuf,
 }
@@ -214,11 +218,21 @@ pub struct Local {
 }
 
 pub async fn open_local(sb: &Sandbox, application: &str, state: State) -> Res<Local> {
+    open_local_in(sb, "app", application, state).await
+}
+
+/// [`open_local`], in `database`.
+pub async fn open_local_in(
+    sb: &Sandbox,
+    database: &str,
+    application: &str,
+    state: State,
+) -> Res<Local> {
     let (client, connection) = tokio_postgres::Config::new()
         .host_path(sb.dir())
         .port(sb.port())
         .user("app")
-        .dbname("app")
+        .dbname(database)
         .application_name(application)
         .connect(NoTls)
         .await?;
@@ -402,6 +416,15 @@ pub fn cpu_ns(pid: i64) -> Res<u64> {
         .next()
         .and_then(|v| v.parse().ok())
         .ok_or("unreadable schedstat")?)
+}
+
+/// CPU nanoseconds the calling thread has run (`/proc/thread-self/schedstat`): what a step
+/// cost whatever else the machine was doing, where its wall time counts the waits for a core.
+pub fn thread_cpu_ns() -> u64 {
+    std::fs::read_to_string("/proc/thread-self/schedstat")
+        .ok()
+        .and_then(|text| text.split_whitespace().next()?.parse().ok())
+        .unwrap_or(0)
 }
 
 /// CPU seconds (user + system) this process has used, all threads.

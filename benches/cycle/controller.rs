@@ -188,22 +188,39 @@ async fn create_policies(client: &kube::Client) -> Res<()> {
 }
 
 /// The controller binary; killed on drop.
-struct Controller {
-    child: Child,
+pub struct Controller {
+    pub child: Child,
     port: u16,
 }
 
 impl Controller {
     fn start(binary: &Path, kubeconfig: &Path, log: &Path, initial_list: &str) -> Res<Controller> {
+        Controller::start_with(
+            binary,
+            kubeconfig,
+            log,
+            &["--initial-list", initial_list],
+            "info",
+        )
+    }
+
+    /// Starts `poolwarden controller` with more `args`, logging with the filter `rust_log`.
+    pub fn start_with(
+        binary: &Path,
+        kubeconfig: &Path,
+        log: &Path,
+        args: &[&str],
+        rust_log: &str,
+    ) -> Res<Controller> {
         let port = std::net::TcpListener::bind("127.0.0.1:0")?
             .local_addr()?
             .port();
         let child = Command::new(binary)
             .args(["controller", "--http-addr", &format!("127.0.0.1:{port}")])
             .args(["--lease-namespace", "default", "--identity", "bench"])
-            .args(["--initial-list", initial_list])
+            .args(args)
             .env("KUBECONFIG", kubeconfig)
-            .env("RUST_LOG", "info")
+            .env("RUST_LOG", rust_log)
             .env_remove("POD_NAMESPACE")
             .stdout(Stdio::null())
             .stderr(std::fs::File::create(log)?)
@@ -211,7 +228,7 @@ impl Controller {
         Ok(Controller { child, port })
     }
 
-    async fn ready(&self) -> bool {
+    pub async fn ready(&self) -> bool {
         let Ok(mut stream) = tokio::net::TcpStream::connect(("127.0.0.1", self.port)).await else {
             return false;
         };
@@ -224,11 +241,11 @@ impl Controller {
         response.starts_with("HTTP/1.0 200") || response.starts_with("HTTP/1.1 200")
     }
 
-    fn pid(&self) -> u32 {
+    pub fn pid(&self) -> u32 {
         self.child.id()
     }
 
-    fn stop(&mut self) {
+    pub fn stop(&mut self) {
         let pid = nix::unistd::Pid::from_raw(self.child.id() as i32);
         let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM);
         let deadline = Instant::now() + Duration::from_secs(20);

@@ -16,6 +16,7 @@ use super::leader::Leader;
 use super::metrics::Metrics;
 use super::poolers::Poolers;
 use super::readiness::Readiness;
+use super::schedule::Schedule;
 use super::secret::Secrets;
 use super::shutdown::InFlight;
 use crate::decide::{Eviction, EvictionOutcome, Memory};
@@ -37,6 +38,8 @@ pub struct Context<C: Connector> {
     pub leader: Leader,
     /// The reconciles running now: a shutdown waits for them, within a bound.
     pub in_flight: InFlight,
+    /// When each policy's next cycle is due.
+    pub schedule: Schedule,
     memories: Mutex<HashMap<String, Memory>>,
     failures: Mutex<HashMap<String, u32>>,
     jitter: std::hash::RandomState,
@@ -69,6 +72,7 @@ impl<C: Connector> Context<C> {
             recorder: parts.recorder,
             leader: parts.leader,
             in_flight: InFlight::default(),
+            schedule: Schedule::default(),
             memories: Mutex::default(),
             failures: Mutex::default(),
             jitter: std::hash::RandomState::new(),
@@ -131,6 +135,7 @@ impl<C: Connector> Context<C> {
         if let Ok(mut f) = self.failures.lock() {
             f.remove(uid);
         }
+        self.schedule.forget(uid);
         self.engines.release(uid);
         self.poolers.release(uid);
         self.count_connections();

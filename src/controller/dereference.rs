@@ -1,5 +1,6 @@
 //! Step 2 of a reconcile: what a valid policy refers to. Its Secret's URL (read only when the
-//! Secret changed), the engine that URL names (shared with the other policies on that target),
+//! Secret changed), the server that URL names (its connection and looks shared with the other
+//! policies on that server),
 //! the console URLs of the poolers in front (from their Secrets, by the same rules), and its view
 //! of the cluster from the index (its own namespace only). A pooler whose Secret cannot be read
 //! does not stop the cycle: it is passed on as unread, which keeps every idle session alive.
@@ -8,7 +9,7 @@ use jiff::Timestamp;
 use kube::core::Selector;
 
 use super::context::Context;
-use super::engines::{Connector, SharedEngine};
+use super::engines::{Connector, SharedServer};
 use super::error::ReconcileError;
 use super::poolers::{self, Wanted};
 use super::status::reasons;
@@ -19,7 +20,9 @@ use crate::decide::ClusterView;
 
 /// What the cycle runs on.
 pub struct Inputs<E> {
-    pub engine: SharedEngine<E>,
+    pub server: SharedServer<E>,
+    /// The policy's database URL (never leaves memory).
+    pub url: String,
     pub view: ClusterView,
     /// The pooler consoles to read.
     pub poolers: Vec<Wanted>,
@@ -39,7 +42,7 @@ pub async fn inputs<C: Connector>(
         .database_url(&ctx.client, namespace, valid.secret)
         .await?;
     let uid = policy.metadata.uid.as_deref().unwrap_or_default();
-    let engine = ctx
+    let server = ctx
         .engines
         .for_policy(uid, &url)
         .map_err(ReconcileError::Engine)?;
@@ -55,7 +58,8 @@ pub async fn inputs<C: Connector>(
     )
     .await;
     Ok(Inputs {
-        engine,
+        server,
+        url,
         view,
         poolers,
         unusable,

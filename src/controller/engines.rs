@@ -1,17 +1,18 @@
-//! One monitoring connection per database target, shared by every policy that names it.
+//! One monitoring connection per database server, shared by every policy on that server.
 //!
 //! The controller never names an engine: a [`Connector`] turns a URL into one (the binary passes
-//! the engine the URL's scheme names; tests pass a scripted one). Keyed by the URL itself (it
-//! never leaves memory). A policy whose URL changes moves to another entry; entries no policy
-//! uses any more are dropped, closing their connection: poolwarden must never be a leak itself.
+//! the engine the URL's scheme names; tests pass a scripted one). Keyed by the server the URL
+//! names ([`server_key`]: the URL without its database, which `pg_stat_activity` does not
+//! depend on), so that a platform's policies, each on its own database, hold one connection per
+//! server and share its looks ([`looks`](super::looks)). A policy whose URL changes moves to
+//! another entry; entries no policy uses any more are dropped, closing their connection:
+//! poolwarden must never be a leak itself.
 
 use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
 
-use tokio::sync::Mutex as AsyncMutex;
-
-use crate::database::ConnectOptions;
-use crate::database::{AnyEngine, DatabaseError, Engine};
+use super::looks::Server;
+use crate::database::{AnyEngine, ConnectOptions, DatabaseError, Engine, server_key};
 
 /// Makes the engine a database URL names, without connecting yet.
 pub trait Connector: Send + Sync + 'static {
@@ -38,7 +39,7 @@ pub fn any_engine(url: &str) -> Result<AnyEngine, DatabaseError> {
     AnyEngine::for_url(url, ConnectOptions::default())
 }
 
-pub type SharedEngine<E> = Arc<AsyncMutex<E>>;
+pub type SharedServer<E> = Arc<Server<E>>;
 
 pub struct Engines<C: Connector> {
     connector: C,
@@ -46,9 +47,14 @@ pub struct Engines<C: Connector> {
 }
 
 struct State<E> {
-    by_url: HashMap<String, SharedEngine<E>>,
-    /// policy uid → URL it uses
-    users: HashMap<String, String>,
+    by_server: HashMap<String, SharedServer<E>>,
+    /// policy uid → the URL it uses, and the server that URL names (its key)
+    users: HashMap<String, User>,
+}
+
+struct User {
+    url: String,
+    server: String,
 }
 
 impl<C: Connector> Engines<C> {
@@ -56,30 +62,50 @@ impl<C: Connector> Engines<C> {
         Self {
             connector,
             inner: Mutex::new(State {
-                by_url: HashMap::new(),
+                by_server: HashMap::new(),
                 users: HashMap::new(),
             }),
         }
     }
 
-    /// The engine for `url`, shared; the policy `uid` is recorded as its user.
+    /// The server `url` names, shared; the policy `uid` is recorded as its user.
     pub fn for_policy(
         &self,
         uid: &str,
         url: &str,
-    ) -> Result<SharedEngine<C::Engine>, DatabaseError> {
-        let mut state = self.inner.lock().unwrap_or_else(|e| e.into_inner());
-        let engine = match state.by_url.get(url) {
-            Some(engine) => engine.clone(),
-            None => {
-                let engine = Arc::new(AsyncMutex::new(self.connector.engine_for(url)?));
-                state.by_url.insert(url.to_owned(), engine.clone());
-                engine
+    ) -> Result<SharedServer<C::Engine>, DatabaseError> {
+        {
+            let state = self.inner.lock().unwrap_or_else(|e| e.into_inner());
+            if let Some(user) = state.users.get(uid).filter(|user| user.url == url)
+                && let Some(server) = state.by_server.get(&user.server)
+            {
+                return Ok(server.clone());
             }
-        };
-        state.users.insert(uid.to_owned(), url.to_owned());
+        }
+        // Each policy's URL is parsed, shared server or not: a bad URL is its own error, never
+        // a neighbour's. Once: a TLS configuration is not made again every cycle.
+        let engine = self.connector.engine_for(url)?;
+        let key = server_key(url);
+        let mut state = self.inner.lock().unwrap_or_else(|e| e.into_inner());
+        let server = state
+            .by_server
+            .entry(key.clone())
+            .or_insert_with(|| Arc::new(Server::new(url, engine)))
+            .clone();
+        state.users.insert(
+            uid.to_owned(),
+            User {
+                url: url.to_owned(),
+                server: key,
+            },
+        );
         state.gc();
-        Ok(engine)
+        Ok(server)
+    }
+
+    /// The connector, to open a server's connection with another policy's URL.
+    pub fn connector(&self) -> &C {
+        &self.connector
     }
 
     /// The policy is gone: its connection closes unless another policy uses it.
@@ -93,25 +119,25 @@ impl<C: Connector> Engines<C> {
     pub fn close_all(&self) {
         let mut state = self.inner.lock().unwrap_or_else(|e| e.into_inner());
         state.users.clear();
-        state.by_url.clear();
+        state.by_server.clear();
     }
 
-    /// Targets with a monitoring connection open now. One that a cycle is using at this moment
+    /// Servers with a monitoring connection open now. One that a cycle is using at this moment
     /// is open.
     pub fn open_targets(&self) -> usize {
         let state = self.inner.lock().unwrap_or_else(|e| e.into_inner());
         state
-            .by_url
+            .by_server
             .values()
-            .filter(|engine| engine.try_lock().map_or(true, |e| e.is_connected()))
+            .filter(|server| server.is_connected())
             .count()
     }
 }
 
 impl<E> State<E> {
     fn gc(&mut self) {
-        let used: HashSet<&String> = self.users.values().collect();
-        self.by_url.retain(|url, _| used.contains(url));
+        let used: HashSet<&String> = self.users.values().map(|user| &user.server).collect();
+        self.by_server.retain(|key, _| used.contains(key));
     }
 }
 
@@ -122,6 +148,8 @@ mod tests {
 
     const A: &str = "postgres://m:p@db-a:5432/orders?sslmode=disable";
     const B: &str = "postgres://m:p@db-b:5432/orders?sslmode=disable";
+    /// Another database of A's server.
+    const A_BILLING: &str = "postgres://m:p@db-a:5432/billing?sslmode=disable";
 
     /// An engine that is never asked anything: these tests are about sharing.
     struct Idle;
@@ -155,6 +183,24 @@ mod tests {
         let two = engines.for_policy("uid-2", A).unwrap();
         assert!(Arc::ptr_eq(&one, &two));
         assert_eq!(engines.open_targets(), 1);
+    }
+
+    #[test]
+    fn policies_on_other_databases_of_one_server_share_its_connection() {
+        let engines = engines();
+        let orders = engines.for_policy("uid-1", A).unwrap();
+        let billing = engines.for_policy("uid-2", A_BILLING).unwrap();
+        assert!(Arc::ptr_eq(&orders, &billing));
+        let elsewhere = engines.for_policy("uid-3", B).unwrap();
+        assert!(!Arc::ptr_eq(&orders, &elsewhere));
+        assert_eq!(engines.open_targets(), 2);
+        // The server stays while one of its policies does.
+        engines.release("uid-1");
+        assert!(Arc::ptr_eq(
+            &billing,
+            &engines.for_policy("uid-2", A_BILLING).unwrap()
+        ));
+        assert_eq!(engines.open_targets(), 2);
     }
 
     #[test]

@@ -8,7 +8,10 @@
 //!   restart) back off from the policy's interval, with jitter, to at most
 //!   [`MAX_BACKOFF_INTERVALS`] intervals: a policy is looked at again within two intervals of
 //!   its database answering, never left unwatched for minutes after a short outage;
-//! - a conflict (two writers raced) retries in a second.
+//! - a conflict (two writers raced) retries in a second;
+//! - a cycle whose server is being looked at by another policy's cycle, with nothing usable
+//!   known yet (see [`looks`](super::looks)), comes back in about a second: not a failure, not
+//!   counted, not in the status.
 //!
 //! Categories come from the variants (and their sources' variants), never from message text:
 //! they are bounded, and serve as metric labels and condition reasons.
@@ -35,6 +38,8 @@ pub const MAX_BACKOFF_INTERVALS: u32 = 2;
 pub const RECHECK: Duration = Duration::from_secs(600);
 /// How soon a conflict is retried.
 pub const CONFLICT_RETRY: Duration = Duration::from_secs(1);
+/// How soon a cycle comes back when its server's look is in another policy's hands.
+pub const LOOK_RETRY: Duration = Duration::from_secs(1);
 
 #[derive(Debug, thiserror::Error)]
 pub enum ReconcileError {
@@ -52,6 +57,9 @@ pub enum ReconcileError {
     /// Step 3, the cycle.
     #[error(transparent)]
     Database(DatabaseError),
+    /// Step 3: another policy's look at the server is in flight and none usable is known yet.
+    #[error("waiting for another policy's look at the same server")]
+    LookPending,
     /// Steps 3–5: the lease was lost (or its renew deadline passed) before an act or a write;
     /// that act or write was not done.
     #[error("this replica lost the lease")]
@@ -93,6 +101,8 @@ pub enum Retry {
     Conflict,
     /// The follower's pace: the policy's interval.
     AtInterval,
+    /// Not a failure: come back in about [`LOOK_RETRY`].
+    Shortly,
 }
 
 fn kube_category(error: &kube::Error) -> &'static str {
@@ -135,6 +145,7 @@ impl ReconcileError {
             Self::Secret(e) => e.reason(),
             Self::Engine(e) | Self::Database(e) => e.category(),
             Self::LostLease => "LostLease",
+            Self::LookPending => "LookPending",
             Self::Annotate { source, .. }
             | Self::Cleanup { source, .. }
             | Self::Copies { source, .. } => kube_category(source),
@@ -154,6 +165,7 @@ impl ReconcileError {
             // A Secret can appear, and its watch says so at once; without it, back off.
             Self::Secret(_) => Retry::Backoff,
             Self::LostLease => Retry::AtInterval,
+            Self::LookPending => Retry::Shortly,
             Self::Annotate { source, .. }
             | Self::Cleanup { source, .. }
             | Self::Copies { source, .. }
@@ -172,11 +184,18 @@ pub fn error_policy<C: Connector>(
     let name = patches::policy_ref(&policy);
     let uid = policy.uid().unwrap_or_default();
     let interval: Duration = policy.spec.interval.into();
+    if error.retry() == Retry::Shortly {
+        // Spread, so that the policies waiting on one server do not come back as one.
+        let wait = LOOK_RETRY.mul_f64(0.8 + ctx.jitter(&uid, 0));
+        tracing::debug!(policy = %name, retry_in = ?wait, "{error}");
+        return Action::requeue(wait);
+    }
     ctx.metrics.error(&name, error.category());
     let wait = match error.retry() {
         Retry::AfterChange => RECHECK,
         Retry::Conflict => CONFLICT_RETRY,
         Retry::AtInterval => interval,
+        Retry::Shortly => LOOK_RETRY,
         Retry::Backoff => {
             let failures = ctx.failed(&uid);
             let longest = interval.saturating_mul(MAX_BACKOFF_INTERVALS);

@@ -115,6 +115,8 @@ pub struct Metrics {
     /// Pods the policy set out to evict for their pinned pools (`spec.remediation`), by outcome.
     pub evictions: Family<EvictionLabels, Counter>,
     pub reconcile_duration: Family<PolicyLabels, Histogram>,
+    /// How late cycles started against their schedule (one interval after the previous start).
+    pub reconcile_lateness: Histogram,
     pub reconcile_errors: Family<ErrorLabels, Counter>,
     pub leader: Gauge,
     pub monitoring_connections: Gauge,
@@ -142,6 +144,9 @@ impl Metrics {
                     0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
                 ])
             }),
+            reconcile_lateness: Histogram::new([
+                0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0,
+            ]),
             reconcile_errors: Family::default(),
             leader: Gauge::default(),
             monitoring_connections: Gauge::default(),
@@ -195,6 +200,11 @@ impl Metrics {
             metrics.reconcile_duration.clone(),
         );
         r.register(
+            "reconcile_lateness_seconds",
+            "How late cycles started: the time from when a cycle was due (one interval after the previous one of its policy started) to its start",
+            metrics.reconcile_lateness.clone(),
+        );
+        r.register(
             "reconcile_errors",
             "Reconciles that failed, by error category",
             metrics.reconcile_errors.clone(),
@@ -206,7 +216,7 @@ impl Metrics {
         );
         r.register(
             "monitoring_connections",
-            "Database targets with an open monitoring connection (shared by their policies)",
+            "Database servers with an open monitoring connection (one per server, shared by its policies)",
             metrics.monitoring_connections.clone(),
         );
         Self {

@@ -26,6 +26,7 @@ mod index;
 mod kinds;
 mod leader;
 mod liveness;
+mod looks;
 mod metrics;
 mod patches;
 mod poolers;
@@ -33,6 +34,7 @@ mod readiness;
 mod reconcile;
 mod report;
 mod scaling;
+mod schedule;
 mod secret;
 mod shutdown;
 mod status;
@@ -97,6 +99,8 @@ pub struct Config {
     pub watch_secrets: bool,
     /// How the watches get their initial lists.
     pub initial_list: InitialList,
+    /// How many policies are reconciled at once, at most, over all the watched scopes.
+    pub concurrency: u16,
     /// The admission webhook, when it is served.
     pub webhook: Option<WebhookConfig>,
 }
@@ -234,6 +238,8 @@ pub async fn run<C: Connector>(config: Config, connector: C) -> Result<(), Contr
         };
         webhook::spawn(webhook, client.clone(), judge, stopped(stop_rx.clone()))
     });
+    // One runtime per scope: the bound is shared among them, each runs at least one.
+    let concurrency = per_scope(config.concurrency, own.len());
     let controllers = own.into_iter().zip(stores).map(|(watches, store)| {
         controller(
             client.clone(),
@@ -241,6 +247,7 @@ pub async fn run<C: Connector>(config: Config, connector: C) -> Result<(), Contr
             store,
             list_mode.clone(),
             ctx.clone(),
+            concurrency,
             stopped(stop_rx.clone()),
         )
     });
@@ -329,6 +336,7 @@ async fn controller<C: Connector>(
     ),
     mode: Arc<ListMode>,
     ctx: Arc<Context<C>>,
+    concurrency: u16,
     shutdown: impl Future<Output = ()> + Send + Sync + 'static,
 ) {
     let scope = watches.scope.as_deref();
@@ -344,6 +352,7 @@ async fn controller<C: Connector>(
         .applied_objects()
         .predicate_filter(meaningful_change, Default::default());
     let mut controller = Controller::for_stream(changes, reader.clone())
+        .with_config(controller::Config::default().concurrency(concurrency))
         .reconcile_all_on(became_leader(ctx.leader.changes()));
     if let Some(first) = watches.secrets {
         let api = watch::metadata_api(&client, scope, &kinds::SECRET);
@@ -389,6 +398,12 @@ async fn controller<C: Connector>(
             }
         })
         .await;
+}
+
+/// Each of `scopes` runtimes' share of `total` reconciles at once: at least one each.
+fn per_scope(total: u16, scopes: usize) -> u16 {
+    let scopes = u16::try_from(scopes.max(1)).unwrap_or(u16::MAX);
+    (total / scopes).max(1)
 }
 
 /// What makes a policy worth reconciling at once: its spec, its deletion, its finalizers.

@@ -14,6 +14,7 @@
 //! the finalizer. Only the leader reconciles; the others keep their caches warm and wait.
 
 use std::sync::Arc;
+use std::time::Instant;
 
 use kube::runtime::controller::Action;
 use kube::runtime::finalizer::{self, Event as Finalizing};
@@ -23,6 +24,7 @@ use super::context::{Context, WAIT_FOR_WATCHES};
 use super::dereference::{self, Inputs};
 use super::engines::Connector;
 use super::error::ReconcileError;
+use super::looks::{self, PolicyEngine, Want};
 use super::patches::{self, FINALIZER};
 use super::validate::{self, Valid};
 use super::{act_on_cluster, capacity, cleanup, copies, evict, report};
@@ -36,6 +38,7 @@ pub async fn reconcile<C: Connector>(
     ctx: Arc<Context<C>>,
 ) -> Result<Action, ReconcileError> {
     let _running = ctx.in_flight.enter();
+    let started = Instant::now();
     let interval = policy.spec.interval.into();
     if !ctx.may_act() {
         return Ok(Action::requeue(interval));
@@ -44,12 +47,20 @@ pub async fn reconcile<C: Connector>(
     if !ctx.readiness.is_ready() {
         return Ok(Action::requeue(WAIT_FOR_WATCHES));
     }
-    let _timer = ctx.metrics.reconcile_timer(&patches::policy_ref(&policy));
+    let name = patches::policy_ref(&policy);
+    let _timer = ctx.metrics.reconcile_timer(&name);
+    let start = ctx
+        .schedule
+        .start(&policy.uid().unwrap_or_default(), started, interval);
+    if let Some(late) = start.late {
+        ctx.metrics.reconcile_lateness.observe(late.as_secs_f64());
+        tracing::debug!(policy = %name, lateness_ms = late.as_millis() as u64, "cycle started");
+    }
     let namespace = policy.namespace().ok_or(ReconcileError::NoNamespace)?;
     let api: Api<PoolPolicy> = Api::namespaced(ctx.client.clone(), &namespace);
     finalizer::finalizer(&api, FINALIZER, policy, |event| async {
         match event {
-            Finalizing::Apply(policy) => apply(&policy, &ctx).await,
+            Finalizing::Apply(policy) => apply(&policy, &ctx, start.first_tried).await,
             Finalizing::Cleanup(policy) => cleanup::policy(&ctx, &policy).await,
         }
     })
@@ -57,11 +68,15 @@ pub async fn reconcile<C: Connector>(
     .map_err(ReconcileError::from_finalizer)
 }
 
+/// Runs the five steps; the next cycle is due one interval after this one was `first_tried`
+/// ([`schedule`](super::schedule)).
 async fn apply<C: Connector>(
     policy: &PoolPolicy,
     ctx: &Context<C>,
+    first_tried: Instant,
 ) -> Result<Action, ReconcileError> {
     let name = patches::policy_ref(policy);
+    let uid = policy.uid().unwrap_or_default();
     let interval = policy.spec.interval.into();
     let mut ended = async {
         // 1. Validate: the spec alone.
@@ -69,7 +84,7 @@ async fn apply<C: Connector>(
         // 2. Dereference: the Secret, the engine, the cluster view.
         let inputs = dereference::inputs(ctx, policy, &valid, &name).await?;
         // 3. The cycle: observe → decide → act on the database.
-        run_cycle(ctx, policy, &valid, inputs).await
+        run_cycle(ctx, policy, &valid, inputs, first_tried).await
     }
     .await;
     // 4. Act on the cluster: annotations and Events for what the cycle found, the pods to evict
@@ -93,10 +108,19 @@ async fn apply<C: Connector>(
     };
     // 5. Report: status and metrics, once, from what the steps ended with.
     let reported = report::write(ctx, policy, &ended).await;
-    ended
-        .and(told)
-        .and(reported)
-        .map(|()| Action::requeue(interval))
+    match ended.and(told).and(reported) {
+        Ok(()) => Ok(Action::requeue(ctx.schedule.ended(
+            &uid,
+            first_tried,
+            interval,
+        ))),
+        // A cycle that comes back for its server's look keeps its first try.
+        Err(ReconcileError::LookPending) => Err(ReconcileError::LookPending),
+        Err(e) => {
+            ctx.schedule.forget(&uid);
+            Err(e)
+        }
+    }
 }
 
 async fn run_cycle<C: Connector>(
@@ -104,6 +128,7 @@ async fn run_cycle<C: Connector>(
     policy: &PoolPolicy,
     valid: &Valid<'_>,
     inputs: Inputs<C::Engine>,
+    first_tried: Instant,
 ) -> Result<Cycle, ReconcileError> {
     let uid = policy.uid().unwrap_or_default();
     let mut memory = ctx.memory(&uid);
@@ -112,18 +137,36 @@ async fn run_cycle<C: Connector>(
         let namespace = policy.namespace().unwrap_or_default();
         memory = memory.remembering(capacity::learned(policy.status.as_ref(), &namespace));
     }
+    // A policy with poolers in front reads their consoles alongside a look of its own; the
+    // others share their server's recent look.
+    let want = if inputs.poolers.is_empty() && inputs.unusable.is_empty() {
+        let window = looks::share_window(policy.spec.interval.into());
+        Want {
+            url: inputs.url,
+            after: memory.last_look(),
+            not_before: Some(first_tried.checked_sub(window).unwrap_or(first_tried)),
+            statements: valid.rules.last_statements,
+        }
+    } else {
+        Want::own(inputs.url)
+    };
     let poolers = ctx.poolers.of(&uid);
     let mut poolers = poolers.lock().await;
     let mut unread = poolers.align(&inputs.poolers);
     unread.extend(inputs.unusable);
-    let mut engine = inputs.engine.lock().await;
-    // A replica that lost the lease while it waited for the connection does nothing.
+    let mut engine = PolicyEngine {
+        server: inputs.server,
+        connector: ctx.engines.connector(),
+        want,
+        pending: false,
+    };
+    // A replica that lost the lease while it waited for the consoles does nothing.
     if !ctx.may_act() {
         return Err(ReconcileError::LostLease);
     }
     // Asked again right before terminating: the renew deadline may pass while it observes.
     let cycle = cycle::run_once_among(
-        &mut *engine,
+        &mut engine,
         poolers.consoles(),
         unread,
         &valid.rules,
@@ -132,7 +175,10 @@ async fn run_cycle<C: Connector>(
         || ctx.may_act(),
     )
     .await
-    .map_err(ReconcileError::Database)?
+    .map_err(|e| match engine.pending {
+        true => ReconcileError::LookPending,
+        false => ReconcileError::Database(e),
+    })?
     .ok_or(ReconcileError::LostLease)?;
     // The audit trail first: what was ended is on record whatever the later steps do.
     audit::log(&audit::records(

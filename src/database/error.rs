@@ -31,7 +31,7 @@ pub fn server_full_advice(version_num: Option<u32>, refusal: &str) -> &'static s
 }
 
 /// Why talking to the database failed.
-#[derive(Debug, thiserror::Error)]
+#[derive(Clone, Debug, thiserror::Error)]
 pub enum DatabaseError {
     #[error("invalid database URL: {0}")]
     InvalidUrl(String),

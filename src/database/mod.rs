@@ -19,6 +19,7 @@ pub mod mysql;
 pub mod pg_client;
 pub mod pgbouncer;
 pub mod postgres;
+mod server;
 mod verdict;
 
 pub use any::AnyEngine;
@@ -30,6 +31,7 @@ pub use model::{
     CLIENT_BACKEND, ChurnSample, Flavour, LastStatements, MonitorRole, Protection, ServerFacts,
     Session, SessionIdentity, SessionState, Snapshot, elapsed,
 };
+pub use server::server_key;
 pub use verdict::Verdict;
 
 /// A database server poolwarden can watch and act on.

@@ -1,6 +1,6 @@
 //! Sessions counted per source (workload, or application and address) and per pod.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeSet, HashMap};
 use std::time::Duration;
 
 use serde::Serialize;
@@ -80,9 +80,11 @@ fn trust(via: Via) -> u8 {
     }
 }
 
-/// Groups governed sessions by source, biggest first.
+/// Groups governed sessions by source, biggest first. Hashed, not ordered, while counting (a
+/// source compared string by string at each step of a tree was most of deciding's cost): the
+/// sort at the end gives the order.
 pub fn by_source(governed: &[Governed<'_>], observed_at: jiff::Timestamp) -> Vec<Group> {
-    let mut groups: BTreeMap<&Source, Group> = BTreeMap::new();
+    let mut groups: HashMap<&Source, Group> = HashMap::new();
     for g in governed {
         let s = g.session;
         let group = groups
@@ -102,8 +104,13 @@ pub fn by_source(governed: &[Governed<'_>], observed_at: jiff::Timestamp) -> Vec
             group.via = g.attribution.via;
         }
         group.counts.add(s.state);
-        group.pods.insert(g.attribution.pod.clone());
-        if let Some(pooler) = &g.attribution.pooler {
+        // Copied only the first time: most sessions are of a pod already counted.
+        if !group.pods.contains(&g.attribution.pod) {
+            group.pods.insert(g.attribution.pod.clone());
+        }
+        if let Some(pooler) = &g.attribution.pooler
+            && !group.poolers.contains(pooler)
+        {
             group.poolers.insert(pooler.clone());
         }
         let age = s.in_state_for(observed_at);

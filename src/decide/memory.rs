@@ -19,7 +19,7 @@
 //! What `Enforce` ends for a leak ([`Sighting::ended`]) is confirmed at once: the termination was
 //! decided on that evidence, and ending the sessions must not hide the leak from its owners.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::time::Duration;
 
 use jiff::Timestamp;
@@ -317,12 +317,32 @@ impl Memory {
             pods.retain(|_, last| elapsed(*last, now) < window);
         }
         seen.retain(|_, pods| !pods.is_empty());
+        // By source first (hashed), so that each source is looked up, and copied, once rather
+        // than once per session.
+        let mut now_seen: HashMap<&Source, Vec<&str>> = HashMap::new();
         for (source, pod) in current {
-            seen.entry(source.clone())
-                .or_default()
-                .insert(pod.to_owned(), now);
+            now_seen.entry(source).or_default().push(pod);
+        }
+        for (source, pods) in now_seen {
+            let known = match seen.get_mut(source) {
+                Some(known) => known,
+                None => seen.entry(source.clone()).or_default(),
+            };
+            for pod in pods {
+                match known.get_mut(pod) {
+                    Some(last) => *last = now,
+                    None => {
+                        known.insert(pod.to_owned(), now);
+                    }
+                }
+            }
         }
         seen
+    }
+
+    /// When the look the last decision was made on was taken, by the database's clock.
+    pub fn last_look(&self) -> Option<Timestamp> {
+        self.last_look
     }
 
     /// The pool per pod learned for each workload, to keep across restarts.

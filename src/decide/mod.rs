@@ -45,7 +45,7 @@ pub use rules::{Detection, InvalidSpec, Rules};
 pub use scope::Exclusion;
 pub use terminations::{Protected, Reason, Termination};
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 
 use serde::Serialize;
 
@@ -249,7 +249,7 @@ pub fn decide(inputs: Inputs<'_>) -> Decision {
     }
     let annotations = annotations::plan(&findings, cluster, rules.annotate);
     // What this cycle ends (or, in DryRun, would end) of pinned pools, and whom to evict.
-    let working: BTreeSet<&str> = governed
+    let working: HashSet<&str> = governed
         .iter()
         .filter(|g| !g.session.state.is_idle_in_transaction())
         .map(|g| g.attribution.pod.as_str())
@@ -310,7 +310,7 @@ pub fn decide(inputs: Inputs<'_>) -> Decision {
 /// For each workload, the most governed sessions one of its pods holds now (a pooler's held
 /// connections are the pooler's, not a pod's): what [`learned`] remembers.
 fn most_per_pod(governed: &[Governed<'_>]) -> BTreeMap<WorkloadRef, u32> {
-    let mut per_pod: BTreeMap<(&WorkloadRef, &str), u32> = BTreeMap::new();
+    let mut per_pod: HashMap<(&WorkloadRef, &str), u32> = HashMap::new();
     for g in governed
         .iter()
         .filter(|g| !g.attribution.via.is_held_by_pooler())

@@ -217,6 +217,10 @@ impl<'s> Backends<'s> {
 
 /// Joins the backends of one server with what the poolers in front of it show.
 pub fn join(sessions: &[Session], poolers: &[Pooler<'_>]) -> PoolerJoin {
+    // Without a pooler in front there is nothing to match: skip indexing every backend.
+    if poolers.is_empty() {
+        return PoolerJoin::default();
+    }
     let backends = Backends::new(sessions);
     // The surest claim on each backend, with the pooler that made it; two poolers claiming one
     // backend equally surely leave it unsettled.

@@ -141,6 +141,8 @@ pub fn select(
     rules: &Rules,
 ) -> Verdicts {
     let mut verdicts = Verdicts::default();
+    // Ordered before they are written out: a termination carries a dozen strings, and sorting
+    // thousands of them moved far more memory than deciding on them took.
     let mut allowed = Vec::new();
     for (session, attribution, reason) in condemned {
         let in_state_for = session.in_state_for(snapshot.observed_at);
@@ -159,27 +161,33 @@ pub fn select(
         let Some(identity) = session.identity() else {
             continue;
         };
-        allowed.push(Termination {
-            identity,
-            reason,
-            source: attribution.source.clone(),
-            pod: attribution.pod.clone(),
-            pooler: attribution.pooler.clone(),
-            user: session.user.clone().unwrap_or_default(),
-            database: session.database.clone().unwrap_or_default(),
-            application_name: session.application_name.clone(),
-            in_state_for,
-            blocks: blocks.get(&session.pid).copied().unwrap_or(0),
-            checked_out: session.state.is_idle_in_transaction(),
-            last_statement: statements::of(session, rules).cloned(),
-        });
+        let blocks = blocks.get(&session.pid).copied().unwrap_or(0);
+        allowed.push((blocks, in_state_for, identity, session, attribution, reason));
     }
     allowed.sort_by(|a, b| {
-        b.blocks
-            .cmp(&a.blocks)
-            .then(b.in_state_for.cmp(&a.in_state_for))
-            .then(a.identity.pid.cmp(&b.identity.pid))
+        b.0.cmp(&a.0)
+            .then(b.1.cmp(&a.1))
+            .then(a.2.pid.cmp(&b.2.pid))
     });
+    let mut allowed: Vec<Termination> = allowed
+        .into_iter()
+        .map(
+            |(blocks, in_state_for, identity, session, attribution, reason)| Termination {
+                identity,
+                reason,
+                source: attribution.source.clone(),
+                pod: attribution.pod.clone(),
+                pooler: attribution.pooler.clone(),
+                user: session.user.clone().unwrap_or_default(),
+                database: session.database.clone().unwrap_or_default(),
+                application_name: session.application_name.clone(),
+                in_state_for,
+                blocks,
+                checked_out: session.state.is_idle_in_transaction(),
+                last_statement: statements::of(session, rules).cloned(),
+            },
+        )
+        .collect();
     let cap = rules.max_terminations_per_cycle.min(allowed.len());
     verdicts.deferred = allowed.split_off(cap);
     verdicts.selected = allowed;

@@ -478,7 +478,8 @@ pub fn about_sources(
     pooler_clients: &[ClientConnection<'_>],
     context: &Context<'_>,
 ) -> Vec<Sighting> {
-    let mut by_source: BTreeMap<&Source, SourceSessions<'_, '_>> = BTreeMap::new();
+    // Hashed while sorting sessions out, ordered once for the detectors (see `groups::by_source`).
+    let mut by_source: HashMap<&Source, SourceSessions<'_, '_>> = HashMap::new();
     // A pooler's held connections are nobody's leak: what PgBouncer does with them is its own
     // policy (server_idle_timeout); a pool that makes clients wait is `pooler_saturation`'s.
     for g in governed
@@ -510,8 +511,10 @@ pub fn about_sources(
         pool_saturation::find,
         orphaned::find,
     ];
-    by_source
-        .values()
+    let mut sources: Vec<SourceSessions<'_, '_>> = by_source.into_values().collect();
+    sources.sort_by(|a, b| a.source.cmp(b.source));
+    sources
+        .iter()
         .flat_map(|source| detectors.iter().filter_map(move |d| d(source, context)))
         .collect()
 }

@@ -21,7 +21,7 @@
 //! not idle in a transaction) or has waited for [`PENDING_FOR`] (two hours). In `DryRun`, what `Enforce`
 //! would end makes the pinned pools, and the reports say what would be evicted.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::time::Duration;
 
 use jiff::Timestamp;
@@ -220,13 +220,15 @@ pub fn pinned_pools(governed: &[Governed<'_>], ended: &[Termination]) -> Vec<Pin
     if ended_by_pod.is_empty() {
         return Vec::new();
     }
-    let mut sessions: BTreeMap<(&Source, &str), (u32, bool)> = BTreeMap::new();
+    // Only the pods something was ended of are counted: a handful, against every session.
+    let mut sessions: HashMap<(&Source, &str), (u32, bool)> =
+        ended_by_pod.keys().map(|key| (*key, (0, true))).collect();
     for g in governed {
-        let (n, all_in_tx) = sessions
-            .entry((&g.attribution.source, g.attribution.pod.as_str()))
-            .or_insert((0, true));
-        *n += 1;
-        *all_in_tx &= g.session.state.is_idle_in_transaction();
+        let key = (&g.attribution.source, g.attribution.pod.as_str());
+        if let Some((n, all_in_tx)) = sessions.get_mut(&key) {
+            *n += 1;
+            *all_in_tx &= g.session.state.is_idle_in_transaction();
+        }
     }
     ended_by_pod
         .into_iter()
@@ -248,7 +250,7 @@ pub fn pinned_pools(governed: &[Governed<'_>], ended: &[Termination]) -> Vec<Pin
 /// works again, and a pending eviction of theirs is dropped.
 pub fn plan(
     pinned: Vec<PinnedPool>,
-    working: &BTreeSet<&str>,
+    working: &HashSet<&str>,
     cluster: &ClusterView,
     remembered: &Evictions,
     settings: &Remediation,

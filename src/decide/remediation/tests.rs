@@ -1,7 +1,7 @@
 //! The eviction rule, cycle by cycle: which pods qualify, one at a time per workload, the Ready
 //! gates, the hourly cap, a budget's refusal, and what `DryRun` and `Off` do.
 
-use std::collections::BTreeSet;
+use std::collections::HashSet;
 
 use jiff::{SignedDuration, Timestamp};
 
@@ -71,15 +71,7 @@ fn cycle(
     mode: Mode,
     now: Timestamp,
 ) -> (Recovery, Evictions) {
-    plan(
-        pools,
-        &BTreeSet::new(),
-        cluster,
-        memory,
-        settings,
-        mode,
-        now,
-    )
+    plan(pools, &HashSet::new(), cluster, memory, settings, mode, now)
 }
 
 fn evicted(recovery: &Recovery) -> Vec<&str> {
@@ -335,7 +327,7 @@ fn a_pending_pod_is_dropped_once_gone_working_again_or_after_two_hours() {
     );
     assert_eq!(held(&r).len(), 1);
     // Its pool works again: a session that is not idle in a transaction.
-    let working = BTreeSet::from(["orders-a"]);
+    let working = HashSet::from(["orders-a"]);
     let (r, _) = plan(
         vec![],
         &working,
