@@ -164,9 +164,8 @@ impl Leadership {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use k8s_openapi::api::coordination::v1::LeaseSpec;
-    use kube::api::ObjectMeta;
     use rules::Observed;
+    use rules::tests::lease;
     use tokio::time::Instant;
 
     fn timing() -> Timing {
@@ -183,20 +182,6 @@ mod tests {
         assert!(short.retry_period < short.request_timeout());
         assert!(short.request_timeout() < short.renew_deadline);
         assert!(short.renew_deadline < short.lease_duration);
-    }
-
-    fn lease(holder: &str, rv: &str, secs: i32) -> Lease {
-        Lease {
-            metadata: ObjectMeta {
-                resource_version: Some(rv.into()),
-                ..ObjectMeta::default()
-            },
-            spec: Some(LeaseSpec {
-                holder_identity: Some(holder.into()),
-                lease_duration_seconds: Some(secs),
-                ..LeaseSpec::default()
-            }),
-        }
     }
 
     /// The two halves of the promise, together: the leader's deadline and the standby's expiry.

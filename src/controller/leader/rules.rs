@@ -77,7 +77,7 @@ impl Observed {
 }
 
 #[cfg(test)]
-mod tests {
+pub(super) mod tests {
     use super::*;
     use kube::api::ObjectMeta;
 
@@ -95,7 +95,7 @@ mod tests {
         assert_eq!(judge(Some(""), "a", false), Judgement::Take);
     }
 
-    fn lease(holder: &str, rv: &str, secs: i32) -> Lease {
+    pub(in crate::controller::leader) fn lease(holder: &str, rv: &str, secs: i32) -> Lease {
         Lease {
             metadata: ObjectMeta {
                 resource_version: Some(rv.into()),
