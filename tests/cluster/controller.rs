@@ -989,19 +989,6 @@ async fn mysql_threads_of(db: &MariaDb, user: &str) -> i64 {
     n.unwrap_or(0)
 }
 
-async fn mysql_alive(db: &MariaDb, id: i64) -> bool {
-    use mysql_async::prelude::Queryable;
-    let mut admin = db.admin().await.unwrap();
-    let n: Option<i64> = admin
-        .exec_first(
-            "SELECT COUNT(*) FROM information_schema.PROCESSLIST WHERE ID = ?",
-            (id,),
-        )
-        .await
-        .unwrap();
-    n == Some(1)
-}
-
 /// The same policy, with a Secret holding a `mysql://` URL: the controller reconciles a MariaDB
 /// end to end. MariaDB's `performance_schema` is off, as it ships: threads are attributed by the
 /// pod IP alone, and the status and metrics say which engine they come from.
@@ -1040,12 +1027,16 @@ async fn a_mysql_url_in_the_secret_is_reconciled_end_to_end_with_attribution_by_
     for s in &in_tx {
         let id = s.id();
         eventually(&format!("thread {id} killed"), 30, || async {
-            (!mysql_alive(&db, id).await).then_some(())
+            (!crate::support::mariadb::alive(&db, id).await).then_some(())
         })
         .await;
     }
     for s in idle.iter().chain([&busy]) {
-        assert!(mysql_alive(&db, s.id()).await, "thread {} lives", s.id());
+        assert!(
+            crate::support::mariadb::alive(&db, s.id()).await,
+            "thread {} lives",
+            s.id()
+        );
     }
 
     // Attributed by pod IP: the Deployment carries the leak, on pod a.
