@@ -23,7 +23,7 @@ mod server;
 mod verdict;
 
 pub use any::AnyEngine;
-pub use churn::ChurnLooks;
+pub use churn::{AfterLook, ChurnLooks, churning};
 pub use connection::ConnectOptions;
 pub use error::{DatabaseError, server_full_advice};
 pub use fingerprint::Statement;

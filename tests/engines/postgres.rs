@@ -3,10 +3,11 @@
 //! conditional `pg_terminate_backend`, privileges, superusers, churn, a full server.
 
 use std::collections::BTreeSet;
+use std::time::Duration;
 
 use crate::support::*;
 use poolwarden::cycle;
-use poolwarden::database::{DatabaseError, Engine, Protection, SessionState, Verdict};
+use poolwarden::database::{ChurnLooks, DatabaseError, Engine, Protection, SessionState, Verdict};
 use poolwarden::decide::{self, ClusterView, Memory, Reason};
 
 const QUICK_IDLE: &str = "
@@ -370,6 +371,67 @@ async fn churn_between_cycles_that_no_look_caught_is_the_servers() {
         .find(|f| f.kind == decide::FindingKind::ConnectionChurn)
         .expect("churn found");
     assert_eq!(churn.subject, decide::Subject::Server);
+}
+
+/// On a loaded machine a look takes longer and few fall within a few-millisecond session's life.
+/// When the budget is spent with no new session seen to open and close while the server's counter
+/// says sessions are being opened, the sample goes on (up to its patience) until it sees them go.
+/// Here five sessions open just after the snapshot and close only after the budget: a sample that
+/// stopped at its budget would have seen them persist, and named nobody.
+#[tokio::test]
+async fn a_churn_sample_goes_on_past_its_budget_while_sessions_are_opened_and_none_was_seen_to_go()
+{
+    let sb = std::sync::Arc::new(sandbox().await);
+    let budget = Duration::from_millis(500);
+    let looks = ChurnLooks {
+        budget,
+        patience: Duration::from_secs(10),
+        pause: Duration::from_millis(5),
+    };
+    let mut pg = connect(&monitor_url(&sb)).await.with_churn_looks(looks);
+    let burst = {
+        let sb = sb.clone();
+        tokio::spawn(async move {
+            pause(100).await;
+            let mut sessions = Vec::new();
+            for _ in 0..5 {
+                sessions.push(open(&sb, "celery-worker", 33).await);
+            }
+            pause(1200).await;
+            drop(sessions);
+        })
+    };
+    let first = pg.observe().await.unwrap();
+    burst.await.unwrap();
+
+    let sample = first.churn.as_ref().expect("the first look samples");
+    assert_eq!(sample.short_lived.len(), 5, "{sample:?}");
+    assert!(
+        sample
+            .short_lived
+            .iter()
+            .all(|s| s.application_name == "celery-worker"),
+        "{sample:?}"
+    );
+    let lasted = sample.ended_at.duration_since(sample.started_at).unsigned_abs();
+    assert!(lasted > budget, "{sample:?}");
+}
+
+/// A quiet server is looked at for the budget only: the counter says nobody is opening sessions.
+#[tokio::test]
+async fn a_churn_sample_on_a_quiet_server_stops_at_its_budget() {
+    let sb = sandbox().await;
+    let looks = ChurnLooks {
+        budget: Duration::from_millis(200),
+        patience: Duration::from_secs(30),
+        pause: Duration::from_millis(5),
+    };
+    let mut pg = connect(&monitor_url(&sb)).await.with_churn_looks(looks);
+    let first = pg.observe().await.unwrap();
+    let sample = first.churn.as_ref().expect("the first look samples");
+    let lasted = sample.ended_at.duration_since(sample.started_at).unsigned_abs();
+    assert!(lasted < Duration::from_secs(10), "{sample:?}");
+    assert!(sample.short_lived.is_empty(), "{sample:?}");
 }
 
 #[tokio::test]

@@ -9,11 +9,15 @@ use mysql_async::{Conn, Row};
 use super::connect::classify_query_error;
 use super::sql::Queries;
 use super::thread::{Thread, micros, session};
-use crate::database::{ChurnLooks, ChurnSample, DatabaseError, Session, Snapshot};
+use crate::database::{
+    AfterLook, ChurnLooks, ChurnSample, DatabaseError, Session, Snapshot, churning,
+};
+use jiff::Timestamp;
 
-/// Looks at the threads newer than the snapshot's again and again for `looks.budget`, as the
-/// PostgreSQL engine does (see [`ChurnSample`]). Thread ids only grow while the server runs, so
-/// "new" is simply an id above every id the snapshot showed. A thread seen in a look and missing
+/// Looks at the threads newer than the snapshot's again and again for `looks.budget` (up to
+/// `looks.patience` while none has yet been seen to open and close), as the PostgreSQL engine does
+/// (see [`ChurnSample`]). Thread ids only grow while the server runs, so "new" is simply an id
+/// above every id the snapshot showed. A thread seen in a look and missing
 /// from the last one appeared and vanished; threads still there at the end only count as
 /// persisted. The `Connections` counter is read once more at the end, for the rate.
 pub async fn sample_churn(
@@ -34,6 +38,7 @@ pub async fn sample_churn(
     let mut looked = 0;
     let mut seen: HashMap<i64, Session> = HashMap::new();
     let mut present_at_last = HashSet::new();
+    let mut churning_now = None;
     loop {
         looked += 1;
         let this_look = Instant::now();
@@ -52,20 +57,24 @@ pub async fn sample_churn(
                 session(&thread, start, false, queries, None)
             });
         }
-        if began.elapsed() >= looks.budget {
-            break;
+        // Every thread in the last look is in `seen`: the rest have vanished.
+        let vanished = seen.len() - present_at_last.len();
+        match looks.after_look(began.elapsed(), vanished, churning_now) {
+            AfterLook::Look => {}
+            AfterLook::Stop => break,
+            AfterLook::ReadCounter => {
+                let now = opened_now(conn).await?;
+                churning_now = Some(churning(
+                    (snapshot.observed_at, snapshot.sessions_opened_total),
+                    now,
+                ));
+                continue;
+            }
         }
         // Never look more than half the time: the pause grows with what a look costs.
         tokio::time::sleep(looks.pause.max(this_look.elapsed())).await;
     }
-    let ended_at: Option<i64> = conn
-        .query_first("SELECT CAST(UNIX_TIMESTAMP(NOW(6)) * 1000000 AS SIGNED)")
-        .await
-        .map_err(classify_query_error)?;
-    let opened: Option<(String, String)> = conn
-        .query_first("SHOW GLOBAL STATUS LIKE 'Connections'")
-        .await
-        .map_err(classify_query_error)?;
+    let (ended_at, opened_at_end) = opened_now(conn).await?;
     let mut short_lived = Vec::new();
     let mut persisted = 0;
     for (id, session) in seen {
@@ -78,11 +87,27 @@ pub async fn sample_churn(
     short_lived.sort_by_key(|s| s.pid);
     Ok(ChurnSample {
         started_at: snapshot.observed_at,
-        ended_at: micros(ended_at.unwrap_or_default())?,
+        ended_at,
         looks: looked,
         opened_at_start: snapshot.sessions_opened_total,
-        opened_at_end: opened.and_then(|(_, n)| n.parse().ok()),
+        opened_at_end,
         short_lived,
         persisted,
     })
+}
+
+/// The server's clock and its `Connections` counter.
+async fn opened_now(conn: &mut Conn) -> Result<(Timestamp, Option<i64>), DatabaseError> {
+    let at: Option<i64> = conn
+        .query_first("SELECT CAST(UNIX_TIMESTAMP(NOW(6)) * 1000000 AS SIGNED)")
+        .await
+        .map_err(classify_query_error)?;
+    let opened: Option<(String, String)> = conn
+        .query_first("SHOW GLOBAL STATUS LIKE 'Connections'")
+        .await
+        .map_err(classify_query_error)?;
+    Ok((
+        micros(at.unwrap_or_default())?,
+        opened.and_then(|(_, n)| n.parse().ok()),
+    ))
 }

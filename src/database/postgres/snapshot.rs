@@ -23,9 +23,9 @@ use jiff::Timestamp;
 use tokio_postgres::types::Type;
 use tokio_postgres::{Client, Row};
 
-use crate::database::ChurnLooks;
 use crate::database::fingerprint::{self, Dialect};
 use crate::database::pg_client::classify_query_error;
+use crate::database::{AfterLook, ChurnLooks, churning};
 use crate::database::{
     ChurnSample, DatabaseError, Flavour, LastStatements, MonitorRole, ServerFacts, Session,
     SessionState, Snapshot, Statement,
@@ -241,7 +241,8 @@ fn size_in_bytes(setting: &str) -> Option<usize> {
     digits.parse::<usize>().ok().map(|n| n * unit)
 }
 
-/// Looks at the new backends again and again for `looks.budget` after `snapshot` was taken.
+/// Looks at the new backends again and again for `looks.budget` after `snapshot` was taken (up to
+/// `looks.patience` while none has yet been seen to open and close).
 ///
 /// A backend that the snapshot did not show, that is in one look and missing from the last one,
 /// appeared and vanished: it is reported in [`ChurnSample::short_lived`]. Backends still there at
@@ -273,6 +274,7 @@ pub async fn sample_churn(
     let mut look = 0;
     let mut present_at_last = HashSet::new();
     let mut columns = None;
+    let mut churning_now = None;
     loop {
         look += 1;
         let this_look = Instant::now();
@@ -294,23 +296,27 @@ pub async fn sample_churn(
             present_at_last.insert(key);
             seen.entry(key).or_insert(session);
         }
-        if began.elapsed() >= looks.budget {
-            break;
+        // Every backend in the last look is in `seen`: the rest have vanished.
+        let vanished = seen.len() - present_at_last.len();
+        match looks.after_look(began.elapsed(), vanished, churning_now) {
+            AfterLook::Look => {}
+            AfterLook::Stop => break,
+            AfterLook::ReadCounter => {
+                let now = opened_now(client).await?;
+                churning_now = Some(churning(
+                    (snapshot.observed_at, snapshot.sessions_opened_total),
+                    now,
+                ));
+                continue;
+            }
         }
         // Never look more than half the time: with thousands of backends a look takes
         // milliseconds of the server's CPU, and the pause grows with it.
         tokio::time::sleep(looks.pause.max(this_look.elapsed())).await;
     }
-    // The counter once, at the end: reading pg_stat_database costs more than a look.
-    let end = client
-        .query_typed_one(
-            &format!("SELECT clock_timestamp() AS at, {OPENED} AS opened"),
-            &[],
-        )
-        .await
-        .map_err(classify_query_error)?;
-    let opened_at_end: Option<i64> = end.try_get("opened").map_err(classify_query_error)?;
-    let last_at: Timestamp = end.try_get("at").map_err(classify_query_error)?;
+    // The counter once at the end (and at most once before): reading pg_stat_database costs more
+    // than a look.
+    let (last_at, opened_at_end) = opened_now(client).await?;
     let mut short_lived = Vec::new();
     let mut persisted = 0;
     for (key, session) in seen {
@@ -330,6 +336,21 @@ pub async fn sample_churn(
         short_lived,
         persisted,
     })
+}
+
+/// The server's clock and its count of sessions opened so far.
+async fn opened_now(client: &Client) -> Result<(Timestamp, Option<i64>), DatabaseError> {
+    let row = client
+        .query_typed_one(
+            &format!("SELECT clock_timestamp() AS at, {OPENED} AS opened"),
+            &[],
+        )
+        .await
+        .map_err(classify_query_error)?;
+    Ok((
+        row.try_get("at").map_err(classify_query_error)?,
+        row.try_get("opened").map_err(classify_query_error)?,
+    ))
 }
 
 /// Where each column of the sessions is, found by name once per snapshot instead of once per
