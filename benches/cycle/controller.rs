@@ -545,7 +545,7 @@ pub async fn run(cfg: &Config) -> Res<Vec<Table>> {
          \"streamed\": the first lists as watch events (`sendInitialEvents`, which the stand-in \
          offers); \"paged\": `--initial-list paged`, in pages of `limit`/`continue` (pods by 100, \
          metadata by 500) as from a server without streaming lists. Pods are decoded trimmed \
-         (`controller::trimmed`) and indexed one by one as they arrive.",
+         (`controller::cluster::trimmed`) and indexed one by one as they arrive.",
         thousands(main.pods.div_ceil(PODS_PER_WORKLOAD) as u64),
         pod_bytes as f64 / 1024.0,
         main.pods.min(30),

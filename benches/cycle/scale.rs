@@ -19,8 +19,7 @@ use crate::scale_probe::{self as probe, Backends};
 use crate::standin::KubeStandin;
 
 /// The log filter: info, and a line per cycle (its lateness) and per reconcile.
-const RUST_LOG: &str =
-    "info,poolwarden::controller::reconcile=debug,poolwarden::controller::report=debug";
+const RUST_LOG: &str = "info,poolwarden::controller::reconcile=debug";
 
 /// How long a row waits for every status, and for every policy after a restart.
 const WAIT_SECS: u64 = 900;

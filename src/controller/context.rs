@@ -10,20 +10,20 @@ use std::time::Duration;
 use kube::Client;
 use kube::runtime::events::Recorder;
 
-use super::engines::{Connector, Engines};
-use super::index::ClusterIndex;
-use super::leader::Leader;
-use super::metrics::Metrics;
-use super::poolers::Poolers;
-use super::readiness::Readiness;
-use super::schedule::Schedule;
-use super::secret::Secrets;
-use super::shutdown::InFlight;
+use crate::controller::cluster::index::ClusterIndex;
+use crate::controller::cluster::readiness::Readiness;
+use crate::controller::connections::engines::{Connector, Engines};
+use crate::controller::connections::poolers::Poolers;
+use crate::controller::connections::secret::Secrets;
+use crate::controller::reconcile::schedule::Schedule;
+use crate::controller::runtime::leader::Leader;
+use crate::controller::runtime::metrics::Metrics;
+use crate::controller::runtime::shutdown::InFlight;
 use crate::decide::{Eviction, EvictionOutcome, Memory};
 
 pub struct Context<C: Connector> {
     pub client: Client,
-    /// The same cluster, without kube's own retries: for evictions (see [`super::client`]).
+    /// The same cluster, without kube's own retries: for evictions (see [`crate::controller::runtime::client`]).
     pub eviction_client: Client,
     pub index: Arc<RwLock<ClusterIndex>>,
     /// Whether every watch has listed once: attribution is not trusted before.

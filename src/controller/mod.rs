@@ -1,61 +1,36 @@
 //! `poolwarden controller`: reconciles every PoolPolicy in the cluster.
 //!
-//! Wiring only; each step lives in a file named after it: [`watch`] keeps the [`index`] of pods
-//! and owners current (the kinds it follows are the one table of [`kinds`]), [`reconcile`] runs
-//! the five steps per policy ([`validate`] → [`dereference`] → the cycle → [`act_on_cluster`] →
-//! [`report`]), [`error`] chooses what a failure leads to, [`status`] and [`patches`] build what
-//! is written, [`leader`] makes sure one replica acts, [`client`] says who is asking, [`http`] serves metrics and probes.
+//! Wiring only. Four folders, one concern each:
+//! - [`cluster`]: the watches and the index of pods and owners they keep current;
+//! - [`reconcile`]: the five steps per policy (validate → dereference → the cycle → act on the
+//!   cluster → report), what a failure leads to, and the status and patches they write;
+//! - [`connections`]: the database servers, their shared looks, the pooler consoles and the
+//!   Secrets' URLs, kept across cycles;
+//! - [`runtime`]: one controller runtime per scope, leader election, the API client, metrics and
+//!   probes, a bounded shutdown.
+//!
+//! [`context`] is what every reconcile shares; [`webhook`] is the admission endpoint.
 //!
 //! Every replica watches and keeps its caches warm, leading or not, so that it is ready (and can
 //! take over at once); only the lease holder reconciles.
 
-mod act_on_cluster;
-mod capacity;
-mod capacity_metrics;
-mod cleanup;
-mod client;
+mod cluster;
+mod connections;
 mod context;
-mod copies;
-mod dereference;
-mod engines;
-mod error;
-mod events;
-mod evict;
-mod http;
-mod index;
-mod kinds;
-mod leader;
-mod liveness;
-mod looks;
-mod metrics;
-mod patches;
-mod poolers;
-mod readiness;
 mod reconcile;
-mod report;
-mod scaling;
-mod schedule;
-mod secret;
-mod shutdown;
-mod status;
-mod trimmed;
-mod validate;
-mod watch;
-mod watcher;
+mod runtime;
 mod webhook;
 
-#[cfg(test)]
-mod tests;
-
-pub use client::USER_AGENT;
-pub use engines::{Connector, any_engine};
-pub use index::{ClusterIndex, MAX_REPLICAS};
-pub use patches::{FIELD_MANAGER, FINALIZER};
-pub use shutdown::{RUNTIME_TIMEOUT, SHUTDOWN_BOUND};
-pub use status::{conditions, reasons};
-pub use trimmed::TrimmedPod;
-pub use watch::Namespaces;
-pub use watcher::InitialList;
+pub use cluster::index::{ClusterIndex, MAX_REPLICAS};
+pub use cluster::trimmed::TrimmedPod;
+pub use cluster::watch::Namespaces;
+pub use cluster::watcher::InitialList;
+pub use connections::engines::{Connector, any_engine};
+pub use reconcile::patches::{FIELD_MANAGER, FINALIZER};
+pub use reconcile::status::{conditions, reasons};
+pub use runtime::client::USER_AGENT;
+pub use runtime::leader::default_identity;
+pub use runtime::shutdown::{RUNTIME_TIMEOUT, SHUTDOWN_BOUND};
 pub use webhook::{
     Certificate as WebhookCertificate, Placement as WebhookPlacement, WebhookConfig,
 };
@@ -64,25 +39,21 @@ use std::net::SocketAddr;
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
-use futures::{Stream, StreamExt};
-use kube::runtime::WatchStreamExt;
-use kube::runtime::controller::{self, Controller};
 use kube::runtime::events::{Recorder, Reporter};
-use kube::runtime::reflector::{self, ObjectRef};
-use kube::{Api, Client, ResourceExt};
+use kube::runtime::reflector;
 use prometheus_client::registry::Registry;
-use tokio::sync::watch as signal;
 
-use crate::api::PoolPolicy;
+use cluster::readiness::Readiness;
+use cluster::watch::{self, watch_name};
+use cluster::watcher::ListMode;
+use connections::secret::Secrets;
 use context::{Context, Parts};
-use leader::{Candidate, Leadership, Timing};
-use liveness::Liveness;
-use metrics::Metrics;
-use readiness::{FirstList, Readiness};
-use secret::Secrets;
-use trimmed::TrimmedMeta;
-use watch::watch_name;
-use watcher::ListMode;
+use runtime::leader::{Candidate, Leadership, Timing, follow_leadership};
+use runtime::liveness::Liveness;
+use runtime::metrics::Metrics;
+use runtime::scope::{self, OwnWatches, per_scope};
+use runtime::shutdown::{self, stopped};
+use runtime::{client, http};
 
 /// How the controller runs.
 #[derive(Clone, Debug)]
@@ -114,13 +85,6 @@ pub enum ControllerError {
         addr: SocketAddr,
         source: std::io::Error,
     },
-}
-
-/// The watches of one scope's controller: its PoolPolicies, and its Secrets if watched.
-struct OwnWatches {
-    scope: Option<String>,
-    policies: FirstList,
-    secrets: Option<FirstList>,
 }
 
 /// Runs until SIGTERM or Ctrl-C, then stops within [`SHUTDOWN_BOUND`] (see [`shutdown`]):
@@ -241,7 +205,7 @@ pub async fn run<C: Connector>(config: Config, connector: C) -> Result<(), Contr
     // One runtime per scope: the bound is shared among them, each runs at least one.
     let concurrency = per_scope(config.concurrency, own.len());
     let controllers = own.into_iter().zip(stores).map(|(watches, store)| {
-        controller(
+        scope::run(
             client.clone(),
             watches,
             store,
@@ -288,158 +252,4 @@ pub async fn run<C: Connector>(config: Config, connector: C) -> Result<(), Contr
     }
     tracing::info!("stopped");
     Ok(())
-}
-
-/// Says, and shows in `poolwarden_leader`, when this replica starts and stops leading.
-async fn follow_leadership(
-    mut leader: signal::Receiver<bool>,
-    metrics: Arc<Metrics>,
-    identity: String,
-) {
-    let mut leading = false;
-    loop {
-        let now = *leader.borrow_and_update();
-        metrics.leader.set(i64::from(now));
-        match (leading, now) {
-            (false, true) => tracing::info!(%identity, "leading: reconciling PoolPolicies"),
-            (true, false) => tracing::warn!(%identity, "no longer leading: not acting"),
-            (false, false) => tracing::info!(%identity, "waiting to lead"),
-            (true, true) => {}
-        }
-        leading = now;
-        if leader.changed().await.is_err() {
-            return;
-        }
-    }
-}
-
-/// Fires each time this replica becomes the leader: every policy is reconciled at once then,
-/// not at the end of the interval it was last put off by.
-fn became_leader(leader: signal::Receiver<bool>) -> impl Stream<Item = ()> + Send + 'static {
-    futures::stream::unfold(leader, |mut leader| async move {
-        loop {
-            leader.changed().await.ok()?;
-            if *leader.borrow_and_update() {
-                return Some(((), leader));
-            }
-        }
-    })
-}
-
-/// One controller runtime over the policies of a scope (a namespace, or all).
-async fn controller<C: Connector>(
-    client: Client,
-    watches: OwnWatches,
-    (reader, writer): (
-        reflector::Store<PoolPolicy>,
-        reflector::store::Writer<PoolPolicy>,
-    ),
-    mode: Arc<ListMode>,
-    ctx: Arc<Context<C>>,
-    concurrency: u16,
-    shutdown: impl Future<Output = ()> + Send + Sync + 'static,
-) {
-    let scope = watches.scope.as_deref();
-    let policies: Api<PoolPolicy> = match scope {
-        Some(ns) => Api::namespaced(client.clone(), ns),
-        None => Api::all(client.clone()),
-    };
-    let name = watches.policies.name().to_owned();
-    // Reconcile on spec changes and deletion, not on our own status writes: those would loop.
-    let changes = watcher::watcher(policies, mode.clone(), watch::PAGE, &name)
-        .inspect(watch::follow(watches.policies))
-        .reflect(writer)
-        .applied_objects()
-        .predicate_filter(meaningful_change, Default::default());
-    let mut controller = Controller::for_stream(changes, reader.clone())
-        .with_config(controller::Config::default().concurrency(concurrency))
-        .reconcile_all_on(became_leader(ctx.leader.changes()));
-    if let Some(first) = watches.secrets {
-        let api = watch::metadata_api(&client, scope, &kinds::SECRET);
-        let secret_changes = watcher::watcher(api, mode, watch::PAGE, first.name())
-            .inspect(watch::secret_versions(
-                ctx.secrets.clone(),
-                watches.scope.clone(),
-            ))
-            .inspect(watch::follow(first))
-            .touched_objects();
-        controller = controller.watches_stream_with(
-            secret_changes,
-            move |secret: TrimmedMeta| {
-                let (ns, name) = (secret.namespace(), secret.name_any());
-                reader
-                    .state()
-                    .into_iter()
-                    .filter(|p| p.namespace() == ns && p.spec.refers_to_secret(&name))
-                    .map(|p| ObjectRef::from_obj(&*p))
-                    .collect::<Vec<_>>()
-            },
-            kinds::SECRET.api_resource(),
-        );
-    }
-    controller
-        .graceful_shutdown_on(shutdown)
-        .run(reconcile::reconcile, error::error_policy, ctx)
-        .for_each(|result| async move {
-            match result {
-                Ok(_) => {}
-                // error_policy has said it, with when the next try is.
-                Err(controller::Error::ReconcilerFailed(_, object)) => {
-                    tracing::debug!(%object, "reconcile failed")
-                }
-                // The watch has said it (see watcher.rs), and retries by itself.
-                Err(controller::Error::QueueError(error)) => {
-                    tracing::debug!(%error, "a watch of the controller failed")
-                }
-                Err(controller::Error::ObjectNotFound(object)) => {
-                    tracing::warn!(%object, "asked to reconcile a PoolPolicy the cache does not hold")
-                }
-                Err(error) => tracing::warn!(%error, "the controller's event stream failed"),
-            }
-        })
-        .await;
-}
-
-/// Each of `scopes` runtimes' share of `total` reconciles at once: at least one each.
-fn per_scope(total: u16, scopes: usize) -> u16 {
-    let scopes = u16::try_from(scopes.max(1)).unwrap_or(u16::MAX);
-    (total / scopes).max(1)
-}
-
-/// What makes a policy worth reconciling at once: its spec, its deletion, its finalizers.
-fn meaningful_change(policy: &PoolPolicy) -> Option<u64> {
-    use std::hash::{Hash, Hasher};
-    let mut hasher = std::collections::hash_map::DefaultHasher::new();
-    serde_json::to_string(&policy.spec)
-        .unwrap_or_default()
-        .hash(&mut hasher);
-    policy
-        .metadata
-        .deletion_timestamp
-        .is_some()
-        .hash(&mut hasher);
-    policy.metadata.finalizers.hash(&mut hasher);
-    Some(hasher.finish())
-}
-
-/// Resolves once the channel says stop (`Sync`, as kube's graceful shutdown asks).
-fn stopped(rx: signal::Receiver<bool>) -> impl Future<Output = ()> + Send + Sync + 'static {
-    let (tx, done) = tokio::sync::oneshot::channel::<()>();
-    tokio::spawn(async move {
-        crate::signals::stopped(rx).await;
-        let _ = tx.send(());
-    });
-    async move {
-        let _ = done.await;
-    }
-}
-
-/// The default identity: the pod name (downward API), else the host name and pid.
-pub fn default_identity() -> String {
-    std::env::var("POD_NAME").unwrap_or_else(|_| {
-        let host = std::fs::read_to_string("/etc/hostname")
-            .map(|h| h.trim().to_owned())
-            .unwrap_or_else(|_| "poolwarden".into());
-        format!("{host}-{}", std::process::id())
-    })
 }

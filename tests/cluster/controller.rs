@@ -1148,7 +1148,7 @@ async fn a_secret_that_appears_retriggers_its_policy_at_once() {
 }
 
 /// How long after SIGTERM the controller must have exited: its bound (15 s, see
-/// src/controller/shutdown.rs) plus 10 s of slack for a loaded machine, still inside the chart's
+/// src/controller/runtime/shutdown.rs) plus 10 s of slack for a loaded machine, still inside the chart's
 /// `terminationGracePeriodSeconds` of 30 s.
 const SHUTDOWN_LIMIT: Duration = Duration::from_secs(25);
 
@@ -1291,7 +1291,7 @@ async fn sigterm_ends_the_controller_within_the_bound_while_a_database_hangs() {
     nix::sys::signal::kill(backend, nix::sys::signal::Signal::SIGSTOP).unwrap();
     // A cycle that had its look before the signal may still end; after that, none does. The
     // look hangs in a task of its own: the policy's reconciles come back for it instead of
-    // hanging with it (see src/controller/looks.rs), so nothing holds the shutdown.
+    // hanging with it (see src/controller/connections/looks.rs), so nothing holds the shutdown.
     tokio::time::sleep(Duration::from_secs(3)).await;
     let (stalled, tried) = (cycles(), reconciles(&controller));
     tokio::time::sleep(Duration::from_secs(4)).await;

@@ -739,7 +739,7 @@ async fn server_side_apply_tracks_the_fields_of_each_manager() {
     assert!(!forced.annotations().contains_key("d"));
 }
 
-/// The controller's election watches its Lease by `metadata.name` (src/controller/leader.rs):
+/// The controller's election watches its Lease by `metadata.name` (src/controller/runtime/leader/):
 /// the watch lists and hears of that Lease only, as a real API server's field selector does.
 #[tokio::test]
 async fn a_lease_watched_by_name_is_the_only_lease_heard_of() {

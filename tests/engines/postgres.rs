@@ -413,7 +413,10 @@ async fn a_churn_sample_goes_on_past_its_budget_while_sessions_are_opened_and_no
             .all(|s| s.application_name == "celery-worker"),
         "{sample:?}"
     );
-    let lasted = sample.ended_at.duration_since(sample.started_at).unsigned_abs();
+    let lasted = sample
+        .ended_at
+        .duration_since(sample.started_at)
+        .unsigned_abs();
     assert!(lasted > budget, "{sample:?}");
 }
 
@@ -429,7 +432,10 @@ async fn a_churn_sample_on_a_quiet_server_stops_at_its_budget() {
     let mut pg = connect(&monitor_url(&sb)).await.with_churn_looks(looks);
     let first = pg.observe().await.unwrap();
     let sample = first.churn.as_ref().expect("the first look samples");
-    let lasted = sample.ended_at.duration_since(sample.started_at).unsigned_abs();
+    let lasted = sample
+        .ended_at
+        .duration_since(sample.started_at)
+        .unsigned_abs();
     assert!(lasted < Duration::from_secs(10), "{sample:?}");
     assert!(sample.short_lived.is_empty(), "{sample:?}");
 }

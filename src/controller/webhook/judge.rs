@@ -20,8 +20,8 @@ use kube::core::{Selector, SelectorExt};
 use serde_json::Value;
 
 use crate::api::{CapacityStatus, LearnedPoolStatus};
-use crate::controller::index::{ClusterIndex, MAX_REPLICAS};
-use crate::controller::scaling::{TrimmedAutoscaler, TrimmedWorkload};
+use crate::controller::cluster::index::{ClusterIndex, MAX_REPLICAS};
+use crate::controller::cluster::scaling::{TrimmedAutoscaler, TrimmedWorkload};
 use crate::decide::scale::{Autoscaler, Desired, ScaleSpec, largest};
 use crate::decide::{POOL_MAX, WorkloadRef};
 

@@ -30,8 +30,8 @@ use std::sync::{Arc, RwLock};
 use kube::core::Selector;
 use kube::runtime::reflector::Store;
 
-use super::index::ClusterIndex;
 use crate::api::PoolPolicy;
+use crate::controller::cluster::index::ClusterIndex;
 
 /// Where the webhook's certificate comes from.
 #[derive(Clone, Debug)]

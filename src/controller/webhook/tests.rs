@@ -12,9 +12,9 @@ use serde_json::{Value, json};
 use super::Judge;
 use super::review::{BadReview, answer};
 use crate::api::PoolPolicy;
-use crate::controller::index::ClusterIndex;
-use crate::controller::scaling::TrimmedWorkload;
-use crate::controller::trimmed::TrimmedPod;
+use crate::controller::cluster::index::ClusterIndex;
+use crate::controller::cluster::scaling::TrimmedWorkload;
+use crate::controller::cluster::trimmed::TrimmedPod;
 
 /// orders-api: a Deployment of 3 replicas (maxSurge 25%), its 3 pods running.
 fn index() -> ClusterIndex {

@@ -13,10 +13,11 @@
 use kube::Api;
 use kube::api::{DynamicObject, Patch, PatchParams};
 
-use super::context::Context;
-use super::engines::Connector;
 use super::error::ReconcileError;
-use super::{kinds, patches};
+use super::patches;
+use crate::controller::cluster::kinds;
+use crate::controller::connections::engines::Connector;
+use crate::controller::context::Context;
 use crate::decide::WorkloadRef;
 
 /// Takes the stale copies of `policy`'s annotations off the objects of `namespace`; `cleared`

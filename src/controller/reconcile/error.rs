@@ -10,7 +10,7 @@
 //!   its database answering, never left unwatched for minutes after a short outage;
 //! - a conflict (two writers raced) retries in a second;
 //! - a cycle whose server is being looked at by another policy's cycle, with nothing usable
-//!   known yet (see [`looks`](super::looks)), comes back in about a second: not a failure, not
+//!   known yet (see [`looks`](crate::controller::connections::looks)), comes back in about a second: not a failure, not
 //!   counted, not in the status.
 //!
 //! Categories come from the variants (and their sources' variants), never from message text:
@@ -23,12 +23,12 @@ use kube::ResourceExt;
 use kube::runtime::controller::Action;
 use kube::runtime::finalizer;
 
-use super::context::Context;
-use super::engines::Connector;
 use super::patches;
-use super::secret::SecretError;
 use super::validate::InvalidPolicy;
 use crate::api::PoolPolicy;
+use crate::controller::connections::engines::Connector;
+use crate::controller::connections::secret::SecretError;
+use crate::controller::context::Context;
 use crate::database::DatabaseError;
 use crate::decide::WorkloadRef;
 

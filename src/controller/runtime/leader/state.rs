@@ -115,7 +115,7 @@ pub(super) mod tests {
         Timing::for_lease(Duration::from_secs(15))
     }
 
-    pub(in crate::controller::leader) fn shared() -> Arc<Shared> {
+    pub(in crate::controller::runtime::leader) fn shared() -> Arc<Shared> {
         let (state, _) = watch::channel(false);
         Arc::new(Shared {
             until: Mutex::new(None),

@@ -91,6 +91,20 @@ pub async fn run_until_stopped(
     }
 }
 
+/// Resolves once the channel says stop (`Sync`, as kube's graceful shutdown asks).
+pub fn stopped(
+    rx: tokio::sync::watch::Receiver<bool>,
+) -> impl Future<Output = ()> + Send + Sync + 'static {
+    let (tx, done) = tokio::sync::oneshot::channel::<()>();
+    tokio::spawn(async move {
+        crate::signals::stopped(rx).await;
+        let _ = tx.send(());
+    });
+    async move {
+        let _ = done.await;
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -8,13 +8,13 @@
 use jiff::Timestamp;
 use kube::core::Selector;
 
-use super::context::Context;
-use super::engines::{Connector, SharedServer};
 use super::error::ReconcileError;
-use super::poolers::{self, Wanted};
 use super::status::reasons;
 use super::validate::Valid;
 use crate::api::{PoolPolicy, PoolerTarget};
+use crate::controller::connections::engines::{Connector, SharedServer};
+use crate::controller::connections::poolers::{self, Wanted};
+use crate::controller::context::Context;
 use crate::cycle::UnreadPooler;
 use crate::decide::ClusterView;
 

@@ -14,11 +14,11 @@ use kube::Api;
 use kube::api::{DynamicObject, Patch, PatchParams};
 use kube::runtime::events::{Event, EventType};
 
-use super::context::Context;
-use super::engines::Connector;
 use super::error::ReconcileError;
 use super::{events, patches};
 use crate::api::{PoolPolicy, count, human};
+use crate::controller::connections::engines::Connector;
+use crate::controller::context::Context;
 use crate::cycle::Cycle;
 use crate::decide::{AnnotationChange, Source, Subject, Termination, WorkloadRef};
 

@@ -6,8 +6,8 @@
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 
 use super::{ClusterIndex, Listed, MAX_REPLICAS, key};
-use crate::controller::kinds;
-use crate::controller::scaling::{TrimmedAutoscaler, TrimmedWorkload};
+use crate::controller::cluster::kinds;
+use crate::controller::cluster::scaling::{TrimmedAutoscaler, TrimmedWorkload};
 use crate::decide::scale::{Autoscaler, ScaleSpec};
 use crate::decide::{POOL_MAX, WorkloadRef};
 

@@ -12,10 +12,10 @@ use kube::api::EvictParams;
 use kube::runtime::events::{Event, EventType};
 
 use super::act_on_cluster::publish_about;
-use super::context::Context;
-use super::engines::Connector;
 use super::{events, patches};
 use crate::api::{PoolPolicy, count};
+use crate::controller::connections::engines::Connector;
+use crate::controller::context::Context;
 use crate::cycle::Cycle;
 use crate::decide::{Eviction, EvictionOutcome};
 use crate::report::eviction_audit;

@@ -1,17 +1,34 @@
 //! Reconciling one PoolPolicy, in five steps, each in the file named after it:
 //!
-//! 1. [`validate`](super::validate): the spec alone, no client;
-//! 2. [`dereference`](super::dereference): its Secret, the engine, its view of the cluster;
+//! 1. [`validate`]: the spec alone, no client;
+//! 2. [`dereference`]: its Secret, the engine, its view of the cluster;
 //! 3. the cycle: observe the server and the poolers in front → decide → act on the database
-//!    ([`cycle::run_once_among`], with the policy's [`poolers`](super::poolers), the lease
+//!    ([`cycle::run_once_among`], with the policy's [`poolers`](crate::controller::connections::poolers), the lease
 //!    checked again right before terminating);
-//! 4. [`act_on_cluster`](super::act_on_cluster): annotations and Events; then
-//!    [`copies`](super::copies): copies of removed annotations that other controllers left;
-//! 5. [`report`](super::report): status and metrics, written once from what the steps ended with.
+//! 4. [`act_on_cluster`]: annotations and Events; then
+//!    [`copies`]: copies of removed annotations that other controllers left;
+//! 5. [`report`]: status and metrics, written once from what the steps ended with.
 //!
-//! A failed step ends the run with its own [`ReconcileError`]; [`error_policy`](super::error)
-//! alone chooses when to come back. Deletion runs [`cleanup`](super::cleanup) instead, behind
+//! A failed step ends the run with its own [`ReconcileError`]; [`error_policy`](error)
+//! alone chooses when to come back. Deletion runs [`cleanup`] instead, behind
 //! the finalizer. Only the leader reconciles; the others keep their caches warm and wait.
+
+mod act_on_cluster;
+mod capacity;
+mod cleanup;
+mod copies;
+mod dereference;
+pub(super) mod error;
+pub(super) mod events;
+mod evict;
+pub(super) mod patches;
+mod report;
+pub(super) mod schedule;
+pub(super) mod status;
+mod validate;
+
+#[cfg(test)]
+mod tests;
 
 use std::sync::Arc;
 use std::time::Instant;
@@ -20,17 +37,16 @@ use kube::runtime::controller::Action;
 use kube::runtime::finalizer::{self, Event as Finalizing};
 use kube::{Api, ResourceExt};
 
-use super::context::{Context, WAIT_FOR_WATCHES};
-use super::dereference::{self, Inputs};
-use super::engines::Connector;
-use super::error::ReconcileError;
-use super::looks::{self, PolicyEngine, Want};
-use super::patches::{self, FINALIZER};
-use super::validate::{self, Valid};
-use super::{act_on_cluster, capacity, cleanup, copies, evict, report};
 use crate::api::PoolPolicy;
+use crate::controller::connections::engines::Connector;
+use crate::controller::connections::looks::{self, PolicyEngine, Want};
+use crate::controller::context::{Context, WAIT_FOR_WATCHES};
 use crate::cycle::{self, Cycle};
 use crate::report::audit;
+use dereference::Inputs;
+use error::ReconcileError;
+use patches::FINALIZER;
+use validate::Valid;
 
 /// Entry point for the controller runtime.
 pub async fn reconcile<C: Connector>(
@@ -69,7 +85,7 @@ pub async fn reconcile<C: Connector>(
 }
 
 /// Runs the five steps; the next cycle is due one interval after this one was `first_tried`
-/// ([`schedule`](super::schedule)).
+/// ([`schedule`]).
 async fn apply<C: Connector>(
     policy: &PoolPolicy,
     ctx: &Context<C>,

@@ -10,11 +10,13 @@ use std::collections::HashMap;
 use std::sync::{Mutex, RwLock};
 
 use k8s_openapi::api::core::v1::Secret;
-use kube::{Api, Client};
+use kube::runtime::reflector::{ObjectRef, Store};
+use kube::{Api, Client, ResourceExt};
 
-use super::index::Listed;
-use super::status::reasons;
-use crate::api::SecretKeyRef;
+use crate::api::{PoolPolicy, SecretKeyRef};
+use crate::controller::cluster::index::Listed;
+use crate::controller::cluster::trimmed::TrimmedMeta;
+use crate::controller::reconcile::status::reasons;
 
 /// Why the URL could not be had.
 #[derive(Debug, thiserror::Error)]
@@ -194,6 +196,21 @@ async fn read(
     Ok((secret.metadata.resource_version, url))
 }
 
+/// The policies of `policies` that read `secret` (their database URL or a pooler's console URL):
+/// a changed Secret reconciles them at once.
+pub fn policies_using(
+    policies: &Store<PoolPolicy>,
+    secret: &TrimmedMeta,
+) -> Vec<ObjectRef<PoolPolicy>> {
+    let (ns, name) = (secret.namespace(), secret.name_any());
+    policies
+        .state()
+        .into_iter()
+        .filter(|p| p.namespace() == ns && p.spec.refers_to_secret(&name))
+        .map(|p| ObjectRef::from_obj(&*p))
+        .collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -238,5 +255,35 @@ mod tests {
         assert!(relisted.read.lock().unwrap().is_empty());
         let versions = relisted.versions.read().unwrap();
         assert_eq!(versions.len(), 1, "another namespace's Secret stays");
+    }
+
+    #[test]
+    fn a_secret_reconciles_the_policies_of_its_namespace_that_read_it_and_no_other() {
+        use kube::runtime::watcher::Event;
+        let policy = |namespace: &str, name: &str, secret: &str| -> PoolPolicy {
+            serde_json::from_value(serde_json::json!({
+                "apiVersion": "poolwarden.io/v1alpha1", "kind": "PoolPolicy",
+                "metadata": {"name": name, "namespace": namespace},
+                "spec": {"database": {"connectionSecretRef": {"name": secret}}},
+            }))
+            .unwrap()
+        };
+        let (reader, mut writer) = kube::runtime::reflector::store();
+        for p in [
+            policy("shop", "orders-db", "db"),
+            policy("shop", "billing-db", "billing"),
+            policy("other", "orders-db", "db"),
+        ] {
+            writer.apply_watcher_event(&Event::Apply(p));
+        }
+        let mut secret = TrimmedMeta::default();
+        secret.metadata.namespace = Some("shop".into());
+        secret.metadata.name = Some("db".into());
+
+        let names: Vec<_> = policies_using(&reader, &secret)
+            .into_iter()
+            .map(|r| (r.namespace.unwrap_or_default(), r.name))
+            .collect();
+        assert_eq!(names, [("shop".to_owned(), "orders-db".to_owned())]);
     }
 }

@@ -95,7 +95,11 @@ pub(super) mod tests {
         assert_eq!(judge(Some(""), "a", false), Judgement::Take);
     }
 
-    pub(in crate::controller::leader) fn lease(holder: &str, rv: &str, secs: i32) -> Lease {
+    pub(in crate::controller::runtime::leader) fn lease(
+        holder: &str,
+        rv: &str,
+        secs: i32,
+    ) -> Lease {
         Lease {
             metadata: ObjectMeta {
                 resource_version: Some(rv.into()),

@@ -19,9 +19,9 @@ use super::index::{ClusterIndex, Listed};
 use super::kinds;
 use super::readiness::{FirstList, Readiness};
 use super::scaling::{TrimmedAutoscaler, TrimmedWorkload};
-use super::secret::Secrets;
 use super::trimmed::{TrimmedMeta, TrimmedPod};
 use super::watcher::{ListMode, watcher};
+use crate::controller::connections::secret::Secrets;
 
 /// Which namespaces to watch: all, or a list.
 #[derive(Clone, Debug)]
@@ -283,4 +283,58 @@ fn spawn_autoscaler_watch(
             Seen::Listed(listed) => index.retain_autoscalers(scope.as_deref(), &listed),
         }
     }))
+}
+
+/// What makes a policy worth reconciling at once: its spec, its deletion, its finalizers.
+pub fn meaningful_change(policy: &crate::api::PoolPolicy) -> Option<u64> {
+    use std::hash::{Hash, Hasher};
+    let mut hasher = std::collections::hash_map::DefaultHasher::new();
+    serde_json::to_string(&policy.spec)
+        .unwrap_or_default()
+        .hash(&mut hasher);
+    policy
+        .metadata
+        .deletion_timestamp
+        .is_some()
+        .hash(&mut hasher);
+    policy.metadata.finalizers.hash(&mut hasher);
+    Some(hasher.finish())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::meaningful_change;
+    use crate::api::PoolPolicy;
+
+    fn policy() -> PoolPolicy {
+        serde_json::from_value(serde_json::json!({
+            "apiVersion": "poolwarden.io/v1alpha1", "kind": "PoolPolicy",
+            "metadata": {"name": "orders-db", "namespace": "shop", "resourceVersion": "1"},
+            "spec": {"mode": "DryRun"},
+        }))
+        .unwrap()
+    }
+
+    #[test]
+    fn only_the_spec_deletion_and_finalizers_make_a_policy_worth_reconciling_at_once() {
+        let before = meaningful_change(&policy());
+        // poolwarden's own status writes bump the resourceVersion: they must not loop.
+        let mut status_written = policy();
+        status_written.metadata.resource_version = Some("2".into());
+        status_written.status = Some(Default::default());
+        assert_eq!(meaningful_change(&status_written), before);
+
+        let mut spec = policy();
+        spec.spec.mode = crate::api::Mode::Enforce;
+        assert_ne!(meaningful_change(&spec), before);
+        let mut deleted = policy();
+        deleted.metadata.deletion_timestamp =
+            Some(k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(
+                "2026-12-07T12:00:00Z".parse().unwrap(),
+            ));
+        assert_ne!(meaningful_change(&deleted), before);
+        let mut finalized = policy();
+        finalized.metadata.finalizers = Some(vec!["poolwarden.io/cleanup".into()]);
+        assert_ne!(meaningful_change(&finalized), before);
+    }
 }

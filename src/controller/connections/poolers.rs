@@ -1,6 +1,6 @@
 //! The PgBouncer consoles of each policy, kept across cycles.
 //!
-//! A policy's `spec.poolers` name Secrets holding console URLs; [`dereference`](super::dereference)
+//! A policy's `spec.poolers` name Secrets holding console URLs; [`dereference`](crate::controller::reconcile::dereference)
 //! reads them into the consoles a cycle should read ([`Wanted`]). The consoles themselves live
 //! here, one list per policy, so that each keeps its console connection from cycle to cycle: a
 //! console whose name and URL stay is kept, one whose URL changed (its Secret did) is opened

@@ -8,11 +8,11 @@ use kube::api::{DynamicObject, Patch, PatchParams};
 use kube::runtime::controller::Action;
 use kube::{Api, ResourceExt};
 
-use super::context::Context;
-use super::engines::Connector;
 use super::error::ReconcileError;
 use super::{copies, patches};
 use crate::api::PoolPolicy;
+use crate::controller::connections::engines::Connector;
+use crate::controller::context::Context;
 
 pub async fn policy<C: Connector>(
     ctx: &Context<C>,

@@ -12,7 +12,7 @@ use axum::routing::get;
 use prometheus_client::registry::Registry;
 
 use super::liveness::Liveness;
-use super::readiness::{Readiness, Waiting};
+use crate::controller::cluster::readiness::{Readiness, Waiting};
 
 #[derive(Clone)]
 pub struct Health {

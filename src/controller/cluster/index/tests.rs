@@ -443,7 +443,7 @@ fn a_poolers_replicas_are_picked_by_selector_and_ready_only_when_running_and_rea
 
 #[test]
 fn a_workloads_scale_comes_from_its_own_object_and_the_autoscaler_that_targets_it() {
-    use crate::controller::scaling::{TrimmedAutoscaler, TrimmedWorkload};
+    use crate::controller::cluster::scaling::{TrimmedAutoscaler, TrimmedWorkload};
     use crate::decide::scale::{Autoscaler, Desired, IntOrPercent, Rollout};
     let mut index = index();
     let deployment: TrimmedWorkload = serde_json::from_value(json!({

@@ -20,18 +20,18 @@ use serde_json::{Value, json};
 use tokio::sync::watch;
 use tower_test::mock::{self, Handle, SendResponse};
 
-use super::context::{Context, Parts};
-use super::engines::Connector;
 use super::error::{CONFLICT_RETRY, RECHECK, ReconcileError, error_policy};
-use super::index::ClusterIndex;
-use super::leader::Leader;
-use super::metrics::Metrics;
-use super::readiness::Readiness;
-use super::reconcile::reconcile;
-use super::secret::{SecretError, Secrets};
-use super::trimmed::TrimmedPod;
 use super::validate::InvalidPolicy;
 use crate::api::PoolPolicy;
+use crate::controller::cluster::index::ClusterIndex;
+use crate::controller::cluster::readiness::Readiness;
+use crate::controller::cluster::trimmed::TrimmedPod;
+use crate::controller::connections::engines::Connector;
+use crate::controller::connections::secret::{SecretError, Secrets};
+use crate::controller::context::{Context, Parts};
+use crate::controller::reconcile::reconcile;
+use crate::controller::runtime::leader::Leader;
+use crate::controller::runtime::metrics::Metrics;
 use crate::database::{
     DatabaseError, Engine, MonitorRole, ServerFacts, Session, SessionIdentity, SessionState,
     Snapshot,
@@ -1386,7 +1386,7 @@ async fn against_a_real_postgresql_one_reconcile_ends_exactly_the_leaked_session
     healthy.start_active(60.0);
 
     let (ctx, mut handle, _, _leader) = context(
-        super::any_engine,
+        crate::controller::any_engine,
         workload_index("127.0.0.31", &[]),
         true,
         true,
@@ -1451,12 +1451,4 @@ async fn against_a_real_postgresql_one_reconcile_ends_exactly_the_leaked_session
     ctx.engines.close_all();
     drop(ctx);
     assert!(handle.next_request().await.is_none(), "nothing else");
-}
-
-#[test]
-fn the_concurrency_is_shared_among_the_scopes_each_running_one_at_least() {
-    assert_eq!(super::per_scope(16, 1), 16);
-    assert_eq!(super::per_scope(16, 3), 5);
-    assert_eq!(super::per_scope(2, 5), 1);
-    assert_eq!(super::per_scope(16, 0), 16);
 }

@@ -6,12 +6,12 @@ use jiff::Timestamp;
 use kube::api::{Patch, PatchParams};
 use kube::{Api, ResourceExt};
 
-use super::context::Context;
-use super::engines::Connector;
 use super::error::ReconcileError;
 use super::patches::{self, FIELD_MANAGER};
 use super::status::{self, Ended};
 use crate::api::PoolPolicy;
+use crate::controller::connections::engines::Connector;
+use crate::controller::context::Context;
 use crate::cycle::Cycle;
 
 /// Reports `ended`. Failures that happen before a cycle (an invalid spec, the Secret, the

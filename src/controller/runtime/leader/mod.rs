@@ -25,6 +25,7 @@
 //! the lease's expiry. A safety property the crate cannot give wins over the preference.
 
 mod election;
+mod follow;
 mod rules;
 mod state;
 
@@ -36,6 +37,7 @@ use kube::{Api, Client};
 use tokio::sync::{Notify, watch};
 use tokio::task::JoinHandle;
 
+pub use follow::{became_leader, default_identity, follow_leadership};
 pub use state::Leader;
 use state::{Shared, watchdog};
 

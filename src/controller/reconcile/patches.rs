@@ -5,9 +5,9 @@ use k8s_openapi::api::core::v1::ObjectReference;
 use kube::core::ApiResource;
 use serde_json::{Map, Value, json};
 
-use super::index::Identity;
-use super::kinds;
 use crate::api::{PoolPolicy, PoolPolicyStatus};
+use crate::controller::cluster::index::Identity;
+use crate::controller::cluster::kinds;
 use crate::decide::{AnnotationChange, OWNED, WorkloadRef};
 
 /// The field manager of every write.
