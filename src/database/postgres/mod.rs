@@ -5,12 +5,13 @@
 //! connections are refused exactly when poolwarden is needed most, but an established one can
 //! still observe and terminate.
 //!
-//! Each observation also samples churn ([`snapshot::sample_churn`], half a second of quick looks
+//! Each observation also samples churn ([`churn::sample_churn`], half a second of quick looks
 //! at new backends) when sessions were opened at more than
 //! [`CHURN_TRIGGER`](crate::database::churn::CHURN_TRIGGER) per second since the previous
 //! observation, and on the first observation (when there is nothing to compare with): a quiet
 //! server pays nothing for it. It connects through [`pg_client`](crate::database::pg_client).
 
+mod churn;
 mod snapshot;
 mod terminate;
 
@@ -120,7 +121,7 @@ impl Postgres {
         let client = self.client().await?;
         let (mut snapshot, statements) = snapshot::take(client, reading).await?;
         snapshot.churn =
-            Some(snapshot::sample_churn(client, &snapshot, looks, reading, &statements).await?);
+            Some(churn::sample_churn(client, &snapshot, looks, reading, &statements).await?);
         Ok(snapshot)
     }
 
@@ -149,7 +150,7 @@ impl Postgres {
         let (mut snapshot, statements) = snapshot::take(client, reading).await?;
         if churn_sample_due(previous, &snapshot, first) {
             snapshot.churn =
-                Some(snapshot::sample_churn(client, &snapshot, looks, reading, &statements).await?);
+                Some(churn::sample_churn(client, &snapshot, looks, reading, &statements).await?);
         }
         self.version_num = Some(snapshot.server.version_num);
         self.last_count = snapshot

@@ -1,5 +1,5 @@
-//! The two statements of one look: the server's facts, then every backend; and, when sessions
-//! come and go, quick looks at the new backends ([`sample_churn`]).
+//! The two statements of one look: the server's facts, then every backend. (When sessions come
+//! and go, quick looks at the new backends follow: [`churn`](super::churn).)
 //!
 //! The two are sent together (pipelined: one round trip) and executed in order, so `now()` is read
 //! just *before* `pg_stat_activity`: ages measured from it can only come out a little short, never
@@ -15,25 +15,21 @@
 //! the first `track_activity_query_size - 1` bytes of a statement; the facts say how many, so
 //! that a cut statement is marked as such.
 
-use std::collections::{HashMap, HashSet};
 use std::net::IpAddr;
-use std::time::Instant;
 
 use jiff::Timestamp;
-use tokio_postgres::types::Type;
 use tokio_postgres::{Client, Row};
 
 use crate::database::fingerprint::{self, Dialect};
 use crate::database::pg_client::classify_query_error;
-use crate::database::{AfterLook, ChurnLooks, churning};
 use crate::database::{
-    ChurnSample, DatabaseError, Flavour, LastStatements, MonitorRole, ServerFacts, Session,
-    SessionState, Snapshot, Statement,
+    DatabaseError, Flavour, LastStatements, MonitorRole, ServerFacts, Session, SessionState,
+    Snapshot, Statement,
 };
 
 /// Σ `pg_stat_database.sessions`: PostgreSQL 14+, NULL before (read through `to_jsonb` so that the
 /// statement parses on older servers too).
-const OPENED: &str = "CASE WHEN current_setting('server_version_num')::int >= 140000
+pub(super) const OPENED: &str = "CASE WHEN current_setting('server_version_num')::int >= 140000
             THEN (SELECT sum((to_jsonb(d) ->> 'sessions')::bigint) FROM pg_stat_database d)
        END::bigint";
 
@@ -49,7 +45,7 @@ pub struct Reading {
 /// What PostgreSQL shows in `query` for a backend the role may not inspect.
 const INSUFFICIENT_PRIVILEGE: &str = "<insufficient privilege>";
 
-fn statement_columns(reading: Reading) -> &'static str {
+pub(super) fn statement_columns(reading: Reading) -> &'static str {
     match (reading.statements, reading.query_id) {
         (false, _) => "NULL::text AS query, NULL::bigint AS query_id",
         (true, false) => {
@@ -63,7 +59,7 @@ fn statement_columns(reading: Reading) -> &'static str {
     }
 }
 
-const SESSION_COLUMNS: &str = "a.pid,
+pub(super) const SESSION_COLUMNS: &str = "a.pid,
        coalesce(a.backend_type, '')      AS backend_type,
        a.datname::text                   AS datname,
        a.usename::text                   AS usename,
@@ -109,29 +105,6 @@ fn sessions_query(reading: Reading) -> String {
 FROM pg_stat_activity a
 LEFT JOIN pg_roles r ON r.oid = a.usesysid
 WHERE a.backend_start IS NOT NULL",
-        statement_columns(reading)
-    )
-}
-
-/// One quick look at the client backends started since `$1`.
-///
-/// Not `pg_stat_activity`: each of its rows looks its process up by a scan of the process array,
-/// so reading it is quadratic in the number of backends (24 ms of server CPU at 5,000, see
-/// docs/benchmarks.md), and a churn sample looks dozens of times. The backend ids and start times
-/// come from the status array directly (linear), and only the new backends are read in full.
-fn new_backends_query(reading: Reading) -> String {
-    format!(
-        "SELECT {SESSION_COLUMNS}, {}
-FROM (
-    SELECT s.*, d.datname, u.rolname AS usename
-    FROM pg_stat_get_backend_idset() AS id
-    CROSS JOIN LATERAL pg_stat_get_activity(pg_stat_get_backend_pid(id)) AS s
-    LEFT JOIN pg_database d ON d.oid = s.datid
-    LEFT JOIN pg_roles u ON u.oid = s.usesysid
-    WHERE pg_stat_get_backend_start(id) > $1
-) a
-LEFT JOIN pg_roles r ON r.oid = a.usesysid
-WHERE a.backend_type = 'client backend'",
         statement_columns(reading)
     )
 }
@@ -241,121 +214,9 @@ fn size_in_bytes(setting: &str) -> Option<usize> {
     digits.parse::<usize>().ok().map(|n| n * unit)
 }
 
-/// Looks at the new backends again and again for `looks.budget` after `snapshot` was taken (up to
-/// `looks.patience` while none has yet been seen to open and close).
-///
-/// A backend that the snapshot did not show, that is in one look and missing from the last one,
-/// appeared and vanished: it is reported in [`ChurnSample::short_lived`]. Backends still there at
-/// the end only count as persisted.
-pub async fn sample_churn(
-    client: &Client,
-    snapshot: &Snapshot,
-    looks: ChurnLooks,
-    reading: Reading,
-    statements: &Statements,
-) -> Result<ChurnSample, DatabaseError> {
-    // Only backends that appear after the snapshot count: one that the snapshot already showed
-    // and that closes during the looks may have lived for hours (a pool resetting).
-    let since = snapshot.observed_at - jiff::SignedDuration::from_secs(1);
-    let known: HashSet<(i64, Timestamp)> = snapshot
-        .sessions
-        .iter()
-        .filter(|s| s.backend_start > since)
-        .map(|s| (s.pid, s.backend_start))
-        .collect();
-    let mut seen: HashMap<(i64, Timestamp), Session> = HashMap::new();
-    // Prepared once: planning the statement again for every look would cost the server more
-    // than running it.
-    let look_at = client
-        .prepare_typed(&new_backends_query(reading), &[Type::TIMESTAMPTZ])
-        .await
-        .map_err(classify_query_error)?;
-    let began = Instant::now();
-    let mut look = 0;
-    let mut present_at_last = HashSet::new();
-    let mut columns = None;
-    let mut churning_now = None;
-    loop {
-        look += 1;
-        let this_look = Instant::now();
-        let rows = client
-            .query(&look_at, &[&since])
-            .await
-            .map_err(classify_query_error)?;
-        present_at_last.clear();
-        for row in &rows {
-            let at = match &columns {
-                Some(at) => at,
-                None => columns.insert(Columns::of(row)?),
-            };
-            let session = session(row, at, statements)?;
-            let key = (session.pid, session.backend_start);
-            if known.contains(&key) {
-                continue;
-            }
-            present_at_last.insert(key);
-            seen.entry(key).or_insert(session);
-        }
-        // Every backend in the last look is in `seen`: the rest have vanished.
-        let vanished = seen.len() - present_at_last.len();
-        match looks.after_look(began.elapsed(), vanished, churning_now) {
-            AfterLook::Look => {}
-            AfterLook::Stop => break,
-            AfterLook::ReadCounter => {
-                let now = opened_now(client).await?;
-                churning_now = Some(churning(
-                    (snapshot.observed_at, snapshot.sessions_opened_total),
-                    now,
-                ));
-                continue;
-            }
-        }
-        // Never look more than half the time: with thousands of backends a look takes
-        // milliseconds of the server's CPU, and the pause grows with it.
-        tokio::time::sleep(looks.pause.max(this_look.elapsed())).await;
-    }
-    // The counter once at the end (and at most once before): reading pg_stat_database costs more
-    // than a look.
-    let (last_at, opened_at_end) = opened_now(client).await?;
-    let mut short_lived = Vec::new();
-    let mut persisted = 0;
-    for (key, session) in seen {
-        if present_at_last.contains(&key) {
-            persisted += 1;
-        } else {
-            short_lived.push(session);
-        }
-    }
-    short_lived.sort_by_key(|s| (s.backend_start, s.pid));
-    Ok(ChurnSample {
-        started_at: snapshot.observed_at,
-        ended_at: last_at,
-        looks: look,
-        opened_at_start: snapshot.sessions_opened_total,
-        opened_at_end,
-        short_lived,
-        persisted,
-    })
-}
-
-/// The server's clock and its count of sessions opened so far.
-async fn opened_now(client: &Client) -> Result<(Timestamp, Option<i64>), DatabaseError> {
-    let row = client
-        .query_typed_one(
-            &format!("SELECT clock_timestamp() AS at, {OPENED} AS opened"),
-            &[],
-        )
-        .await
-        .map_err(classify_query_error)?;
-    Ok((
-        row.try_get("at").map_err(classify_query_error)?,
-        row.try_get("opened").map_err(classify_query_error)?,
-    ))
-}
-
 /// Where each column of the sessions is, found by name once per snapshot instead of once per
 /// column in every row (thousands of rows, fifteen columns).
-struct Columns {
+pub(super) struct Columns {
     pid: usize,
     backend_type: usize,
     datname: usize,
@@ -376,7 +237,7 @@ struct Columns {
 }
 
 impl Columns {
-    fn of(row: &Row) -> Result<Self, DatabaseError> {
+    pub(super) fn of(row: &Row) -> Result<Self, DatabaseError> {
         let at = |name: &str| {
             row.columns()
                 .iter()
@@ -405,7 +266,11 @@ impl Columns {
     }
 }
 
-fn session(row: &Row, at: &Columns, statements: &Statements) -> Result<Session, DatabaseError> {
+pub(super) fn session(
+    row: &Row,
+    at: &Columns,
+    statements: &Statements,
+) -> Result<Session, DatabaseError> {
     // Borrowed from the row: the state becomes an enum, so there is nothing to allocate.
     let state: Option<&str> = row.try_get(at.state).map_err(classify_query_error)?;
     Ok(Session {
