@@ -51,74 +51,96 @@ impl Cycle {
     }
 }
 
-/// Observes, decides and acts once.
-pub async fn run_once(
-    engine: &mut impl Engine,
-    rules: &Rules,
-    cluster: &ClusterView,
-    memory: &Memory,
-) -> Result<Cycle, DatabaseError> {
-    run_once_behind(engine, &mut [], rules, cluster, memory).await
-}
-
-/// Observes the server and the `poolers` in front of it, decides and acts once.
-pub async fn run_once_behind(
-    engine: &mut impl Engine,
-    poolers: &mut [PoolerConsole],
-    rules: &Rules,
-    cluster: &ClusterView,
-    memory: &Memory,
-) -> Result<Cycle, DatabaseError> {
-    let cycle =
-        run_once_among(engine, poolers, Vec::new(), rules, cluster, memory, || true).await?;
-    Ok(cycle.expect("a guard that always allows"))
-}
-
-/// [`run_once_behind`], with more poolers in front that cannot even be asked (`unusable`: their
-/// Secret or URL is wrong), asking `may_act` right before terminating: `None` when it says no
-/// (the controller's leader whose renew deadline passed while it observed). Unusable poolers
-/// count as unread: their connections cannot be told from a client's, so no session is ended
-/// for being idle.
-pub async fn run_once_among(
-    engine: &mut impl Engine,
-    poolers: &mut [PoolerConsole],
+/// One pass of observe → decide → act: what it decides with, and what stands in front of the
+/// server. `check`, `run` and the controller differ only in what they set here.
+pub struct Pass<'a> {
+    rules: &'a Rules,
+    cluster: &'a ClusterView,
+    memory: &'a Memory,
+    /// The poolers in front, whose consoles are read with the snapshot.
+    poolers: &'a mut [PoolerConsole],
+    /// Poolers in front that cannot even be asked (their Secret or URL is wrong). They count as
+    /// unread: their connections cannot be told from a client's, so no session is ended for
+    /// being idle.
     unusable: Vec<UnreadPooler>,
-    rules: &Rules,
-    cluster: &ClusterView,
-    memory: &Memory,
-    may_act: impl Fn() -> bool,
-) -> Result<Option<Cycle>, DatabaseError> {
-    // Policies sharing an engine may differ: each says, before its own look.
-    engine.read_statements(rules.last_statements);
-    let (snapshot, (mut looks, mut unread)) = tokio::join!(engine.observe(), read_all(poolers));
-    let snapshot = snapshot?;
-    looks.extend(unusable.iter().map(|u| PoolerLook {
-        name: u.name.clone(),
-        console: Err(ConsoleUnread {
-            reason: u.reason,
-            message: u.message.clone(),
-        }),
-    }));
-    unread.extend(unusable);
-    let decision = decide::decide(Inputs {
-        snapshot: &snapshot,
-        rules,
-        cluster,
-        poolers: &looks,
-        memory,
-    });
-    if !may_act() {
-        return Ok(None);
+}
+
+impl<'a> Pass<'a> {
+    /// A pass straight at the server, no pooler in front.
+    pub fn new(rules: &'a Rules, cluster: &'a ClusterView, memory: &'a Memory) -> Self {
+        Self {
+            rules,
+            cluster,
+            memory,
+            poolers: &mut [],
+            unusable: Vec::new(),
+        }
     }
-    let outcome = act::terminate(engine, &decision).await;
-    Ok(Some(Cycle {
-        number: memory.cycles + 1,
-        snapshot,
-        decision,
-        outcome,
-        unread_poolers: unread,
-        evictions: Vec::new(),
-    }))
+
+    /// With `poolers` in front of the server.
+    pub fn behind(mut self, poolers: &'a mut [PoolerConsole]) -> Self {
+        self.poolers = poolers;
+        self
+    }
+
+    /// With more poolers in front that cannot be asked.
+    pub fn with_unusable(mut self, unusable: Vec<UnreadPooler>) -> Self {
+        self.unusable = unusable;
+        self
+    }
+
+    /// Observes, decides and acts once.
+    pub async fn run(self, engine: &mut impl Engine) -> Result<Cycle, DatabaseError> {
+        let cycle = self.run_if(engine, || true).await?;
+        Ok(cycle.expect("a guard that always allows"))
+    }
+
+    /// [`run`](Self::run), asking `may_act` right before terminating: `None` when it says no
+    /// (the controller's leader whose renew deadline passed while it observed).
+    pub async fn run_if(
+        self,
+        engine: &mut impl Engine,
+        may_act: impl Fn() -> bool,
+    ) -> Result<Option<Cycle>, DatabaseError> {
+        let Self {
+            rules,
+            cluster,
+            memory,
+            poolers,
+            unusable,
+        } = self;
+        // Policies sharing an engine may differ: each says, before its own look.
+        engine.read_statements(rules.last_statements);
+        let (snapshot, (mut looks, mut unread)) = tokio::join!(engine.observe(), read_all(poolers));
+        let snapshot = snapshot?;
+        looks.extend(unusable.iter().map(|u| PoolerLook {
+            name: u.name.clone(),
+            console: Err(ConsoleUnread {
+                reason: u.reason,
+                message: u.message.clone(),
+            }),
+        }));
+        unread.extend(unusable);
+        let decision = decide::decide(Inputs {
+            snapshot: &snapshot,
+            rules,
+            cluster,
+            poolers: &looks,
+            memory,
+        });
+        if !may_act() {
+            return Ok(None);
+        }
+        let outcome = act::terminate(engine, &decision).await;
+        Ok(Some(Cycle {
+            number: memory.cycles + 1,
+            snapshot,
+            decision,
+            outcome,
+            unread_poolers: unread,
+            evictions: Vec::new(),
+        }))
+    }
 }
 
 /// Reads every pooler's console at once; a failure is kept as its message.

@@ -13,7 +13,7 @@ use std::io::Write;
 use std::time::Duration;
 
 use crate::api::{Mode, count, human};
-use crate::cycle::{self, Cycle};
+use crate::cycle::{Cycle, Pass};
 use crate::database::ConnectOptions;
 use crate::database::pgbouncer::{PoolerConsole, PoolerError};
 use crate::database::{AnyEngine, DatabaseError};
@@ -120,14 +120,11 @@ pub async fn check(
     rules.mode = Mode::DryRun;
     let mut consoles = poolers(pooler_args)?;
     let mut engine = AnyEngine::connect(url, ConnectOptions::default()).await?;
-    let mut cycle = cycle::run_once_behind(
-        &mut engine,
-        &mut consoles,
-        &rules,
-        &ClusterView::default(),
-        &Memory::default(),
-    )
-    .await?;
+    let (cluster, memory) = (ClusterView::default(), Memory::default());
+    let mut cycle = Pass::new(&rules, &cluster, &memory)
+        .behind(&mut consoles)
+        .run(&mut engine)
+        .await?;
     cycle
         .decision
         .warnings
@@ -260,7 +257,9 @@ pub async fn run(
     let mut memory = Memory::default();
     let mut failures = 0u32;
     loop {
-        let look = cycle::run_once_behind(&mut engine, &mut consoles, rules, &cluster, &memory);
+        let look = Pass::new(rules, &cluster, &memory)
+            .behind(&mut consoles)
+            .run(&mut engine);
         let result = tokio::select! {
             result = look => result,
             () = stopped_then(&stop, CYCLE_GRACE) => {

@@ -9,7 +9,7 @@ use std::collections::BTreeSet;
 use std::net::Ipv4Addr;
 use std::time::Duration;
 
-use poolwarden::cycle::{self, Cycle};
+use poolwarden::cycle::{Cycle, Pass};
 use poolwarden::database::mysql::MySql;
 use poolwarden::database::postgres::Postgres;
 use poolwarden::database::{ConnectOptions, Engine, SessionState};
@@ -190,14 +190,10 @@ impl Client for MySqlSession {
 }
 
 async fn run_cycle(engine: &mut impl Engine, policy: &str) -> Cycle {
-    cycle::run_once(
-        engine,
-        &rules(policy),
-        &ClusterView::default(),
-        &Memory::default(),
-    )
-    .await
-    .expect("cycle runs")
+    Pass::new(&rules(policy), &ClusterView::default(), &Memory::default())
+        .run(engine)
+        .await
+        .expect("cycle runs")
 }
 
 fn pids(list: &[decide::Termination]) -> Vec<i64> {

@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use crate::support::mariadb::{alive, gone, monitor_url, open, server, server_with};
 use crate::support::{APP_DB, pause, rules};
-use poolwarden::cycle::{self, Cycle};
+use poolwarden::cycle::{Cycle, Pass};
 use poolwarden::database::ConnectOptions;
 use poolwarden::database::mysql::MySql;
 use poolwarden::database::{DatabaseError, Engine, Flavour, Protection, SessionState, Verdict};
@@ -26,7 +26,8 @@ async fn connect(url: &str) -> MySql {
 }
 
 async fn run_cycle(engine: &mut MySql, rules: &Rules) -> Cycle {
-    cycle::run_once(engine, rules, &ClusterView::default(), &Memory::default())
+    Pass::new(rules, &ClusterView::default(), &Memory::default())
+        .run(engine)
         .await
         .expect("cycle runs")
 }
@@ -283,7 +284,8 @@ async fn churn_is_measured_from_the_servers_connections_counter_across_cycles() 
     let db = std::sync::Arc::new(server().await);
     let mut my = connect(&monitor_url(&db)).await;
     let rules = rules("leakDetection: {newSessionsPerSecond: 5}\n");
-    let first = cycle::run_once(&mut my, &rules, &ClusterView::default(), &Memory::default())
+    let first = Pass::new(&rules, &ClusterView::default(), &Memory::default())
+        .run(&mut my)
         .await
         .unwrap();
     // A NullPool worker: a connection per unit of work, one statement, closed; and a pool that
@@ -301,14 +303,10 @@ async fn churn_is_measured_from_the_servers_connections_counter_across_cycles() 
     };
     pause(1000).await;
     let _lingering = open(&db, "storefront", 32).await;
-    let second = cycle::run_once(
-        &mut my,
-        &rules,
-        &ClusterView::default(),
-        &first.next_memory(),
-    )
-    .await
-    .unwrap();
+    let second = Pass::new(&rules, &ClusterView::default(), &first.next_memory())
+        .run(&mut my)
+        .await
+        .unwrap();
     churner.abort();
     let rate = second
         .decision

@@ -9,7 +9,7 @@ use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::time::Duration;
 
 use crate::support::*;
-use poolwarden::cycle::{self, Cycle};
+use poolwarden::cycle::{Cycle, Pass};
 use poolwarden::database::ConnectOptions;
 use poolwarden::database::pgbouncer::{ConsoleSnapshot, PoolerConsole, PoolerError};
 use poolwarden::database::postgres::Postgres;
@@ -533,15 +533,11 @@ async fn check_with_the_default_policy_names_the_client_of_an_idle_transaction_b
 
 /// One Enforce cycle with the given consoles in front.
 async fn enforce(pg: &mut Postgres, consoles: &mut [PoolerConsole], rules: &Rules) -> Cycle {
-    cycle::run_once_behind(
-        pg,
-        consoles,
-        rules,
-        &ClusterView::default(),
-        &Memory::default(),
-    )
-    .await
-    .expect("cycle runs")
+    Pass::new(rules, &ClusterView::default(), &Memory::default())
+        .behind(consoles)
+        .run(pg)
+        .await
+        .expect("cycle runs")
 }
 
 #[tokio::test]

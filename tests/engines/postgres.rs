@@ -6,7 +6,7 @@ use std::collections::BTreeSet;
 use std::time::Duration;
 
 use crate::support::*;
-use poolwarden::cycle;
+use poolwarden::cycle::Pass;
 use poolwarden::database::{ChurnLooks, DatabaseError, Engine, Protection, SessionState, Verdict};
 use poolwarden::decide::{self, ClusterView, Memory, Reason};
 
@@ -331,7 +331,8 @@ async fn churn_between_cycles_that_no_look_caught_is_the_servers() {
     let sb = sandbox().await;
     let mut pg = connect(&monitor_url(&sb)).await;
     let rules = rules("leakDetection: {newSessionsPerSecond: 5}\n");
-    let first = cycle::run_once(&mut pg, &rules, &ClusterView::default(), &Memory::default())
+    let first = Pass::new(&rules, &ClusterView::default(), &Memory::default())
+        .run(&mut pg)
         .await
         .unwrap();
     // 30 short sessions between the two looks, none while poolwarden looks, and one that stays.
@@ -339,14 +340,10 @@ async fn churn_between_cycles_that_no_look_caught_is_the_servers() {
         drop(open(&sb, "celery-worker", 31).await);
     }
     let _lingering = open(&sb, "celery-worker", 31).await;
-    let second = cycle::run_once(
-        &mut pg,
-        &rules,
-        &ClusterView::default(),
-        &first.next_memory(),
-    )
-    .await
-    .unwrap();
+    let second = Pass::new(&rules, &ClusterView::default(), &first.next_memory())
+        .run(&mut pg)
+        .await
+        .unwrap();
 
     let rate = second
         .decision

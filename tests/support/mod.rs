@@ -10,7 +10,7 @@ pub mod proxy;
 use std::net::Ipv4Addr;
 use std::time::Duration;
 
-use poolwarden::cycle::{self, Cycle};
+use poolwarden::cycle::{Cycle, Pass};
 use poolwarden::database::ConnectOptions;
 use poolwarden::database::postgres::Postgres;
 use poolwarden::decide::{ClusterView, Memory, Rules};
@@ -113,7 +113,8 @@ pub async fn connect(url: &str) -> Postgres {
 
 /// One observe → decide → act cycle with no cluster and no memory.
 pub async fn cycle(pg: &mut Postgres, rules: &Rules) -> Cycle {
-    cycle::run_once(pg, rules, &ClusterView::default(), &Memory::default())
+    Pass::new(rules, &ClusterView::default(), &Memory::default())
+        .run(pg)
         .await
         .expect("cycle runs")
 }

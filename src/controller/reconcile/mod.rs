@@ -3,7 +3,7 @@
 //! 1. [`validate`]: the spec alone, no client;
 //! 2. [`dereference`]: its Secret, the engine, its view of the cluster;
 //! 3. the cycle: observe the server and the poolers in front → decide → act on the database
-//!    ([`cycle::run_once_among`], with the policy's [`poolers`](crate::controller::connections::poolers), the lease
+//!    ([`Pass::run_if`], with the policy's [`poolers`](crate::controller::connections::poolers), the lease
 //!    checked again right before terminating);
 //! 4. [`act_on_cluster`]: annotations and Events; then
 //!    [`copies`]: copies of removed annotations that other controllers left;
@@ -41,7 +41,7 @@ use crate::api::PoolPolicy;
 use crate::controller::connections::engines::Connector;
 use crate::controller::connections::looks::{self, PolicyEngine, Want};
 use crate::controller::context::{Context, WAIT_FOR_WATCHES};
-use crate::cycle::{self, Cycle};
+use crate::cycle::{Cycle, Pass};
 use crate::report::audit;
 use dereference::Inputs;
 use error::ReconcileError;
@@ -181,21 +181,16 @@ async fn run_cycle<C: Connector>(
         return Err(ReconcileError::LostLease);
     }
     // Asked again right before terminating: the renew deadline may pass while it observes.
-    let cycle = cycle::run_once_among(
-        &mut engine,
-        poolers.consoles(),
-        unread,
-        &valid.rules,
-        &inputs.view,
-        &memory,
-        || ctx.may_act(),
-    )
-    .await
-    .map_err(|e| match engine.pending {
-        true => ReconcileError::LookPending,
-        false => ReconcileError::Database(e),
-    })?
-    .ok_or(ReconcileError::LostLease)?;
+    let cycle = Pass::new(&valid.rules, &inputs.view, &memory)
+        .behind(poolers.consoles())
+        .with_unusable(unread)
+        .run_if(&mut engine, || ctx.may_act())
+        .await
+        .map_err(|e| match engine.pending {
+            true => ReconcileError::LookPending,
+            false => ReconcileError::Database(e),
+        })?
+        .ok_or(ReconcileError::LostLease)?;
     // The audit trail first: what was ended is on record whatever the later steps do.
     audit::log(&audit::records(
         &patches::policy_ref(policy),

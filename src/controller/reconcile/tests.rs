@@ -841,12 +841,12 @@ async fn a_watched_secret_is_read_again_only_when_it_changed() {
         None,
         Some(3),
         &super::status::Ended::Cycle {
-            cycle: &crate::cycle::run_once(
-                &mut Scripted(Script::answering(vec![quiet()])),
+            cycle: &crate::cycle::Pass::new(
                 &Rules::compile(&p.spec).unwrap(),
                 &decide::ClusterView::default(),
                 &Memory::default(),
             )
+            .run(&mut Scripted(Script::answering(vec![quiet()])))
             .await
             .unwrap(),
             terminations_total: 0,
