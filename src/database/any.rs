@@ -7,7 +7,7 @@
 
 use super::ConnectOptions;
 use super::mysql::{self, MySql};
-use super::pg_client::Target;
+use super::pg_client::PgTarget;
 use super::postgres::Postgres;
 use super::{DatabaseError, Engine, SessionIdentity, Snapshot, Verdict};
 
@@ -21,9 +21,13 @@ impl AnyEngine {
     /// Parses `url` and prepares the engine its scheme names; nothing is connected yet.
     pub fn for_url(url: &str, options: ConnectOptions) -> Result<Self, DatabaseError> {
         if mysql::is_mysql_url(url) {
-            return Ok(Self::MySql(MySql::new(mysql::Target::parse(url, options)?)));
+            return Ok(Self::MySql(MySql::new(mysql::MySqlTarget::parse(
+                url, options,
+            )?)));
         }
-        Ok(Self::Postgres(Postgres::new(Target::parse(url, options)?)))
+        Ok(Self::Postgres(Postgres::new(PgTarget::parse(
+            url, options,
+        )?)))
     }
 
     /// Parses `url` and connects once, so that a bad URL, password or address fails right here.

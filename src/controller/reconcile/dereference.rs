@@ -19,7 +19,7 @@ use crate::cycle::UnreadPooler;
 use crate::decide::ClusterView;
 
 /// What the cycle runs on.
-pub struct Inputs<E> {
+pub struct Resolved<E> {
     pub server: SharedServer<E>,
     /// The policy's database URL (never leaves memory).
     pub url: String,
@@ -30,12 +30,12 @@ pub struct Inputs<E> {
     pub unusable: Vec<UnreadPooler>,
 }
 
-pub async fn inputs<C: Connector>(
+pub async fn resolve<C: Connector>(
     ctx: &Context<C>,
     policy: &PoolPolicy,
     valid: &Valid<'_>,
     name: &str,
-) -> Result<Inputs<C::Engine>, ReconcileError> {
+) -> Result<Resolved<C::Engine>, ReconcileError> {
     let namespace = policy.metadata.namespace.as_deref().unwrap_or_default();
     let url = ctx
         .secrets
@@ -57,7 +57,7 @@ pub async fn inputs<C: Connector>(
         &valid.pooler_selectors,
     )
     .await;
-    Ok(Inputs {
+    Ok(Resolved {
         server,
         url,
         view,

@@ -43,7 +43,7 @@ use crate::controller::connections::looks::{self, PolicyEngine, Want};
 use crate::controller::context::{Context, WAIT_FOR_WATCHES};
 use crate::cycle::{Cycle, Pass};
 use crate::report::audit;
-use dereference::Inputs;
+use dereference::Resolved;
 use error::ReconcileError;
 use patches::FINALIZER;
 use validate::Valid;
@@ -98,9 +98,9 @@ async fn apply<C: Connector>(
         // 1. Validate: the spec alone.
         let valid = validate::policy(policy)?;
         // 2. Dereference: the Secret, the engine, the cluster view.
-        let inputs = dereference::inputs(ctx, policy, &valid, &name).await?;
+        let resolved = dereference::resolve(ctx, policy, &valid, &name).await?;
         // 3. The cycle: observe → decide → act on the database.
-        run_cycle(ctx, policy, &valid, inputs, first_tried).await
+        run_cycle(ctx, policy, &valid, resolved, first_tried).await
     }
     .await;
     // 4. Act on the cluster: annotations and Events for what the cycle found, the pods to evict
@@ -143,7 +143,7 @@ async fn run_cycle<C: Connector>(
     ctx: &Context<C>,
     policy: &PoolPolicy,
     valid: &Valid<'_>,
-    inputs: Inputs<C::Engine>,
+    resolved: Resolved<C::Engine>,
     first_tried: Instant,
 ) -> Result<Cycle, ReconcileError> {
     let uid = policy.uid().unwrap_or_default();
@@ -155,23 +155,23 @@ async fn run_cycle<C: Connector>(
     }
     // A policy with poolers in front reads their consoles alongside a look of its own; the
     // others share their server's recent look.
-    let want = if inputs.poolers.is_empty() && inputs.unusable.is_empty() {
+    let want = if resolved.poolers.is_empty() && resolved.unusable.is_empty() {
         let window = looks::share_window(policy.spec.interval.into());
         Want {
-            url: inputs.url,
+            url: resolved.url,
             after: memory.last_look(),
             not_before: Some(first_tried.checked_sub(window).unwrap_or(first_tried)),
             statements: valid.rules.last_statements,
         }
     } else {
-        Want::own(inputs.url)
+        Want::own(resolved.url)
     };
     let poolers = ctx.poolers.of(&uid);
     let mut poolers = poolers.lock().await;
-    let mut unread = poolers.align(&inputs.poolers);
-    unread.extend(inputs.unusable);
+    let mut unread = poolers.align(&resolved.poolers);
+    unread.extend(resolved.unusable);
     let mut engine = PolicyEngine {
-        server: inputs.server,
+        server: resolved.server,
         connector: ctx.engines.connector(),
         want,
         pending: false,
@@ -181,7 +181,7 @@ async fn run_cycle<C: Connector>(
         return Err(ReconcileError::LostLease);
     }
     // Asked again right before terminating: the renew deadline may pass while it observes.
-    let cycle = Pass::new(&valid.rules, &inputs.view, &memory)
+    let cycle = Pass::new(&valid.rules, &resolved.view, &memory)
         .behind(poolers.consoles())
         .with_unusable(unread)
         .run_if(&mut engine, || ctx.may_act())

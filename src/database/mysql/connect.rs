@@ -11,7 +11,7 @@ use std::time::Duration;
 use mysql_async::prelude::Queryable;
 use mysql_async::{Conn, Opts, OptsBuilder};
 
-use super::tls::{self, SslMode, TlsSettings};
+use super::tls::{self, MySqlSslMode, TlsSettings};
 use crate::database::ConnectOptions;
 use crate::database::connection::percent_decode;
 use crate::database::error::caused_by_tls;
@@ -32,7 +32,7 @@ pub enum Processlist {
 
 /// A parsed URL, ready to connect again and again.
 #[derive(Clone)]
-pub struct Target {
+pub struct MySqlTarget {
     opts: Opts,
     tls: TlsSettings,
     processlist: Processlist,
@@ -40,9 +40,9 @@ pub struct Target {
     display: String,
 }
 
-impl std::fmt::Debug for Target {
+impl std::fmt::Debug for MySqlTarget {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Target")
+        f.debug_struct("MySqlTarget")
             .field("target", &self.display)
             .field("ssl_mode", &self.tls.mode)
             .finish()
@@ -54,7 +54,7 @@ pub fn is_mysql_url(url: &str) -> bool {
     url.starts_with("mysql://") || url.starts_with("mariadb://")
 }
 
-impl Target {
+impl MySqlTarget {
     /// Parses `mysql://user:password@host:3306/dbname?ssl-mode=VERIFY_CA&ssl-ca=/path/ca.pem`.
     pub fn parse(url: &str, options: ConnectOptions) -> Result<Self, DatabaseError> {
         let Some(rest) = url
@@ -66,13 +66,13 @@ impl Target {
             ));
         };
         let (base, query) = rest.split_once('?').unwrap_or((rest, ""));
-        let mut ssl_mode = SslMode::Preferred;
+        let mut ssl_mode = MySqlSslMode::Preferred;
         let mut ca = None;
         let mut processlist = Processlist::Auto;
         for pair in query.split('&').filter(|p| !p.is_empty()) {
             let (key, value) = pair.split_once('=').unwrap_or((pair, ""));
             match key {
-                "ssl-mode" | "ssl_mode" | "sslMode" => ssl_mode = SslMode::parse(value)?,
+                "ssl-mode" | "ssl_mode" | "sslMode" => ssl_mode = MySqlSslMode::parse(value)?,
                 "ssl-ca" | "ssl_ca" => ca = Some(percent_decode(value)),
                 "processlist" => {
                     processlist = match value {
@@ -126,7 +126,7 @@ impl Target {
         &self.display
     }
 
-    pub fn ssl_mode(&self) -> SslMode {
+    pub fn ssl_mode(&self) -> MySqlSslMode {
         self.tls.mode
     }
 
@@ -153,7 +153,7 @@ impl Target {
                 match secure {
                     // PREFERRED: plain text when the server offers no TLS at all.
                     Err(DatabaseError::TlsNotOffered { .. })
-                        if self.tls.mode == SslMode::Preferred =>
+                        if self.tls.mode == MySqlSslMode::Preferred =>
                     {
                         self.open(self.builder()).await?
                     }
@@ -369,8 +369,8 @@ fn error_detail(e: &mysql_async::Error) -> String {
 mod tests {
     use super::*;
 
-    fn parse(url: &str) -> Result<Target, DatabaseError> {
-        Target::parse(url, ConnectOptions::default())
+    fn parse(url: &str) -> Result<MySqlTarget, DatabaseError> {
+        MySqlTarget::parse(url, ConnectOptions::default())
     }
 
     #[test]
@@ -381,7 +381,7 @@ mod tests {
         }
         let t = parse("mariadb://u@db/shop").unwrap();
         assert_eq!(t.display(), "db:3306/shop");
-        assert_eq!(t.ssl_mode(), SslMode::Preferred);
+        assert_eq!(t.ssl_mode(), MySqlSslMode::Preferred);
         assert_eq!(t.processlist(), Processlist::Auto);
         let t = parse("mysql://u@db/shop?processlist=performance_schema").unwrap();
         assert_eq!(t.processlist(), Processlist::PerformanceSchema);

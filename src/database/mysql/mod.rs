@@ -6,7 +6,7 @@
 //!   `information_schema.PROCESSLIST`; InnoDB transactions from `INNODB_TRX`; `program_name` from
 //!   the connection attributes where `performance_schema` shows them;
 //! - no connection start time: the engine remembers when it first saw each thread
-//!   ([`snapshot::Memory`]) and reports the latest moment a thread can have connected;
+//!   ([`snapshot::Remembered`]) and reports the latest moment a thread can have connected;
 //! - no conditional kill: each thread is re-read just before its own `KILL CONNECTION`
 //!   ([`terminate`]), and the window between the two is measured;
 //! - churn: the `Connections` counter plays `pg_stat_database.sessions`, and the quick looks at
@@ -25,8 +25,8 @@ mod terminate;
 mod thread;
 mod tls;
 
-pub use connect::{PROGRAM_NAME, Processlist, Target, is_mysql_url};
-pub use tls::SslMode;
+pub use connect::{MySqlTarget, PROGRAM_NAME, Processlist, is_mysql_url};
+pub use tls::MySqlSslMode;
 
 use std::time::Duration;
 
@@ -40,9 +40,9 @@ use sql::Queries;
 
 /// A MySQL-family server and poolwarden's monitoring connection to it.
 pub struct MySql {
-    target: Target,
+    target: MySqlTarget,
     connection: Option<Connection>,
-    memory: snapshot::Memory,
+    memory: snapshot::Remembered,
     /// The verify-to-kill windows of the last `terminate`.
     windows: Vec<Duration>,
     /// The fates of the last `terminate`, in the order asked.
@@ -64,11 +64,11 @@ struct Connection {
 
 impl MySql {
     /// Prepares the target; nothing is connected until the first call.
-    pub fn new(target: Target) -> Self {
+    pub fn new(target: MySqlTarget) -> Self {
         Self {
             target,
             connection: None,
-            memory: snapshot::Memory::default(),
+            memory: snapshot::Remembered::default(),
             windows: Vec::new(),
             fates: Vec::new(),
             last_count: None,
@@ -80,12 +80,12 @@ impl MySql {
 
     /// Parses `url` and connects once, so that a bad URL, password or address fails right here.
     pub async fn connect(url: &str, options: ConnectOptions) -> Result<Self, DatabaseError> {
-        let mut engine = Self::new(Target::parse(url, options)?);
+        let mut engine = Self::new(MySqlTarget::parse(url, options)?);
         engine.connection().await?;
         Ok(engine)
     }
 
-    pub fn target(&self) -> &Target {
+    pub fn target(&self) -> &MySqlTarget {
         &self.target
     }
 
@@ -155,7 +155,7 @@ impl MySql {
 /// since the previous one.
 async fn observe_and_sample(
     c: &mut Connection,
-    memory: &mut snapshot::Memory,
+    memory: &mut snapshot::Remembered,
     previous: Option<(Timestamp, i64)>,
     first: bool,
     looks: ChurnLooks,

@@ -23,7 +23,7 @@ use crate::database::{
 
 /// What the engine remembers between looks.
 #[derive(Debug, Default)]
-pub struct Memory {
+pub struct Remembered {
     /// When each thread was first seen: MySQL does not say when a thread connected.
     first_seen: HashMap<i64, Timestamp>,
     /// Users whose threads the server refused to let the monitor kill (MySQL 8's SYSTEM_USER):
@@ -39,7 +39,7 @@ pub struct Memory {
 pub async fn take(
     conn: &mut Conn,
     queries: &Queries,
-    memory: &mut Memory,
+    memory: &mut Remembered,
     read_statements: bool,
 ) -> Result<Snapshot, DatabaseError> {
     let read = read(conn, queries, read_statements).await?;
@@ -210,7 +210,7 @@ impl Facts {
 fn sessions(
     read: &Read,
     queries: &Queries,
-    memory: &mut Memory,
+    memory: &mut Remembered,
     observed_at: Timestamp,
     protected: &HashSet<String>,
 ) -> Result<Vec<Session>, DatabaseError> {

@@ -19,7 +19,7 @@ use mysql_async::Conn;
 use mysql_async::prelude::Queryable;
 
 use super::connect::{classify_query_error, code};
-use super::snapshot::Memory;
+use super::snapshot::Remembered;
 use super::sql::Queries;
 use super::thread::Thread;
 use crate::database::{CLIENT_BACKEND, DatabaseError, SessionIdentity, Verdict, elapsed};
@@ -44,7 +44,7 @@ pub async fn verified(
     queries: &Queries,
     own_id: i64,
     may_kill_others: bool,
-    memory: &mut Memory,
+    memory: &mut Remembered,
     sessions: &[SessionIdentity],
 ) -> Result<Terminations, DatabaseError> {
     let mut done = Terminations::default();

@@ -41,7 +41,7 @@ pub struct Peer {
 
 /// MySQL's `--ssl-mode` values.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum SslMode {
+pub enum MySqlSslMode {
     Disabled,
     Preferred,
     Required,
@@ -49,7 +49,7 @@ pub enum SslMode {
     VerifyIdentity,
 }
 
-impl SslMode {
+impl MySqlSslMode {
     pub fn parse(value: &str) -> Result<Self, DatabaseError> {
         Ok(match value.to_ascii_uppercase().as_str() {
             "DISABLED" => Self::Disabled,
@@ -70,13 +70,13 @@ impl SslMode {
 /// The mode and the CA, checked when the URL is parsed.
 #[derive(Clone, Debug)]
 pub struct TlsSettings {
-    pub mode: SslMode,
+    pub mode: MySqlSslMode,
     ca: Option<PathBuf>,
 }
 
 impl TlsSettings {
-    pub fn new(mode: SslMode, ca: Option<&Path>) -> Result<Self, DatabaseError> {
-        if mode == SslMode::VerifyCa && ca.is_none() {
+    pub fn new(mode: MySqlSslMode, ca: Option<&Path>) -> Result<Self, DatabaseError> {
+        if mode == MySqlSslMode::VerifyCa && ca.is_none() {
             return Err(DatabaseError::InvalidUrl(
                 "ssl-mode=VERIFY_CA needs ssl-ca=/path/to/ca.pem, the CA that signed the server's \
                  certificate"
@@ -103,9 +103,9 @@ impl TlsSettings {
                 .with_disable_built_in_roots(true)
         };
         Ok(Some(match (self.mode, &self.ca) {
-            (SslMode::Disabled, _) => return Ok(None),
-            (SslMode::Preferred, _) | (SslMode::Required, None) => trust_any,
-            (SslMode::Required | SslMode::VerifyCa, Some(ca)) => {
+            (MySqlSslMode::Disabled, _) => return Ok(None),
+            (MySqlSslMode::Preferred, _) | (MySqlSslMode::Required, None) => trust_any,
+            (MySqlSslMode::Required | MySqlSslMode::VerifyCa, Some(ca)) => {
                 let name = certified_name(peer, ca).await?;
                 let opts = with_ca(ca);
                 match name {
@@ -113,9 +113,9 @@ impl TlsSettings {
                     None => opts,
                 }
             }
-            (SslMode::VerifyIdentity, Some(ca)) => with_ca(ca),
-            (SslMode::VerifyIdentity, None) => SslOpts::default(),
-            (SslMode::VerifyCa, None) => unreachable!("refused by TlsSettings::new"),
+            (MySqlSslMode::VerifyIdentity, Some(ca)) => with_ca(ca),
+            (MySqlSslMode::VerifyIdentity, None) => SslOpts::default(),
+            (MySqlSslMode::VerifyCa, None) => unreachable!("refused by TlsSettings::new"),
         }))
     }
 }

@@ -11,37 +11,37 @@ use tokio_postgres::error::SqlState;
 use tokio_postgres::{Client, Config, NoTls};
 use tokio_postgres_rustls::MakeRustlsConnect;
 
-use super::tls::{self, SslMode};
+use super::tls::{self, PgSslMode};
 use crate::database::connection::{APPLICATION_NAME, percent_decode};
 use crate::database::error::caused_by_tls;
 use crate::database::{ConnectOptions, DatabaseError};
 
 /// A parsed database URL, ready to connect again and again.
 #[derive(Clone)]
-pub struct Target {
+pub struct PgTarget {
     config: Config,
-    ssl_mode: SslMode,
+    ssl_mode: PgSslMode,
     tls: Option<MakeRustlsConnect>,
     /// `host:port/dbname`, for messages (never the password).
     display: String,
 }
 
-impl std::fmt::Debug for Target {
+impl std::fmt::Debug for PgTarget {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Target")
+        f.debug_struct("PgTarget")
             .field("target", &self.display)
             .field("ssl_mode", &self.ssl_mode)
             .finish()
     }
 }
 
-impl Target {
+impl PgTarget {
     /// Parses `postgres://user:password@host:port/dbname?sslmode=…&sslrootcert=…`.
     pub fn parse(url: &str, options: ConnectOptions) -> Result<Self, DatabaseError> {
         Self::parse_for(url, options, true)
     }
 
-    /// Like [`Target::parse`], for a server that refuses PostgreSQL's `options` startup parameter
+    /// Like [`PgTarget::parse`], for a server that refuses PostgreSQL's `options` startup parameter
     /// (PgBouncer's admin console: "unsupported startup parameter"), so without the
     /// `statement_timeout` it carries: the caller bounds its own statements.
     pub(crate) fn parse_without_server_options(
@@ -62,13 +62,13 @@ impl Target {
             ));
         }
         let (base, query) = url.split_once('?').unwrap_or((url, ""));
-        let mut ssl_mode = SslMode::Prefer;
+        let mut ssl_mode = PgSslMode::Prefer;
         let mut root_cert = None;
         let mut passed_on = Vec::new();
         for pair in query.split('&').filter(|p| !p.is_empty()) {
             let (key, value) = pair.split_once('=').unwrap_or((pair, ""));
             match key {
-                "sslmode" => ssl_mode = SslMode::parse(value)?,
+                "sslmode" => ssl_mode = PgSslMode::parse(value)?,
                 "sslrootcert" => root_cert = Some(tls::root_cert_path(&percent_decode(value))),
                 "sslcert" | "sslkey" => {
                     return Err(DatabaseError::InvalidUrl(format!(
@@ -104,8 +104,8 @@ impl Target {
             .keepalives(true)
             .keepalives_idle(options.keepalive_idle)
             .ssl_mode(match ssl_mode {
-                SslMode::Disable => WireSslMode::Disable,
-                SslMode::Prefer => WireSslMode::Prefer,
+                PgSslMode::Disable => WireSslMode::Disable,
+                PgSslMode::Prefer => WireSslMode::Prefer,
                 _ => WireSslMode::Require,
             });
         let tls = tls::client_config(ssl_mode, root_cert.as_deref())?.map(MakeRustlsConnect::new);
@@ -122,7 +122,7 @@ impl Target {
         &self.display
     }
 
-    pub fn ssl_mode(&self) -> SslMode {
+    pub fn ssl_mode(&self) -> PgSslMode {
         self.ssl_mode
     }
 
@@ -153,7 +153,7 @@ impl Target {
             .unwrap_or(ConnectOptions::default().connect_timeout)
     }
 
-    /// [`Target::connect`] with the driver's own error, for a caller that sorts failures its own
+    /// [`PgTarget::connect`] with the driver's own error, for a caller that sorts failures its own
     /// way (PgBouncer's console answers with other codes than PostgreSQL).
     pub(crate) async fn open(&self) -> Result<Client, tokio_postgres::Error> {
         match &self.tls {
@@ -285,8 +285,8 @@ pub fn error_detail(e: &tokio_postgres::Error) -> String {
 mod tests {
     use super::*;
 
-    fn parse(url: &str) -> Result<Target, DatabaseError> {
-        Target::parse(url, ConnectOptions::default())
+    fn parse(url: &str) -> Result<PgTarget, DatabaseError> {
+        PgTarget::parse(url, ConnectOptions::default())
     }
 
     #[test]
@@ -300,7 +300,7 @@ mod tests {
         }
         assert_eq!(
             parse("postgres://u@h/d").unwrap().ssl_mode(),
-            SslMode::Prefer
+            PgSslMode::Prefer
         );
     }
 

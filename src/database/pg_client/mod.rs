@@ -6,5 +6,5 @@
 mod connect;
 mod tls;
 
-pub use connect::{Target, classify_query_error, error_detail, refused_tls};
-pub use tls::SslMode;
+pub use connect::{PgTarget, classify_query_error, error_detail, refused_tls};
+pub use tls::PgSslMode;

@@ -24,7 +24,7 @@ use crate::database::DatabaseError;
 
 /// libpq's `sslmode` values.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum SslMode {
+pub enum PgSslMode {
     Disable,
     Prefer,
     Require,
@@ -32,7 +32,7 @@ pub enum SslMode {
     VerifyFull,
 }
 
-impl SslMode {
+impl PgSslMode {
     pub fn parse(value: &str) -> Result<Self, DatabaseError> {
         Ok(match value {
             "disable" => Self::Disable,
@@ -56,18 +56,18 @@ fn provider() -> Arc<CryptoProvider> {
 
 /// The rustls configuration for `mode`, or `None` when TLS is off.
 pub fn client_config(
-    mode: SslMode,
+    mode: PgSslMode,
     root_cert: Option<&Path>,
 ) -> Result<Option<ClientConfig>, DatabaseError> {
     let verifier: Arc<dyn ServerCertVerifier> = match (mode, root_cert) {
-        (SslMode::Disable, _) => return Ok(None),
-        (SslMode::Prefer, _) | (SslMode::Require, None) => Arc::new(EncryptOnly {
+        (PgSslMode::Disable, _) => return Ok(None),
+        (PgSslMode::Prefer, _) | (PgSslMode::Require, None) => Arc::new(EncryptOnly {
             algorithms: provider().signature_verification_algorithms,
         }),
-        (SslMode::Require | SslMode::VerifyCa, root) => Arc::new(ChainOnly {
+        (PgSslMode::Require | PgSslMode::VerifyCa, root) => Arc::new(ChainOnly {
             inner: webpki_verifier(root)?,
         }),
-        (SslMode::VerifyFull, root) => webpki_verifier(root)?,
+        (PgSslMode::VerifyFull, root) => webpki_verifier(root)?,
     };
     let config = ClientConfig::builder_with_provider(provider())
         .with_safe_default_protocol_versions()

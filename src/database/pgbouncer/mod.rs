@@ -26,13 +26,13 @@ pub use views::{MissingColumn, Table};
 use tokio_postgres::Client;
 
 use super::ConnectOptions;
-use super::pg_client::Target;
+use super::pg_client::PgTarget;
 
 /// A PgBouncer and poolwarden's connection to its admin console, reopened when it drops.
 pub struct PoolerConsole {
     /// How reports name it: the policy's name for it, else its `host:port`.
     name: String,
-    target: Target,
+    target: PgTarget,
     options: ConnectOptions,
     client: Option<Client>,
 }
@@ -50,7 +50,7 @@ impl PoolerConsole {
     /// Parses `url`; nothing is connected until the first look. A URL without a database names
     /// the console; one that names another database is refused.
     pub fn new(url: &str, options: ConnectOptions) -> Result<Self, PoolerError> {
-        let target = Target::parse_without_server_options(&with_console_database(url), options)
+        let target = PgTarget::parse_without_server_options(&with_console_database(url), options)
             .map_err(error::from_parse)?;
         if target.dbname() != Some(CONSOLE_DATABASE) {
             return Err(PoolerError::InvalidUrl(format!(

@@ -24,7 +24,7 @@ use tokio_postgres::Client;
 use jiff::Timestamp;
 
 use crate::database::churn::churn_sample_due;
-use crate::database::pg_client::{Target, classify_query_error};
+use crate::database::pg_client::{PgTarget, classify_query_error};
 use crate::database::{
     ChurnLooks, ConnectOptions, DatabaseError, Engine, SessionIdentity, Snapshot, Verdict,
     server_full_advice,
@@ -32,7 +32,7 @@ use crate::database::{
 
 /// A PostgreSQL server and poolwarden's monitoring connection to it.
 pub struct Postgres {
-    target: Target,
+    target: PgTarget,
     client: Option<Client>,
     /// `server_version_num` as last seen, so that a refused reconnect gets advice for its version.
     version_num: Option<u32>,
@@ -45,7 +45,7 @@ pub struct Postgres {
 
 impl Postgres {
     /// Prepares the target; nothing is connected until the first call.
-    pub fn new(target: Target) -> Self {
+    pub fn new(target: PgTarget) -> Self {
         Self {
             target,
             client: None,
@@ -68,12 +68,12 @@ impl Postgres {
 
     /// Parses `url` and connects once, so that a bad URL, password or address fails right here.
     pub async fn connect(url: &str, options: ConnectOptions) -> Result<Self, DatabaseError> {
-        let mut pg = Self::new(Target::parse(url, options)?);
+        let mut pg = Self::new(PgTarget::parse(url, options)?);
         pg.client().await?;
         Ok(pg)
     }
 
-    pub fn target(&self) -> &Target {
+    pub fn target(&self) -> &PgTarget {
         &self.target
     }
 
