@@ -11,14 +11,15 @@
 
 pub mod mysql;
 mod pooler;
+mod script;
 
 use std::io::Write;
 use std::net::Ipv4Addr;
 use std::time::Duration;
 
-use crate::standalone::AuditTrail;
-use crate::standalone::{self, Output, RunOptions, StandaloneError};
+use crate::standalone::StandaloneError;
 use poolwarden_sandbox::{ClientSession, Sandbox, SandboxError, SandboxOptions, SessionSpec};
+use script::{Script, Stage};
 
 /// The demo's policy, printed for the reader and usable as a starting point: `kubectl apply`
 /// accepts it as it is (with a Secret `orders-db-monitor` holding the URL); `check` and `run`
@@ -63,10 +64,38 @@ pub enum DemoError {
 }
 
 /// The demo's sessions, in groups that share a fate.
-struct Group {
+struct Group<S> {
     label: &'static str,
-    sessions: Vec<ClientSession>,
+    sessions: Vec<S>,
     leaking: bool,
+}
+
+/// A demo's session, PostgreSQL's or MySQL's, as the closing table counts it.
+trait DemoSession {
+    async fn is_alive(&self) -> bool;
+}
+
+impl DemoSession for ClientSession {
+    async fn is_alive(&self) -> bool {
+        ClientSession::is_alive(self).await
+    }
+}
+
+impl DemoSession for poolwarden_sandbox::MySqlSession {
+    async fn is_alive(&self) -> bool {
+        poolwarden_sandbox::MySqlSession::is_alive(self).await
+    }
+}
+
+impl<S: DemoSession> Group<S> {
+    /// What became of this group after the run.
+    async fn survivors(&self) -> Survivors {
+        let mut alive = 0;
+        for session in &self.sessions {
+            alive += usize::from(session.is_alive().await);
+        }
+        Survivors::of(self.label, self.leaking, alive, self.sessions.len())
+    }
 }
 
 /// What became of one group of a demo's sessions, counted after the run: both engines' demos end
@@ -87,39 +116,6 @@ impl Survivors {
             total,
         }
     }
-}
-
-/// "Who is still connected": each group's fate, then `success` when every leaking group was
-/// ended whole (`all_ended`) and every healthy one left untouched, else a warning.
-fn report_survivors(
-    out: &mut impl Write,
-    survivors: &[Survivors],
-    all_ended: &str,
-    success: &str,
-) -> Result<(), DemoError> {
-    writeln!(out, "\nWho is still connected:")?;
-    let mut as_expected = true;
-    for group in survivors {
-        let verdict = match (group.leaking, group.alive) {
-            (true, 0) => all_ended.to_owned(),
-            (false, a) if a == group.total => "untouched".to_owned(),
-            (_, a) => {
-                as_expected = false;
-                format!("{a} of {} still open (unexpected!)", group.total)
-            }
-        };
-        writeln!(out, "  {:<62} {verdict}", group.label)?;
-    }
-    writeln!(
-        out,
-        "\n{}",
-        if as_expected {
-            success
-        } else {
-            "Something unexpected happened: see above."
-        }
-    )?;
-    Ok(())
 }
 
 /// Runs the whole demo, narrating to `out`.
@@ -157,91 +153,63 @@ async fn play(sandbox: &Sandbox, out: &mut (impl Write + Send)) -> Result<(), De
 
     let groups = open_sessions(sandbox, out).await?;
     let behind = pooler::BehindThePooler::open(sandbox, out).await?;
-    let busy: Vec<&ClientSession> = groups
-        .iter()
-        .filter(|g| g.label.contains("busy every second"))
-        .flat_map(|g| &g.sessions)
-        .collect();
-    let keep_busy = || async {
-        match &behind {
-            Some(b) => tokio::join!(keep_busy(&busy), b.keep_busy()).0,
-            None => keep_busy(&busy).await,
-        }
+    let stage = Postgres {
+        sandbox,
+        groups,
+        behind,
     };
-
-    writeln!(out, "\nLetting the leaks age for 7 seconds...")?;
-    tokio::select! {
-        _ = tokio::time::sleep(Duration::from_secs(7)) => {}
-        _ = keep_busy() => {}
-    }
-
-    let policy_path =
-        std::env::temp_dir().join(format!("poolwarden-demo-{}.yaml", std::process::id()));
-    std::fs::write(&policy_path, DEMO_POLICY)?;
-    let policy = standalone::load(&policy_path);
-    let _ = std::fs::remove_file(&policy_path);
-    let policy = policy.map_err(StandaloneError::from)?;
-    writeln!(
-        out,
-        "\nThe policy (the same YAML works with kubectl apply):\n{DEMO_POLICY}"
-    )?;
-
-    let url = sandbox.url("poolwarden_monitor", "monitor", "orders");
-    let poolers: Vec<String> = behind.iter().map(|b| b.pooler_arg()).collect();
-    let pooler_flags: String = poolers.iter().map(|p| format!(" --pooler {p}")).collect();
-    writeln!(
-        out,
-        "$ poolwarden check --database-url {url}{pooler_flags} --policy orders-db.yaml\n"
-    )?;
-    tokio::select! {
-        result = standalone::check(&url, &poolers, &policy, Output::Table, out) => { result?; }
-        _ = keep_busy() => {}
-        _ = churn(sandbox) => {}
-    }
-
-    writeln!(
-        out,
-        "$ poolwarden run --database-url {url}{pooler_flags} --policy orders-db.yaml --cycles 3\n"
-    )?;
-    let options = RunOptions {
-        interval: Duration::from_secs(2),
-        cycles: Some(3),
-        output: Output::Table,
+    let script = Script {
+        engine: "postgresql",
+        policy: DEMO_POLICY,
+        policy_heading: "The policy (the same YAML works with kubectl apply):",
+        url: sandbox.url("poolwarden_monitor", "monitor", "orders"),
+        poolers: stage.behind.iter().map(|b| b.pooler_arg()).collect(),
+        all_ended: "all terminated",
+        success: "Every leaked session was ended; every healthy one was left alone.",
     };
-    let mut audit = AuditTrail::log_only("demo");
-    tokio::select! {
-        result = standalone::run(&url, &poolers, &policy.rules, options, &mut audit, out) => { result?; }
-        _ = keep_busy() => {}
-        _ = churn(sandbox) => {}
-    }
-
-    let mut survivors = Vec::new();
-    for group in &groups {
-        let mut alive = 0;
-        for session in &group.sessions {
-            alive += usize::from(session.is_alive().await);
-        }
-        survivors.push(Survivors::of(
-            group.label,
-            group.leaking,
-            alive,
-            group.sessions.len(),
-        ));
-    }
-    if let Some(b) = &behind {
-        survivors.extend(b.survivors(sandbox).await?);
-    }
-    report_survivors(
-        out,
-        &survivors,
-        "all terminated",
-        "Every leaked session was ended; every healthy one was left alone.",
-    )?;
-    if let Some(b) = behind {
+    script::play(&stage, script, out).await?;
+    if let Some(b) = stage.behind {
         b.stop();
         writeln!(out, "The throwaway PgBouncer is stopped and removed.")?;
     }
     Ok(())
+}
+
+/// The PostgreSQL demo's sessions, and the PgBouncer in front when there is one.
+struct Postgres<'a> {
+    sandbox: &'a Sandbox,
+    groups: Vec<Group<ClientSession>>,
+    behind: Option<pooler::BehindThePooler>,
+}
+
+impl Stage for Postgres<'_> {
+    async fn keep_busy(&self) {
+        let busy: Vec<&ClientSession> = self
+            .groups
+            .iter()
+            .filter(|g| g.label.contains("busy every second"))
+            .flat_map(|g| &g.sessions)
+            .collect();
+        match &self.behind {
+            Some(b) => tokio::join!(keep_busy(&busy), b.keep_busy()).0,
+            None => keep_busy(&busy).await,
+        }
+    }
+
+    async fn churn(&self) {
+        churn(self.sandbox).await
+    }
+
+    async fn survivors(&self) -> Result<Vec<Survivors>, DemoError> {
+        let mut survivors = Vec::new();
+        for group in &self.groups {
+            survivors.push(group.survivors().await);
+        }
+        if let Some(b) = &self.behind {
+            survivors.extend(b.survivors(self.sandbox).await?);
+        }
+        Ok(survivors)
+    }
 }
 
 async fn open(sandbox: &Sandbox, app: &str, addr: Ipv4Addr) -> Result<ClientSession, SandboxError> {
@@ -267,7 +235,10 @@ async fn open_many(
     Ok(sessions)
 }
 
-async fn open_sessions(sandbox: &Sandbox, out: &mut impl Write) -> Result<Vec<Group>, DemoError> {
+async fn open_sessions(
+    sandbox: &Sandbox,
+    out: &mut impl Write,
+) -> Result<Vec<Group<ClientSession>>, DemoError> {
     writeln!(
         out,
         "Opening sessions that reproduce the post-mortems (addresses stand in for pods):"

@@ -10,9 +10,8 @@ use std::time::Duration;
 
 use poolwarden_sandbox::{MariaDb, MariaDbOptions, MySqlSession, MySqlSessionSpec, SandboxError};
 
-use super::{DemoError, Survivors, report_survivors};
-use crate::standalone::AuditTrail;
-use crate::standalone::{self, Output, RunOptions, StandaloneError};
+use super::script::{self, Script, Stage};
+use super::{DemoError, Group, Survivors};
 
 /// The demo's policy: the PostgreSQL part's, with MySQL's console excluded instead of psql.
 const POLICY: &str = "\
@@ -33,12 +32,6 @@ leakDetection:                    # ages in seconds for the demo; the defaults t
   idleInTransactionAge: 3s
   idleThreshold: 5                # the forked workers' pool is found even with no busy parent
 ";
-
-struct Group {
-    label: &'static str,
-    sessions: Vec<MySqlSession>,
-    leaking: bool,
-}
 
 /// Runs the MySQL demo, narrating to `out`.
 pub async fn run(out: &mut (impl Write + Send)) -> Result<(), DemoError> {
@@ -78,66 +71,40 @@ async fn play(db: &MariaDb, out: &mut (impl Write + Send)) -> Result<(), DemoErr
         db.port()
     )?;
     let groups = open_sessions(db, out).await?;
-    let pooled = groups
-        .iter()
-        .find(|g| g.label.contains("pooled"))
-        .and_then(|g| g.sessions.first());
-
-    writeln!(out, "\nLetting the leaks age for 7 seconds...")?;
-    tokio::select! {
-        _ = tokio::time::sleep(Duration::from_secs(7)) => {}
-        _ = keep_busy(pooled) => {}
-    }
-
-    let policy_path =
-        std::env::temp_dir().join(format!("poolwarden-demo-mysql-{}.yaml", std::process::id()));
-    std::fs::write(&policy_path, POLICY)?;
-    let policy = standalone::load(&policy_path);
-    let _ = std::fs::remove_file(&policy_path);
-    let policy = policy.map_err(StandaloneError::from)?;
-    writeln!(out, "\nThe policy:\n{POLICY}")?;
-
-    let url = db.url("poolwarden", "monitor", "") + "?ssl-mode=DISABLED";
-    writeln!(
-        out,
-        "$ poolwarden check --database-url {url} --policy orders-db.yaml\n"
-    )?;
-    standalone::check(&url, &[], &policy, Output::Table, out).await?;
-    writeln!(
-        out,
-        "$ poolwarden run --database-url {url} --policy orders-db.yaml --cycles 3\n"
-    )?;
-    let options = RunOptions {
-        interval: Duration::from_secs(2),
-        cycles: Some(3),
-        output: Output::Table,
+    let script = Script {
+        engine: "mysql",
+        policy: POLICY,
+        policy_heading: "The policy:",
+        url: db.url("poolwarden", "monitor", "") + "?ssl-mode=DISABLED",
+        poolers: Vec::new(),
+        all_ended: "all killed",
+        success: "Every leaked thread was killed; every healthy one was left alone.",
     };
-    let mut audit = AuditTrail::log_only("demo");
-    tokio::select! {
-        result = standalone::run(&url, &[], &policy.rules, options, &mut audit, out) => { result?; }
-        _ = keep_busy(pooled) => {}
+    script::play(&MySql { groups }, script, out).await
+}
+
+/// The MySQL demo's threads.
+struct MySql {
+    groups: Vec<Group<MySqlSession>>,
+}
+
+impl Stage for MySql {
+    async fn keep_busy(&self) {
+        let pooled = self
+            .groups
+            .iter()
+            .find(|g| g.label.contains("pooled"))
+            .and_then(|g| g.sessions.first());
+        keep_busy(pooled).await
     }
 
-    let mut survivors = Vec::new();
-    for group in &groups {
-        let mut alive = 0;
-        for session in &group.sessions {
-            alive += usize::from(session.is_alive().await);
+    async fn survivors(&self) -> Result<Vec<Survivors>, DemoError> {
+        let mut survivors = Vec::new();
+        for group in &self.groups {
+            survivors.push(group.survivors().await);
         }
-        survivors.push(Survivors::of(
-            group.label,
-            group.leaking,
-            alive,
-            group.sessions.len(),
-        ));
+        Ok(survivors)
     }
-    report_survivors(
-        out,
-        &survivors,
-        "all killed",
-        "Every leaked thread was killed; every healthy one was left alone.",
-    )?;
-    Ok(())
 }
 
 async fn open_many(
@@ -160,7 +127,10 @@ async fn open_many(
     Ok(sessions)
 }
 
-async fn open_sessions(db: &MariaDb, out: &mut impl Write) -> Result<Vec<Group>, DemoError> {
+async fn open_sessions(
+    db: &MariaDb,
+    out: &mut impl Write,
+) -> Result<Vec<Group<MySqlSession>>, DemoError> {
     writeln!(
         out,
         "Opening threads that reproduce the post-mortems (addresses stand in for pods):"
