@@ -8,5 +8,5 @@ mod table;
 mod text;
 
 pub use json::to_json;
-pub use run_lines::run_lines;
-pub use text::{checked_out_note, cycle_line, recovery_lines, render, status};
+pub use run_lines::{cycle_line, run_lines};
+pub use text::{checked_out_note, recovery_lines, render, status};

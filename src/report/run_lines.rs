@@ -4,7 +4,7 @@
 
 use std::collections::BTreeMap;
 
-use super::{checked_out_note, cycle_line, recovery_lines};
+use super::{checked_out_note, recovery_lines};
 use crate::api::{Mode, count, human};
 use crate::cycle::Cycle;
 use crate::decide::Termination;
@@ -85,4 +85,34 @@ pub fn run_lines(cycle: &Cycle) -> Vec<String> {
         lines.push(format!("  termination failed: {e}"));
     }
     lines
+}
+
+/// One line per `run` cycle.
+pub fn cycle_line(cycle: &Cycle) -> String {
+    let d = &cycle.decision;
+    let c = &d.capacity;
+    let confirmed = d.findings.iter().filter(|f| f.confirmed).count();
+    let suspected = d.findings.len() - confirmed;
+    let acted = match d.mode {
+        Mode::Enforce => format!("terminated {}", cycle.outcome.terminated.len()),
+        Mode::DryRun => format!("would terminate {}", d.dry_run.len()),
+    };
+    format!(
+        "{}  sessions {}/{} ({}%)  governed {} (idle {}, idle in tx {})  leaks {} (+{} suspected)  {}{}",
+        d.observed_at.strftime("%H:%M:%S"),
+        c.client_sessions,
+        c.usable_connections,
+        c.utilization_percent,
+        d.in_scope.total,
+        d.in_scope.idle,
+        d.in_scope.idle_in_transaction,
+        confirmed,
+        suspected,
+        acted,
+        if d.deferred.is_empty() {
+            String::new()
+        } else {
+            format!(" (+{} deferred)", d.deferred.len())
+        }
+    )
 }
