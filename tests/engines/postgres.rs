@@ -374,7 +374,7 @@ async fn churn_between_cycles_that_no_look_caught_is_the_servers() {
 /// When the budget is spent with no new session seen to open and close while the server's counter
 /// says sessions are being opened, the sample goes on (up to its patience) until it sees them go.
 /// Here five sessions open just after the snapshot and close only after the budget: a sample that
-/// stopped at its budget would have seen them persist, and named nobody.
+/// stopped at its budget would have seen all five persist, and named nobody.
 #[tokio::test]
 async fn a_churn_sample_goes_on_past_its_budget_while_sessions_are_opened_and_none_was_seen_to_go()
 {
@@ -402,7 +402,14 @@ async fn a_churn_sample_goes_on_past_its_budget_while_sessions_are_opened_and_no
     burst.await.unwrap();
 
     let sample = first.churn.as_ref().expect("the first look samples");
-    assert_eq!(sample.short_lived.len(), 5, "{sample:?}");
+    // The looks stop at the first look that misses one: the five close one after the other, so
+    // some may still be there (persisted), but at least one was seen to go.
+    assert!(!sample.short_lived.is_empty(), "{sample:?}");
+    assert_eq!(
+        sample.short_lived.len() + sample.persisted as usize,
+        5,
+        "{sample:?}"
+    );
     assert!(
         sample
             .short_lived
