@@ -175,7 +175,7 @@ pub fn decide(inputs: Inputs<'_>) -> Decision {
     let mut sightings = findings::about_sources(
         &governed,
         &pooler_clients,
-        &findings::Context {
+        &findings::DetectorContext {
             snapshot,
             cluster,
             budgets: &budgets,

@@ -16,7 +16,7 @@
 //! since their latest request, beside the pod's server sessions (the parent's, while it runs).
 
 use super::{
-    Connection, Context, FindingKind, Sighting, SourceSessions, connections_word,
+    Connection, DetectorContext, FindingKind, Sighting, SourceSessions, connections_word,
     pooler_clients_said,
 };
 use crate::api::{count, human};
@@ -29,7 +29,7 @@ struct Pod<'p> {
     in_use: usize,
 }
 
-pub fn find(source: &SourceSessions<'_, '_>, context: &Context<'_>) -> Option<Sighting> {
+pub fn find(source: &SourceSessions<'_, '_>, context: &DetectorContext<'_>) -> Option<Sighting> {
     let now = context.snapshot.observed_at;
     let detect = &context.rules.detect;
     let mut best: Option<Pod<'_>> = None;

@@ -7,10 +7,10 @@
 
 use std::time::Duration;
 
-use super::{CHECKED_OUT_NOTE, Context, FindingKind, Sighting, SourceSessions};
+use super::{CHECKED_OUT_NOTE, DetectorContext, FindingKind, Sighting, SourceSessions};
 use crate::api::{count, human};
 
-pub fn find(source: &SourceSessions<'_, '_>, context: &Context<'_>) -> Option<Sighting> {
+pub fn find(source: &SourceSessions<'_, '_>, context: &DetectorContext<'_>) -> Option<Sighting> {
     let now = context.snapshot.observed_at;
     let limit = context.rules.detect.idle_in_transaction_age;
     let mut stuck: Vec<(Duration, i64)> = source

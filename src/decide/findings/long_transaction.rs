@@ -8,10 +8,10 @@
 
 use std::time::Duration;
 
-use super::{Context, FindingKind, Sighting, SourceSessions};
+use super::{DetectorContext, FindingKind, Sighting, SourceSessions};
 use crate::api::{count, human};
 
-pub fn find(source: &SourceSessions<'_, '_>, context: &Context<'_>) -> Option<Sighting> {
+pub fn find(source: &SourceSessions<'_, '_>, context: &DetectorContext<'_>) -> Option<Sighting> {
     let now = context.snapshot.observed_at;
     let limit = context.rules.detect.transaction_age;
     let mut long: Vec<(Duration, i64)> = source

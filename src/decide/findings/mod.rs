@@ -88,7 +88,7 @@ impl<'g, 'a> SourceSessions<'g, 'a> {
 }
 
 /// What every source detector may consult besides the source's own sessions.
-pub struct Context<'a> {
+pub struct DetectorContext<'a> {
     pub snapshot: &'a Snapshot,
     pub cluster: &'a ClusterView,
     pub budgets: &'a Budgets<'a>,
@@ -102,7 +102,7 @@ pub struct Context<'a> {
 pub fn about_sources(
     governed: &[Governed<'_>],
     pooler_clients: &[ClientConnection<'_>],
-    context: &Context<'_>,
+    context: &DetectorContext<'_>,
 ) -> Vec<Sighting> {
     // Hashed while sorting sessions out, ordered once for the detectors (see `groups::by_source`).
     let mut by_source: HashMap<&Source, SourceSessions<'_, '_>> = HashMap::new();
@@ -130,7 +130,7 @@ pub fn about_sources(
             .push(c);
     }
     // Churn, Overbooked and ServerSaturation look beyond one source: see their own functions.
-    let detectors: [fn(&SourceSessions<'_, '_>, &Context<'_>) -> Option<Sighting>; 5] = [
+    let detectors: [fn(&SourceSessions<'_, '_>, &DetectorContext<'_>) -> Option<Sighting>; 5] = [
         idle_accumulation::find,
         idle_in_transaction::find,
         long_transaction::find,

@@ -3,12 +3,12 @@
 use std::collections::BTreeSet;
 use std::time::Duration;
 
-use super::{Context, FindingKind, Sighting, SourceSessions};
+use super::{DetectorContext, FindingKind, Sighting, SourceSessions};
 use crate::api::count;
 use crate::database::elapsed;
 use crate::decide::attribution::Via;
 
-pub fn find(source: &SourceSessions<'_, '_>, context: &Context<'_>) -> Option<Sighting> {
+pub fn find(source: &SourceSessions<'_, '_>, context: &DetectorContext<'_>) -> Option<Sighting> {
     let orphans: Vec<_> = source
         .all()
         .filter(|g| g.attribution.via == Via::Orphaned)

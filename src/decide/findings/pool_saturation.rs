@@ -20,8 +20,8 @@
 use std::time::Duration;
 
 use super::{
-    CHECKED_OUT_NOTE, Connection, Context, FindingKind, Sighting, SourceSessions, connections_word,
-    pooler_clients_said,
+    CHECKED_OUT_NOTE, Connection, DetectorContext, FindingKind, Sighting, SourceSessions,
+    connections_word, pooler_clients_said,
 };
 use crate::api::{count, human};
 use crate::decide::POOL_MAX;
@@ -30,7 +30,7 @@ use crate::decide::POOL_MAX;
 /// than a transaction of a healthy application waits between two statements.
 pub const PINNED_SETTLED: Duration = Duration::from_secs(10);
 
-pub fn find(source: &SourceSessions<'_, '_>, context: &Context<'_>) -> Option<Sighting> {
+pub fn find(source: &SourceSessions<'_, '_>, context: &DetectorContext<'_>) -> Option<Sighting> {
     let now = context.snapshot.observed_at;
     let by_pod = source.connections(now);
     context
