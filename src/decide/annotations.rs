@@ -48,7 +48,7 @@ pub fn plan(findings: &[Finding], cluster: &ClusterView, annotate: bool) -> Vec<
     for f in findings.iter().filter(|f| f.confirmed) {
         if let Subject::Source {
             source: Source::Workload(w),
-        } = &f.subject
+        } = &f.shown.subject
         {
             by_workload.entry(w).or_default().push(f);
         }
@@ -63,7 +63,7 @@ pub fn plan(findings: &[Finding], cluster: &ClusterView, annotate: bool) -> Vec<
         let desired: BTreeMap<&str, String> = if confirmed.is_empty() || !annotate {
             BTreeMap::new()
         } else {
-            let kinds: BTreeSet<&str> = confirmed.iter().map(|f| f.kind.as_str()).collect();
+            let kinds: BTreeSet<&str> = confirmed.iter().map(|f| f.shown.kind.as_str()).collect();
             let first = confirmed[0];
             BTreeMap::from([
                 (LEAK, kinds.into_iter().collect::<Vec<_>>().join(",")),
@@ -98,13 +98,17 @@ pub fn plan(findings: &[Finding], cluster: &ClusterView, annotate: bool) -> Vec<
 /// statement is the most common one, without its count: the line changes when the leak does,
 /// not when a count moves.
 fn detail(finding: &Finding) -> String {
-    let statement = statements::said(&finding.last_statements, false, SHORT_FINGERPRINT_CHARS)
-        .map(|s| format!("; {s}"))
-        .unwrap_or_default();
+    let statement = statements::said(
+        &finding.shown.last_statements,
+        false,
+        SHORT_FINGERPRINT_CHARS,
+    )
+    .map(|s| format!("; {s}"))
+    .unwrap_or_default();
     format!(
         "{}: {}{statement}; likely cause: {}",
-        finding.kind.as_str(),
-        finding.summary,
-        finding.cause
+        finding.shown.kind.as_str(),
+        finding.shown.summary,
+        finding.shown.cause
     )
 }

@@ -26,9 +26,7 @@ use jiff::Timestamp;
 use serde::Serialize;
 
 use super::attribution::Source;
-use super::findings::{
-    ChurnTally, FindingKind, PoolerClientRef, Sighting, StatementGroup, Subject, statements,
-};
+use super::findings::{ChurnTally, FindingKind, Shown, Sighting, Subject, statements};
 use super::learned::LearnedPools;
 use super::remediation::Evictions;
 use crate::database::elapsed;
@@ -86,25 +84,12 @@ pub(super) struct Tracked {
     sighting: Sighting,
 }
 
-/// A finding after the window is applied.
+/// A finding after the window is applied: what it shows, and where it stands in the window.
 #[derive(Clone, Debug, PartialEq, Serialize)]
 #[serde(rename_all = "camelCase")]
 pub struct Finding {
-    pub subject: Subject,
-    pub kind: FindingKind,
-    pub evidence: String,
-    /// The evidence without ages: stable across cycles (see [`Sighting::summary`]).
-    pub summary: String,
-    /// What usually causes what was seen, and what to do.
-    pub cause: String,
-    /// How many sessions show it.
-    pub sessions: u32,
-    /// The sessions that show it, at most a handful.
-    pub pids: Vec<i64>,
-    /// The pooler's client connections that show it without a server session (so without a
-    /// pid), at most a handful; counted in `sessions`, never terminated.
-    #[serde(skip_serializing_if = "Vec::is_empty")]
-    pub pooler_clients: Vec<PoolerClientRef>,
+    #[serde(flatten)]
+    pub shown: Shown,
     /// How long it has held, as far as poolwarden can tell.
     #[serde(rename = "heldForSeconds", serialize_with = "crate::api::seconds")]
     pub held_for: Duration,
@@ -123,17 +108,13 @@ pub struct Finding {
     /// Sessions `Enforce` ends for it in this cycle (the finding is confirmed at once).
     #[serde(skip_serializing_if = "is_zero")]
     pub ended: u32,
-    /// What its sessions last ran, fingerprinted and grouped, most common first (none with
-    /// `leakDetection.lastStatements: Off`, or where the server does not show them).
-    #[serde(skip_serializing_if = "Vec::is_empty")]
-    pub last_statements: Vec<StatementGroup>,
 }
 
 impl Finding {
     /// `; last statements `…` (20), `…` (5)`, or nothing without them: what the one-line places
     /// (`run`'s lines, the `ConnectionLeak` Event) add after the summary.
     pub fn statements_said(&self) -> String {
-        statements::said(&self.last_statements, true, SHORT_FINGERPRINT_CHARS)
+        statements::said(&self.shown.last_statements, true, SHORT_FINGERPRINT_CHARS)
             .map(|s| format!("; {s}"))
             .unwrap_or_default()
     }
@@ -153,21 +134,13 @@ impl Finding {
         started: bool,
     ) -> Self {
         Self {
-            subject: sighting.subject,
-            kind: sighting.kind,
-            evidence: sighting.evidence,
-            summary: sighting.summary,
-            cause: sighting.cause,
-            sessions: sighting.sessions,
-            pids: sighting.pids,
-            pooler_clients: sighting.pooler_clients,
+            shown: sighting.shown,
             held_for,
             confirmed,
             confirms_in: (!confirmed).then(|| window.saturating_sub(held_for)),
             present,
             started,
             ended: if present { sighting.ended } else { 0 },
-            last_statements: sighting.last_statements,
         }
     }
 }
@@ -197,7 +170,7 @@ impl Memory {
         let mut next = BTreeMap::new();
         let mut findings = Vec::new();
         for sighting in sightings {
-            let key = (sighting.subject.clone(), sighting.kind);
+            let key = (sighting.shown.subject.clone(), sighting.shown.kind);
             let proven_since = before(now, sighting.held_for);
             let previous = self.tracked.get(&key);
             let since = match previous {
@@ -251,8 +224,8 @@ impl Memory {
         findings.sort_by(|a, b| {
             b.confirmed
                 .cmp(&a.confirmed)
-                .then(a.subject.cmp(&b.subject))
-                .then(a.kind.cmp(&b.kind))
+                .then(a.shown.subject.cmp(&b.shown.subject))
+                .then(a.shown.kind.cmp(&b.shown.kind))
         });
         (findings, next)
     }

@@ -31,7 +31,7 @@ pub use attribution::{Attribution, Source, Via};
 pub use capacity::Capacity;
 pub use cluster::{ClusterView, DepartedPod, PodInfo, WorkloadInfo, WorkloadRef};
 pub use findings::{
-    Booking, CHECKED_OUT_NOTE, FindingKind, POOLER_CLIENTS_NOTE, PoolFrom, PoolerClientRef,
+    Booking, CHECKED_OUT_NOTE, FindingKind, POOLER_CLIENTS_NOTE, PoolFrom, PoolerClientRef, Shown,
     Sighting, StatementGroup, Subject,
 };
 pub use groups::{Group, StateCounts};
@@ -110,7 +110,7 @@ impl Decision {
             .findings
             .iter()
             .filter(|f| f.confirmed)
-            .filter_map(|f| match &f.subject {
+            .filter_map(|f| match &f.shown.subject {
                 Subject::Source {
                     source: Source::Workload(w),
                 } => Some(w.clone()),
@@ -244,7 +244,7 @@ pub fn decide(inputs: Inputs<'_>) -> Decision {
     if !rules.last_statements {
         // A finding still clearing may have been seen while they were on.
         for f in &mut findings {
-            f.last_statements.clear();
+            f.shown.last_statements.clear();
         }
     }
     let annotations = annotations::plan(&findings, cluster, rules.annotate);

@@ -23,17 +23,17 @@ pub fn run_lines(cycle: &Cycle) -> Vec<String> {
         if f.started {
             lines.push(format!(
                 "  leak confirmed: {} on {}: {}{statements}",
-                f.kind.as_str(),
-                f.subject,
-                f.evidence
+                f.shown.kind.as_str(),
+                f.shown.subject,
+                f.shown.evidence
             ));
         } else if let Some(wait) = f.confirms_in {
             lines.push(format!(
                 "  suspected (confirmed in {} if it holds): {} on {}: {}{statements}",
                 human(wait),
-                f.kind.as_str(),
-                f.subject,
-                f.evidence
+                f.shown.kind.as_str(),
+                f.shown.subject,
+                f.shown.evidence
             ));
         }
     }

@@ -318,12 +318,12 @@ async fn churn_is_measured_from_the_servers_connections_counter_across_cycles() 
         .decision
         .findings
         .iter()
-        .find(|f| f.kind == FindingKind::ConnectionChurn)
+        .find(|f| f.shown.kind == FindingKind::ConnectionChurn)
         .expect("churn found");
     // Named from the threads the quick looks saw appear and vanish. No performance_schema: the
     // source is its address alone.
     assert_eq!(
-        churn.subject.to_string(),
+        churn.shown.subject.to_string(),
         "(no application_name)@127.0.0.31",
         "{churn:#?}"
     );
@@ -378,17 +378,21 @@ async fn seed_001_a_pinned_pool_is_idle_in_transaction_and_saturated_on_the_righ
         c.decision
             .findings
             .iter()
-            .find(|f| f.kind == kind)
+            .find(|f| f.shown.kind == kind)
             .unwrap_or_else(|| panic!("{kind:?} in {:#?}", c.decision.findings))
     };
     for kind in [FindingKind::IdleInTransaction, FindingKind::PoolSaturation] {
         let f = on(kind);
-        assert_eq!(f.subject.to_string(), "(no application_name)@127.0.0.22");
-        let named: BTreeSet<i64> = f.pids.iter().copied().collect();
+        assert_eq!(
+            f.shown.subject.to_string(),
+            "(no application_name)@127.0.0.22"
+        );
+        let named: BTreeSet<i64> = f.shown.pids.iter().copied().collect();
         assert_eq!(named, ids, "{kind:?}: every pinned thread, no other");
     }
     assert!(
         on(FindingKind::PoolSaturation)
+            .shown
             .evidence
             .contains("25 idle in transaction")
     );
@@ -589,20 +593,24 @@ async fn a_transaction_touched_now_and_then_is_a_long_transaction() {
         .decision
         .findings
         .iter()
-        .filter(|f| f.kind == FindingKind::LongTransaction)
+        .filter(|f| f.shown.kind == FindingKind::LongTransaction)
         .collect();
     assert_eq!(long.len(), 1, "{:#?}", c.decision.findings);
     assert_eq!(
-        long[0].subject.to_string(),
+        long[0].shown.subject.to_string(),
         "(no application_name)@127.0.0.25"
     );
-    assert_eq!(long[0].pids, [holder.id()]);
-    assert!(!long[0].evidence.contains("xmin"), "{}", long[0].evidence);
+    assert_eq!(long[0].shown.pids, [holder.id()]);
+    assert!(
+        !long[0].shown.evidence.contains("xmin"),
+        "{}",
+        long[0].shown.evidence
+    );
     assert!(
         c.decision
             .findings
             .iter()
-            .all(|f| f.kind == FindingKind::LongTransaction),
+            .all(|f| f.shown.kind == FindingKind::LongTransaction),
         "touched every 300 ms: not idle in a transaction: {:#?}",
         c.decision.findings
     );

@@ -365,9 +365,9 @@ async fn churn_between_cycles_that_no_look_caught_is_the_servers() {
         .decision
         .findings
         .iter()
-        .find(|f| f.kind == decide::FindingKind::ConnectionChurn)
+        .find(|f| f.shown.kind == decide::FindingKind::ConnectionChurn)
         .expect("churn found");
-    assert_eq!(churn.subject, decide::Subject::Server);
+    assert_eq!(churn.shown.subject, decide::Subject::Server);
 }
 
 /// On a loaded machine a look takes longer and few fall within a few-millisecond session's life.
@@ -540,11 +540,11 @@ async fn a_transaction_past_max_transaction_age_ends_only_while_idle_in_it_block
         .decision
         .findings
         .iter()
-        .filter(|f| f.kind == decide::FindingKind::LongTransaction)
+        .filter(|f| f.shown.kind == decide::FindingKind::LongTransaction)
         .collect();
     assert_eq!(long.len(), 1, "{long:#?}");
     assert_eq!((long[0].ended, long[0].confirmed), (1, true));
-    assert_eq!(long[0].pids, [holder.pid()]);
+    assert_eq!(long[0].shown.pids, [holder.pid()]);
 }
 
 #[tokio::test]

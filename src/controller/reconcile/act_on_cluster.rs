@@ -77,7 +77,7 @@ async fn raise_events<C: Connector>(ctx: &Context<C>, policy: &PoolPolicy, cycle
     for f in cycle.decision.findings.iter().filter(|f| f.started) {
         let Subject::Source {
             source: Source::Workload(workload),
-        } = &f.subject
+        } = &f.shown.subject
         else {
             continue;
         };
@@ -89,9 +89,9 @@ async fn raise_events<C: Connector>(ctx: &Context<C>, policy: &PoolPolicy, cycle
             reason: events::CONNECTION_LEAK.into(),
             note: Some(truncate(&format!(
                 "{}: {}{statements}. Likely cause: {} (policy {policy_name})",
-                f.kind.as_str(),
-                f.summary,
-                f.cause,
+                f.shown.kind.as_str(),
+                f.shown.summary,
+                f.shown.cause,
             ))),
             action: "Detected".into(),
             secondary: Some(policy_reference.clone()),

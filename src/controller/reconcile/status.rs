@@ -308,7 +308,7 @@ fn fill_observations(status: &mut PoolPolicyStatus, cycle: &Cycle, terminations_
     // Confirmed findings, per source, worst first.
     let mut leaks: BTreeMap<String, LeakReport> = BTreeMap::new();
     for f in d.findings.iter().filter(|f| f.confirmed) {
-        let Subject::Source { source } = &f.subject else {
+        let Subject::Source { source } = &f.shown.subject else {
             continue;
         };
         let sessions = d
@@ -322,13 +322,14 @@ fn fill_observations(status: &mut PoolPolicyStatus, cycle: &Cycle, terminations_
                 workload: source.to_string(),
                 findings: Vec::new(),
                 sessions,
-                detail: format!("{}: {}", f.kind.as_str(), f.summary),
+                detail: format!("{}: {}", f.shown.kind.as_str(), f.shown.summary),
                 last_statement: f
+                    .shown
                     .last_statements
                     .first()
                     .map(|g| short(&g.fingerprint, SHORT_FINGERPRINT_CHARS)),
             });
-        entry.findings.push(f.kind.as_str().to_owned());
+        entry.findings.push(f.shown.kind.as_str().to_owned());
     }
     status.leaking_workloads = leaks.len() as u32;
     let mut top: Vec<LeakReport> = leaks.into_values().collect();

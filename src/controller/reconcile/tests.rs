@@ -693,7 +693,7 @@ async fn one_reconcile_terminates_annotates_raises_events_and_reports_in_that_or
             "type": "Warning",
             "eventTime": "<now>",
             "note": format!("IdleAccumulation: {}. Likely cause: {} (policy shop/orders-db)",
-                            finding.summary, finding.cause),
+                            finding.shown.summary, finding.shown.cause),
             "regarding": {"apiVersion": "apps/v1", "kind": "Deployment", "name": "orders-api",
                           "namespace": "shop", "uid": "uid-orders-api", "resourceVersion": "11"},
             "related": policy_reference,
@@ -754,7 +754,7 @@ async fn one_reconcile_terminates_annotates_raises_events_and_reports_in_that_or
         "{} client sessions, {} governed",
         expected.capacity.client_sessions, expected.in_scope.total
     );
-    let detail = format!("IdleAccumulation: {}", finding.summary);
+    let detail = format!("IdleAccumulation: {}", finding.shown.summary);
     assert_eq!(
         stable(r.body.clone())["status"],
         json!({

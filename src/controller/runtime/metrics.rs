@@ -282,9 +282,9 @@ impl Metrics {
         for f in d.findings.iter().filter(|f| f.confirmed) {
             let labels = FindingLabels {
                 policy: policy.to_owned(),
-                kind: f.kind.as_str().to_owned(),
+                kind: f.shown.kind.as_str().to_owned(),
                 engine: engine.clone(),
-                workload: match &f.subject {
+                workload: match &f.shown.subject {
                     Subject::Source { source } => workload_label(source),
                     Subject::Server => "server".to_owned(),
                 },

@@ -143,7 +143,7 @@ pub fn churn(
             let pids = seen.get(source).cloned().unwrap_or_default();
             let mut sighting =
                 Sighting::about(source, FindingKind::ConnectionChurn).with_pids(pids.clone());
-            sighting.evidence = format!(
+            sighting.shown.evidence = format!(
                 "{rate:.1} new sessions/s on the server (threshold {threshold}); {} of the {} \
                  sessions seen opening and closing within {:.1}s came from here, {n} of {total} \
                  over the last {} (about {:.1}/s); new sessions that persist (pools refilling) \
@@ -154,13 +154,13 @@ pub fn churn(
                 human(rules.window),
                 rate * *n as f64 / total as f64
             );
-            sighting.summary = summary.clone();
+            sighting.shown.summary = summary.clone();
             sighting
         })
         .collect();
     if sightings.is_empty() {
         let mut sighting = Sighting::about_server(FindingKind::ConnectionChurn);
-        sighting.evidence = if total == 0 {
+        sighting.shown.evidence = if total == 0 {
             format!(
                 "{rate:.1} new sessions/s on the server (threshold {threshold}); none was seen \
                  opening and closing, so nobody can be named"
@@ -173,7 +173,7 @@ pub fn churn(
                 human(rules.window)
             )
         };
-        sighting.summary = summary;
+        sighting.shown.summary = summary;
         sightings.push(sighting);
     }
     Churn {

@@ -39,13 +39,13 @@ pub fn merge(sightings: &mut Vec<Sighting>, ended: Vec<Sighting>) {
     for e in ended {
         match sightings
             .iter_mut()
-            .find(|s| s.subject == e.subject && s.kind == e.kind)
+            .find(|s| s.shown.subject == e.shown.subject && s.shown.kind == e.shown.kind)
         {
             Some(seen) => {
                 seen.ended = e.ended;
                 seen.members.extend(e.members);
-                seen.summary = format!("{}; {}", seen.summary, e.summary);
-                seen.evidence = format!("{}; {}", seen.evidence, e.evidence);
+                seen.shown.summary = format!("{}; {}", seen.shown.summary, e.shown.summary);
+                seen.shown.evidence = format!("{}; {}", seen.shown.evidence, e.shown.evidence);
             }
             None => sightings.push(e),
         }
@@ -104,10 +104,10 @@ fn sighting(source: &Source, kind: FindingKind, ended: &[&Termination], rules: &
             )
         }
     };
-    sighting.evidence = format!("{summary} (the longest in its state for {})", human(oldest));
-    sighting.summary = summary;
+    sighting.shown.evidence = format!("{summary} (the longest in its state for {})", human(oldest));
+    sighting.shown.summary = summary;
     if ended.iter().any(|t| t.checked_out) {
-        sighting.cause = format!("{}; {CHECKED_OUT_NOTE}", sighting.cause);
+        sighting.shown.cause = format!("{}; {CHECKED_OUT_NOTE}", sighting.shown.cause);
     }
     sighting.held_for = oldest.saturating_sub(limit);
     sighting.showing_for = oldest;

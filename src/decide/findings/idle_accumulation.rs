@@ -91,12 +91,12 @@ pub fn find(source: &SourceSessions<'_, '_>, context: &DetectorContext<'_>) -> O
     };
     let mut sighting =
         Sighting::about(source.source, FindingKind::IdleAccumulation).with_connections(&stranded);
-    sighting.evidence = format!(
+    sighting.shown.evidence = format!(
         "{summary} (oldest idle {}{})",
         human(stranded[0].in_state_for),
         pooler_clients_said(&stranded)
     );
-    sighting.summary = summary;
+    sighting.shown.summary = summary;
     sighting.held_for = kth.saturating_sub(detect.stranded_idle_age);
     sighting.showing_for = kth;
     Some(sighting.noting_pooler_clients())

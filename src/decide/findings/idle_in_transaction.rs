@@ -37,7 +37,7 @@ pub fn find(source: &SourceSessions<'_, '_>, context: &DetectorContext<'_>) -> O
     );
     let mut sighting = Sighting::about(source.source, FindingKind::IdleInTransaction)
         .with_pids(stuck.iter().map(|(_, pid)| *pid));
-    sighting.evidence = match pinned {
+    sighting.shown.evidence = match pinned {
         Some((pod, sessions)) => format!(
             "{summary} (oldest {}); every one of the {} sessions of {pod} is idle in a \
              transaction: its pool is pinned",
@@ -47,13 +47,13 @@ pub fn find(source: &SourceSessions<'_, '_>, context: &DetectorContext<'_>) -> O
         None => format!("{summary} (oldest {})", human(stuck[0].0)),
     };
     if pinned.is_some() {
-        sighting.cause = format!(
+        sighting.shown.cause = format!(
             "a pool pinned with every connection checked out and idle in a transaction (seed 001: \
              a request's session handed to a background task after the request closed it); \
              {CHECKED_OUT_NOTE}"
         );
     }
-    sighting.summary = summary;
+    sighting.shown.summary = summary;
     sighting.held_for = stuck[0].0.saturating_sub(limit);
     sighting.showing_for = stuck[0].0;
     Some(sighting)

@@ -64,8 +64,8 @@ pub fn find(source: &SourceSessions<'_, '_>, context: &DetectorContext<'_>) -> O
     }
     let mut sighting = Sighting::about(source.source, FindingKind::LongTransaction)
         .with_pids(long.iter().map(|(_, pid)| *pid));
-    sighting.evidence = evidence;
-    sighting.summary = summary;
+    sighting.shown.evidence = evidence;
+    sighting.shown.summary = summary;
     sighting.held_for = long[0].0.saturating_sub(limit);
     sighting.showing_for = long[0].0;
     Some(sighting)

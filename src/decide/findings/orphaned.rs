@@ -31,8 +31,8 @@ pub fn find(source: &SourceSessions<'_, '_>, context: &DetectorContext<'_>) -> O
     );
     let mut sighting = Sighting::about(source.source, FindingKind::Orphaned)
         .with_pids(orphans.iter().map(|g| g.session.pid));
-    sighting.evidence = summary.clone();
-    sighting.summary = summary;
+    sighting.shown.evidence = summary.clone();
+    sighting.shown.summary = summary;
     sighting.held_for =
         departed.map_or(Duration::ZERO, |d| elapsed(d, context.snapshot.observed_at));
     Some(sighting)

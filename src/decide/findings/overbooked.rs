@@ -219,8 +219,8 @@ pub fn overbooked(
     }
     let sighting = (!reasons.is_empty()).then(|| {
         let mut sighting = Sighting::about_server(FindingKind::Overbooked);
-        sighting.evidence = reasons.join("; ");
-        sighting.summary = sighting.evidence.clone();
+        sighting.shown.evidence = reasons.join("; ");
+        sighting.shown.summary = sighting.shown.evidence.clone();
         sighting
     });
     Overbooking {

@@ -66,22 +66,22 @@ fn at_budget(
         Sighting::about(source.source, FindingKind::PoolSaturation).with_connections(sessions);
     let holds = count(held, connections_word(sessions));
     if held > budget as usize {
-        sighting.summary = format!("{pod} holds {holds}, over its budget of {budget}");
-        sighting.cause = format!(
+        sighting.shown.summary = format!("{pod} holds {holds}, over its budget of {budget}");
+        sighting.shown.cause = format!(
             "more sessions than one pool of {budget} can open: a pod with several worker \
              processes (gunicorn/uvicorn workers, Celery concurrency) has one pool per process, \
              or the pool is larger than declared; set {POOL_MAX} on the workload to \
              pool_size + max_overflow times the worker processes, or shrink the pools"
         );
     } else {
-        sighting.summary = format!("{pod} holds {holds}, its budget is {budget}");
+        sighting.shown.summary = format!("{pod} holds {holds}, its budget is {budget}");
         if in_tx * 2 >= held {
-            sighting.cause = format!("{}; {CHECKED_OUT_NOTE}", sighting.cause);
+            sighting.shown.cause = format!("{}; {CHECKED_OUT_NOTE}", sighting.shown.cause);
         }
     }
-    sighting.evidence = format!(
+    sighting.shown.evidence = format!(
         "{} ({in_tx} idle in transaction{}), for at least {}",
-        sighting.summary,
+        sighting.shown.summary,
         pooler_clients_said(sessions),
         human(held_for)
     );
@@ -109,12 +109,16 @@ fn pinned(
         .max_by_key(|(_, _, held)| *held)?;
     let mut sighting =
         Sighting::about(source.source, FindingKind::PoolSaturation).with_connections(connections);
-    sighting.summary = format!(
+    sighting.shown.summary = format!(
         "{pod} holds {}, every one idle in a transaction: its pool is pinned",
         count(connections.len(), connections_word(connections))
     );
-    sighting.evidence = format!("{} (for at least {})", sighting.summary, human(held_for));
-    sighting.cause = format!(
+    sighting.shown.evidence = format!(
+        "{} (for at least {})",
+        sighting.shown.summary,
+        human(held_for)
+    );
+    sighting.shown.cause = format!(
         "a pool pinned with every connection checked out and idle in a transaction (seed 001: a \
          request's session handed to a background task after the request closed it; a garbage \
          collection that returns the connections only lets the tasks pin new ones); \

@@ -66,14 +66,14 @@ fn sighting(pooler: &str, pool: &PoolRow, console: &ConsoleSnapshot) -> Sighting
         pooler: pooler.to_owned(),
     };
     let mut sighting = Sighting::about(&source, FindingKind::PoolerSaturation);
-    sighting.evidence = format!(
+    sighting.shown.evidence = format!(
         "{summary} (longest {}); {} active, {} idle{held_by}",
         human(pool.max_wait),
         count(pool.servers_active as usize, "server"),
         pool.servers_idle + pool.servers_used + pool.servers_tested,
     );
-    sighting.summary = summary;
-    sighting.sessions = pool.clients_waiting;
+    sighting.shown.summary = summary;
+    sighting.shown.sessions = pool.clients_waiting;
     sighting.held_for = pool.max_wait;
     sighting
 }

@@ -45,8 +45,8 @@ pub fn server_saturation(capacity: &Capacity, groups: &[Group], rules: &Rules) -
         format!("top holders: {}", top.join("; "))
     };
     let mut sighting = Sighting::about_server(FindingKind::ServerSaturation);
-    sighting.evidence = format!("{summary} ({}%); {holders}", capacity.utilization_percent);
-    sighting.summary = summary;
-    sighting.sessions = capacity.client_sessions;
+    sighting.shown.evidence = format!("{summary} ({}%); {holders}", capacity.utilization_percent);
+    sighting.shown.summary = summary;
+    sighting.shown.sessions = capacity.client_sessions;
     Some(sighting)
 }

@@ -33,10 +33,11 @@ impl std::fmt::Display for Subject {
     }
 }
 
-/// A finding as one snapshot shows it, before the window is applied.
+/// What a finding shows: who, which kind, the evidence and the sessions. A detector's
+/// [`Sighting`] and the [`Finding`](crate::decide::Finding) the window makes of it both carry it.
 #[derive(Clone, Debug, PartialEq, Serialize)]
 #[serde(rename_all = "camelCase")]
-pub struct Sighting {
+pub struct Shown {
     pub subject: Subject,
     pub kind: FindingKind,
     /// One human line of evidence, ages included.
@@ -54,6 +55,19 @@ pub struct Sighting {
     /// at most a handful. They count in `sessions`, and are never terminated.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub pooler_clients: Vec<PoolerClientRef>,
+    /// What its sessions last ran, fingerprinted and grouped, most common first (none with
+    /// `leakDetection.lastStatements: Off`, or where the server does not show them; see
+    /// [`statements`](super::statements)).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub last_statements: Vec<StatementGroup>,
+}
+
+/// A finding as one snapshot shows it, before the window is applied.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Sighting {
+    #[serde(flatten)]
+    pub shown: Shown,
     /// How long the snapshot alone proves it has held.
     pub held_for: Duration,
     /// How long the sessions showing it have been in its shape, the detection age included
@@ -69,9 +83,6 @@ pub struct Sighting {
     /// Sessions `Enforce` ends for this leak in this cycle: confirmed at once.
     #[serde(skip)]
     pub ended: u32,
-    /// What its sessions last ran, most common first ([`statements`](super::statements)).
-    #[serde(skip_serializing_if = "Vec::is_empty")]
-    pub last_statements: Vec<StatementGroup>,
     /// Every session that shows it (`pids` names a handful), until their statements are
     /// grouped ([`statements::attach`](super::statements::attach)).
     #[serde(skip)]
@@ -177,19 +188,21 @@ impl Sighting {
 
     pub(super) fn new(subject: Subject, kind: FindingKind) -> Self {
         Self {
-            subject,
-            kind,
-            evidence: String::new(),
-            summary: String::new(),
-            cause: kind.likely_cause().to_owned(),
-            sessions: 0,
-            pids: Vec::new(),
-            pooler_clients: Vec::new(),
+            shown: Shown {
+                subject,
+                kind,
+                evidence: String::new(),
+                summary: String::new(),
+                cause: kind.likely_cause().to_owned(),
+                sessions: 0,
+                pids: Vec::new(),
+                pooler_clients: Vec::new(),
+                last_statements: Vec::new(),
+            },
             held_for: Duration::ZERO,
             showing_for: Duration::ZERO,
             stable_count: None,
             ended: 0,
-            last_statements: Vec::new(),
             members: Vec::new(),
         }
     }
@@ -207,18 +220,18 @@ impl Sighting {
                 Held::PoolerClient(client) => clients.push(client.clone()),
             }
         }
-        self.sessions = (pids.len() + clients.len()) as u32;
-        self.pids = pids.iter().copied().take(EVIDENCE_PIDS).collect();
+        self.shown.sessions = (pids.len() + clients.len()) as u32;
+        self.shown.pids = pids.iter().copied().take(EVIDENCE_PIDS).collect();
         self.members = pids;
-        self.pooler_clients = clients.into_iter().take(EVIDENCE_PIDS).collect();
+        self.shown.pooler_clients = clients.into_iter().take(EVIDENCE_PIDS).collect();
         self
     }
 
     /// The sessions showing it: all counted, a handful named.
     pub(super) fn with_pids(mut self, pids: impl IntoIterator<Item = i64>) -> Self {
         let all: Vec<i64> = pids.into_iter().collect();
-        self.sessions = all.len() as u32;
-        self.pids = all.iter().copied().take(EVIDENCE_PIDS).collect();
+        self.shown.sessions = all.len() as u32;
+        self.shown.pids = all.iter().copied().take(EVIDENCE_PIDS).collect();
         self.members = all;
         self
     }
@@ -226,8 +239,8 @@ impl Sighting {
     /// Where pooler clients show it, the cause says that poolwarden cannot end those: the last
     /// word of a detector that names connections.
     pub(super) fn noting_pooler_clients(mut self) -> Self {
-        if !self.pooler_clients.is_empty() {
-            self.cause = format!("{}; {POOLER_CLIENTS_NOTE}", self.cause);
+        if !self.shown.pooler_clients.is_empty() {
+            self.shown.cause = format!("{}; {POOLER_CLIENTS_NOTE}", self.shown.cause);
         }
         self
     }

@@ -54,12 +54,12 @@ pub fn attach(sightings: &mut [Sighting], snapshot: &Snapshot, rules: &Rules) {
         let mut members = std::mem::take(&mut sighting.members);
         members.sort_unstable();
         members.dedup();
-        let statements = if sighting.kind == FindingKind::ConnectionChurn {
+        let statements = if sighting.shown.kind == FindingKind::ConnectionChurn {
             &short_lived
         } else {
             &current
         };
-        sighting.last_statements = group(
+        sighting.shown.last_statements = group(
             members
                 .iter()
                 .filter_map(|pid| statements.get(pid))

@@ -120,20 +120,20 @@ fn three_autoscaled_deployments_are_overbooked_before_any_of_them_scales() {
     assert_eq!(d.capacity.booked_connections, Some(125 + 250 + 120));
     let f = the_finding(&d, FindingKind::Overbooked);
     assert!(
-        f.evidence.starts_with(
+        f.shown.evidence.starts_with(
             "at their largest scale the pools may open 495 connections but the server accepts \
              200 from applications; it breaks at 13 of Deployment/orders-api's 20 replicas ("
         ),
         "{}",
-        f.evidence
+        f.shown.evidence
     );
     assert!(
-        f.evidence.contains(
+        f.shown.evidence.contains(
             "Deployment/orders-api: 20 replicas + 5 surge (HorizontalPodAutoscaler/orders-api \
              maxReplicas, maxSurge 25%) x 10 per pod (declared) = 250"
         ),
         "{}",
-        f.evidence
+        f.shown.evidence
     );
     assert_eq!(
         d.capacity.breaks_at.as_deref(),
@@ -232,9 +232,9 @@ fn the_pool_per_pod_is_learned_from_the_most_sessions_one_pod_held_and_kept() {
     assert_eq!(booking.connections, 25 * 12);
     let f = the_finding(&d1, FindingKind::Overbooked);
     assert!(
-        f.evidence.contains("x 12 per pod (learned) = 300"),
+        f.shown.evidence.contains("x 12 per pod (learned) = 300"),
         "{}",
-        f.evidence
+        f.shown.evidence
     );
 
     // A quiet look later: the mark stands.

@@ -39,15 +39,19 @@ fn sessions_enforce_ends_idle_in_a_transaction_are_a_confirmed_finding_at_once()
     // The brake: 20 this cycle, the other 5 the next.
     assert_eq!(d1.terminate.len(), 20);
     let f = the_finding(&d1, FindingKind::IdleInTransaction);
-    assert_eq!(f.subject, about(deployment()));
+    assert_eq!(f.shown.subject, about(deployment()));
     assert!(f.confirmed && f.started && f.present, "{f:#?}");
     assert_eq!(f.ended, 20);
-    assert_eq!(f.sessions, 20);
+    assert_eq!(f.shown.sessions, 20);
     assert_eq!(
-        f.summary,
+        f.shown.summary,
         "20 sessions ended, idle in a transaction for more than 1m00s (idleInTransactionTimeout)"
     );
-    assert!(f.cause.contains(CHECKED_OUT_NOTE), "{}", f.cause);
+    assert!(
+        f.shown.cause.contains(CHECKED_OUT_NOTE),
+        "{}",
+        f.shown.cause
+    );
     // The workload is annotated in the cycle that ends its sessions; nobody else is.
     assert_eq!(d1.annotations.len(), 1, "{:#?}", d1.annotations);
     let change = &d1.annotations[0];
@@ -61,7 +65,11 @@ fn sessions_enforce_ends_idle_in_a_transaction_are_a_confirmed_finding_at_once()
         detail.contains("20 sessions ended, idle in a transaction"),
         "{detail}"
     );
-    assert!(d1.findings.iter().all(|f| f.subject == about(deployment())));
+    assert!(
+        d1.findings
+            .iter()
+            .all(|f| f.shown.subject == about(deployment()))
+    );
     let annotated = annotated_cluster(&applied(change));
 
     // The other 5: the same finding, still confirmed, not started again.
@@ -203,12 +211,12 @@ fn orphans_and_transactions_too_old_that_enforce_ends_are_confirmed_at_once() {
     let f = the_finding(&d, FindingKind::Orphaned);
     assert!(f.confirmed && f.started && f.ended == 2, "{f:#?}");
     assert!(
-        f.summary.ends_with(&format!(
+        f.shown.summary.ends_with(&format!(
             "2 sessions ended, left behind by pods that no longer exist ({})",
             pod_name(4)
         )),
         "{}",
-        f.summary
+        f.shown.summary
     );
     // The same in DryRun: two minutes of the window.
     let d = decide_with(
@@ -231,7 +239,7 @@ fn orphans_and_transactions_too_old_that_enforce_ends_are_confirmed_at_once() {
     let f = the_finding(&d, FindingKind::LongTransaction);
     assert!(f.confirmed && f.started && f.ended == 2, "{f:#?}");
     assert_eq!(
-        f.summary,
+        f.shown.summary,
         "2 sessions ended, idle in a transaction open for more than 5m00s (maxTransactionAge)"
     );
     assert_eq!(
@@ -254,7 +262,7 @@ fn what_enforce_ends_of_a_leak_a_detector_sees_adds_to_that_finding() {
     let f = the_finding(&d, FindingKind::IdleInTransaction);
     assert!(f.confirmed && f.started && f.ended == 3, "{f:#?}");
     assert_eq!(
-        f.summary,
+        f.shown.summary,
         "3 sessions idle in transaction for more than 2m00s; 3 sessions ended, idle in a \
          transaction for more than 1m00s (idleInTransactionTimeout)"
     );

@@ -30,16 +30,16 @@ fn sessions_stranded_idle_while_their_pod_keeps_working_are_idle_accumulation_by
         &Memory::default(),
     );
     let f = the_finding(&d, FindingKind::IdleAccumulation);
-    assert_eq!(f.subject, about(deployment()));
-    assert_eq!(sorted(f.pids.clone()), [300, 301, 302, 303]);
-    assert_eq!(f.sessions, 4);
+    assert_eq!(f.shown.subject, about(deployment()));
+    assert_eq!(sorted(f.shown.pids.clone()), [300, 301, 302, 303]);
+    assert_eq!(f.shown.sessions, 4);
     assert!(
-        f.evidence.starts_with(&format!(
+        f.shown.evidence.starts_with(&format!(
             "4 sessions stranded idle for more than 30m00s on {}, which keeps using 1 other session",
             pod_name(1)
         )),
         "{}",
-        f.evidence
+        f.shown.evidence
     );
     // Stranded since the second oldest passed the age: a minute ago. Suspected, not confirmed.
     assert_eq!(f.held_for, secs(MIN));
@@ -160,12 +160,13 @@ fn with_an_idle_threshold_that_many_stranded_sessions_are_idle_accumulation_even
             .collect(),
     );
     let f = the_finding(&six, FindingKind::IdleAccumulation);
-    assert_eq!(f.pids, [360, 361, 362, 363, 364, 365]);
+    assert_eq!(f.shown.pids, [360, 361, 362, 363, 364, 365]);
     assert!(
-        f.evidence
+        f.shown
+            .evidence
             .starts_with("6 sessions idle for more than 10m00s"),
         "{}",
-        f.evidence
+        f.shown.evidence
     );
     assert_eq!(f.held_for, secs(HOUR + 10 * MIN));
     assert!(f.confirmed && f.started);
@@ -194,9 +195,9 @@ leakDetection: {window: 10m, idleInTransactionAge: 5m}
         .build();
     let d = decide_with(&snap, &policy, &cluster(), &Memory::default());
     let f = the_finding(&d, FindingKind::IdleInTransaction);
-    assert_eq!(f.subject, about(deployment()));
-    assert_eq!(f.pids, [320]);
-    assert_eq!(f.sessions, 1);
+    assert_eq!(f.shown.subject, about(deployment()));
+    assert_eq!(f.shown.pids, [320]);
+    assert_eq!(f.shown.sessions, 1);
     assert_eq!(f.held_for, secs(MIN));
     assert_eq!(f.confirms_in, Some(secs(9 * MIN)));
     assert!(f.present && !f.confirmed);
@@ -222,8 +223,8 @@ fn a_policy_of_nothing_reports_idle_in_transaction_after_two_minutes() {
         .build();
     let d = decide_standalone(&snap, &policy);
     let f = the_finding(&d, FindingKind::IdleInTransaction);
-    assert_eq!(f.subject, about(client("app", None)));
-    assert_eq!(f.pids, [322]);
+    assert_eq!(f.shown.subject, about(client("app", None)));
+    assert_eq!(f.shown.pids, [322]);
     assert!(d.dry_run.is_empty() && d.terminate.is_empty());
 }
 
@@ -237,17 +238,21 @@ fn a_pod_whose_every_session_is_idle_in_transaction_is_called_a_pinned_pool() {
     let snap = snapshot().with_all(pinned).build();
     let d = decide_with(&snap, &rules("{}"), &cluster(), &Memory::default());
     let f = the_finding(&d, FindingKind::IdleInTransaction);
-    assert_eq!(f.sessions, 25);
-    assert_eq!(f.pids.len(), 25, "a pinned pool is named in full");
+    assert_eq!(f.shown.sessions, 25);
+    assert_eq!(f.shown.pids.len(), 25, "a pinned pool is named in full");
     assert!(
-        f.evidence.contains(
+        f.shown.evidence.contains(
             "every one of the 25 sessions of orders-api-7c9d8f6b5-1 is idle in a transaction"
         ),
         "{}",
-        f.evidence
+        f.shown.evidence
     );
-    assert!(f.cause.contains("pool pinned"), "{}", f.cause);
-    assert!(f.cause.contains(CHECKED_OUT_NOTE), "{}", f.cause);
+    assert!(f.shown.cause.contains("pool pinned"), "{}", f.shown.cause);
+    assert!(
+        f.shown.cause.contains(CHECKED_OUT_NOTE),
+        "{}",
+        f.shown.cause
+    );
 }
 
 /// `count` sessions on pod `n`, the oldest started `oldest_start` before `t0`, one more each
@@ -281,21 +286,22 @@ leakDetection: {window: 10m}
     let snap = snapshot().with_all(pool_on_pod(1, 30, 60 * MIN)).build();
     let d = decide_with(&snap, &policy, &cluster(), &Memory::default());
     let f = the_finding(&d, FindingKind::PoolSaturation);
-    assert_eq!(f.subject, about(deployment()));
+    assert_eq!(f.shown.subject, about(deployment()));
     assert_eq!(f.held_for, secs(36 * MIN));
     assert!(f.confirmed);
     assert!(
-        f.evidence
+        f.shown
+            .evidence
             .contains("holds 30 sessions, over its budget of 25"),
         "{}",
-        f.evidence
+        f.shown.evidence
     );
     assert!(
-        f.cause.contains("several worker processes") && f.cause.contains(POOL_MAX),
+        f.shown.cause.contains("several worker processes") && f.shown.cause.contains(POOL_MAX),
         "over budget is not a pinned pool: {}",
-        f.cause
+        f.shown.cause
     );
-    assert!(!f.cause.contains("pinned"), "{}", f.cause);
+    assert!(!f.shown.cause.contains("pinned"), "{}", f.shown.cause);
 
     // Exactly at the budget, most of it idle in a transaction: pinned, and ending them does not
     // give the application its pool back.
@@ -303,16 +309,22 @@ leakDetection: {window: 10m}
     let d = decide_with(&at, &policy, &cluster(), &Memory::default());
     let f = the_finding(&d, FindingKind::PoolSaturation);
     assert!(
-        f.evidence.contains("holds 25 sessions, its budget is 25"),
+        f.shown
+            .evidence
+            .contains("holds 25 sessions, its budget is 25"),
         "{}",
-        f.evidence
+        f.shown.evidence
     );
     assert!(
-        f.cause.contains("pinned at pool_size + max_overflow"),
+        f.shown.cause.contains("pinned at pool_size + max_overflow"),
         "{}",
-        f.cause
+        f.shown.cause
     );
-    assert!(f.cause.contains(CHECKED_OUT_NOTE), "{}", f.cause);
+    assert!(
+        f.shown.cause.contains(CHECKED_OUT_NOTE),
+        "{}",
+        f.shown.cause
+    );
 
     let below = snapshot().with_all(pool_on_pod(1, 24, 60 * MIN)).build();
     let d = decide_with(&below, &policy, &cluster(), &Memory::default());
@@ -354,7 +366,11 @@ fn a_workloads_pool_max_overrides_the_policys_per_pod_budget() {
     let generous = rules("budgets: {maxConnectionsPerPod: 50}");
     let d = decide_with(&snap, &generous, &with_pool_max(25), &Memory::default());
     let f = the_finding(&d, FindingKind::PoolSaturation);
-    assert!(f.evidence.contains("its budget is 25"), "{}", f.evidence);
+    assert!(
+        f.shown.evidence.contains("its budget is 25"),
+        "{}",
+        f.shown.evidence
+    );
 
     // The policy allows 25 per pod, the application declares 30: not saturated.
     let strict = rules("budgets: {maxConnectionsPerPod: 25}");
@@ -451,12 +467,12 @@ fn connection_churn_is_blamed_on_whoever_opens_sessions_that_vanish_not_on_a_ref
 
     assert_eq!(d2.capacity.new_sessions_per_second, Some(100.0));
     let f = the_finding(&d2, FindingKind::ConnectionChurn);
-    assert_eq!(f.subject, about(deployment()));
-    assert_eq!(sorted(f.pids.clone()), [501, 502, 503]);
+    assert_eq!(f.shown.subject, about(deployment()));
+    assert_eq!(sorted(f.shown.pids.clone()), [501, 502, 503]);
     assert!(
-        f.evidence.contains("100.0 new sessions/s"),
+        f.shown.evidence.contains("100.0 new sessions/s"),
         "{}",
-        f.evidence
+        f.shown.evidence
     );
 }
 
@@ -512,7 +528,7 @@ fn connection_churn_keeps_its_subject_from_cycle_to_cycle_and_confirms() {
             subjects.push(
                 found
                     .iter()
-                    .map(|f| f.subject.to_string())
+                    .map(|f| f.shown.subject.to_string())
                     .collect::<Vec<_>>(),
             );
             if cycle == 22 {
@@ -574,7 +590,7 @@ fn every_churner_over_the_threshold_is_named_whatever_its_share() {
         let d = decide_with(&snap.build(), &policy, &pods, &memory);
         let churners: Vec<(String, bool)> = findings(&d, FindingKind::ConnectionChurn)
             .iter()
-            .map(|f| (f.subject.to_string(), f.confirmed))
+            .map(|f| (f.shown.subject.to_string(), f.confirmed))
             .collect();
         // Both from the first look, and confirmed a window later (within window + 2 intervals).
         let confirmed = look >= 20;
@@ -605,7 +621,7 @@ fn a_source_caught_once_or_twice_beside_a_churner_is_not_named() {
     let d = decide_standalone(&snap.build(), &policy);
     let named: Vec<String> = findings(&d, FindingKind::ConnectionChurn)
         .iter()
-        .map(|f| f.subject.to_string())
+        .map(|f| f.shown.subject.to_string())
         .collect();
     assert_eq!(named, ["app@10.0.0.1"]);
 }
@@ -618,8 +634,12 @@ fn churn_seen_by_nobody_is_the_servers_and_a_single_look_measures_its_own_rate()
     let d = decide_standalone(&snap.build(), &rules("{}"));
     assert_eq!(d.capacity.new_sessions_per_second, Some(20.0));
     let f = the_finding(&d, FindingKind::ConnectionChurn);
-    assert_eq!(f.subject, Subject::Server);
-    assert!(f.evidence.contains("nobody can be named"), "{}", f.evidence);
+    assert_eq!(f.shown.subject, Subject::Server);
+    assert!(
+        f.shown.evidence.contains("nobody can be named"),
+        "{}",
+        f.shown.evidence
+    );
 }
 
 #[test]
@@ -668,9 +688,13 @@ fn sessions_of_a_departed_pod_are_an_orphaned_finding() {
         .build();
     let d = decide_with(&snap, &rules(DRY_RUN), &with_departed, &Memory::default());
     let f = the_finding(&d, FindingKind::Orphaned);
-    assert_eq!(f.subject, about(deployment()));
-    assert_eq!(sorted(f.pids.clone()), [600, 601]);
-    assert!(f.evidence.contains(&pod_name(4)), "{}", f.evidence);
+    assert_eq!(f.shown.subject, about(deployment()));
+    assert_eq!(sorted(f.shown.pids.clone()), [600, 601]);
+    assert!(
+        f.shown.evidence.contains(&pod_name(4)),
+        "{}",
+        f.shown.evidence
+    );
     assert_eq!(f.held_for, secs(2 * MIN));
     assert!(!f.confirmed);
 }
@@ -688,16 +712,16 @@ fn overbooked_when_max_replicas_times_pool_max_exceeds_the_usable_connections() 
         &Memory::default(),
     );
     let f = the_finding(&d, FindingKind::Overbooked);
-    assert_eq!(f.subject, Subject::Server);
-    assert!(f.evidence.contains("120"), "{}", f.evidence);
-    assert!(f.evidence.contains("97"), "{}", f.evidence);
+    assert_eq!(f.shown.subject, Subject::Server);
+    assert!(f.shown.evidence.contains("120"), "{}", f.shown.evidence);
+    assert!(f.shown.evidence.contains("97"), "{}", f.shown.evidence);
     assert!(
-        f.evidence.contains(
+        f.shown.evidence.contains(
             "Deployment/orders-api: 8 replicas (poolwarden.io/max-replicas) x 15 per pod \
              (declared) = 120"
         ),
         "{}",
-        f.evidence
+        f.shown.evidence
     );
     assert!(
         !f.confirmed,
@@ -730,8 +754,8 @@ fn overbooked_outside_kubernetes_counts_every_client_at_the_policys_per_pod_budg
 
     let d = decide_standalone(&snapshot().with_all(clients(4)).build(), &policy);
     let f = the_finding(&d, FindingKind::Overbooked);
-    assert!(f.evidence.contains("100"), "{}", f.evidence);
-    assert!(f.evidence.contains("97"), "{}", f.evidence);
+    assert!(f.shown.evidence.contains("100"), "{}", f.shown.evidence);
+    assert!(f.shown.evidence.contains("97"), "{}", f.shown.evidence);
     assert_eq!(d.capacity.booked_connections, Some(100));
 
     let d = decide_standalone(&snapshot().with_all(clients(3)).build(), &policy);
@@ -746,8 +770,8 @@ fn overbooked_when_the_policys_own_budget_exceeds_the_usable_connections() {
         &rules("budgets: {maxConnections: 120}"),
     );
     let f = the_finding(&d, FindingKind::Overbooked);
-    assert!(f.evidence.contains("120"), "{}", f.evidence);
-    assert!(f.evidence.contains("97"), "{}", f.evidence);
+    assert!(f.shown.evidence.contains("120"), "{}", f.shown.evidence);
+    assert!(f.shown.evidence.contains("97"), "{}", f.shown.evidence);
 
     let d = decide_standalone(&snapshot().build(), &rules("budgets: {maxConnections: 97}"));
     assert!(findings(&d, FindingKind::Overbooked).is_empty());
@@ -907,7 +931,7 @@ fn a_pinned_pool_whose_sessions_a_garbage_collection_replaces_is_confirmed_and_s
             .find(|(_, d)| {
                 d.findings
                     .iter()
-                    .any(|f| f.subject == leaky && f.kind == kind && f.confirmed)
+                    .any(|f| f.shown.subject == leaky && f.shown.kind == kind && f.confirmed)
             })
             .map(|(at, _)| *at)
     };
@@ -930,7 +954,7 @@ fn a_pinned_pool_whose_sessions_a_garbage_collection_replaces_is_confirmed_and_s
             let found: Vec<&Finding> = d
                 .findings
                 .iter()
-                .filter(|f| f.subject == leaky && f.kind == kind)
+                .filter(|f| f.shown.subject == leaky && f.shown.kind == kind)
                 .collect();
             if *at >= since {
                 // Through the replacement at 16m05s: still confirmed, started only once.
@@ -944,8 +968,8 @@ fn a_pinned_pool_whose_sessions_a_garbage_collection_replaces_is_confirmed_and_s
         let named: Vec<String> = d
             .findings
             .iter()
-            .filter(|f| f.subject != leaky)
-            .map(|f| format!("{:?} on {}", f.kind, f.subject))
+            .filter(|f| f.shown.subject != leaky)
+            .map(|f| format!("{:?} on {}", f.shown.kind, f.shown.subject))
             .collect();
         assert!(
             named.is_empty(),
@@ -954,10 +978,14 @@ fn a_pinned_pool_whose_sessions_a_garbage_collection_replaces_is_confirmed_and_s
     }
     let f = the_finding(&decisions.last().unwrap().1, FindingKind::PoolSaturation);
     assert_eq!(
-        f.summary,
+        f.shown.summary,
         "10.1.0.1 holds 25 sessions, every one idle in a transaction: its pool is pinned"
     );
-    assert!(f.cause.contains(CHECKED_OUT_NOTE), "{}", f.cause);
+    assert!(
+        f.shown.cause.contains(CHECKED_OUT_NOTE),
+        "{}",
+        f.shown.cause
+    );
 }
 
 #[test]
@@ -979,12 +1007,12 @@ fn a_pinned_pool_is_pool_saturation_without_a_budget_and_below_one() {
             &Memory::default(),
         );
         let f = the_finding(&d, FindingKind::PoolSaturation);
-        assert_eq!(f.subject, about(deployment()));
-        assert_eq!(f.sessions, 25);
+        assert_eq!(f.shown.subject, about(deployment()));
+        assert_eq!(f.shown.sessions, 25);
         assert_eq!(f.held_for, secs(3 * MIN));
         assert!(!f.confirmed);
         assert_eq!(
-            f.evidence,
+            f.shown.evidence,
             "orders-api-7c9d8f6b5-1 holds 25 sessions, every one idle in a transaction: its pool \
              is pinned (for at least 3m00s)"
         );
@@ -998,9 +1026,11 @@ fn a_pinned_pool_is_pool_saturation_without_a_budget_and_below_one() {
     );
     let f = the_finding(&d, FindingKind::PoolSaturation);
     assert!(
-        f.summary.ends_with("holds 25 sessions, its budget is 25"),
+        f.shown
+            .summary
+            .ends_with("holds 25 sessions, its budget is 25"),
         "{}",
-        f.summary
+        f.shown.summary
     );
 
     // Not yet settled: idle in a transaction for less than 10 s is a transaction between its
@@ -1059,7 +1089,7 @@ fn a_pinned_pool_whose_count_changes_starts_its_window_again() {
     let held = |at: i64| {
         let (_, d) = decisions.iter().find(|(t, _)| *t == at).unwrap();
         let f = the_finding(d, FindingKind::PoolSaturation);
-        (f.sessions, f.held_for, f.confirmed)
+        (f.shown.sessions, f.held_for, f.confirmed)
     };
     assert_eq!(held(4 * MIN + 30), (10, secs(4 * MIN + 30), false));
     // The new sessions settle at 5m10s: 20 sessions pinned since 5m.
@@ -1123,7 +1153,7 @@ fn a_confirmed_finding_stays_until_it_has_been_gone_for_a_full_window() {
     );
     let f = the_finding(&d3, FindingKind::IdleInTransaction);
     assert!(!f.present && f.confirmed && !f.started);
-    assert_eq!(f.pids, [820]);
+    assert_eq!(f.shown.pids, [820]);
 
     let d4 = decide_with(
         &snapshot().at(later(30 + 10 * MIN - 1)).build(),

@@ -33,9 +33,9 @@ fn a_transaction_touched_every_few_seconds_is_a_long_transaction_by_its_age() {
         .build();
     let d = decide_with(&snap, &rules("{}"), &cluster(), &Memory::default());
     let f = the_finding(&d, FindingKind::LongTransaction);
-    assert_eq!(f.subject, about(deployment()));
-    assert_eq!(f.pids, [900, 901]);
-    assert_eq!(f.sessions, 2);
+    assert_eq!(f.shown.subject, about(deployment()));
+    assert_eq!(f.shown.pids, [900, 901]);
+    assert_eq!(f.shown.sessions, 2);
     assert_eq!(f.held_for, secs(4 * MIN));
     for needle in [
         "2 transactions open for more than 10m00s (oldest 14m00s, pid 900, idle in transaction, last statement 2s ago)",
@@ -43,9 +43,9 @@ fn a_transaction_touched_every_few_seconds_is_a_long_transaction_by_its_age() {
         "2 sessions waiting on their locks",
     ] {
         assert!(
-            f.evidence.contains(needle),
+            f.shown.evidence.contains(needle),
             "{needle:?} not in {}",
-            f.evidence
+            f.shown.evidence
         );
     }
     // IdleInTransaction measures state_change: a touched session is not idle for long.
@@ -101,10 +101,10 @@ fn a_server_at_its_usable_connections_is_server_saturation_naming_the_top_holder
         &Memory::default(),
     );
     let f = the_finding(&d, FindingKind::ServerSaturation);
-    assert_eq!(f.subject, Subject::Server);
-    assert_eq!(f.sessions, 97);
+    assert_eq!(f.shown.subject, Subject::Server);
+    assert_eq!(f.shown.sessions, 97);
     assert_eq!(
-        f.evidence,
+        f.shown.evidence,
         "97 of the 97 connections the server accepts from applications are in use (100%); top \
          holders: Deployment/orders-api 90 (30 idle, 60 idle in transaction); \
          reporting@192.168.1.10 7 (7 active)"
@@ -139,8 +139,9 @@ fn overbooked_counts_the_clients_seen_over_the_window_ranked_by_what_they_hold()
     let d1 = decide_standalone(&first, &policy);
     let f = the_finding(&d1, FindingKind::Overbooked);
     assert_eq!(d1.capacity.booked_connections, Some(100));
-    let ranked = f.evidence.find("api@").unwrap() < f.evidence.find("aaa-batch@").unwrap();
-    assert!(ranked, "the biggest holder first: {}", f.evidence);
+    let ranked =
+        f.shown.evidence.find("api@").unwrap() < f.shown.evidence.find("aaa-batch@").unwrap();
+    assert!(ranked, "the biggest holder first: {}", f.shown.evidence);
 
     // Thirty seconds later two api hosts are between connections: still booked, still found.
     let second = snapshot()

@@ -458,7 +458,7 @@ fn findings(decision: &Decision, kind: FindingKind) -> Vec<&Finding> {
     decision
         .findings
         .iter()
-        .filter(|f| f.kind == kind)
+        .filter(|f| f.shown.kind == kind)
         .collect()
 }
 

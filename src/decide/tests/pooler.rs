@@ -118,8 +118,8 @@ fn behind_a_pooler_an_idle_transaction_is_named_on_the_pod_holding_it_and_ended(
     let d = decide_behind(&snap, &look(console), &rules, &cluster());
 
     let f = the_finding(&d, FindingKind::IdleInTransaction);
-    assert_eq!(f.subject, about(deployment()));
-    assert_eq!(f.pids, vec![301]);
+    assert_eq!(f.shown.subject, about(deployment()));
+    assert_eq!(f.shown.pids, vec![301]);
     assert_eq!(pids(&d.terminate), vec![301]);
     let t = &d.terminate[0];
     assert_eq!(t.pod, pod_name(1));
@@ -155,7 +155,7 @@ fn a_connection_the_pooler_holds_is_counted_on_the_pooler_and_never_ended_howeve
         assert_eq!((g.counts.total, g.via), (1, Via::HeldByPooler));
         assert_eq!(g.pods, BTreeSet::from([POOLER.to_owned()]));
         assert!(
-            d.findings.iter().all(|f| f.subject != about(held())),
+            d.findings.iter().all(|f| f.shown.subject != about(held())),
             "{:#?}",
             d.findings
         );
@@ -167,7 +167,7 @@ fn outside_a_cluster_the_pooled_client_is_named_by_its_address() {
     let (snap, console) = behind_the_pooler();
     let d = decide_behind(&snap, &look(console), &rules("{}"), &ClusterView::default());
     let f = the_finding(&d, FindingKind::IdleInTransaction);
-    assert_eq!(f.subject, about(client("app", Some(&pod_ip(1)))));
+    assert_eq!(f.shown.subject, about(client("app", Some(&pod_ip(1)))));
     assert_eq!(
         pids(&d.dry_run),
         Vec::<i64>::new(),
@@ -225,13 +225,17 @@ fn a_pool_with_clients_waiting_is_a_finding_on_the_pooler_naming_who_holds_it() 
     console.pools = vec![pool(4, 7)];
     let d = decide_behind(&snap, &look(console.clone()), &rules("{}"), &cluster());
     let f = the_finding(&d, FindingKind::PoolerSaturation);
-    assert_eq!(f.subject, about(held()));
-    assert_eq!(f.sessions, 4);
-    assert!(f.evidence.contains("4 clients waiting"), "{}", f.evidence);
+    assert_eq!(f.shown.subject, about(held()));
+    assert_eq!(f.shown.sessions, 4);
     assert!(
-        f.evidence.contains(&format!("{} 1", pod_ip(1))),
+        f.shown.evidence.contains("4 clients waiting"),
         "{}",
-        f.evidence
+        f.shown.evidence
+    );
+    assert!(
+        f.shown.evidence.contains(&format!("{} 1", pod_ip(1))),
+        "{}",
+        f.shown.evidence
     );
     assert_eq!(d.poolers[0].clients_waiting, 4);
 
@@ -280,32 +284,42 @@ fn stranded_pooler_clients_of_a_working_pod_are_idle_accumulation_and_never_ende
     for rules in [rules("{}"), strict] {
         let d = decide_behind(&snap, &look(console.clone()), &rules, &cluster());
         let f = the_finding(&d, FindingKind::IdleAccumulation);
-        assert_eq!(f.subject, about(deployment()));
-        assert_eq!(f.sessions, 4);
-        assert!(f.pids.is_empty(), "no server session: {:?}", f.pids);
-        let mut ports: Vec<Option<u16>> = f.pooler_clients.iter().map(|c| c.port).collect();
+        assert_eq!(f.shown.subject, about(deployment()));
+        assert_eq!(f.shown.sessions, 4);
+        assert!(
+            f.shown.pids.is_empty(),
+            "no server session: {:?}",
+            f.shown.pids
+        );
+        let mut ports: Vec<Option<u16>> = f.shown.pooler_clients.iter().map(|c| c.port).collect();
         ports.sort_unstable();
         assert_eq!(ports, [41_001, 41_002, 41_003, 41_004].map(Some).to_vec());
         assert!(
-            f.pooler_clients
+            f.shown
+                .pooler_clients
                 .iter()
                 .all(|c| c.pooler == POOLER && c.address == Some(ip(&pod_ip(1))))
         );
         assert!(
-            f.evidence.starts_with(&format!(
+            f.shown.evidence.starts_with(&format!(
                 "4 connections stranded idle for more than 30m00s on {}, which keeps using 1 other connection",
                 pod_name(1)
             )),
             "{}",
-            f.evidence
+            f.shown.evidence
         );
         assert!(
-            f.evidence
+            f.shown
+                .evidence
                 .contains("4 client connections to pooler pgbouncer that hold no server session"),
             "{}",
-            f.evidence
+            f.shown.evidence
         );
-        assert!(f.cause.contains(POOLER_CLIENTS_NOTE), "{}", f.cause);
+        assert!(
+            f.shown.cause.contains(POOLER_CLIENTS_NOTE),
+            "{}",
+            f.shown.cause
+        );
         // Nothing of the kind is ever a termination: the held server connection neither.
         assert!(d.terminate.is_empty() && d.dry_run.is_empty(), "{d:#?}");
     }
@@ -316,8 +330,8 @@ fn stranded_pooler_clients_outside_a_cluster_are_named_by_their_address() {
     let (snap, console) = fork_leak_behind_the_pooler();
     let d = decide_behind(&snap, &look(console), &rules("{}"), &ClusterView::default());
     let f = the_finding(&d, FindingKind::IdleAccumulation);
-    assert_eq!(f.subject, about(client("", Some(&pod_ip(1)))));
-    assert_eq!(f.sessions, 4);
+    assert_eq!(f.shown.subject, about(client("", Some(&pod_ip(1)))));
+    assert_eq!(f.shown.sessions, 4);
 }
 
 #[test]
@@ -356,22 +370,26 @@ fn a_pool_pinned_behind_the_pooler_counts_each_client_once() {
         &cluster(),
     );
     let f = the_finding(&d, FindingKind::PoolSaturation);
-    assert_eq!(f.subject, about(deployment()));
+    assert_eq!(f.shown.subject, about(deployment()));
     assert_eq!(
-        f.sessions, 5,
+        f.shown.sessions, 5,
         "not 7: a linked client counts by its session only"
     );
-    assert_eq!(sorted(f.pids.clone()), [501, 502]);
-    assert_eq!(f.pooler_clients.len(), 3);
+    assert_eq!(sorted(f.shown.pids.clone()), [501, 502]);
+    assert_eq!(f.shown.pooler_clients.len(), 3);
     assert!(
-        f.evidence.starts_with(&format!(
+        f.shown.evidence.starts_with(&format!(
             "{} holds 5 connections, its budget is 5 (2 idle in transaction; 3 client connections to pooler pgbouncer",
             pod_name(1)
         )),
         "{}",
-        f.evidence
+        f.shown.evidence
     );
-    assert!(f.cause.contains(POOLER_CLIENTS_NOTE), "{}", f.cause);
+    assert!(
+        f.shown.cause.contains(POOLER_CLIENTS_NOTE),
+        "{}",
+        f.shown.cause
+    );
 
     // One budget higher, and nothing: the count is exact.
     let d = decide_behind(
@@ -403,7 +421,12 @@ fn pooler_clients_count_only_in_pools_of_governed_sessions_and_in_scope() {
         "{:#?}",
         d.findings
     );
-    assert_eq!(the_finding(&d, FindingKind::IdleAccumulation).sessions, 4);
+    assert_eq!(
+        the_finding(&d, FindingKind::IdleAccumulation)
+            .shown
+            .sessions,
+        4
+    );
 
     // Excluded users' clients are out of scope, as their sessions would be.
     let d = decide_behind(
@@ -448,10 +471,12 @@ fn a_pooler_client_waiting_for_a_server_is_in_use() {
     console.clients[0].waiting_for = Some(Duration::from_millis(300));
     let d = decide_behind(&snap, &look(console), &rules("{}"), &cluster());
     let f = the_finding(&d, FindingKind::IdleAccumulation);
-    assert_eq!(f.sessions, 4);
+    assert_eq!(f.shown.sessions, 4);
     assert!(
-        f.evidence.contains("which keeps using 1 other connection"),
+        f.shown
+            .evidence
+            .contains("which keeps using 1 other connection"),
         "{}",
-        f.evidence
+        f.shown.evidence
     );
 }

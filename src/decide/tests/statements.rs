@@ -58,10 +58,10 @@ fn a_finding_groups_what_all_its_sessions_last_ran_most_common_first() {
         &Memory::default(),
     );
     let f = the_finding(&d, FindingKind::IdleInTransaction);
-    assert_eq!(f.sessions, 61);
-    assert_eq!(f.pids.len(), 50, "a handful named");
+    assert_eq!(f.shown.sessions, 61);
+    assert_eq!(f.shown.pids.len(), 50, "a handful named");
     assert_eq!(
-        f.last_statements,
+        f.shown.last_statements,
         [
             StatementGroup {
                 fingerprint: READ_USER.to_owned(),
@@ -77,7 +77,7 @@ fn a_finding_groups_what_all_its_sessions_last_ran_most_common_first() {
         ]
     );
     assert_eq!(
-        statements_said(&f.last_statements, true, 120).as_deref(),
+        statements_said(&f.shown.last_statements, true, 120).as_deref(),
         Some(
             "last statements `SELECT users.id, users.name FROM users WHERE users.id = ?` (46), \
              `UPDATE jobs SET touched = now() WHERE id = ?` (15)"
@@ -113,8 +113,8 @@ fn what_enforce_ends_carries_what_the_ended_sessions_last_ran() {
     // The detector's finding and the one made of what was ended are one: every session once.
     let f = the_finding(&d, FindingKind::IdleInTransaction);
     assert_eq!(f.ended, 60);
-    let counted: u32 = f.last_statements.iter().map(|g| g.sessions).sum();
-    assert_eq!(counted, 61, "{:#?}", f.last_statements);
+    let counted: u32 = f.shown.last_statements.iter().map(|g| g.sessions).sum();
+    assert_eq!(counted, 61, "{:#?}", f.shown.last_statements);
     // The annotation says the most common statement, without a count that would move.
     let detail = d.annotations[0].annotations[LEAK_DETAIL]
         .as_deref()
@@ -165,7 +165,7 @@ fn turned_off_a_confirmed_finding_still_clearing_says_nothing_of_what_was_seen_b
         &Memory::default(),
     );
     let seen = the_finding(&d1, FindingKind::IdleInTransaction);
-    assert!(seen.confirmed && !seen.last_statements.is_empty());
+    assert!(seen.confirmed && !seen.shown.last_statements.is_empty());
     let annotated = annotated_cluster(&applied(&d1.annotations[0]));
     // The sessions are gone; the policy now says Off.
     let off = rules(&format!(
@@ -179,7 +179,7 @@ fn turned_off_a_confirmed_finding_still_clearing_says_nothing_of_what_was_seen_b
     );
     let clearing = the_finding(&d2, FindingKind::IdleInTransaction);
     assert!(clearing.confirmed && !clearing.present, "{clearing:#?}");
-    assert!(clearing.last_statements.is_empty(), "{clearing:#?}");
+    assert!(clearing.shown.last_statements.is_empty(), "{clearing:#?}");
     // The annotation loses the statement at once.
     let detail = d2.annotations[0].annotations[LEAK_DETAIL]
         .as_deref()
@@ -222,7 +222,7 @@ fn churn_names_what_its_short_lived_sessions_ran() {
     );
     let f = the_finding(&d, FindingKind::ConnectionChurn);
     assert_eq!(
-        f.last_statements,
+        f.shown.last_statements,
         [StatementGroup {
             fingerprint: "SELECT * FROM items WHERE sku = ?".to_owned(),
             query_id: None,

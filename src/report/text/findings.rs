@@ -16,8 +16,8 @@ pub(super) fn findings(out: &mut String, d: &Decision) {
             out,
             "  {:<9} {:<18} {}",
             status(f),
-            f.kind.as_str(),
-            f.subject
+            f.shown.kind.as_str(),
+            f.shown.subject
         );
         if let Some(wait) = f.confirms_in {
             let _ = writeln!(
@@ -28,19 +28,24 @@ pub(super) fn findings(out: &mut String, d: &Decision) {
                 human(f.held_for + wait)
             );
         }
-        let _ = writeln!(out, "            {}", f.evidence);
-        last_statements(out, &f.last_statements);
-        if !f.pids.is_empty() {
-            let pids: Vec<String> = f.pids.iter().map(i64::to_string).collect();
-            let more = (f.sessions as usize)
-                .checked_sub(f.pids.len() + f.pooler_clients.len())
+        let _ = writeln!(out, "            {}", f.shown.evidence);
+        last_statements(out, &f.shown.last_statements);
+        if !f.shown.pids.is_empty() {
+            let pids: Vec<String> = f.shown.pids.iter().map(i64::to_string).collect();
+            let more = (f.shown.sessions as usize)
+                .checked_sub(f.shown.pids.len() + f.shown.pooler_clients.len())
                 .filter(|n| *n > 0)
                 .map(|n| format!(" and {n} more"))
                 .unwrap_or_default();
             let _ = writeln!(out, "            sessions: {}{more}", pids.join(", "));
         }
-        if let Some(first) = f.pooler_clients.first() {
-            let clients: Vec<String> = f.pooler_clients.iter().map(|c| c.to_string()).collect();
+        if let Some(first) = f.shown.pooler_clients.first() {
+            let clients: Vec<String> = f
+                .shown
+                .pooler_clients
+                .iter()
+                .map(|c| c.to_string())
+                .collect();
             let _ = writeln!(
                 out,
                 "            clients of pooler {} (no server session, not ended): {}",
@@ -48,7 +53,7 @@ pub(super) fn findings(out: &mut String, d: &Decision) {
                 clients.join(", ")
             );
         }
-        let _ = writeln!(out, "            likely cause: {}", f.cause);
+        let _ = writeln!(out, "            likely cause: {}", f.shown.cause);
     }
     out.push('\n');
 }
