@@ -8,8 +8,8 @@ use jiff::Timestamp;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 
 use crate::api::{
-    EvictionStatus, LeakReport, PoolPolicyStatus, ServerStatus, SessionCounts, TerminationCounts,
-    WaitingEviction,
+    EvictionStatus, LeakReport, Mode, PoolPolicyStatus, ServerStatus, SessionCounts,
+    TerminationCounts, WaitingEviction,
 };
 use crate::cycle::Cycle;
 use crate::database::DatabaseError;
@@ -115,10 +115,9 @@ pub fn build(
                     conditions::READY,
                     true,
                     reasons::RECONCILED,
-                    format!(
-                        "{} client sessions, {} governed",
-                        d.capacity.client_sessions, d.in_scope.total
-                    ),
+                    // No counts here: they change at almost every cycle, and a condition
+                    // that changes is a status write (the counts are in `sessions`).
+                    ready_message(d.mode).to_owned(),
                 ),
                 cond(
                     conditions::DATABASE_REACHABLE,
@@ -392,6 +391,16 @@ fn evictions(cycle: &Cycle) -> Option<EvictionStatus> {
     (status != EvictionStatus::default()).then_some(status)
 }
 
+/// The Ready condition's message after a cycle: what the controller does, never what it counted.
+pub fn ready_message(mode: Mode) -> &'static str {
+    match mode {
+        Mode::DryRun => {
+            "the server is looked at and the policy applied in DryRun: nothing is ended"
+        }
+        Mode::Enforce => "the server is looked at and the policy applied in Enforce",
+    }
+}
+
 /// How far the share of usable connections in use must move before that alone is worth a write.
 pub const UTILIZATION_STEP: u32 = 5;
 
@@ -409,12 +418,17 @@ pub fn worth_writing(
     now: Timestamp,
 ) -> bool {
     let Some(old) = old else { return true };
-    let lasting = |s: &PoolPolicyStatus| PoolPolicyStatus {
-        last_check_time: None,
-        connections: None,
-        sessions: None,
-        utilization_percent: None,
-        ..s.clone()
+    // Compared as the API server keeps them: times to the second (a time kept to the
+    // microsecond here and read back to the second would otherwise differ at every cycle).
+    let lasting = |s: &PoolPolicyStatus| {
+        serde_json::to_value(PoolPolicyStatus {
+            last_check_time: None,
+            connections: None,
+            sessions: None,
+            utilization_percent: None,
+            ..s.clone()
+        })
+        .ok()
     };
     if lasting(old) != lasting(new) {
         return true;
@@ -622,5 +636,33 @@ mod tests {
             ..with("40/97", counts(40, 3), 41)
         };
         assert!(worth_writing(Some(&old), &unmeasured, later));
+    }
+
+    #[test]
+    fn a_time_read_back_to_the_second_is_the_time_written() {
+        // What the API server gives back: the learned pool's period start to the second.
+        let read_back: PoolPolicyStatus = serde_json::from_value(serde_json::json!({
+            "lastCheckTime": "2026-01-01T10:00:00Z",
+            "learnedPools": [{"workload": "Deployment/app", "sessionsPerPod": 4,
+                              "thisPeriod": 4, "periodStart": "2026-01-01T09:59:52Z"}],
+        }))
+        .unwrap();
+        // What the next cycle builds: the same start, kept to the microsecond.
+        let mut built = read_back.clone();
+        built.learned_pools[0].period_start = Time(t("2026-01-01T09:59:52.123456Z"));
+        built.last_check_time = Some(Time(t("2026-01-01T10:00:30.5Z")));
+        assert_ne!(read_back, built, "different in memory");
+        assert!(!worth_writing(
+            Some(&read_back),
+            &built,
+            t("2026-01-01T10:00:30.5Z")
+        ));
+    }
+
+    #[test]
+    fn the_ready_message_carries_no_count() {
+        for mode in [Mode::DryRun, Mode::Enforce] {
+            assert!(!ready_message(mode).chars().any(|c| c.is_ascii_digit()));
+        }
     }
 }

@@ -750,10 +750,7 @@ async fn one_reconcile_terminates_annotates_raises_events_and_reports_in_that_or
     // Report: the status, by server-side apply.
     let r = next(&mut handle).await;
     assert_eq!(r.line(), (Method::PATCH, POLICY_STATUS, APPLY));
-    let ready_message = format!(
-        "{} client sessions, {} governed",
-        expected.capacity.client_sessions, expected.in_scope.total
-    );
+    let ready_message = super::status::ready_message(expected.mode);
     let detail = format!("IdleAccumulation: {}", finding.shown.summary);
     assert_eq!(
         stable(r.body.clone())["status"],
