@@ -25,6 +25,7 @@ use std::net::IpAddr;
 use serde::Serialize;
 
 use super::cluster::{ClusterView, DepartedPod, PodInfo, WorkloadRef};
+use super::name::Name;
 use super::pooler::{Behind, PooledClient};
 use crate::database::Session;
 
@@ -99,7 +100,7 @@ impl Via {
 pub struct Attribution {
     pub source: Source,
     /// The pod (or, for a client, its address) the session counts against for per-pod budgets.
-    pub pod: String,
+    pub pod: Name,
     pub via: Via,
     /// The pooler the session came through, when one is in front.
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -194,7 +195,7 @@ impl<'a> Attributor<'a> {
             },
             pod: session
                 .client_addr
-                .map_or_else(|| "local socket".to_owned(), |a| a.to_string()),
+                .map_or_else(|| "local socket".into(), |a| a.to_string().into()),
             via: Via::Unattributed,
             pooler: None,
         }
@@ -223,7 +224,7 @@ impl<'a> Attributor<'a> {
                 },
                 pod: client
                     .addr
-                    .map_or_else(|| "local socket".to_owned(), |a| a.to_string()),
+                    .map_or_else(|| "local socket".into(), |a| a.to_string().into()),
                 via: Via::Pooler,
                 pooler: None,
             },
@@ -247,7 +248,7 @@ fn held_by(pooler: &str, via: Via) -> Attribution {
         source: Source::Pooler {
             pooler: pooler.to_owned(),
         },
-        pod: pooler.to_owned(),
+        pod: pooler.into(),
         via,
         pooler: Some(pooler.to_owned()),
     }

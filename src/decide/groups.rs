@@ -6,6 +6,7 @@ use std::time::Duration;
 use serde::Serialize;
 
 use super::attribution::{Attribution, Source, Via};
+use super::name::Name;
 use crate::database::{Session, SessionState};
 
 /// Counts of sessions by state.
@@ -39,7 +40,7 @@ pub struct Group {
     /// How its sessions were attributed (the least trusted way wins, so orphans show).
     pub via: Via,
     pub counts: StateCounts,
-    pub pods: BTreeSet<String>,
+    pub pods: BTreeSet<Name>,
     /// The poolers its sessions came through, if any.
     #[serde(skip_serializing_if = "BTreeSet::is_empty")]
     pub poolers: BTreeSet<String>,

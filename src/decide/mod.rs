@@ -15,6 +15,7 @@ mod findings;
 mod groups;
 mod learned;
 mod memory;
+mod name;
 pub mod pooler;
 mod refusals;
 mod remediation;
@@ -37,6 +38,7 @@ pub use findings::{
 pub use groups::{Group, StateCounts};
 pub use learned::{LearnedPool, LearnedPools};
 pub use memory::{Finding, Memory};
+pub use name::Name;
 pub use pooler::{ConsoleUnread, PoolerLook, PoolerReport};
 pub use remediation::{
     Eviction, EvictionOutcome, Evictions, Held, HeldBecause, PinnedPool, Recovery,
@@ -217,7 +219,7 @@ pub fn decide(inputs: Inputs<'_>) -> Decision {
     let seen = memory.seen_until(
         governed
             .iter()
-            .map(|g| (&g.attribution.source, g.attribution.pod.as_str())),
+            .map(|g| (&g.attribution.source, &g.attribution.pod)),
         now,
         rules.window,
     );

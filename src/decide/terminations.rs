@@ -12,6 +12,7 @@ use serde::Serialize;
 
 use super::attribution::{Attribution, Source, Via};
 use super::findings::statements;
+use super::name::Name;
 use super::rules::Rules;
 use crate::database::{Protection, Session, SessionIdentity, SessionState, Snapshot, Statement};
 
@@ -45,7 +46,7 @@ pub struct Termination {
     pub identity: SessionIdentity,
     pub reason: Reason,
     pub source: Source,
-    pub pod: String,
+    pub pod: Name,
     /// The pooler the session came through: the source and pod are its client's.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub pooler: Option<String>,

@@ -18,9 +18,6 @@
 //! once" when none does alone. Like every finding it must hold for the window, and clears a
 //! window after it stops holding.
 
-use std::collections::BTreeMap;
-
-use jiff::Timestamp;
 use serde::Serialize;
 
 use super::{Budgets, FindingKind, Sighting};
@@ -28,6 +25,7 @@ use crate::decide::attribution::Source;
 use crate::decide::cluster::ClusterView;
 use crate::decide::groups::Group;
 use crate::decide::learned::LearnedPools;
+use crate::decide::memory::SeenSources;
 use crate::decide::rules::Rules;
 use crate::decide::scale::{LargestScale, ScaleFrom, largest};
 
@@ -131,7 +129,7 @@ pub fn overbooked(
     cluster: &ClusterView,
     budgets: &Budgets<'_>,
     rules: &Rules,
-    seen: &BTreeMap<Source, BTreeMap<String, Timestamp>>,
+    seen: &SeenSources,
     learned: &LearnedPools,
 ) -> Overbooking {
     let holding = |source: &Source| {
