@@ -18,12 +18,12 @@
 //! and one whose link changed between the pooler's two views to nobody this time
 //! (`Via::PoolerUnsettled`): neither is ever blamed on a pod.
 
-use std::collections::HashMap;
 use std::fmt;
 use std::net::IpAddr;
 
 use serde::Serialize;
 
+use super::FastMap;
 use super::cluster::{ClusterView, DepartedPod, PodInfo, WorkloadRef};
 use super::name::Name;
 use super::pooler::{Behind, PooledClient};
@@ -109,22 +109,22 @@ pub struct Attribution {
 
 /// Lookups built once per decision: O(1) per session even with thousands of pods.
 pub struct Attributor<'a> {
-    by_ip: HashMap<IpAddr, Vec<&'a PodInfo>>,
-    by_name: HashMap<&'a str, &'a PodInfo>,
-    departed_by_ip: HashMap<IpAddr, Vec<&'a DepartedPod>>,
+    by_ip: FastMap<IpAddr, Vec<&'a PodInfo>>,
+    by_name: FastMap<&'a str, &'a PodInfo>,
+    departed_by_ip: FastMap<IpAddr, Vec<&'a DepartedPod>>,
 }
 
 impl<'a> Attributor<'a> {
     pub fn new(cluster: &'a ClusterView) -> Self {
-        let mut by_ip: HashMap<IpAddr, Vec<&PodInfo>> = HashMap::new();
-        let mut by_name = HashMap::new();
+        let mut by_ip: FastMap<IpAddr, Vec<&PodInfo>> = FastMap::default();
+        let mut by_name = FastMap::default();
         for pod in &cluster.pods {
             for ip in &pod.ips {
                 by_ip.entry(*ip).or_default().push(pod);
             }
             by_name.insert(pod.name.as_str(), pod);
         }
-        let mut departed_by_ip: HashMap<IpAddr, Vec<&DepartedPod>> = HashMap::new();
+        let mut departed_by_ip: FastMap<IpAddr, Vec<&DepartedPod>> = FastMap::default();
         for pod in &cluster.departed {
             for ip in &pod.ips {
                 departed_by_ip.entry(*ip).or_default().push(pod);
