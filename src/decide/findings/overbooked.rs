@@ -21,6 +21,7 @@
 use serde::Serialize;
 
 use super::{Budgets, FindingKind, Sighting};
+use crate::decide::FastMap;
 use crate::decide::attribution::Source;
 use crate::decide::cluster::ClusterView;
 use crate::decide::groups::Group;
@@ -132,12 +133,9 @@ pub fn overbooked(
     seen: &SeenSources,
     learned: &LearnedPools,
 ) -> Overbooking {
-    let holding = |source: &Source| {
-        groups
-            .iter()
-            .find(|g| &g.source == source)
-            .map_or(0, |g| g.counts.total)
-    };
+    // Looked up once per workload: a scan of the groups for each was quadratic in workloads.
+    let held: FastMap<&Source, u32> = groups.iter().map(|g| (&g.source, g.counts.total)).collect();
+    let holding = |source: &Source| held.get(source).copied().unwrap_or(0);
     let mut bookings: Vec<Booking> = Vec::new();
     if cluster.workloads.is_empty() {
         for (source, pods) in seen {
