@@ -63,7 +63,7 @@ fn workload(w: usize) -> WorkloadRef {
     WorkloadRef {
         namespace: NS.into(),
         kind: "Deployment".into(),
-        name: format!("orders-{w}"),
+        name: format!("orders-{w}").into(),
     }
 }
 
@@ -73,7 +73,7 @@ fn cluster(pods: usize, now: Timestamp) -> ClusterView {
     let workloads = pods.div_ceil(PODS_PER_WORKLOAD);
     let pod_infos = (0..pods)
         .map(|i| PodInfo {
-            name: format!("orders-{}-7d9f6c-{i}", i / PODS_PER_WORKLOAD),
+            name: format!("orders-{}-7d9f6c-{i}", i / PODS_PER_WORKLOAD).into(),
             ips: vec![pod_ip(i)],
             started_at: Some(ago(now, 7 * 86400)),
             workload: workload(i / PODS_PER_WORKLOAD),
@@ -82,7 +82,7 @@ fn cluster(pods: usize, now: Timestamp) -> ClusterView {
         .collect();
     let departed = (0..(pods / 20).max(5))
         .map(|k| DepartedPod {
-            name: format!("orders-{}-5b8c4d-{k}", k % workloads),
+            name: format!("orders-{}-5b8c4d-{k}", k % workloads).into(),
             ips: vec![IpAddr::V4(Ipv4Addr::new(10, 100, (k >> 8) as u8, k as u8))],
             started_at: Some(ago(now, 8 * 86400)),
             departed_at: ago(now, 300),
@@ -146,7 +146,7 @@ fn snapshot(count: usize, cluster: &ClusterView, now: Timestamp, seed: u64) -> S
         let mut backend_type = "client backend";
         match kind {
             85..90 => {
-                application = pod.name.clone();
+                application = pod.name.to_string();
                 client_addr = Some(IpAddr::V4(Ipv4Addr::new(10, 250, 0, 1)));
             }
             90..93 => {

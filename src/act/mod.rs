@@ -129,7 +129,7 @@ mod tests {
                 application: "worker".into(),
                 address: None,
             },
-            pod: String::new(),
+            pod: "".into(),
             pooler: None,
             user: "app".into(),
             database: "app".into(),

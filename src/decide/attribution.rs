@@ -18,13 +18,14 @@
 //! and one whose link changed between the pooler's two views to nobody this time
 //! (`Via::PoolerUnsettled`): neither is ever blamed on a pod.
 
-use std::collections::HashMap;
 use std::fmt;
 use std::net::IpAddr;
 
 use serde::Serialize;
 
+use super::FastMap;
 use super::cluster::{ClusterView, DepartedPod, PodInfo, WorkloadRef};
+use super::name::Name;
 use super::pooler::{Behind, PooledClient};
 use crate::database::Session;
 
@@ -99,7 +100,7 @@ impl Via {
 pub struct Attribution {
     pub source: Source,
     /// The pod (or, for a client, its address) the session counts against for per-pod budgets.
-    pub pod: String,
+    pub pod: Name,
     pub via: Via,
     /// The pooler the session came through, when one is in front.
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -108,22 +109,22 @@ pub struct Attribution {
 
 /// Lookups built once per decision: O(1) per session even with thousands of pods.
 pub struct Attributor<'a> {
-    by_ip: HashMap<IpAddr, Vec<&'a PodInfo>>,
-    by_name: HashMap<&'a str, &'a PodInfo>,
-    departed_by_ip: HashMap<IpAddr, Vec<&'a DepartedPod>>,
+    by_ip: FastMap<IpAddr, Vec<&'a PodInfo>>,
+    by_name: FastMap<&'a str, &'a PodInfo>,
+    departed_by_ip: FastMap<IpAddr, Vec<&'a DepartedPod>>,
 }
 
 impl<'a> Attributor<'a> {
     pub fn new(cluster: &'a ClusterView) -> Self {
-        let mut by_ip: HashMap<IpAddr, Vec<&PodInfo>> = HashMap::new();
-        let mut by_name = HashMap::new();
+        let mut by_ip: FastMap<IpAddr, Vec<&PodInfo>> = FastMap::default();
+        let mut by_name = FastMap::default();
         for pod in &cluster.pods {
             for ip in &pod.ips {
                 by_ip.entry(*ip).or_default().push(pod);
             }
             by_name.insert(pod.name.as_str(), pod);
         }
-        let mut departed_by_ip: HashMap<IpAddr, Vec<&DepartedPod>> = HashMap::new();
+        let mut departed_by_ip: FastMap<IpAddr, Vec<&DepartedPod>> = FastMap::default();
         for pod in &cluster.departed {
             for ip in &pod.ips {
                 departed_by_ip.entry(*ip).or_default().push(pod);
@@ -194,7 +195,7 @@ impl<'a> Attributor<'a> {
             },
             pod: session
                 .client_addr
-                .map_or_else(|| "local socket".to_owned(), |a| a.to_string()),
+                .map_or_else(|| "local socket".into(), |a| a.to_string().into()),
             via: Via::Unattributed,
             pooler: None,
         }
@@ -223,7 +224,7 @@ impl<'a> Attributor<'a> {
                 },
                 pod: client
                     .addr
-                    .map_or_else(|| "local socket".to_owned(), |a| a.to_string()),
+                    .map_or_else(|| "local socket".into(), |a| a.to_string().into()),
                 via: Via::Pooler,
                 pooler: None,
             },
@@ -247,7 +248,7 @@ fn held_by(pooler: &str, via: Via) -> Attribution {
         source: Source::Pooler {
             pooler: pooler.to_owned(),
         },
-        pod: pooler.to_owned(),
+        pod: pooler.into(),
         via,
         pooler: Some(pooler.to_owned()),
     }

@@ -10,15 +10,17 @@ use std::net::IpAddr;
 use jiff::Timestamp;
 use serde::Serialize;
 
+use super::name::Name;
 use super::scale::ScaleSpec;
 
 /// A workload that owns pods: `Deployment/orders-api` in `shop`.
 #[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
+/// Its names are shared ([`Name`]): every session attributed to it carries a copy.
 pub struct WorkloadRef {
-    pub namespace: String,
+    pub namespace: Name,
     /// `Deployment`, `StatefulSet`, `DaemonSet`, `Job`, `CronJob`, `ReplicaSet` or `Pod` (a bare pod).
-    pub kind: String,
-    pub name: String,
+    pub kind: Name,
+    pub name: Name,
 }
 
 impl fmt::Display for WorkloadRef {
@@ -30,7 +32,7 @@ impl fmt::Display for WorkloadRef {
 /// A running pod, trimmed to what attribution needs.
 #[derive(Clone, Debug, PartialEq, Serialize)]
 pub struct PodInfo {
-    pub name: String,
+    pub name: Name,
     pub ips: Vec<IpAddr>,
     /// When the pod started; a session from its IP that is older belongs to someone else.
     pub started_at: Option<Timestamp>,
@@ -42,7 +44,7 @@ pub struct PodInfo {
 /// A pod that is gone; sessions it opened and left behind are orphans.
 #[derive(Clone, Debug, PartialEq, Serialize)]
 pub struct DepartedPod {
-    pub name: String,
+    pub name: Name,
     pub ips: Vec<IpAddr>,
     pub started_at: Option<Timestamp>,
     pub departed_at: Timestamp,

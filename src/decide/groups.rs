@@ -1,11 +1,13 @@
 //! Sessions counted per source (workload, or application and address) and per pod.
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::BTreeSet;
 use std::time::Duration;
 
 use serde::Serialize;
 
+use super::FastMap;
 use super::attribution::{Attribution, Source, Via};
+use super::name::Name;
 use crate::database::{Session, SessionState};
 
 /// Counts of sessions by state.
@@ -39,7 +41,7 @@ pub struct Group {
     /// How its sessions were attributed (the least trusted way wins, so orphans show).
     pub via: Via,
     pub counts: StateCounts,
-    pub pods: BTreeSet<String>,
+    pub pods: BTreeSet<Name>,
     /// The poolers its sessions came through, if any.
     #[serde(skip_serializing_if = "BTreeSet::is_empty")]
     pub poolers: BTreeSet<String>,
@@ -84,7 +86,7 @@ fn trust(via: Via) -> u8 {
 /// source compared string by string at each step of a tree was most of deciding's cost): the
 /// sort at the end gives the order.
 pub fn by_source(governed: &[Governed<'_>], observed_at: jiff::Timestamp) -> Vec<Group> {
-    let mut groups: HashMap<&Source, Group> = HashMap::new();
+    let mut groups: FastMap<&Source, Group> = FastMap::default();
     for g in governed {
         let s = g.session;
         let group = groups

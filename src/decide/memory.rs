@@ -28,12 +28,13 @@ use serde::Serialize;
 use super::attribution::Source;
 use super::findings::{ChurnTally, FindingKind, Shown, Sighting, Subject, statements};
 use super::learned::LearnedPools;
+use super::name::Name;
 use super::remediation::Evictions;
 use crate::database::elapsed;
 use crate::database::fingerprint::SHORT_FINGERPRINT_CHARS;
 
 /// Pods (or client addresses) of each source, with when each was last seen.
-pub type SeenSources = BTreeMap<Source, BTreeMap<String, Timestamp>>;
+pub type SeenSources = BTreeMap<Source, BTreeMap<Name, Timestamp>>;
 
 /// Carried from one decision to the next; `Memory::default()` for the first.
 #[derive(Clone, Debug, Default, PartialEq, Serialize)]
@@ -281,7 +282,7 @@ impl Memory {
     /// `current` (source, pod) pairs seen now.
     pub(super) fn seen_until<'a>(
         &self,
-        current: impl IntoIterator<Item = (&'a Source, &'a str)>,
+        current: impl IntoIterator<Item = (&'a Source, &'a Name)>,
         now: Timestamp,
         window: Duration,
     ) -> SeenSources {
@@ -292,7 +293,7 @@ impl Memory {
         seen.retain(|_, pods| !pods.is_empty());
         // By source first (hashed), so that each source is looked up, and copied, once rather
         // than once per session.
-        let mut now_seen: HashMap<&Source, Vec<&str>> = HashMap::new();
+        let mut now_seen: HashMap<&Source, Vec<&Name>> = HashMap::new();
         for (source, pod) in current {
             now_seen.entry(source).or_default().push(pod);
         }
@@ -302,12 +303,7 @@ impl Memory {
                 None => seen.entry(source.clone()).or_default(),
             };
             for pod in pods {
-                match known.get_mut(pod) {
-                    Some(last) => *last = now,
-                    None => {
-                        known.insert(pod.to_owned(), now);
-                    }
-                }
+                known.insert(pod.clone(), now);
             }
         }
         seen

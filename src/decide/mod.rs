@@ -15,6 +15,7 @@ mod findings;
 mod groups;
 mod learned;
 mod memory;
+mod name;
 pub mod pooler;
 mod refusals;
 mod remediation;
@@ -37,6 +38,7 @@ pub use findings::{
 pub use groups::{Group, StateCounts};
 pub use learned::{LearnedPool, LearnedPools};
 pub use memory::{Finding, Memory};
+pub use name::Name;
 pub use pooler::{ConsoleUnread, PoolerLook, PoolerReport};
 pub use remediation::{
     Eviction, EvictionOutcome, Evictions, Held, HeldBecause, PinnedPool, Recovery,
@@ -52,6 +54,12 @@ use serde::Serialize;
 use crate::api::Mode;
 use crate::database::{LastStatements, Protection, Snapshot};
 use groups::Governed;
+
+/// A hash map for what deciding sorts out once per session (by source, pod or address): hashed
+/// with foldhash, several times faster than the standard SipHash on such short keys, and seeded
+/// at random as the standard one is. Nothing depends on its order: each is sorted afterwards or
+/// only looked up in.
+pub(crate) type FastMap<K, V> = HashMap<K, V, foldhash::fast::RandomState>;
 
 /// Everything a decision depends on.
 pub struct Inputs<'a> {
@@ -217,7 +225,7 @@ pub fn decide(inputs: Inputs<'_>) -> Decision {
     let seen = memory.seen_until(
         governed
             .iter()
-            .map(|g| (&g.attribution.source, g.attribution.pod.as_str())),
+            .map(|g| (&g.attribution.source, &g.attribution.pod)),
         now,
         rules.window,
     );
@@ -310,7 +318,7 @@ pub fn decide(inputs: Inputs<'_>) -> Decision {
 /// For each workload, the most governed sessions one of its pods holds now (a pooler's held
 /// connections are the pooler's, not a pod's): what [`learned`] remembers.
 fn most_per_pod(governed: &[Governed<'_>]) -> BTreeMap<WorkloadRef, u32> {
-    let mut per_pod: HashMap<(&WorkloadRef, &str), u32> = HashMap::new();
+    let mut per_pod: FastMap<(&WorkloadRef, &str), u32> = FastMap::default();
     for g in governed
         .iter()
         .filter(|g| !g.attribution.via.is_held_by_pooler())

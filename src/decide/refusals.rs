@@ -4,7 +4,7 @@
 //! so. A session is its pid and its backend start: a reused pid is another session. Nothing is
 //! refused in `DryRun`: nothing is ended there.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeSet, HashMap, HashSet};
 
 use jiff::Timestamp;
 
@@ -26,12 +26,21 @@ pub fn refusals(
     if mode != Mode::Enforce {
         return (BTreeSet::new(), BTreeSet::new());
     }
+    if protected.is_empty() {
+        return (BTreeSet::new(), BTreeSet::new());
+    }
+    // One pass over the sessions, not one per refused session: thousands of them (a superuser's
+    // pool) against a hundred thousand sessions made this the costliest step of deciding.
+    let protected_pids: HashSet<i64> = protected.iter().map(|p| p.pid).collect();
+    let mut backend_start: HashMap<i64, Timestamp> = HashMap::new();
+    for s in &snapshot.sessions {
+        if protected_pids.contains(&s.pid) {
+            backend_start.entry(s.pid).or_insert(s.backend_start);
+        }
+    }
     let refused: BTreeSet<SessionKey> = protected
         .iter()
-        .filter_map(|p| {
-            let session = snapshot.sessions.iter().find(|s| s.pid == p.pid)?;
-            Some((p.pid, session.backend_start))
-        })
+        .filter_map(|p| Some((p.pid, *backend_start.get(&p.pid)?)))
         .collect();
     let new = refused
         .iter()

@@ -12,6 +12,7 @@ use serde::Serialize;
 
 use super::attribution::{Attribution, Source, Via};
 use super::findings::statements;
+use super::name::Name;
 use super::rules::Rules;
 use crate::database::{Protection, Session, SessionIdentity, SessionState, Snapshot, Statement};
 
@@ -45,7 +46,7 @@ pub struct Termination {
     pub identity: SessionIdentity,
     pub reason: Reason,
     pub source: Source,
-    pub pod: String,
+    pub pod: Name,
     /// The pooler the session came through: the source and pod are its client's.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub pooler: Option<String>,
@@ -141,8 +142,8 @@ pub fn select(
     rules: &Rules,
 ) -> Verdicts {
     let mut verdicts = Verdicts::default();
-    // Ordered before they are written out: a termination carries a dozen strings, and sorting
-    // thousands of them moved far more memory than deciding on them took.
+    // Ordered before they are written out, and by a small key: a termination carries a dozen
+    // strings, and sorting thousands of them moved far more memory than deciding on them took.
     let mut allowed = Vec::new();
     for (session, attribution, reason) in condemned {
         let in_state_for = session.in_state_for(snapshot.observed_at);
@@ -157,40 +158,42 @@ pub fn select(
             });
             continue;
         }
-        // Without a state and its timestamp there is nothing to re-verify against: leave it.
-        let Some(identity) = session.identity() else {
-            continue;
-        };
         let blocks = blocks.get(&session.pid).copied().unwrap_or(0);
-        allowed.push((blocks, in_state_for, identity, session, attribution, reason));
+        allowed.push((blocks, in_state_for, session, attribution, reason));
     }
     allowed.sort_by(|a, b| {
         b.0.cmp(&a.0)
             .then(b.1.cmp(&a.1))
             .then(a.2.pid.cmp(&b.2.pid))
     });
-    let mut allowed: Vec<Termination> = allowed
-        .into_iter()
-        .map(
-            |(blocks, in_state_for, identity, session, attribution, reason)| Termination {
-                identity,
-                reason,
-                source: attribution.source.clone(),
-                pod: attribution.pod.clone(),
-                pooler: attribution.pooler.clone(),
-                user: session.user.clone().unwrap_or_default(),
-                database: session.database.clone().unwrap_or_default(),
-                application_name: session.application_name.clone(),
-                in_state_for,
-                blocks,
-                checked_out: session.state.is_idle_in_transaction(),
-                last_statement: statements::of(session, rules).cloned(),
-            },
-        )
+    let mut allowed =
+        allowed
+            .into_iter()
+            .filter_map(|(blocks, in_state_for, session, attribution, reason)| {
+                // Without a state and its timestamp there is nothing to re-verify against: leave it.
+                let identity = session.identity()?;
+                Some(Termination {
+                    identity,
+                    reason,
+                    source: attribution.source.clone(),
+                    pod: attribution.pod.clone(),
+                    pooler: attribution.pooler.clone(),
+                    user: session.user.clone().unwrap_or_default(),
+                    database: session.database.clone().unwrap_or_default(),
+                    application_name: session.application_name.clone(),
+                    in_state_for,
+                    blocks,
+                    checked_out: session.state.is_idle_in_transaction(),
+                    last_statement: statements::of(session, rules).cloned(),
+                })
+            });
+    // Written straight into the list each belongs to: splitting one list would copy the
+    // thousands deferred once more.
+    verdicts.selected = allowed
+        .by_ref()
+        .take(rules.max_terminations_per_cycle)
         .collect();
-    let cap = rules.max_terminations_per_cycle.min(allowed.len());
-    verdicts.deferred = allowed.split_off(cap);
-    verdicts.selected = allowed;
+    verdicts.deferred = allowed.collect();
     verdicts
         .protected
         .sort_by_key(|p| std::cmp::Reverse(p.in_state_for));

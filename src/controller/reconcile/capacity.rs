@@ -65,9 +65,9 @@ pub fn learned(status: Option<&PoolPolicyStatus>, namespace: &str) -> LearnedPoo
         .filter_map(|l| {
             let (kind, name) = l.workload.split_once('/')?;
             let workload = WorkloadRef {
-                namespace: namespace.to_owned(),
-                kind: kind.to_owned(),
-                name: name.to_owned(),
+                namespace: namespace.into(),
+                kind: kind.into(),
+                name: name.into(),
             };
             let mark = LearnedPool {
                 this_period: l.this_period,

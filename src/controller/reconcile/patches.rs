@@ -64,8 +64,8 @@ pub fn workload_reference(
     Some(ObjectReference {
         api_version: Some(kind.api_version()),
         kind: Some(kind.kind.to_owned()),
-        name: Some(workload.name.clone()),
-        namespace: Some(workload.namespace.clone()),
+        name: Some(workload.name.to_string()),
+        namespace: Some(workload.namespace.to_string()),
         uid: identity.and_then(|i| i.uid.clone()),
         resource_version: identity.and_then(|i| i.resource_version.clone()),
         ..ObjectReference::default()

@@ -64,9 +64,9 @@ fn number(annotations: Option<&BTreeMap<String, String>>, key: &str) -> Option<u
 /// that changes no workload's scale.
 pub fn change(request: &Request<'_>, index: &ClusterIndex) -> Option<Change> {
     let workload = |kind: &str, name: &str| WorkloadRef {
-        namespace: request.namespace.to_owned(),
-        kind: kind.to_owned(),
-        name: name.to_owned(),
+        namespace: request.namespace.into(),
+        kind: kind.into(),
+        name: name.into(),
     };
     match (
         request.group,

@@ -18,16 +18,15 @@
 //! once" when none does alone. Like every finding it must hold for the window, and clears a
 //! window after it stops holding.
 
-use std::collections::BTreeMap;
-
-use jiff::Timestamp;
 use serde::Serialize;
 
 use super::{Budgets, FindingKind, Sighting};
+use crate::decide::FastMap;
 use crate::decide::attribution::Source;
 use crate::decide::cluster::ClusterView;
 use crate::decide::groups::Group;
 use crate::decide::learned::LearnedPools;
+use crate::decide::memory::SeenSources;
 use crate::decide::rules::Rules;
 use crate::decide::scale::{LargestScale, ScaleFrom, largest};
 
@@ -131,15 +130,12 @@ pub fn overbooked(
     cluster: &ClusterView,
     budgets: &Budgets<'_>,
     rules: &Rules,
-    seen: &BTreeMap<Source, BTreeMap<String, Timestamp>>,
+    seen: &SeenSources,
     learned: &LearnedPools,
 ) -> Overbooking {
-    let holding = |source: &Source| {
-        groups
-            .iter()
-            .find(|g| &g.source == source)
-            .map_or(0, |g| g.counts.total)
-    };
+    // Looked up once per workload: a scan of the groups for each was quadratic in workloads.
+    let held: FastMap<&Source, u32> = groups.iter().map(|g| (&g.source, g.counts.total)).collect();
+    let holding = |source: &Source| held.get(source).copied().unwrap_or(0);
     let mut bookings: Vec<Booking> = Vec::new();
     if cluster.workloads.is_empty() {
         for (source, pods) in seen {

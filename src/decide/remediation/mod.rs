@@ -21,12 +21,13 @@
 //! not idle in a transaction) or has waited for [`PENDING_FOR`] (two hours). In `DryRun`, what `Enforce`
 //! would end makes the pinned pools, and the reports say what would be evicted.
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{BTreeMap, HashSet};
 use std::time::Duration;
 
 use jiff::Timestamp;
 use serde::Serialize;
 
+use super::FastMap;
 use super::attribution::Source;
 use super::cluster::{ClusterView, PodInfo, WorkloadRef};
 use super::groups::Governed;
@@ -221,7 +222,7 @@ pub fn pinned_pools(governed: &[Governed<'_>], ended: &[Termination]) -> Vec<Pin
         return Vec::new();
     }
     // Only the pods something was ended of are counted: a handful, against every session.
-    let mut sessions: HashMap<(&Source, &str), (u32, bool)> =
+    let mut sessions: FastMap<(&Source, &str), (u32, bool)> =
         ended_by_pod.keys().map(|key| (*key, (0, true))).collect();
     for g in governed {
         let key = (&g.attribution.source, g.attribution.pod.as_str());

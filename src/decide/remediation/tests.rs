@@ -18,9 +18,9 @@ fn at(secs: i64) -> Timestamp {
 
 fn workload(kind: &str, name: &str) -> WorkloadRef {
     WorkloadRef {
-        namespace: "shop".to_owned(),
-        kind: kind.to_owned(),
-        name: name.to_owned(),
+        namespace: "shop".into(),
+        kind: kind.into(),
+        name: name.into(),
     }
 }
 
@@ -30,7 +30,7 @@ fn orders() -> WorkloadRef {
 
 fn pod(name: &str, owner: &WorkloadRef, ready: bool) -> PodInfo {
     PodInfo {
-        name: name.to_owned(),
+        name: name.into(),
         ips: Vec::new(),
         started_at: None,
         workload: owner.clone(),

@@ -10,7 +10,7 @@ fn a_session_from_a_pod_ip_that_started_after_the_pod_belongs_to_its_deployment(
     let d = decide_with(&snap, &rules(ENFORCE), &cluster(), &Memory::default());
     let g = group(&d, &deployment());
     assert_eq!(g.via, Via::PodIp);
-    assert_eq!(g.pods, BTreeSet::from([pod_name(1)]));
+    assert_eq!(g.pods, BTreeSet::from([pod_name(1).into()]));
     assert_eq!(d.terminate[0].source, deployment());
     assert_eq!(d.terminate[0].pod, pod_name(1));
 }
@@ -80,7 +80,7 @@ fn an_application_name_equal_to_a_pod_name_attributes_the_session_to_that_pod() 
     let g = group(&d, &deployment());
     assert_eq!(g.via, Via::ApplicationName);
     assert_eq!(g.counts.total, 2);
-    assert_eq!(g.pods, BTreeSet::from([pod_name(2)]));
+    assert_eq!(g.pods, BTreeSet::from([pod_name(2).into()]));
     let stale = group(&d, &client(&pod_name(2), Some("192.168.7.8")));
     assert_eq!(stale.via, Via::Unattributed);
 }
@@ -162,7 +162,10 @@ fn an_idle_orphan_is_terminated_at_once_but_an_active_one_is_not() {
     let orphans = group(&d, &deployment());
     assert_eq!(orphans.via, Via::Orphaned);
     assert_eq!(orphans.counts.total, 4);
-    assert_eq!(orphans.pods, BTreeSet::from([pod_name(1), pod_name(4)]));
+    assert_eq!(
+        orphans.pods,
+        BTreeSet::from([pod_name(1).into(), pod_name(4).into()])
+    );
     let stranger = group(&d, &client("app", Some(&pod_ip(4))));
     assert_eq!(stranger.via, Via::Unattributed);
     assert_eq!(stranger.counts.total, 2, "232 and 234");

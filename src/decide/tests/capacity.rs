@@ -17,9 +17,9 @@ struct App {
 impl App {
     fn workload(&self) -> WorkloadRef {
         WorkloadRef {
-            namespace: "shop".to_owned(),
-            kind: "Deployment".to_owned(),
-            name: self.name.to_owned(),
+            namespace: "shop".into(),
+            kind: "Deployment".into(),
+            name: self.name.into(),
         }
     }
 
@@ -30,7 +30,7 @@ impl App {
     fn pods(&self) -> Vec<PodInfo> {
         (1..=self.running)
             .map(|n| PodInfo {
-                name: format!("{}-5d8f7-{n}", self.name),
+                name: format!("{}-5d8f7-{n}", self.name).into(),
                 ips: vec![ip(&self.pod_ip(n))],
                 started_at: Some(ago(24 * HOUR)),
                 workload: self.workload(),

@@ -484,13 +484,13 @@ fn connection_churn_keeps_its_subject_from_cycle_to_cycle_and_confirms() {
             pod(1),
             pod(2),
             PodInfo {
-                name: "celery-0".to_owned(),
+                name: "celery-0".into(),
                 ips: vec![ip("10.0.9.9")],
                 started_at: Some(ago(24 * HOUR)),
                 workload: WorkloadRef {
-                    namespace: "shop".to_owned(),
-                    kind: "Deployment".to_owned(),
-                    name: "celery".to_owned(),
+                    namespace: "shop".into(),
+                    kind: "Deployment".into(),
+                    name: "celery".into(),
                 },
                 ready: true,
             },
@@ -550,13 +550,13 @@ fn every_churner_over_the_threshold_is_named_whatever_its_share() {
     // average but not in any one look: the 12/s worker is caught three times in the first look,
     // beside ten of the other's (23%), and not at all in some.
     let worker = |n: u8| PodInfo {
-        name: format!("celery-{n}"),
+        name: format!("celery-{n}").into(),
         ips: vec![ip(&format!("10.0.9.{n}"))],
         started_at: Some(ago(24 * HOUR)),
         workload: WorkloadRef {
-            namespace: "shop".to_owned(),
-            kind: "Deployment".to_owned(),
-            name: format!("celery-{n}"),
+            namespace: "shop".into(),
+            kind: "Deployment".into(),
+            name: format!("celery-{n}").into(),
         },
         ready: true,
     };

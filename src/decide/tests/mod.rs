@@ -352,9 +352,9 @@ fn ip(addr: &str) -> IpAddr {
 
 fn orders_api() -> WorkloadRef {
     WorkloadRef {
-        namespace: "shop".to_owned(),
-        kind: "Deployment".to_owned(),
-        name: "orders-api".to_owned(),
+        namespace: "shop".into(),
+        kind: "Deployment".into(),
+        name: "orders-api".into(),
     }
 }
 
@@ -383,7 +383,7 @@ fn pod_ip(n: u8) -> String {
 
 fn pod(n: u8) -> PodInfo {
     PodInfo {
-        name: pod_name(n),
+        name: pod_name(n).into(),
         ips: vec![ip(&pod_ip(n))],
         started_at: Some(ago(24 * HOUR)),
         workload: orders_api(),
@@ -394,7 +394,7 @@ fn pod(n: u8) -> PodInfo {
 /// Pod `n` of orders-api, gone at `departed_at` after two days of running.
 fn departed(n: u8, departed_at: Timestamp) -> DepartedPod {
     DepartedPod {
-        name: pod_name(n),
+        name: pod_name(n).into(),
         ips: vec![ip(&pod_ip(n))],
         started_at: Some(ago(48 * HOUR)),
         departed_at,

@@ -126,7 +126,10 @@ fn behind_a_pooler_an_idle_transaction_is_named_on_the_pod_holding_it_and_ended(
     assert_eq!(t.pooler.as_deref(), Some(POOLER));
     let g = group(&d, &deployment());
     assert_eq!(g.via, Via::Pooler);
-    assert_eq!(g.pods, BTreeSet::from([pod_name(1), pod_name(2)]));
+    assert_eq!(
+        g.pods,
+        BTreeSet::from([pod_name(1).into(), pod_name(2).into()])
+    );
     assert_eq!(g.poolers, BTreeSet::from([POOLER.to_owned()]));
     let report = &d.poolers[0];
     assert_eq!(
@@ -153,7 +156,7 @@ fn a_connection_the_pooler_holds_is_counted_on_the_pooler_and_never_ended_howeve
         assert!(!pids(&d.deferred).contains(&302));
         let g = group(&d, &held());
         assert_eq!((g.counts.total, g.via), (1, Via::HeldByPooler));
-        assert_eq!(g.pods, BTreeSet::from([POOLER.to_owned()]));
+        assert_eq!(g.pods, BTreeSet::from([POOLER.into()]));
         assert!(
             d.findings.iter().all(|f| f.shown.subject != about(held())),
             "{:#?}",

@@ -139,7 +139,7 @@ pub(super) fn termination_table(out: &mut String, list: &[Termination]) {
             term.reason.as_str().to_owned(),
             human(term.in_state_for),
             term.source.to_string(),
-            term.pod.clone(),
+            term.pod.to_string(),
             term.user.clone(),
             term.database.clone(),
         ]);

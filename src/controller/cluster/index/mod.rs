@@ -349,9 +349,9 @@ impl ClusterIndex {
     fn workload(&self, namespace: &str, pod: &str, owner: Option<&OwnerLink>) -> WorkloadRef {
         let Some(mut current) = owner.cloned() else {
             return WorkloadRef {
-                namespace: namespace.to_owned(),
-                kind: kinds::POD.kind.to_owned(),
-                name: pod.to_owned(),
+                namespace: namespace.into(),
+                kind: kinds::POD.kind.into(),
+                name: pod.into(),
             };
         };
         let owners = self.namespaces.get(namespace).map(|n| &n.owners);
@@ -367,34 +367,34 @@ impl ClusterIndex {
             }
         }
         WorkloadRef {
-            namespace: namespace.to_owned(),
-            kind: current.kind,
-            name: current.name,
+            namespace: namespace.into(),
+            kind: current.kind.into(),
+            name: current.name.into(),
         }
     }
 
     fn annotations_of(&self, w: &WorkloadRef) -> Option<&BTreeMap<String, String>> {
-        let namespace = self.namespaces.get(&w.namespace)?;
+        let namespace = self.namespaces.get(w.namespace.as_str())?;
         if w.kind == kinds::POD.kind {
-            return namespace.pods.get(&w.name).map(|p| &p.annotations);
+            return namespace.pods.get(w.name.as_str()).map(|p| &p.annotations);
         }
         let kind = kinds::owner(&w.kind)?;
         namespace
             .owners
-            .get(&(kind.kind, w.name.clone()))
+            .get(&(kind.kind, w.name.to_string()))
             .map(|o| &o.annotations)
     }
 
     /// The uid and resourceVersion of a workload, for an Event's reference.
     pub fn identity(&self, w: &WorkloadRef) -> Option<&Identity> {
-        let namespace = self.namespaces.get(&w.namespace)?;
+        let namespace = self.namespaces.get(w.namespace.as_str())?;
         if w.kind == kinds::POD.kind {
-            return namespace.pods.get(&w.name).map(|p| &p.identity);
+            return namespace.pods.get(w.name.as_str()).map(|p| &p.identity);
         }
         let kind = kinds::owner(&w.kind)?;
         namespace
             .owners
-            .get(&(kind.kind, w.name.clone()))
+            .get(&(kind.kind, w.name.to_string()))
             .map(|o| &o.identity)
     }
 
@@ -444,7 +444,7 @@ impl ClusterIndex {
             let workload = self.workload(namespace, name, record.owner.as_ref());
             *replicas.entry(workload.clone()).or_default() += 1;
             view.pods.push(PodInfo {
-                name: name.clone(),
+                name: name.into(),
                 ips: record.ips.clone(),
                 started_at: record.started_at,
                 workload,
@@ -458,7 +458,7 @@ impl ClusterIndex {
                 let workload = self.workload(namespace, &d.name, d.owner.as_ref());
                 replicas.entry(workload.clone()).or_default();
                 view.departed.push(DepartedPod {
-                    name: d.name.clone(),
+                    name: d.name.as_str().into(),
                     ips: d.ips.clone(),
                     started_at: d.started_at,
                     departed_at: d.departed_at,
@@ -542,9 +542,9 @@ impl ClusterIndex {
                     .collect();
                 (!keys.is_empty()).then(|| StaleCopy {
                     object: WorkloadRef {
-                        namespace: namespace.to_owned(),
-                        kind: link.kind,
-                        name: link.name,
+                        namespace: namespace.into(),
+                        kind: link.kind.into(),
+                        name: link.name.into(),
                     },
                     keys,
                 })
@@ -564,9 +564,9 @@ impl ClusterIndex {
             annotations.get(POLICY).is_some_and(|p| p == policy)
         };
         let workload = |kind: &str, name: &str| WorkloadRef {
-            namespace: namespace.to_owned(),
-            kind: kind.to_owned(),
-            name: name.to_owned(),
+            namespace: namespace.into(),
+            kind: kind.into(),
+            name: name.into(),
         };
         let mut found: Vec<WorkloadRef> = ns
             .owners

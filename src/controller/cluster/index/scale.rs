@@ -73,7 +73,7 @@ impl ClusterIndex {
     /// The autoscaler that targets `workload`, the largest maximum should several (they would
     /// fight; the largest is the one to fear).
     pub fn autoscaler_of(&self, workload: &WorkloadRef) -> Option<Autoscaler> {
-        let namespace = self.namespaces.get(&workload.namespace)?;
+        let namespace = self.namespaces.get(workload.namespace.as_str())?;
         namespace
             .autoscalers
             .iter()
@@ -99,9 +99,9 @@ impl ClusterIndex {
     ) -> ScaleSpec {
         let own = kinds::owner(&workload.kind).and_then(|kind| {
             self.namespaces
-                .get(&workload.namespace)?
+                .get(workload.namespace.as_str())?
                 .owners
-                .get(&(kind.kind, workload.name.clone()))
+                .get(&(kind.kind, workload.name.to_string()))
         });
         let scale = own.map(|o| o.scale).unwrap_or_default();
         ScaleSpec {
@@ -117,14 +117,17 @@ impl ClusterIndex {
     /// selector), and the pool per pod it declares: for the admission webhook, which judges one
     /// workload at a time.
     pub fn workload_now(&self, workload: &WorkloadRef) -> (ScaleSpec, Option<u32>) {
-        let running = self.namespaces.get(&workload.namespace).map_or(0, |ns| {
-            ns.pods
-                .iter()
-                .filter(|(name, p)| {
-                    &self.workload(&workload.namespace, name, p.owner.as_ref()) == workload
-                })
-                .count() as u32
-        });
+        let running = self
+            .namespaces
+            .get(workload.namespace.as_str())
+            .map_or(0, |ns| {
+                ns.pods
+                    .iter()
+                    .filter(|(name, p)| {
+                        &self.workload(&workload.namespace, name, p.owner.as_ref()) == workload
+                    })
+                    .count() as u32
+            });
         let number = |key: &str| {
             self.annotations_of(workload)
                 .and_then(|a| a.get(key))

@@ -102,8 +102,9 @@ fn owner_chains_lead_to_the_workload() {
 #[test]
 fn a_policy_sees_only_its_own_namespace_and_selected_pods() {
     let index = index();
-    let names =
-        |view: &ClusterView| -> Vec<String> { view.pods.iter().map(|p| p.name.clone()).collect() };
+    let names = |view: &ClusterView| -> Vec<String> {
+        view.pods.iter().map(|p| p.name.to_string()).collect()
+    };
     assert_eq!(
         names(&view(&index)),
         ["debug", "nightly-2901-x", "orders-7d9f-a", "orders-7d9f-b"]
