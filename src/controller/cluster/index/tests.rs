@@ -1,3 +1,7 @@
+use std::collections::BTreeMap;
+
+use kube::core::Selector;
+
 use super::*;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, OwnerReference};
 use serde_json::json;
