@@ -60,6 +60,8 @@ use groups::Governed;
 /// at random as the standard one is. Nothing depends on its order: each is sorted afterwards or
 /// only looked up in.
 pub(crate) type FastMap<K, V> = HashMap<K, V, foldhash::fast::RandomState>;
+/// The set of [`FastMap`].
+pub(crate) type FastSet<K> = HashSet<K, foldhash::fast::RandomState>;
 
 /// Everything a decision depends on.
 pub struct Inputs<'a> {
@@ -185,10 +187,10 @@ pub fn decide(inputs: Inputs<'_>) -> Decision {
         &pooler_clients,
         &findings::DetectorContext {
             snapshot,
-            cluster,
             budgets: &budgets,
             rules,
             blocks: &blocks,
+            departures: findings::departures(cluster),
         },
     );
 
@@ -257,7 +259,7 @@ pub fn decide(inputs: Inputs<'_>) -> Decision {
     }
     let annotations = annotations::plan(&findings, cluster, rules.annotate);
     // What this cycle ends (or, in DryRun, would end) of pinned pools, and whom to evict.
-    let working: HashSet<&str> = governed
+    let working: FastSet<&str> = governed
         .iter()
         .filter(|g| !g.session.state.is_idle_in_transaction())
         .map(|g| g.attribution.pod.as_str())

@@ -44,7 +44,7 @@ async fn sessions_idle_in_transaction_and_aborted_are_terminated() {
         .outcome
         .terminated
         .iter()
-        .map(|t| t.identity.state.clone())
+        .map(|t| t.identity.state.to_owned())
         .collect();
     assert_eq!(
         states,

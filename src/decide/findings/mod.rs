@@ -33,68 +33,88 @@ pub use budgets::Budgets;
 pub use churn::{ChurnTally, churn};
 pub use ended::{ended, merge as merge_ended};
 pub use kind::{CHECKED_OUT_NOTE, FindingKind, POOLER_CLIENTS_NOTE};
+pub use orphaned::departures;
 pub use overbooked::{Booking, PoolFrom, overbooked};
 pub use pooler_saturation::pooler_saturation;
 pub use server_saturation::server_saturation;
 pub use sighting::*;
 pub use statements::StatementGroup;
 
-use std::collections::{BTreeMap, HashMap};
-
+use super::FastMap;
 use super::attribution::Source;
-use super::cluster::ClusterView;
 use super::groups::Governed;
 use super::rules::Rules;
 use crate::database::Snapshot;
 
 /// One source's governed sessions, by pod (for clients outside Kubernetes: by address), and the
-/// pooler clients of its pods that hold no server session.
+/// pooler clients of its pods that hold no server session: sorted out once per decision, for
+/// every detector.
 pub struct SourceSessions<'g, 'a> {
     pub source: &'g Source,
-    pub pods: BTreeMap<&'g str, Vec<&'g Governed<'a>>>,
-    pub pooler_clients: BTreeMap<&'g str, Vec<&'g ClientConnection<'a>>>,
+    /// By pod name.
+    pub pods: Vec<PodSessions<'g, 'a>>,
+}
+
+/// One pod's governed sessions, and every connection it holds.
+pub struct PodSessions<'g, 'a> {
+    pub name: &'g str,
+    pub sessions: Vec<&'g Governed<'a>>,
+    /// Its server sessions, then its pooler clients that hold none: what the per-pod detectors
+    /// count.
+    pub connections: Vec<Connection>,
 }
 
 impl<'g, 'a> SourceSessions<'g, 'a> {
-    fn new(source: &'g Source) -> Self {
-        Self {
-            source,
-            pods: BTreeMap::new(),
-            pooler_clients: BTreeMap::new(),
-        }
-    }
-
     fn all(&self) -> impl Iterator<Item = &'g Governed<'a>> + '_ {
-        self.pods.values().flatten().copied()
+        self.pods
+            .iter()
+            .flat_map(|pod| pod.sessions.iter().copied())
     }
+}
 
-    /// Every connection of each pod: its server sessions, then its pooler clients.
-    fn connections(&self, now: jiff::Timestamp) -> BTreeMap<&'g str, Vec<Connection>> {
-        let mut by_pod: BTreeMap<&'g str, Vec<Connection>> = BTreeMap::new();
-        for (pod, sessions) in &self.pods {
-            by_pod
-                .entry(pod)
-                .or_default()
-                .extend(sessions.iter().map(|g| Connection::of_session(g, now)));
-        }
-        for (pod, clients) in &self.pooler_clients {
-            by_pod
-                .entry(pod)
-                .or_default()
-                .extend(clients.iter().map(|c| Connection::of_client(c)));
-        }
-        by_pod
+/// A source's sessions and pooler clients by pod, while they are sorted out.
+#[derive(Default)]
+struct Sorting<'g, 'a> {
+    sessions: FastMap<&'g str, Vec<&'g Governed<'a>>>,
+    pooler_clients: FastMap<&'g str, Vec<&'g ClientConnection<'a>>>,
+}
+
+impl<'g, 'a> Sorting<'g, 'a> {
+    fn into_pods(mut self, now: jiff::Timestamp) -> Vec<PodSessions<'g, 'a>> {
+        let mut names: Vec<&'g str> = self.sessions.keys().copied().collect();
+        names.extend(
+            self.pooler_clients
+                .keys()
+                .filter(|pod| !self.sessions.contains_key(*pod)),
+        );
+        names.sort_unstable();
+        names
+            .into_iter()
+            .map(|name| {
+                let sessions = self.sessions.remove(name).unwrap_or_default();
+                let clients = self.pooler_clients.remove(name).unwrap_or_default();
+                let mut connections = Vec::with_capacity(sessions.len() + clients.len());
+                connections.extend(sessions.iter().map(|g| Connection::of_session(g, now)));
+                connections.extend(clients.iter().map(|c| Connection::of_client(c)));
+                PodSessions {
+                    name,
+                    sessions,
+                    connections,
+                }
+            })
+            .collect()
     }
 }
 
 /// What every source detector may consult besides the source's own sessions.
 pub struct DetectorContext<'a> {
     pub snapshot: &'a Snapshot,
-    pub cluster: &'a ClusterView,
     pub budgets: &'a Budgets<'a>,
     pub rules: &'a Rules,
     /// For each pid, how many sessions wait on its locks.
-    pub blocks: &'a HashMap<i64, u32>,
+    pub blocks: &'a FastMap<i64, u32>,
+    /// When each departed pod left (see [`departures`]).
+    pub departures: FastMap<&'a str, jiff::Timestamp>,
 }
 
 /// Every finding about a source, from the governed sessions and the pooler clients that hold
@@ -105,7 +125,7 @@ pub fn about_sources(
     context: &DetectorContext<'_>,
 ) -> Vec<Sighting> {
     // Hashed while sorting sessions out, ordered once for the detectors (see `groups::by_source`).
-    let mut by_source: HashMap<&Source, SourceSessions<'_, '_>> = HashMap::new();
+    let mut by_source: FastMap<&Source, Sorting<'_, '_>> = FastMap::default();
     // A pooler's held connections are nobody's leak: what PgBouncer does with them is its own
     // policy (server_idle_timeout); a pool that makes clients wait is `pooler_saturation`'s.
     for g in governed
@@ -114,8 +134,8 @@ pub fn about_sources(
     {
         by_source
             .entry(&g.attribution.source)
-            .or_insert_with(|| SourceSessions::new(&g.attribution.source))
-            .pods
+            .or_default()
+            .sessions
             .entry(g.attribution.pod.as_str())
             .or_default()
             .push(g);
@@ -123,7 +143,7 @@ pub fn about_sources(
     for c in pooler_clients {
         by_source
             .entry(&c.attribution.source)
-            .or_insert_with(|| SourceSessions::new(&c.attribution.source))
+            .or_default()
             .pooler_clients
             .entry(c.attribution.pod.as_str())
             .or_default()
@@ -137,8 +157,15 @@ pub fn about_sources(
         pool_saturation::find,
         orphaned::find,
     ];
-    let mut sources: Vec<SourceSessions<'_, '_>> = by_source.into_values().collect();
-    sources.sort_by(|a, b| a.source.cmp(b.source));
+    let now = context.snapshot.observed_at;
+    let mut sources: Vec<SourceSessions<'_, '_>> = by_source
+        .into_iter()
+        .map(|(source, sorting)| SourceSessions {
+            source,
+            pods: sorting.into_pods(now),
+        })
+        .collect();
+    sources.sort_unstable_by(|a, b| a.source.cmp(b.source));
     sources
         .iter()
         .flat_map(|source| detectors.iter().filter_map(move |d| d(source, context)))
