@@ -281,10 +281,10 @@ impl Memory {
     }
 
     /// The sources seen during the window up to `now`: the previous ones still within it, and
-    /// `current` (source, pod) pairs seen now.
+    /// the pods of each source seen now (each source once, each of its pods once).
     pub(super) fn seen_until<'a>(
         &self,
-        current: impl IntoIterator<Item = (&'a Source, &'a Name)>,
+        current: impl IntoIterator<Item = (&'a Source, Vec<&'a Name>)>,
         now: Timestamp,
         window: Duration,
     ) -> SeenSources {
@@ -302,15 +302,7 @@ impl Memory {
                 (!kept.is_empty()).then(|| (source.clone(), kept))
             })
             .collect();
-        // By source first (hashed), so that each source is looked up, and copied, once rather
-        // than once per session; each pod once, however many sessions it holds.
-        let mut now_seen: FastMap<&Source, Vec<&Name>> = FastMap::default();
-        for (source, pod) in current {
-            now_seen.entry(source).or_default().push(pod);
-        }
-        for (source, mut pods) in now_seen {
-            pods.sort_unstable();
-            pods.dedup();
+        for (source, pods) in current {
             let known = match seen.get_mut(source) {
                 Some(known) => known,
                 None => seen.entry(source.clone()).or_default(),

@@ -43,6 +43,7 @@ pub use statements::StatementGroup;
 use super::FastMap;
 use super::attribution::Source;
 use super::groups::Governed;
+use super::numbers::Numbers;
 use super::rules::Rules;
 use crate::database::Snapshot;
 
@@ -72,37 +73,23 @@ impl<'g, 'a> SourceSessions<'g, 'a> {
     }
 }
 
-/// A source's sessions and pooler clients by pod, while they are sorted out.
+/// A pod's sessions and pooler clients, while they are sorted out.
 #[derive(Default)]
 struct Sorting<'g, 'a> {
-    sessions: FastMap<&'g str, Vec<&'g Governed<'a>>>,
-    pooler_clients: FastMap<&'g str, Vec<&'g ClientConnection<'a>>>,
+    sessions: Vec<&'g Governed<'a>>,
+    pooler_clients: Vec<&'g ClientConnection<'a>>,
 }
 
 impl<'g, 'a> Sorting<'g, 'a> {
-    fn into_pods(mut self, now: jiff::Timestamp) -> Vec<PodSessions<'g, 'a>> {
-        let mut names: Vec<&'g str> = self.sessions.keys().copied().collect();
-        names.extend(
-            self.pooler_clients
-                .keys()
-                .filter(|pod| !self.sessions.contains_key(*pod)),
-        );
-        names.sort_unstable();
-        names
-            .into_iter()
-            .map(|name| {
-                let sessions = self.sessions.remove(name).unwrap_or_default();
-                let clients = self.pooler_clients.remove(name).unwrap_or_default();
-                let mut connections = Vec::with_capacity(sessions.len() + clients.len());
-                connections.extend(sessions.iter().map(|g| Connection::of_session(g, now)));
-                connections.extend(clients.iter().map(|c| Connection::of_client(c)));
-                PodSessions {
-                    name,
-                    sessions,
-                    connections,
-                }
-            })
-            .collect()
+    fn into_pod(self, name: &'g str, now: jiff::Timestamp) -> PodSessions<'g, 'a> {
+        let mut connections = Vec::with_capacity(self.sessions.len() + self.pooler_clients.len());
+        connections.extend(self.sessions.iter().map(|g| Connection::of_session(g, now)));
+        connections.extend(self.pooler_clients.iter().map(|c| Connection::of_client(c)));
+        PodSessions {
+            name,
+            sessions: self.sessions,
+            connections,
+        }
     }
 }
 
@@ -122,32 +109,27 @@ pub struct DetectorContext<'a> {
 pub fn about_sources(
     governed: &[Governed<'_>],
     pooler_clients: &[ClientConnection<'_>],
+    numbers: &Numbers<'_>,
     context: &DetectorContext<'_>,
 ) -> Vec<Sighting> {
-    // Hashed while sorting sessions out, ordered once for the detectors (see `groups::by_source`).
-    let mut by_source: FastMap<&Source, Sorting<'_, '_>> = FastMap::default();
+    // By pod number while sorting sessions out, ordered once for the detectors.
+    let mut by_pod: Vec<Sorting<'_, '_>> =
+        numbers.pods.iter().map(|_| Sorting::default()).collect();
     // A pooler's held connections are nobody's leak: what PgBouncer does with them is its own
     // policy (server_idle_timeout); a pool that makes clients wait is `pooler_saturation`'s.
-    for g in governed
-        .iter()
-        .filter(|g| !g.attribution.via.is_held_by_pooler())
-    {
-        by_source
-            .entry(&g.attribution.source)
-            .or_default()
-            .sessions
-            .entry(g.attribution.pod.as_str())
-            .or_default()
-            .push(g);
+    for (g, n) in governed.iter().zip(&numbers.governed) {
+        if !g.attribution.via.is_held_by_pooler() {
+            by_pod[n.pod].sessions.push(g);
+        }
     }
-    for c in pooler_clients {
-        by_source
-            .entry(&c.attribution.source)
-            .or_default()
-            .pooler_clients
-            .entry(c.attribution.pod.as_str())
-            .or_default()
-            .push(c);
+    for (c, n) in pooler_clients.iter().zip(&numbers.pooler_clients) {
+        by_pod[n.pod].pooler_clients.push(c);
+    }
+    let mut pods_of: Vec<Vec<usize>> = numbers.sources.iter().map(|_| Vec::new()).collect();
+    for (pod, sorting) in by_pod.iter().enumerate() {
+        if !(sorting.sessions.is_empty() && sorting.pooler_clients.is_empty()) {
+            pods_of[numbers.pods[pod].1].push(pod);
+        }
     }
     // Churn, Overbooked and ServerSaturation look beyond one source: see their own functions.
     let detectors: [fn(&SourceSessions<'_, '_>, &DetectorContext<'_>) -> Option<Sighting>; 5] = [
@@ -158,11 +140,22 @@ pub fn about_sources(
         orphaned::find,
     ];
     let now = context.snapshot.observed_at;
-    let mut sources: Vec<SourceSessions<'_, '_>> = by_source
+    let mut sources: Vec<SourceSessions<'_, '_>> = pods_of
         .into_iter()
-        .map(|(source, sorting)| SourceSessions {
-            source,
-            pods: sorting.into_pods(now),
+        .enumerate()
+        .filter(|(_, pods)| !pods.is_empty())
+        .map(|(source, mut pods)| {
+            pods.sort_unstable_by_key(|pod| numbers.pod(*pod).as_str());
+            SourceSessions {
+                source: numbers.source(source),
+                pods: pods
+                    .into_iter()
+                    .map(|pod| {
+                        let name = numbers.pod(pod).as_str();
+                        std::mem::take(&mut by_pod[pod]).into_pod(name, now)
+                    })
+                    .collect(),
+            }
         })
         .collect();
     sources.sort_unstable_by(|a, b| a.source.cmp(b.source));
