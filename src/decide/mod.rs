@@ -147,7 +147,7 @@ pub fn decide(inputs: Inputs<'_>) -> Decision {
     let attributor = attribution::Attributor::new(cluster);
     let (behind_poolers, pooler_reports) = pooler::join_looks(&snapshot.sessions, poolers);
 
-    let mut governed = Vec::new();
+    let mut governed = Vec::with_capacity(snapshot.sessions.len());
     let mut out_of_scope: BTreeMap<Exclusion, u32> = BTreeMap::new();
     for session in &snapshot.sessions {
         match rules.scope.governs(session, snapshot) {
