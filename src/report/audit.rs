@@ -294,7 +294,7 @@ mod tests {
             identity: SessionIdentity {
                 pid,
                 backend_start: at(0),
-                state: "idle in transaction".into(),
+                state: "idle in transaction",
                 state_change: at(40),
                 xact_start: Some(at(0)),
             },

@@ -150,7 +150,7 @@ mod tests {
         SessionIdentity {
             pid: 42,
             backend_start: at(0),
-            state: state.into(),
+            state,
             state_change: at(state_change),
             xact_start: None,
         }
