@@ -52,6 +52,11 @@ mod scale_tables;
 #[path = "../tests/support/kube.rs"]
 mod standin;
 
+/// The allocator of the image's binary (see `src/main.rs`), so that what the benchmark's own
+/// process does (observing, deciding) costs what it costs in the image.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 use std::path::Path;
 use std::process::ExitCode;
 use std::time::Instant;

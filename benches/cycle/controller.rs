@@ -229,16 +229,31 @@ impl Controller {
     }
 
     pub async fn ready(&self) -> bool {
-        let Ok(mut stream) = tokio::net::TcpStream::connect(("127.0.0.1", self.port)).await else {
-            return false;
-        };
-        let request = b"GET /readyz HTTP/1.0\r\nHost: localhost\r\n\r\n";
-        if stream.write_all(request).await.is_err() {
-            return false;
-        }
+        self.get("/readyz").await.is_some_and(|response| {
+            response.starts_with("HTTP/1.0 200") || response.starts_with("HTTP/1.1 200")
+        })
+    }
+
+    /// The value of the first line of `/metrics` that starts with `line_start`.
+    pub async fn metric(&self, line_start: &str) -> Option<f64> {
+        let response = self.get("/metrics").await?;
+        response
+            .lines()
+            .find(|l| l.starts_with(line_start))
+            .and_then(|l| l.rsplit(' ').next())
+            .and_then(|v| v.parse().ok())
+    }
+
+    /// The whole response to a GET of `path`, status line included.
+    async fn get(&self, path: &str) -> Option<String> {
+        let mut stream = tokio::net::TcpStream::connect(("127.0.0.1", self.port))
+            .await
+            .ok()?;
+        let request = format!("GET {path} HTTP/1.0\r\nHost: localhost\r\n\r\n");
+        stream.write_all(request.as_bytes()).await.ok()?;
         let mut response = String::new();
         let _ = stream.read_to_string(&mut response).await;
-        response.starts_with("HTTP/1.0 200") || response.starts_with("HTTP/1.1 200")
+        Some(response)
     }
 
     pub fn pid(&self) -> u32 {

@@ -387,7 +387,7 @@ pub async fn run(cfg: &Config) -> Res<Table> {
          as many departed pods, all in the policy's namespace. Policy: Enforce, idleTimeout 30m, \
          idleInTransactionTimeout 5m, maxTerminationsPerCycle 20, maxConnectionsPerPod 15, \
          window 10m. Each decision starts from the memory of a decision 10 s earlier (steady \
-         state); one warm-up run is discarded. ms: wall time, median (min–max); CPU: the \
+         state); one warm-up run is discarded. Allocator: mimalloc, as in the image's binary. ms: wall time, median (min–max); CPU: the \
          deciding thread's own time on a core (`/proc/thread-self/schedstat`), which a busy \
          machine does not inflate as it does the wall time."
     ));

@@ -77,6 +77,9 @@ pub struct Row {
     pub cpu_slots: Vec<f64>,
     pub logged: probe::Logged,
     pub backends: Backends,
+    /// Looks the controller took over the window: answered (A, B, C) and failed (D); NaN from a
+    /// binary without `poolwarden_server_looks_total`.
+    pub looks: (f64, f64),
     pub writes: std::collections::BTreeMap<&'static str, u64>,
     pub restart_ready_secs: f64,
     /// Until every policy on A, B and C was reconciled again; and D's had failed once too.
@@ -168,6 +171,7 @@ async fn measure(cfg: &Config, sizes: &Sizes, servers: &[Served], policies: usiz
     let mut backends = Backends::default();
     backends.sample(servers).await?;
     let cpu_start = process_cpu_seconds(pid)?;
+    let looks_start = looks_taken(&controller).await;
     let window_start = Instant::now();
     let (mut rss, mut cpu_slots) = (Vec::new(), Vec::new());
     let (mut slot_start, mut slot_cpu) = (Instant::now(), cpu_start);
@@ -184,6 +188,8 @@ async fn measure(cfg: &Config, sizes: &Sizes, servers: &[Served], policies: usiz
     let window_secs = window_start.elapsed().as_secs_f64();
     let cpu_percent = (process_cpu_seconds(pid)? - cpu_start) / window_secs * 100.0;
     let hwm = memory_mib(pid)?.1;
+    let looks_end = looks_taken(&controller).await;
+    let looks = (looks_end.0 - looks_start.0, looks_end.1 - looks_start.1);
     let logged = probe::read_log(&log, log_start);
     let writes = probe::writes(standin.log_text().get(api_start..).unwrap_or_default());
 
@@ -232,11 +238,24 @@ async fn measure(cfg: &Config, sizes: &Sizes, servers: &[Served], policies: usiz
         cpu_slots,
         logged,
         backends,
+        looks,
         writes,
         restart_ready_secs,
         restart_all_secs,
         restart_hwm,
     })
+}
+
+/// The controller's `poolwarden_server_looks_total`: answered, failed.
+async fn looks_taken(controller: &Controller) -> (f64, f64) {
+    let mut counts = [f64::NAN; 2];
+    for (count, outcome) in counts.iter_mut().zip(["answered", "failed"]) {
+        let line = format!("poolwarden_server_looks_total{{outcome=\"{outcome}\"}}");
+        if let Some(n) = controller.metric(&line).await {
+            *count = n;
+        }
+    }
+    (counts[0], counts[1])
 }
 
 async fn until_ready(controller: &mut Controller, log: &Path, since: Instant) -> Res<f64> {

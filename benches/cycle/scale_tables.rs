@@ -126,6 +126,8 @@ pub fn tables(rows: &[Row], sizes: &Sizes, setup_secs: f64) -> Vec<Table> {
             "monitoring connections at most: A / B / C / D",
             "CPU of poolwarden's backends, ms a minute: A / B / C",
             "same, % of one core (A + B + C)",
+            "looks a minute: answered (A + B + C) / failed (D)",
+            "CPU per answered look, ms",
         ],
     );
     for r in rows {
@@ -141,14 +143,18 @@ pub fn tables(rows: &[Row], sizes: &Sizes, setup_secs: f64) -> Vec<Table> {
             format!("{} / {} / {} / {}", most[0], most[1], most[2], most[3]),
             format!("{:.0} / {:.0} / {:.0}", cpu[0], cpu[1], cpu[2]),
             format!("{:.3}", cpu.iter().sum::<f64>() / 600.0),
+            format!("{:.1} / {:.1}", r.looks.0 / minutes, r.looks.1 / minutes),
+            format!("{:.1}", cpu.iter().sum::<f64>() / (r.looks.0 / minutes)),
         ]);
     }
     servers.note(
         "Connections: `pg_stat_activity` rows with `application_name = 'poolwarden'`, sampled \
          each second (on D, the connections its listener holds open). CPU: the monitoring \
          backends' `/proc/PID/schedstat` over the window, for every look (snapshot, and the \
-         churn sample when due) taken over them. Every row looks at servers of the same size: \
-         what differs is how many policies read them.",
+         churn sample when due) taken over them. Looks: the controller's own count \
+         (`poolwarden_server_looks_total`) over the window; by design about two a minute per \
+         server at a 30 s interval, however many policies share them. Every row looks at servers \
+         of the same size: what differs is how many policies read them.",
     );
 
     let mut writes = Table::new(

@@ -120,7 +120,7 @@ mod tests {
             identity: SessionIdentity {
                 pid,
                 backend_start: jiff::Timestamp::UNIX_EPOCH,
-                state: "idle".into(),
+                state: "idle",
                 state_change: jiff::Timestamp::UNIX_EPOCH,
                 xact_start: None,
             },

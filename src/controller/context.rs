@@ -65,7 +65,8 @@ impl<C: Connector> Context<C> {
             eviction_client: parts.eviction_client,
             index: parts.index,
             readiness: parts.readiness,
-            engines: Engines::new(parts.connector),
+            engines: Engines::new(parts.connector)
+                .counting_looks(parts.metrics.server_looks.clone()),
             poolers: Poolers::default(),
             secrets: parts.secrets,
             metrics: parts.metrics,

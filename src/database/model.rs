@@ -296,7 +296,7 @@ impl Session {
         Some(SessionIdentity {
             pid: self.pid,
             backend_start: self.backend_start,
-            state: self.state.as_pg_str()?.to_owned(),
+            state: self.state.as_pg_str()?,
             state_change: self.state_change?,
             xact_start: self.xact_start,
         })
@@ -321,7 +321,8 @@ pub fn elapsed(earlier: Timestamp, later: Timestamp) -> Duration {
 pub struct SessionIdentity {
     pub pid: i64,
     pub backend_start: Timestamp,
-    pub state: String,
+    /// As `pg_stat_activity.state` says it.
+    pub state: &'static str,
     pub state_change: Timestamp,
     pub xact_start: Option<Timestamp>,
 }

@@ -3,7 +3,9 @@
 //! Only confirmed findings are written; a workload's annotations go once its findings have cleared
 //! for a window (see [`super::memory`]). A workload annotated by another policy is left to it.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet};
+
+use crate::decide::FastMap;
 
 use serde::Serialize;
 
@@ -44,7 +46,7 @@ pub fn plan(findings: &[Finding], cluster: &ClusterView, annotate: bool) -> Vec<
         return Vec::new();
     };
     // Confirmed findings by workload, in their order: one pass, not one per workload.
-    let mut by_workload: HashMap<&WorkloadRef, Vec<&Finding>> = HashMap::new();
+    let mut by_workload: FastMap<&WorkloadRef, Vec<&Finding>> = FastMap::default();
     for f in findings.iter().filter(|f| f.confirmed) {
         if let Subject::Source {
             source: Source::Workload(w),

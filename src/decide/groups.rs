@@ -5,9 +5,9 @@ use std::time::Duration;
 
 use serde::Serialize;
 
-use super::FastMap;
 use super::attribution::{Attribution, Source, Via};
 use super::name::Name;
+use super::numbers::Numbers;
 use crate::database::{Session, SessionState};
 
 /// Counts of sessions by state.
@@ -82,32 +82,34 @@ fn trust(via: Via) -> u8 {
     }
 }
 
-/// Groups governed sessions by source, biggest first. Hashed, not ordered, while counting (a
-/// source compared string by string at each step of a tree was most of deciding's cost): the
-/// sort at the end gives the order.
-pub fn by_source(governed: &[Governed<'_>], observed_at: jiff::Timestamp) -> Vec<Group> {
-    let mut groups: FastMap<&Source, Group> = FastMap::default();
-    for g in governed {
+/// Groups governed sessions by source, biggest first: in a list by the sources' [`Numbers`],
+/// the sort at the end gives the order.
+pub fn by_source(
+    governed: &[Governed<'_>],
+    numbers: &Numbers<'_>,
+    observed_at: jiff::Timestamp,
+) -> Vec<Group> {
+    let mut groups: Vec<Option<Group>> = numbers.sources.iter().map(|_| None).collect();
+    let mut pod_counted = vec![false; numbers.pods.len()];
+    for (g, n) in governed.iter().zip(&numbers.governed) {
         let s = g.session;
-        let group = groups
-            .entry(&g.attribution.source)
-            .or_insert_with(|| Group {
-                source: g.attribution.source.clone(),
-                via: g.attribution.via,
-                counts: StateCounts::default(),
-                pods: BTreeSet::new(),
-                poolers: BTreeSet::new(),
-                oldest_idle: Duration::ZERO,
-                oldest_idle_in_transaction: Duration::ZERO,
-                oldest_transaction: Duration::ZERO,
-                oldest_connection: Duration::ZERO,
-            });
+        let group = groups[n.source].get_or_insert_with(|| Group {
+            source: g.attribution.source.clone(),
+            via: g.attribution.via,
+            counts: StateCounts::default(),
+            pods: BTreeSet::new(),
+            poolers: BTreeSet::new(),
+            oldest_idle: Duration::ZERO,
+            oldest_idle_in_transaction: Duration::ZERO,
+            oldest_transaction: Duration::ZERO,
+            oldest_connection: Duration::ZERO,
+        });
         if trust(g.attribution.via) < trust(group.via) {
             group.via = g.attribution.via;
         }
         group.counts.add(s.state);
-        // Copied only the first time: most sessions are of a pod already counted.
-        if !group.pods.contains(&g.attribution.pod) {
+        if !pod_counted[n.pod] {
+            pod_counted[n.pod] = true;
             group.pods.insert(g.attribution.pod.clone());
         }
         if let Some(pooler) = &g.attribution.pooler
@@ -128,7 +130,7 @@ pub fn by_source(governed: &[Governed<'_>], observed_at: jiff::Timestamp) -> Vec
         }
         group.oldest_connection = group.oldest_connection.max(s.connected_for(observed_at));
     }
-    let mut groups: Vec<Group> = groups.into_values().collect();
+    let mut groups: Vec<Group> = groups.into_iter().flatten().collect();
     groups.sort_by(|a, b| {
         b.counts
             .total

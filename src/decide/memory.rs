@@ -19,7 +19,9 @@
 //! What `Enforce` ends for a leak ([`Sighting::ended`]) is confirmed at once: the termination was
 //! decided on that evidence, and ending the sessions must not hide the leak from its owners.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet};
+
+use crate::decide::FastMap;
 use std::time::Duration;
 
 use jiff::Timestamp;
@@ -39,7 +41,7 @@ pub type SeenSources = BTreeMap<Source, BTreeMap<Name, Timestamp>>;
 /// Carried from one decision to the next; `Memory::default()` for the first.
 #[derive(Clone, Debug, Default, PartialEq, Serialize)]
 pub struct Memory {
-    tracked: BTreeMap<(Subject, FindingKind), Tracked>,
+    tracked: FastMap<(Subject, FindingKind), Tracked>,
     /// `(observed_at, sessions_opened_total)` of the previous snapshot.
     pub(super) last_sample: Option<(Timestamp, i64)>,
     /// Short-lived sessions per source over the last window.
@@ -68,7 +70,7 @@ pub(super) const MISSED_LOOKS: u32 = 2;
 
 /// What a decision worked out for the next one (see [`Memory::after_look`]).
 pub(super) struct WorkedOut {
-    pub tracked: BTreeMap<(Subject, FindingKind), Tracked>,
+    pub tracked: FastMap<(Subject, FindingKind), Tracked>,
     pub last_sample: Option<(Timestamp, i64)>,
     pub churn_tally: ChurnTally,
     pub seen: SeenSources,
@@ -167,8 +169,8 @@ impl Memory {
         sightings: Vec<Sighting>,
         now: Timestamp,
         window: Duration,
-    ) -> (Vec<Finding>, BTreeMap<(Subject, FindingKind), Tracked>) {
-        let mut next = BTreeMap::new();
+    ) -> (Vec<Finding>, FastMap<(Subject, FindingKind), Tracked>) {
+        let mut next = FastMap::with_capacity_and_hasher(sightings.len(), Default::default());
         let mut findings = Vec::new();
         for sighting in sightings {
             let key = (sighting.shown.subject.clone(), sighting.shown.kind);
@@ -279,31 +281,39 @@ impl Memory {
     }
 
     /// The sources seen during the window up to `now`: the previous ones still within it, and
-    /// `current` (source, pod) pairs seen now.
+    /// the pods of each source seen now (each source once, each of its pods once).
     pub(super) fn seen_until<'a>(
         &self,
-        current: impl IntoIterator<Item = (&'a Source, &'a Name)>,
+        current: impl IntoIterator<Item = (&'a Source, Vec<&'a Name>)>,
         now: Timestamp,
         window: Duration,
     ) -> SeenSources {
-        let mut seen = self.seen.clone();
-        for pods in seen.values_mut() {
-            pods.retain(|_, last| elapsed(*last, now) < window);
-        }
-        seen.retain(|_, pods| !pods.is_empty());
-        // By source first (hashed), so that each source is looked up, and copied, once rather
-        // than once per session.
-        let mut now_seen: HashMap<&Source, Vec<&Name>> = HashMap::new();
-        for (source, pod) in current {
-            now_seen.entry(source).or_default().push(pod);
-        }
-        for (source, pods) in now_seen {
+        // The previous ones still within the window, copied in order (a bulk build), not
+        // cloned whole and then trimmed.
+        let mut seen: SeenSources = self
+            .seen
+            .iter()
+            .filter_map(|(source, pods)| {
+                let kept: BTreeMap<Name, Timestamp> = pods
+                    .iter()
+                    .filter(|(_, last)| elapsed(**last, now) < window)
+                    .map(|(pod, last)| (pod.clone(), *last))
+                    .collect();
+                (!kept.is_empty()).then(|| (source.clone(), kept))
+            })
+            .collect();
+        for (source, pods) in current {
             let known = match seen.get_mut(source) {
                 Some(known) => known,
                 None => seen.entry(source.clone()).or_default(),
             };
             for pod in pods {
-                known.insert(pod.clone(), now);
+                match known.get_mut(pod) {
+                    Some(last) => *last = now,
+                    None => {
+                        known.insert(pod.clone(), now);
+                    }
+                }
             }
         }
         seen

@@ -16,6 +16,7 @@ mod groups;
 mod learned;
 mod memory;
 mod name;
+mod numbers;
 pub mod pooler;
 mod refusals;
 mod remediation;
@@ -60,6 +61,8 @@ use groups::Governed;
 /// at random as the standard one is. Nothing depends on its order: each is sorted afterwards or
 /// only looked up in.
 pub(crate) type FastMap<K, V> = HashMap<K, V, foldhash::fast::RandomState>;
+/// The set of [`FastMap`].
+pub(crate) type FastSet<K> = HashSet<K, foldhash::fast::RandomState>;
 
 /// Everything a decision depends on.
 pub struct Inputs<'a> {
@@ -144,7 +147,7 @@ pub fn decide(inputs: Inputs<'_>) -> Decision {
     let attributor = attribution::Attributor::new(cluster);
     let (behind_poolers, pooler_reports) = pooler::join_looks(&snapshot.sessions, poolers);
 
-    let mut governed = Vec::new();
+    let mut governed = Vec::with_capacity(snapshot.sessions.len());
     let mut out_of_scope: BTreeMap<Exclusion, u32> = BTreeMap::new();
     for session in &snapshot.sessions {
         match rules.scope.governs(session, snapshot) {
@@ -177,18 +180,20 @@ pub fn decide(inputs: Inputs<'_>) -> Decision {
         .collect();
     let verdicts = terminations::select(condemned, snapshot, &blocks, rules);
 
-    let groups = groups::by_source(&governed, now);
     let budgets = findings::Budgets::new(cluster, rules);
     let pooler_clients = pooler_clients(&governed, &behind_poolers, poolers, rules, &attributor);
+    let numbers = numbers::Numbers::new(&governed, &pooler_clients);
+    let groups = groups::by_source(&governed, &numbers, now);
     let mut sightings = findings::about_sources(
         &governed,
         &pooler_clients,
+        &numbers,
         &findings::DetectorContext {
             snapshot,
-            cluster,
             budgets: &budgets,
             rules,
             blocks: &blocks,
+            departures: findings::departures(cluster),
         },
     );
 
@@ -222,14 +227,8 @@ pub fn decide(inputs: Inputs<'_>) -> Decision {
     let mut capacity = capacity::measure(snapshot, in_scope.total, rules.max_connections);
     capacity.new_sessions_per_second = churn.rate;
     sightings.extend(findings::server_saturation(&capacity, &groups, rules));
-    let seen = memory.seen_until(
-        governed
-            .iter()
-            .map(|g| (&g.attribution.source, &g.attribution.pod)),
-        now,
-        rules.window,
-    );
-    let learned = learned::learn(&memory.learned, &most_per_pod(&governed), now);
+    let seen = memory.seen_until(numbers.governed_pods_by_source(), now, rules.window);
+    let learned = learned::learn(&memory.learned, &most_per_pod(&governed, &numbers), now);
     let overbooking = findings::overbooked(
         capacity.usable_connections,
         &groups,
@@ -257,7 +256,7 @@ pub fn decide(inputs: Inputs<'_>) -> Decision {
     }
     let annotations = annotations::plan(&findings, cluster, rules.annotate);
     // What this cycle ends (or, in DryRun, would end) of pinned pools, and whom to evict.
-    let working: HashSet<&str> = governed
+    let working: FastSet<&str> = governed
         .iter()
         .filter(|g| !g.session.state.is_idle_in_transaction())
         .map(|g| g.attribution.pod.as_str())
@@ -317,22 +316,29 @@ pub fn decide(inputs: Inputs<'_>) -> Decision {
 
 /// For each workload, the most governed sessions one of its pods holds now (a pooler's held
 /// connections are the pooler's, not a pod's): what [`learned`] remembers.
-fn most_per_pod(governed: &[Governed<'_>]) -> BTreeMap<WorkloadRef, u32> {
-    let mut per_pod: FastMap<(&WorkloadRef, &str), u32> = FastMap::default();
-    for g in governed
-        .iter()
-        .filter(|g| !g.attribution.via.is_held_by_pooler())
-    {
-        if let Source::Workload(w) = &g.attribution.source {
-            *per_pod.entry((w, g.attribution.pod.as_str())).or_default() += 1;
+fn most_per_pod(
+    governed: &[Governed<'_>],
+    numbers: &numbers::Numbers<'_>,
+) -> BTreeMap<WorkloadRef, u32> {
+    let mut per_pod = vec![0u32; numbers.pods.len()];
+    for (g, n) in governed.iter().zip(&numbers.governed) {
+        if !g.attribution.via.is_held_by_pooler() {
+            per_pod[n.pod] += 1;
         }
     }
-    let mut most: BTreeMap<WorkloadRef, u32> = BTreeMap::new();
-    for ((w, _), n) in per_pod {
-        let m = most.entry(w.clone()).or_default();
-        *m = (*m).max(n);
+    let mut most = vec![0u32; numbers.sources.len()];
+    for (pod, n) in per_pod.into_iter().enumerate() {
+        let source = numbers.pods[pod].1;
+        most[source] = most[source].max(n);
     }
-    most
+    most.into_iter()
+        .enumerate()
+        .filter(|(_, n)| *n > 0)
+        .filter_map(|(source, n)| match numbers.source(source) {
+            Source::Workload(w) => Some((w.clone(), n)),
+            _ => None,
+        })
+        .collect()
 }
 
 /// The pooler clients that count beside the governed sessions in the per-pod findings: those

@@ -4,11 +4,12 @@
 //! so. A session is its pid and its backend start: a reused pid is another session. Nothing is
 //! refused in `DryRun`: nothing is ended there.
 
-use std::collections::{BTreeSet, HashMap, HashSet};
+use std::collections::BTreeSet;
 
 use jiff::Timestamp;
 
 use super::terminations::Protected;
+use super::{FastMap, FastSet};
 use crate::api::Mode;
 use crate::database::Snapshot;
 
@@ -31,8 +32,8 @@ pub fn refusals(
     }
     // One pass over the sessions, not one per refused session: thousands of them (a superuser's
     // pool) against a hundred thousand sessions made this the costliest step of deciding.
-    let protected_pids: HashSet<i64> = protected.iter().map(|p| p.pid).collect();
-    let mut backend_start: HashMap<i64, Timestamp> = HashMap::new();
+    let protected_pids: FastSet<i64> = protected.iter().map(|p| p.pid).collect();
+    let mut backend_start: FastMap<i64, Timestamp> = FastMap::default();
     for s in &snapshot.sessions {
         if protected_pids.contains(&s.pid) {
             backend_start.entry(s.pid).or_insert(s.backend_start);

@@ -5,7 +5,7 @@
 //! idle in it, or it was left behind by a pod that no longer exists. Sessions that block others
 //! go first, then the longest-idle, and `maxTerminationsPerCycle` caps the list: never a mass kill.
 
-use std::collections::HashMap;
+use crate::decide::FastMap;
 use std::time::Duration;
 
 use serde::Serialize;
@@ -138,7 +138,7 @@ pub fn condemn(
 pub fn select(
     condemned: Vec<(&Session, &Attribution, Reason)>,
     snapshot: &Snapshot,
-    blocks: &HashMap<i64, u32>,
+    blocks: &FastMap<i64, u32>,
     rules: &Rules,
 ) -> Verdicts {
     let mut verdicts = Verdicts::default();

@@ -120,7 +120,7 @@ pub fn records(policy: &str, cycle: &Cycle, at: Timestamp) -> Vec<AuditRecord> {
                 },
                 pod: (!t.pod.is_empty()).then(|| t.pod.to_string()),
                 reason: t.reason.as_str(),
-                state: t.identity.state.clone(),
+                state: t.identity.state.to_owned(),
                 idle: t.in_state_for,
                 transaction_age,
                 detail,
@@ -294,7 +294,7 @@ mod tests {
             identity: SessionIdentity {
                 pid,
                 backend_start: at(0),
-                state: "idle in transaction".into(),
+                state: "idle in transaction",
                 state_change: at(40),
                 xact_start: Some(at(0)),
             },

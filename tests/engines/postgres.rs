@@ -44,7 +44,7 @@ async fn sessions_idle_in_transaction_and_aborted_are_terminated() {
         .outcome
         .terminated
         .iter()
-        .map(|t| t.identity.state.clone())
+        .map(|t| t.identity.state.to_owned())
         .collect();
     assert_eq!(
         states,
@@ -108,7 +108,7 @@ async fn a_reused_pid_or_changed_start_time_is_never_signalled() {
     assert_eq!(verdicts, vec![Verdict::Gone], "the session judged is gone");
     // Same pid and start, different state: the session moved on.
     identity.backend_start += jiff::SignedDuration::from_micros(1);
-    identity.state = "idle in transaction".into();
+    identity.state = "idle in transaction";
     let verdicts = pg.terminate(&[identity]).await.unwrap();
     assert_eq!(verdicts, vec![Verdict::Changed]);
     assert!(s.is_alive().await);
@@ -144,7 +144,7 @@ async fn the_terminating_statement_itself_spares_what_is_not_an_idle_client_back
         identity_of(&snapshot, other_poolwarden.pid()),
         // Active: it would take a forged identity to ask, and the statement still says no.
         poolwarden::database::SessionIdentity {
-            state: "idle".into(),
+            state: "idle",
             ..identity_of(&snapshot, busy.pid())
         },
     ];
@@ -157,7 +157,7 @@ async fn the_terminating_statement_itself_spares_what_is_not_an_idle_client_back
     asked.push(poolwarden::database::SessionIdentity {
         pid: background.pid,
         backend_start: background.backend_start,
-        state: "idle".into(),
+        state: "idle",
         state_change: background.backend_start,
         xact_start: None,
     });

@@ -11,7 +11,7 @@
 use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
 
-use super::looks::Server;
+use super::looks::{LookCounters, Server};
 use crate::database::{AnyEngine, ConnectOptions, DatabaseError, Engine, server_key};
 
 /// Makes the engine a database URL names, without connecting yet.
@@ -44,6 +44,8 @@ pub type SharedServer<E> = Arc<Server<E>>;
 pub struct Engines<C: Connector> {
     connector: C,
     inner: Mutex<State<C::Engine>>,
+    /// Every server's looks, counted together.
+    looks: LookCounters,
 }
 
 struct State<E> {
@@ -65,7 +67,13 @@ impl<C: Connector> Engines<C> {
                 by_server: HashMap::new(),
                 users: HashMap::new(),
             }),
+            looks: LookCounters::default(),
         }
+    }
+
+    /// Counts every server's looks in `looks` (`poolwarden_server_looks_total`).
+    pub fn counting_looks(self, looks: LookCounters) -> Self {
+        Self { looks, ..self }
     }
 
     /// The server `url` names, shared; the policy `uid` is recorded as its user.
@@ -90,7 +98,9 @@ impl<C: Connector> Engines<C> {
         let server = state
             .by_server
             .entry(key.clone())
-            .or_insert_with(|| Arc::new(Server::new(url, engine)))
+            .or_insert_with(|| {
+                Arc::new(Server::new(url, engine).counting_looks(self.looks.clone()))
+            })
             .clone();
         state.users.insert(
             uid.to_owned(),

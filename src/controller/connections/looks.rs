@@ -37,6 +37,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use jiff::Timestamp;
+use prometheus_client::metrics::counter::Counter;
 use tokio::sync::Mutex as AsyncMutex;
 
 use super::engines::Connector;
@@ -56,6 +57,15 @@ pub fn share_window(interval: Duration) -> Duration {
 pub struct Server<E> {
     connection: Arc<AsyncMutex<Connection<E>>>,
     last: Arc<Mutex<Option<Last>>>,
+    /// Every look taken (`poolwarden_server_looks_total`).
+    looks: LookCounters,
+}
+
+/// Looks taken, by whether the server answered: shared by every server and the metrics.
+#[derive(Clone, Debug, Default)]
+pub struct LookCounters {
+    pub answered: Counter,
+    pub failed: Counter,
 }
 
 struct Connection<E> {
@@ -118,7 +128,13 @@ impl<E: Engine + Send + 'static> Server<E> {
                 engine,
             })),
             last: Arc::new(Mutex::new(None)),
+            looks: LookCounters::default(),
         }
+    }
+
+    /// Counts its looks in `looks` (shared with the other servers and the metrics).
+    pub fn counting_looks(self, looks: LookCounters) -> Self {
+        Self { looks, ..self }
     }
 
     /// A look for `want`: a recent one, or a new one (waited for [`PATIENCE`] at most), or
@@ -163,11 +179,16 @@ impl<E: Engine + Send + 'static> Server<E> {
             };
         }
         let last = self.last.clone();
+        let looks = self.looks.clone();
         let statements = want.statements;
         async move {
             connection.engine.read_statements(statements);
             let began = Instant::now();
             let result = connection.engine.observe().await.map(Arc::new);
+            match &result {
+                Ok(_) => looks.answered.inc(),
+                Err(_) => looks.failed.inc(),
+            };
             let looked = match &result {
                 Ok(snapshot) => Looked::Taken(snapshot.clone()),
                 Err(e) => Looked::Failed(e.clone()),
@@ -439,6 +460,9 @@ mod tests {
         // A policy with poolers in front always looks for itself.
         taken(server.look(&Want::own(ORDERS.into()), &connector).await);
         assert_eq!(script.looks(), 4);
+        // The metric counts the looks taken, not the policies that took them.
+        assert_eq!(server.looks.answered.get(), 4);
+        assert_eq!(server.looks.failed.get(), 0);
     }
 
     #[tokio::test]

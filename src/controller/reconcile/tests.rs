@@ -942,6 +942,13 @@ async fn a_database_failure_is_reported_and_retried_by_its_kind() {
         );
         assert!(metrics.contains(&line), "{line} in {metrics}");
     }
+    // Each failed login is a look taken at the server, counted once.
+    for line in [
+        "poolwarden_server_looks_total{outcome=\"failed\"} 2\n",
+        "poolwarden_server_looks_total{outcome=\"answered\"} 0\n",
+    ] {
+        assert!(metrics.contains(line), "{line} in {metrics}");
+    }
     drop(ctx);
     assert!(handle.next_request().await.is_none());
 }

@@ -19,9 +19,16 @@ use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::registry::Registry;
 
 use super::capacity_metrics::CapacityMetrics;
+use crate::controller::connections::looks::LookCounters;
 use crate::cycle::Cycle;
 use crate::database::{Protection, elapsed};
 use crate::decide::{Eviction, EvictionOutcome, Source, Subject};
+
+/// `answered` or `failed`.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct OutcomeLabels {
+    pub outcome: String,
+}
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct PolicyLabels {
@@ -120,6 +127,8 @@ pub struct Metrics {
     pub reconcile_errors: Family<ErrorLabels, Counter>,
     pub leader: Gauge,
     pub monitoring_connections: Gauge,
+    /// Looks taken at the database servers, answered or failed: shared by a server's policies.
+    pub server_looks: LookCounters,
     /// Booked and usable connections per policy.
     pub capacity: CapacityMetrics,
     /// Label sets written per policy: gauges of vanished workloads, and every series of a
@@ -150,6 +159,7 @@ impl Metrics {
             reconcile_errors: Family::default(),
             leader: Gauge::default(),
             monitoring_connections: Gauge::default(),
+            server_looks: LookCounters::default(),
             capacity: CapacityMetrics::default(),
             written: Mutex::default(),
         };
@@ -219,8 +229,23 @@ impl Metrics {
             "Database servers with an open monitoring connection (one per server, shared by its policies)",
             metrics.monitoring_connections.clone(),
         );
+        let looks: Family<OutcomeLabels, Counter> = Family::default();
+        // One statement each: the family's guard lives to the end of its statement, and a
+        // second `get_or_create` under it would wait for the first forever.
+        let outcome = |outcome: &str| OutcomeLabels {
+            outcome: outcome.to_owned(),
+        };
+        let answered = looks.get_or_create(&outcome("answered")).clone();
+        let failed = looks.get_or_create(&outcome("failed")).clone();
+        let server_looks = LookCounters { answered, failed };
+        r.register(
+            "server_looks",
+            "Looks taken at the database servers, by whether the server answered: about one per interval per server, however many policies share it",
+            looks,
+        );
         Self {
             capacity: CapacityMetrics::register(r),
+            server_looks,
             ..metrics
         }
     }

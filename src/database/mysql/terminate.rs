@@ -114,7 +114,7 @@ fn still_as_judged(
         && thread.id == identity.pid
         && thread.id != own_id
         && !thread.is_poolwarden()
-        && thread.state().as_pg_str() == Some(identity.state.as_str())
+        && thread.state().as_pg_str() == Some(identity.state)
         && same_transaction
         && near(thread.state_change, identity.state_change)
         // Too young to tell a statement run since the snapshot from the clock's resolution.
@@ -146,11 +146,11 @@ mod tests {
         }
     }
 
-    fn identity(state: &str, state_change: i64) -> SessionIdentity {
+    fn identity(state: &'static str, state_change: i64) -> SessionIdentity {
         SessionIdentity {
             pid: 42,
             backend_start: at(0),
-            state: state.into(),
+            state,
             state_change: at(state_change),
             xact_start: None,
         }

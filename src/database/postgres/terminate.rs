@@ -99,7 +99,7 @@ pub async fn verified(
         .map(|s| i32::try_from(s.pid).unwrap_or(-1))
         .collect();
     let starts: Vec<jiff::Timestamp> = sessions.iter().map(|s| s.backend_start).collect();
-    let states: Vec<&str> = sessions.iter().map(|s| s.state.as_str()).collect();
+    let states: Vec<&str> = sessions.iter().map(|s| s.state).collect();
     let changes: Vec<jiff::Timestamp> = sessions.iter().map(|s| s.state_change).collect();
     // `query_typed`: parse, bind and execute in one go, one round trip, one transaction.
     let rows = client

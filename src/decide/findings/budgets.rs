@@ -1,7 +1,6 @@
 //! The per-pod connection budgets a decision judges pools by.
 
-use std::collections::HashMap;
-
+use crate::decide::FastMap;
 use crate::decide::attribution::Source;
 use crate::decide::cluster::{ClusterView, WorkloadRef};
 use crate::decide::rules::Rules;
@@ -10,13 +9,14 @@ use crate::decide::rules::Rules;
 /// decision, so that a source's budget is a lookup rather than a scan of every workload (with
 /// thousands of workloads, the scans per source made deciding quadratic).
 pub struct Budgets<'a> {
-    declared: HashMap<&'a WorkloadRef, Option<u32>>,
+    declared: FastMap<&'a WorkloadRef, Option<u32>>,
     policy: Option<u32>,
 }
 
 impl<'a> Budgets<'a> {
     pub fn new(cluster: &'a ClusterView, rules: &Rules) -> Self {
-        let mut declared = HashMap::with_capacity(cluster.workloads.len());
+        let mut declared =
+            FastMap::with_capacity_and_hasher(cluster.workloads.len(), Default::default());
         for info in &cluster.workloads {
             // A workload listed twice counts with its first entry, as a scan would find it.
             declared.entry(&info.workload).or_insert(info.pool_max);

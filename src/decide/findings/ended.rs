@@ -107,7 +107,7 @@ fn sighting(source: &Source, kind: FindingKind, ended: &[&Termination], rules: &
     sighting.shown.evidence = format!("{summary} (the longest in its state for {})", human(oldest));
     sighting.shown.summary = summary;
     if ended.iter().any(|t| t.checked_out) {
-        sighting.shown.cause = format!("{}; {CHECKED_OUT_NOTE}", sighting.shown.cause);
+        sighting.shown.cause = format!("{}; {CHECKED_OUT_NOTE}", sighting.shown.cause).into();
     }
     sighting.held_for = oldest.saturating_sub(limit);
     sighting.showing_for = oldest;

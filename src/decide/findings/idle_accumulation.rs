@@ -25,22 +25,22 @@ use crate::database::SessionState;
 /// A pod's stranded connections (oldest idle first) and how many others it is using.
 struct Pod<'p> {
     name: &'p str,
-    stranded: Vec<Connection>,
+    stranded: Vec<&'p Connection>,
     in_use: usize,
 }
 
 pub fn find(source: &SourceSessions<'_, '_>, context: &DetectorContext<'_>) -> Option<Sighting> {
-    let now = context.snapshot.observed_at;
     let detect = &context.rules.detect;
     let mut best: Option<Pod<'_>> = None;
-    for (pod, connections) in source.connections(now) {
+    for pod in &source.pods {
+        let connections = &pod.connections;
         // In use: running, in a transaction, or idle only briefly (within the window).
         let in_use = connections
             .iter()
             .filter(|c| c.state != SessionState::Idle || c.in_state_for <= context.rules.window)
             .count();
-        let mut stranded: Vec<Connection> = connections
-            .into_iter()
+        let mut stranded: Vec<&Connection> = connections
+            .iter()
             .filter(|c| c.state == SessionState::Idle && c.in_state_for > detect.stranded_idle_age)
             .collect();
         let stranded_while_working = stranded.len() >= 2 && in_use > 0;
@@ -56,7 +56,7 @@ pub fn find(source: &SourceSessions<'_, '_>, context: &DetectorContext<'_>) -> O
             .is_none_or(|b| stranded.len() > b.stranded.len())
         {
             best = Some(Pod {
-                name: pod,
+                name: pod.name,
                 stranded,
                 in_use,
             });
@@ -74,7 +74,7 @@ pub fn find(source: &SourceSessions<'_, '_>, context: &DetectorContext<'_>) -> O
         detect.idle_threshold.unwrap_or(2) as usize
     };
     let kth = stranded[needed.min(stranded.len()) - 1].in_state_for;
-    let word = connections_word(&stranded);
+    let word = connections_word(stranded.iter().copied());
     let summary = if in_use > 0 {
         format!(
             "{} stranded idle for more than {} on {pod}, which keeps using {}",
@@ -89,12 +89,12 @@ pub fn find(source: &SourceSessions<'_, '_>, context: &DetectorContext<'_>) -> O
             human(detect.stranded_idle_age)
         )
     };
-    let mut sighting =
-        Sighting::about(source.source, FindingKind::IdleAccumulation).with_connections(&stranded);
+    let mut sighting = Sighting::about(source.source, FindingKind::IdleAccumulation)
+        .with_connections(stranded.iter().copied());
     sighting.shown.evidence = format!(
         "{summary} (oldest idle {}{})",
         human(stranded[0].in_state_for),
-        pooler_clients_said(&stranded)
+        pooler_clients_said(stranded.iter().copied())
     );
     sighting.shown.summary = summary;
     sighting.held_for = kth.saturating_sub(detect.stranded_idle_age);

@@ -24,7 +24,8 @@ pub fn find(source: &SourceSessions<'_, '_>, context: &DetectorContext<'_>) -> O
     }
     stuck.sort_by(|a, b| b.cmp(a));
     // A pod all of whose sessions (several of them) are idle in a transaction: a pinned pool.
-    let pinned = source.pods.iter().find(|(_, sessions)| {
+    let pinned = source.pods.iter().find(|pod| {
+        let sessions = &pod.sessions;
         sessions.len() >= 2
             && sessions.iter().all(|g| {
                 g.session.state.is_idle_in_transaction() && g.session.in_state_for(now) > limit
@@ -38,11 +39,12 @@ pub fn find(source: &SourceSessions<'_, '_>, context: &DetectorContext<'_>) -> O
     let mut sighting = Sighting::about(source.source, FindingKind::IdleInTransaction)
         .with_pids(stuck.iter().map(|(_, pid)| *pid));
     sighting.shown.evidence = match pinned {
-        Some((pod, sessions)) => format!(
-            "{summary} (oldest {}); every one of the {} sessions of {pod} is idle in a \
+        Some(pod) => format!(
+            "{summary} (oldest {}); every one of the {} sessions of {} is idle in a \
              transaction: its pool is pinned",
             human(stuck[0].0),
-            sessions.len()
+            pod.sessions.len(),
+            pod.name
         ),
         None => format!("{summary} (oldest {})", human(stuck[0].0)),
     };
@@ -51,7 +53,8 @@ pub fn find(source: &SourceSessions<'_, '_>, context: &DetectorContext<'_>) -> O
             "a pool pinned with every connection checked out and idle in a transaction (seed 001: \
              a request's session handed to a background task after the request closed it); \
              {CHECKED_OUT_NOTE}"
-        );
+        )
+        .into();
     }
     sighting.shown.summary = summary;
     sighting.held_for = stuck[0].0.saturating_sub(limit);

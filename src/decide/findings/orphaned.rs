@@ -3,10 +3,14 @@
 use std::collections::BTreeSet;
 use std::time::Duration;
 
+use jiff::Timestamp;
+
 use super::{DetectorContext, FindingKind, Sighting, SourceSessions};
 use crate::api::count;
 use crate::database::elapsed;
+use crate::decide::FastMap;
 use crate::decide::attribution::Via;
+use crate::decide::cluster::ClusterView;
 
 pub fn find(source: &SourceSessions<'_, '_>, context: &DetectorContext<'_>) -> Option<Sighting> {
     let orphans: Vec<_> = source
@@ -16,13 +20,11 @@ pub fn find(source: &SourceSessions<'_, '_>, context: &DetectorContext<'_>) -> O
     if orphans.is_empty() {
         return None;
     }
-    let departed = context
-        .cluster
-        .departed
+    let departed = orphans
         .iter()
-        .filter(|p| orphans.iter().any(|g| g.attribution.pod == p.name))
-        .map(|p| p.departed_at)
-        .min();
+        .filter_map(|g| context.departures.get(g.attribution.pod.as_str()))
+        .min()
+        .copied();
     let pods: BTreeSet<&str> = orphans.iter().map(|g| g.attribution.pod.as_str()).collect();
     let summary = format!(
         "{} from pods that no longer exist ({})",
@@ -36,4 +38,17 @@ pub fn find(source: &SourceSessions<'_, '_>, context: &DetectorContext<'_>) -> O
     sighting.held_for =
         departed.map_or(Duration::ZERO, |d| elapsed(d, context.snapshot.observed_at));
     Some(sighting)
+}
+
+/// When each departed pod left (the earliest, for a name seen twice): looked up per orphan, not
+/// scanned for each source.
+pub fn departures(cluster: &ClusterView) -> FastMap<&str, Timestamp> {
+    let mut departures: FastMap<&str, Timestamp> = FastMap::default();
+    for pod in &cluster.departed {
+        departures
+            .entry(pod.name.as_str())
+            .and_modify(|at| *at = (*at).min(pod.departed_at))
+            .or_insert(pod.departed_at);
+    }
+    departures
 }

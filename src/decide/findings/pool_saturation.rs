@@ -20,8 +20,8 @@
 use std::time::Duration;
 
 use super::{
-    CHECKED_OUT_NOTE, Connection, DetectorContext, FindingKind, Sighting, SourceSessions,
-    connections_word, pooler_clients_said,
+    CHECKED_OUT_NOTE, DetectorContext, FindingKind, Sighting, SourceSessions, connections_word,
+    pooler_clients_said,
 };
 use crate::api::{count, human};
 use crate::decide::POOL_MAX;
@@ -31,22 +31,18 @@ use crate::decide::POOL_MAX;
 pub const PINNED_SETTLED: Duration = Duration::from_secs(10);
 
 pub fn find(source: &SourceSessions<'_, '_>, context: &DetectorContext<'_>) -> Option<Sighting> {
-    let now = context.snapshot.observed_at;
-    let by_pod = source.connections(now);
     context
         .budgets
         .per_pod(source.source)
-        .and_then(|budget| at_budget(source, &by_pod, budget))
-        .or_else(|| pinned(source, &by_pod))
+        .and_then(|budget| at_budget(source, budget))
+        .or_else(|| pinned(source))
 }
 
-fn at_budget(
-    source: &SourceSessions<'_, '_>,
-    by_pod: &std::collections::BTreeMap<&str, Vec<Connection>>,
-    budget: u32,
-) -> Option<Sighting> {
-    let (pod, sessions, held_for) = by_pod
+fn at_budget(source: &SourceSessions<'_, '_>, budget: u32) -> Option<Sighting> {
+    let (pod, sessions, held_for) = source
+        .pods
         .iter()
+        .map(|pod| (pod.name, &pod.connections))
         .filter(|(_, sessions)| sessions.len() >= budget as usize)
         .map(|(pod, sessions)| {
             let mut ages: Vec<Duration> = sessions.iter().map(|c| c.connected_for).collect();
@@ -72,11 +68,12 @@ fn at_budget(
              processes (gunicorn/uvicorn workers, Celery concurrency) has one pool per process, \
              or the pool is larger than declared; set {POOL_MAX} on the workload to \
              pool_size + max_overflow times the worker processes, or shrink the pools"
-        );
+        )
+        .into();
     } else {
         sighting.shown.summary = format!("{pod} holds {holds}, its budget is {budget}");
         if in_tx * 2 >= held {
-            sighting.shown.cause = format!("{}; {CHECKED_OUT_NOTE}", sighting.shown.cause);
+            sighting.shown.cause = format!("{}; {CHECKED_OUT_NOTE}", sighting.shown.cause).into();
         }
     }
     sighting.shown.evidence = format!(
@@ -89,12 +86,11 @@ fn at_budget(
     Some(sighting.noting_pooler_clients())
 }
 
-fn pinned(
-    source: &SourceSessions<'_, '_>,
-    by_pod: &std::collections::BTreeMap<&str, Vec<Connection>>,
-) -> Option<Sighting> {
-    let (pod, connections, held_for) = by_pod
+fn pinned(source: &SourceSessions<'_, '_>) -> Option<Sighting> {
+    let (pod, connections, held_for) = source
+        .pods
         .iter()
+        .map(|pod| (pod.name, &pod.connections))
         .filter(|(_, connections)| {
             connections.len() >= 2
                 && connections
@@ -123,7 +119,8 @@ fn pinned(
          request's session handed to a background task after the request closed it; a garbage \
          collection that returns the connections only lets the tasks pin new ones); \
          {CHECKED_OUT_NOTE}"
-    );
+    )
+    .into();
     sighting.held_for = held_for;
     sighting.stable_count = Some(connections.len() as u32);
     Some(sighting)

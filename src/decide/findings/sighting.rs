@@ -1,6 +1,7 @@
 //! A finding as one snapshot shows it ([`Sighting`]): who it is about, its evidence, and the
 //! connections that show it.
 
+use std::borrow::Cow;
 use std::net::IpAddr;
 use std::time::Duration;
 
@@ -45,8 +46,8 @@ pub struct Shown {
     /// The evidence without ages, stable from cycle to cycle: what annotations and the status
     /// carry, so that they are rewritten only when something really changes.
     pub summary: String,
-    /// What usually causes what was seen, and what to do.
-    pub cause: String,
+    /// What usually causes what was seen, and what to do: mostly the kind's own words, shared.
+    pub cause: Cow<'static, str>,
     /// How many sessions show it.
     pub sessions: u32,
     /// The sessions that show it, at most a handful.
@@ -193,7 +194,7 @@ impl Sighting {
                 kind,
                 evidence: String::new(),
                 summary: String::new(),
-                cause: kind.likely_cause().to_owned(),
+                cause: Cow::Borrowed(kind.likely_cause()),
                 sessions: 0,
                 pids: Vec::new(),
                 pooler_clients: Vec::new(),
@@ -240,16 +241,18 @@ impl Sighting {
     /// word of a detector that names connections.
     pub(super) fn noting_pooler_clients(mut self) -> Self {
         if !self.shown.pooler_clients.is_empty() {
-            self.shown.cause = format!("{}; {POOLER_CLIENTS_NOTE}", self.shown.cause);
+            self.shown.cause = format!("{}; {POOLER_CLIENTS_NOTE}", self.shown.cause).into();
         }
         self
     }
 }
 
 /// What a pod's connections are called: sessions, unless some are only a pooler's clients.
-pub(super) fn connections_word(connections: &[Connection]) -> &'static str {
+pub(super) fn connections_word<'c>(
+    connections: impl IntoIterator<Item = &'c Connection>,
+) -> &'static str {
     if connections
-        .iter()
+        .into_iter()
         .any(|c| matches!(c.held, Held::PoolerClient(_)))
     {
         "connection"

@@ -7,7 +7,9 @@
 //! are the short-lived sessions of the snapshot's quick looks. With
 //! `leakDetection.lastStatements: Off` no finding carries any, whatever a snapshot holds.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
+
+use crate::decide::FastMap;
 
 use serde::Serialize;
 
@@ -68,7 +70,7 @@ pub fn attach(sightings: &mut [Sighting], snapshot: &Snapshot, rules: &Rules) {
     }
 }
 
-fn by_pid<'s>(sessions: impl IntoIterator<Item = &'s Session>) -> HashMap<i64, &'s Statement> {
+fn by_pid<'s>(sessions: impl IntoIterator<Item = &'s Session>) -> FastMap<i64, &'s Statement> {
     sessions
         .into_iter()
         .filter_map(|s| Some((s.pid, s.last_statement.as_ref()?)))

@@ -21,7 +21,9 @@
 //! not idle in a transaction) or has waited for [`PENDING_FOR`] (two hours). In `DryRun`, what `Enforce`
 //! would end makes the pinned pools, and the reports say what would be evicted.
 
-use std::collections::{BTreeMap, HashSet};
+use std::collections::BTreeMap;
+
+use crate::decide::FastSet;
 use std::time::Duration;
 
 use jiff::Timestamp;
@@ -251,7 +253,7 @@ pub fn pinned_pools(governed: &[Governed<'_>], ended: &[Termination]) -> Vec<Pin
 /// works again, and a pending eviction of theirs is dropped.
 pub fn plan(
     pinned: Vec<PinnedPool>,
-    working: &HashSet<&str>,
+    working: &FastSet<&str>,
     cluster: &ClusterView,
     remembered: &Evictions,
     settings: &Remediation,

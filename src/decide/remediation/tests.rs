@@ -1,7 +1,7 @@
 //! The eviction rule, cycle by cycle: which pods qualify, one at a time per workload, the Ready
 //! gates, the hourly cap, a budget's refusal, and what `DryRun` and `Off` do.
 
-use std::collections::HashSet;
+use crate::decide::FastSet;
 
 use jiff::{SignedDuration, Timestamp};
 
@@ -71,7 +71,15 @@ fn cycle(
     mode: Mode,
     now: Timestamp,
 ) -> (Recovery, Evictions) {
-    plan(pools, &HashSet::new(), cluster, memory, settings, mode, now)
+    plan(
+        pools,
+        &FastSet::default(),
+        cluster,
+        memory,
+        settings,
+        mode,
+        now,
+    )
 }
 
 fn evicted(recovery: &Recovery) -> Vec<&str> {
@@ -327,7 +335,7 @@ fn a_pending_pod_is_dropped_once_gone_working_again_or_after_two_hours() {
     );
     assert_eq!(held(&r).len(), 1);
     // Its pool works again: a session that is not idle in a transaction.
-    let working = HashSet::from(["orders-a"]);
+    let working: FastSet<&str> = FastSet::from_iter(["orders-a"]);
     let (r, _) = plan(
         vec![],
         &working,

@@ -1,0 +1,111 @@
+//! Numbers for the sources and pods of one decision.
+//!
+//! Deciding sorts every session out several times: into its source's group, into its pod's
+//! connections for the detectors, into the pods seen during the window, into the most sessions
+//! one pod of a workload holds. Keyed by the source itself, each of those hashed and compared a
+//! workload's three names (or an application and an address) once per session. Numbered once
+//! here, each is a list indexed by a number instead.
+
+use super::FastMap;
+use super::attribution::{Attribution, Source};
+use super::findings::ClientConnection;
+use super::groups::Governed;
+use super::name::Name;
+
+/// Which source and which pod (or client address) a session or pooler client counts under.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Numbered {
+    pub source: usize,
+    pub pod: usize,
+}
+
+/// The sources and pods of one decision, numbered in the order first seen: the governed
+/// sessions', then the pooler clients'.
+pub struct Numbers<'g> {
+    /// Each source, by its number.
+    pub sources: Vec<&'g Source>,
+    /// Each pod by its number: its name, and the number of its source.
+    pub pods: Vec<(&'g Name, usize)>,
+    /// The pods of governed sessions are numbered below this; above, those only pooler clients
+    /// show.
+    pub governed_pods: usize,
+    /// The numbers of each governed session, in the order of the governed sessions.
+    pub governed: Vec<Numbered>,
+    /// The numbers of each pooler client, in their order.
+    pub pooler_clients: Vec<Numbered>,
+}
+
+impl<'g> Numbers<'g> {
+    pub fn new(governed: &'g [Governed<'_>], pooler_clients: &'g [ClientConnection<'_>]) -> Self {
+        let mut numbering = Numbering::default();
+        let governed: Vec<Numbered> = governed
+            .iter()
+            .map(|g| numbering.number(&g.attribution))
+            .collect();
+        let governed_pods = numbering.pods.len();
+        let pooler_clients = pooler_clients
+            .iter()
+            .map(|c| numbering.number(&c.attribution))
+            .collect();
+        Self {
+            sources: numbering.sources,
+            pods: numbering.pods,
+            governed_pods,
+            governed,
+            pooler_clients,
+        }
+    }
+
+    /// The source numbered `source`.
+    pub fn source(&self, source: usize) -> &'g Source {
+        self.sources[source]
+    }
+
+    /// Each source of the governed sessions with its pods, each once.
+    pub fn governed_pods_by_source(&self) -> impl Iterator<Item = (&'g Source, Vec<&'g Name>)> {
+        let mut pods: Vec<Vec<&'g Name>> = self.sources.iter().map(|_| Vec::new()).collect();
+        for (pod, source) in &self.pods[..self.governed_pods] {
+            pods[*source].push(pod);
+        }
+        let sources = self.sources.clone();
+        sources
+            .into_iter()
+            .zip(pods)
+            .filter(|(_, pods)| !pods.is_empty())
+    }
+
+    /// The name of the pod numbered `pod`.
+    pub fn pod(&self, pod: usize) -> &'g Name {
+        self.pods[pod].0
+    }
+}
+
+#[derive(Default)]
+struct Numbering<'g> {
+    source_numbers: FastMap<&'g Source, usize>,
+    pod_numbers: FastMap<(usize, &'g str), usize>,
+    sources: Vec<&'g Source>,
+    pods: Vec<(&'g Name, usize)>,
+}
+
+impl<'g> Numbering<'g> {
+    fn number(&mut self, attribution: &'g Attribution) -> Numbered {
+        let next = self.sources.len();
+        let source = *self
+            .source_numbers
+            .entry(&attribution.source)
+            .or_insert(next);
+        if source == next {
+            self.sources.push(&attribution.source);
+        }
+        let next = self.pods.len();
+        let pod = *self
+            .pod_numbers
+            .entry((source, attribution.pod.as_str()))
+            .or_insert(next);
+        if pod == next {
+            self.pods.push((&attribution.pod, source));
+        }
+        Numbered { source, pod }
+    }
+}
