@@ -62,14 +62,16 @@ impl<'g> Numbers<'g> {
     }
 
     /// Each source of the governed sessions with its pods, each once.
-    pub fn governed_pods_by_source(&self) -> impl Iterator<Item = (&'g Source, Vec<&'g Name>)> {
+    pub fn governed_pods_by_source(
+        &self,
+    ) -> impl Iterator<Item = (&'g Source, Vec<&'g Name>)> + '_ {
         let mut pods: Vec<Vec<&'g Name>> = self.sources.iter().map(|_| Vec::new()).collect();
         for (pod, source) in &self.pods[..self.governed_pods] {
             pods[*source].push(pod);
         }
-        let sources = self.sources.clone();
-        sources
-            .into_iter()
+        self.sources
+            .iter()
+            .copied()
             .zip(pods)
             .filter(|(_, pods)| !pods.is_empty())
     }

@@ -23,6 +23,7 @@ mod capacity;
 mod ended;
 mod findings;
 mod long_transactions;
+mod numbers;
 mod pooler;
 mod safety;
 mod statements;
