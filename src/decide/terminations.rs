@@ -166,6 +166,7 @@ pub fn select(
             .then(b.1.cmp(&a.1))
             .then(a.2.pid.cmp(&b.2.pid))
     });
+    let count = allowed.len();
     let mut allowed =
         allowed
             .into_iter()
@@ -187,13 +188,13 @@ pub fn select(
                     last_statement: statements::of(session, rules).cloned(),
                 })
             });
-    // Written straight into the list each belongs to: splitting one list would copy the
-    // thousands deferred once more.
-    verdicts.selected = allowed
-        .by_ref()
-        .take(rules.max_terminations_per_cycle)
-        .collect();
-    verdicts.deferred = allowed.collect();
+    // Written straight into the list each belongs to, each sized once: splitting one list, or
+    // growing one by doubling, would copy the thousands deferred again.
+    let cap = rules.max_terminations_per_cycle.min(count);
+    verdicts.selected = Vec::with_capacity(cap);
+    verdicts.selected.extend(allowed.by_ref().take(cap));
+    verdicts.deferred = Vec::with_capacity(count - cap);
+    verdicts.deferred.extend(allowed);
     verdicts
         .protected
         .sort_by_key(|p| std::cmp::Reverse(p.in_state_for));
