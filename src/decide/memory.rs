@@ -148,6 +148,21 @@ impl Finding {
     }
 }
 
+/// Confirmed first, then by subject and kind. Sorted by index, then moved once: a finding is
+/// large, and a sort moves each element many times.
+fn in_report_order(findings: Vec<Finding>) -> Vec<Finding> {
+    let mut order: Vec<usize> = (0..findings.len()).collect();
+    order.sort_by(|&a, &b| {
+        let (a, b) = (&findings[a], &findings[b]);
+        b.confirmed
+            .cmp(&a.confirmed)
+            .then_with(|| a.shown.subject.cmp(&b.shown.subject))
+            .then(a.shown.kind.cmp(&b.shown.kind))
+    });
+    let mut slots: Vec<Option<Finding>> = findings.into_iter().map(Some).collect();
+    order.into_iter().filter_map(|i| slots[i].take()).collect()
+}
+
 fn before(now: Timestamp, d: Duration) -> Timestamp {
     jiff::SignedDuration::try_from(d)
         .ok()
@@ -171,7 +186,7 @@ impl Memory {
         window: Duration,
     ) -> (Vec<Finding>, FastMap<(Subject, FindingKind), Tracked>) {
         let mut next = FastMap::with_capacity_and_hasher(sightings.len(), Default::default());
-        let mut findings = Vec::new();
+        let mut findings = Vec::with_capacity(sightings.len() + self.tracked.len());
         for sighting in sightings {
             let key = (sighting.shown.subject.clone(), sighting.shown.kind);
             let proven_since = before(now, sighting.held_for);
@@ -224,13 +239,7 @@ impl Memory {
             }
             next.insert(key.clone(), t.clone());
         }
-        findings.sort_by(|a, b| {
-            b.confirmed
-                .cmp(&a.confirmed)
-                .then(a.shown.subject.cmp(&b.shown.subject))
-                .then(a.shown.kind.cmp(&b.shown.kind))
-        });
-        (findings, next)
+        (in_report_order(findings), next)
     }
 
     /// Whether `sighting` continues the unconfirmed streak of `previous`: seen in the previous

@@ -29,6 +29,9 @@ pub struct Numbers<'g> {
     /// The pods of governed sessions are numbered below this; above, those only pooler clients
     /// show.
     pub governed_pods: usize,
+    /// Each source's place in the order of sources, by number: sorting by it compares numbers
+    /// instead of a workload's three names.
+    pub ranks: Vec<usize>,
     /// The numbers of each governed session, in the order of the governed sessions.
     pub governed: Vec<Numbered>,
     /// The numbers of each pooler client, in their order.
@@ -48,6 +51,7 @@ impl<'g> Numbers<'g> {
             .map(|c| numbering.number(&c.attribution))
             .collect();
         Self {
+            ranks: ranks(&numbering.sources),
             sources: numbering.sources,
             pods: numbering.pods,
             governed_pods,
@@ -80,6 +84,17 @@ impl<'g> Numbers<'g> {
     pub fn pod(&self, pod: usize) -> &'g Name {
         self.pods[pod].0
     }
+}
+
+fn ranks(sources: &[&Source]) -> Vec<usize> {
+    let mut in_order: Vec<usize> = (0..sources.len()).collect();
+    // Sources are numbered once each: no two are equal, so any sort gives the one order.
+    in_order.sort_unstable_by(|a, b| sources[*a].cmp(sources[*b]));
+    let mut ranks = vec![0; in_order.len()];
+    for (rank, source) in in_order.into_iter().enumerate() {
+        ranks[source] = rank;
+    }
+    ranks
 }
 
 #[derive(Default)]

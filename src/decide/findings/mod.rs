@@ -113,10 +113,12 @@ impl<'g, 'a> ByPod<'g, 'a> {
             .filter(|&pod| sessions_of[pod] + clients_of[pod] > 0)
             .map(|pod| (numbers.pods[pod].1, pod))
             .collect();
+        let ranks = &numbers.ranks;
+        // A pod's name is unique within its source: no two are equal.
         order.sort_unstable_by(|a, b| {
-            (a.0 == b.0)
-                .then(|| numbers.pod(a.1).cmp(numbers.pod(b.1)))
-                .unwrap_or_else(|| numbers.source(a.0).cmp(numbers.source(b.0)))
+            ranks[a.0]
+                .cmp(&ranks[b.0])
+                .then_with(|| numbers.pod(a.1).cmp(numbers.pod(b.1)))
         });
         // Where each pod's sessions go (a counting sort: each pod's in the order governed).
         let mut next_session = vec![0usize; numbers.pods.len()];
