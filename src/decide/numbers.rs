@@ -41,6 +41,10 @@ pub struct Numbers<'g> {
 impl<'g> Numbers<'g> {
     pub fn new(governed: &'g [Governed<'_>], pooler_clients: &'g [ClientConnection<'_>]) -> Self {
         let mut numbering = Numbering::default();
+        // At most a pod per connection: sized once, not rehashed as it grows.
+        numbering
+            .pod_numbers
+            .reserve(governed.len() + pooler_clients.len());
         let governed: Vec<Numbered> = governed
             .iter()
             .map(|g| numbering.number(&g.attribution))
@@ -65,7 +69,8 @@ impl<'g> Numbers<'g> {
         self.sources[source]
     }
 
-    /// Each source of the governed sessions with its pods, each once.
+    /// Each source of the governed sessions with its pods, each once: the sources in their
+    /// order, each one's pods by name.
     pub fn governed_pods_by_source(
         &self,
     ) -> impl Iterator<Item = (&'g Source, Vec<&'g Name>)> + '_ {
@@ -73,11 +78,14 @@ impl<'g> Numbers<'g> {
         for (pod, source) in &self.pods[..self.governed_pods] {
             pods[*source].push(pod);
         }
-        self.sources
-            .iter()
-            .copied()
-            .zip(pods)
-            .filter(|(_, pods)| !pods.is_empty())
+        let mut in_order: Vec<usize> = (0..self.sources.len()).collect();
+        in_order.sort_unstable_by_key(|source| self.ranks[*source]);
+        in_order.into_iter().filter_map(move |source| {
+            let mut pods = std::mem::take(&mut pods[source]);
+            // A pod is numbered once per source: no two names are equal.
+            pods.sort_unstable();
+            (!pods.is_empty()).then(|| (self.sources[source], pods))
+        })
     }
 
     /// The name of the pod numbered `pod`.
