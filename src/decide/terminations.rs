@@ -12,7 +12,7 @@ use serde::Serialize;
 
 use super::attribution::{Attribution, Source, Via};
 use super::findings::statements;
-use super::name::Name;
+use super::name::{Name, SharedNames};
 use super::rules::Rules;
 use crate::database::{Protection, Session, SessionIdentity, SessionState, Snapshot, Statement};
 
@@ -50,9 +50,9 @@ pub struct Termination {
     /// The pooler the session came through: the source and pod are its client's.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub pooler: Option<String>,
-    pub user: String,
-    pub database: String,
-    pub application_name: String,
+    pub user: Name,
+    pub database: Name,
+    pub application_name: Name,
     #[serde(rename = "inStateForSeconds", serialize_with = "crate::api::seconds")]
     pub in_state_for: Duration,
     /// How many sessions wait on its locks: blockers go first.
@@ -167,6 +167,7 @@ pub fn select(
             .then(a.2.pid.cmp(&b.2.pid))
     });
     let count = allowed.len();
+    let mut names = SharedNames::default();
     let mut allowed =
         allowed
             .into_iter()
@@ -179,9 +180,9 @@ pub fn select(
                     source: attribution.source.clone(),
                     pod: attribution.pod.clone(),
                     pooler: attribution.pooler.clone(),
-                    user: session.user.clone().unwrap_or_default(),
-                    database: session.database.clone().unwrap_or_default(),
-                    application_name: session.application_name.clone(),
+                    user: names.of(session.user.as_deref().unwrap_or_default()),
+                    database: names.of(session.database.as_deref().unwrap_or_default()),
+                    application_name: names.of(&session.application_name),
                     in_state_for,
                     blocks,
                     checked_out: session.state.is_idle_in_transaction(),
