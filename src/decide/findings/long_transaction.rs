@@ -24,7 +24,7 @@ pub fn find(source: &SourceSessions<'_, '_>, context: &DetectorContext<'_>) -> O
         return None;
     }
     // Oldest first; pids are unique, so the order is total.
-    long.sort_by(|a, b| (b.0, b.1).cmp(&(a.0, a.1)));
+    long.sort_by_key(|(age, pid, _)| std::cmp::Reverse((*age, *pid)));
     let oldest = long[0].2;
     let held_back = long
         .iter()
