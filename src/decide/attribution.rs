@@ -109,25 +109,28 @@ pub struct Attribution {
 
 /// Lookups built once per decision: O(1) per session even with thousands of pods.
 pub struct Attributor<'a> {
-    by_ip: FastMap<IpAddr, Vec<&'a PodInfo>>,
+    by_ip: FastMap<IpAddr, PodsAt<&'a PodInfo>>,
     by_name: FastMap<&'a str, &'a PodInfo>,
-    departed_by_ip: FastMap<IpAddr, Vec<&'a DepartedPod>>,
+    departed_by_ip: FastMap<IpAddr, PodsAt<&'a DepartedPod>>,
 }
 
 impl<'a> Attributor<'a> {
     pub fn new(cluster: &'a ClusterView) -> Self {
-        let mut by_ip: FastMap<IpAddr, Vec<&PodInfo>> = FastMap::default();
-        let mut by_name = FastMap::default();
+        // Sized once: grown by doubling, ten thousand pods were rehashed a dozen times.
+        let mut by_ip: FastMap<IpAddr, PodsAt<&PodInfo>> =
+            FastMap::with_capacity_and_hasher(cluster.pods.len(), Default::default());
+        let mut by_name = FastMap::with_capacity_and_hasher(cluster.pods.len(), Default::default());
         for pod in &cluster.pods {
             for ip in &pod.ips {
-                by_ip.entry(*ip).or_default().push(pod);
+                PodsAt::add(by_ip.entry(*ip), pod);
             }
             by_name.insert(pod.name.as_str(), pod);
         }
-        let mut departed_by_ip: FastMap<IpAddr, Vec<&DepartedPod>> = FastMap::default();
+        let mut departed_by_ip: FastMap<IpAddr, PodsAt<&DepartedPod>> =
+            FastMap::with_capacity_and_hasher(cluster.departed.len(), Default::default());
         for pod in &cluster.departed {
             for ip in &pod.ips {
-                departed_by_ip.entry(*ip).or_default().push(pod);
+                PodsAt::add(departed_by_ip.entry(*ip), pod);
             }
         }
         Self {
@@ -155,7 +158,7 @@ impl<'a> Attributor<'a> {
         if let Some(addr) = session.client_addr {
             // The newest pod on this address that started before the session.
             let live = self.by_ip.get(&addr).and_then(|pods| {
-                pods.iter()
+                pods.all()
                     .filter(|p| started_after(p.started_at))
                     .max_by_key(|p| p.started_at)
             });
@@ -163,7 +166,7 @@ impl<'a> Attributor<'a> {
                 return pod_attribution(pod, Via::PodIp);
             }
             let orphaned_by = self.departed_by_ip.get(&addr).and_then(|pods| {
-                pods.iter()
+                pods.all()
                     .filter(|p| {
                         // Opened while that pod lived, and untouched since it left: a session that
                         // did anything after the departure has a live owner (an IP reused
@@ -213,7 +216,7 @@ impl<'a> Attributor<'a> {
         let by_ip = client
             .addr
             .and_then(|addr| self.by_ip.get(&addr))
-            .and_then(|pods| pods.iter().max_by_key(|p| p.started_at));
+            .and_then(|pods| pods.all().max_by_key(|p| p.started_at));
         let pod = by_ip.or_else(|| self.by_name.get(application.as_str()));
         let mut attribution = match pod {
             Some(pod) => pod_attribution(pod, Via::Pooler),
@@ -231,6 +234,38 @@ impl<'a> Attributor<'a> {
         };
         attribution.pooler = Some(client.pooler.clone());
         attribution
+    }
+}
+
+/// The pods that had one address: nearly always one (a list each was ten thousand allocations
+/// per decision); several only where an address was reused.
+enum PodsAt<P> {
+    One(P),
+    Several(Vec<P>),
+}
+
+impl<P: Copy> PodsAt<P> {
+    fn add(entry: std::collections::hash_map::Entry<'_, IpAddr, Self>, pod: P) {
+        use std::collections::hash_map::Entry;
+        match entry {
+            Entry::Vacant(v) => {
+                v.insert(PodsAt::One(pod));
+            }
+            Entry::Occupied(mut o) => {
+                let pods = o.get_mut();
+                match pods {
+                    PodsAt::One(first) => *pods = PodsAt::Several(vec![*first, pod]),
+                    PodsAt::Several(all) => all.push(pod),
+                }
+            }
+        }
+    }
+
+    fn all(&self) -> impl Iterator<Item = &P> {
+        match self {
+            PodsAt::One(pod) => std::slice::from_ref(pod).iter(),
+            PodsAt::Several(all) => all.iter(),
+        }
     }
 }
 

@@ -130,12 +130,10 @@ pub fn by_source(
         }
         group.oldest_connection = group.oldest_connection.max(s.connected_for(observed_at));
     }
-    let mut groups: Vec<Group> = groups.into_iter().flatten().collect();
-    groups.sort_by(|a, b| {
-        b.counts
-            .total
-            .cmp(&a.counts.total)
-            .then(a.source.cmp(&b.source))
-    });
-    groups
+    // Ordered by number, then moved once: a group is large, and comparing sources compares a
+    // workload's three names.
+    let mut order: Vec<usize> = (0..groups.len()).filter(|&s| groups[s].is_some()).collect();
+    let total = |s: usize| groups[s].as_ref().map_or(0, |g| g.counts.total);
+    order.sort_unstable_by_key(|&s| (std::cmp::Reverse(total(s)), numbers.ranks[s]));
+    order.into_iter().filter_map(|s| groups[s].take()).collect()
 }

@@ -148,6 +148,21 @@ impl Finding {
     }
 }
 
+/// Confirmed first, then by subject and kind. Sorted by index, then moved once: a finding is
+/// large, and a sort moves each element many times.
+fn in_report_order(findings: Vec<Finding>) -> Vec<Finding> {
+    let mut order: Vec<usize> = (0..findings.len()).collect();
+    order.sort_by(|&a, &b| {
+        let (a, b) = (&findings[a], &findings[b]);
+        b.confirmed
+            .cmp(&a.confirmed)
+            .then_with(|| a.shown.subject.cmp(&b.shown.subject))
+            .then(a.shown.kind.cmp(&b.shown.kind))
+    });
+    let mut slots: Vec<Option<Finding>> = findings.into_iter().map(Some).collect();
+    order.into_iter().filter_map(|i| slots[i].take()).collect()
+}
+
 fn before(now: Timestamp, d: Duration) -> Timestamp {
     jiff::SignedDuration::try_from(d)
         .ok()
@@ -171,7 +186,7 @@ impl Memory {
         window: Duration,
     ) -> (Vec<Finding>, FastMap<(Subject, FindingKind), Tracked>) {
         let mut next = FastMap::with_capacity_and_hasher(sightings.len(), Default::default());
-        let mut findings = Vec::new();
+        let mut findings = Vec::with_capacity(sightings.len() + self.tracked.len());
         for sighting in sightings {
             let key = (sighting.shown.subject.clone(), sighting.shown.kind);
             let proven_since = before(now, sighting.held_for);
@@ -224,13 +239,7 @@ impl Memory {
             }
             next.insert(key.clone(), t.clone());
         }
-        findings.sort_by(|a, b| {
-            b.confirmed
-                .cmp(&a.confirmed)
-                .then(a.shown.subject.cmp(&b.shown.subject))
-                .then(a.shown.kind.cmp(&b.shown.kind))
-        });
-        (findings, next)
+        (in_report_order(findings), next)
     }
 
     /// Whether `sighting` continues the unconfirmed streak of `previous`: seen in the previous
@@ -281,42 +290,57 @@ impl Memory {
     }
 
     /// The sources seen during the window up to `now`: the previous ones still within it, and
-    /// the pods of each source seen now (each source once, each of its pods once).
+    /// the pods of each source seen now. `current` gives each source once, in order, and each
+    /// one's pods once, in order: the two ordered lists are merged in one pass, and the maps
+    /// built from ordered entries (looking each of ten thousand pods up in the previous maps
+    /// compared a workload's names a dozen times per pod).
     pub(super) fn seen_until<'a>(
         &self,
         current: impl IntoIterator<Item = (&'a Source, Vec<&'a Name>)>,
         now: Timestamp,
         window: Duration,
     ) -> SeenSources {
-        // The previous ones still within the window, copied in order (a bulk build), not
-        // cloned whole and then trimmed.
-        let mut seen: SeenSources = self
-            .seen
-            .iter()
-            .filter_map(|(source, pods)| {
-                let kept: BTreeMap<Name, Timestamp> = pods
-                    .iter()
-                    .filter(|(_, last)| elapsed(**last, now) < window)
-                    .map(|(pod, last)| (pod.clone(), *last))
-                    .collect();
-                (!kept.is_empty()).then(|| (source.clone(), kept))
-            })
-            .collect();
-        for (source, pods) in current {
-            let known = match seen.get_mut(source) {
-                Some(known) => known,
-                None => seen.entry(source.clone()).or_default(),
-            };
-            for pod in pods {
-                match known.get_mut(pod) {
-                    Some(last) => *last = now,
-                    None => {
-                        known.insert(pod.clone(), now);
-                    }
+        let within = |last: &Timestamp| elapsed(*last, now) < window;
+        let still_seen = |pods: &BTreeMap<Name, Timestamp>| -> BTreeMap<Name, Timestamp> {
+            pods.iter()
+                .filter(|(_, last)| within(last))
+                .map(|(pod, last)| (pod.clone(), *last))
+                .collect()
+        };
+        let mut seen: Vec<(Source, BTreeMap<Name, Timestamp>)> = Vec::new();
+        let mut previous = self.seen.iter().peekable();
+        let mut keep_previous_before = |source: Option<&Source>, seen: &mut Vec<_>| {
+            while let Some((earlier, pods)) =
+                previous.next_if(|(earlier, _)| source.is_none_or(|s| *earlier < s))
+            {
+                let kept = still_seen(pods);
+                if !kept.is_empty() {
+                    seen.push((earlier.clone(), kept));
                 }
             }
+            previous.next_if(|(same, _)| source == Some(*same))
+        };
+        for (source, pods) in current {
+            debug_assert!(pods.is_sorted(), "pods out of order");
+            let before = keep_previous_before(Some(source), &mut seen);
+            let mut earlier = before
+                .into_iter()
+                .flat_map(|(_, pods)| pods.iter().filter(|(_, last)| within(last)))
+                .peekable();
+            let mut merged = Vec::with_capacity(pods.len());
+            for pod in pods {
+                while let Some((name, last)) = earlier.next_if(|(name, _)| *name < pod) {
+                    merged.push((name.clone(), *last));
+                }
+                earlier.next_if(|(name, _)| *name == pod);
+                merged.push((pod.clone(), now));
+            }
+            merged.extend(earlier.map(|(name, last)| (name.clone(), *last)));
+            seen.push((source.clone(), merged.into_iter().collect()));
         }
-        seen
+        keep_previous_before(None, &mut seen);
+        debug_assert!(seen.is_sorted_by(|a, b| a.0 < b.0), "sources out of order");
+        seen.into_iter().collect()
     }
 
     /// When the look the last decision was made on was taken, by the database's clock.

@@ -256,14 +256,16 @@ pub fn decide(inputs: Inputs<'_>) -> Decision {
     }
     let annotations = annotations::plan(&findings, cluster, rules.annotate);
     // What this cycle ends (or, in DryRun, would end) of pinned pools, and whom to evict.
-    let working: FastSet<&str> = governed
-        .iter()
-        .filter(|g| !g.session.state.is_idle_in_transaction())
-        .map(|g| g.attribution.pod.as_str())
-        .collect();
+    let working = || -> FastSet<&str> {
+        governed
+            .iter()
+            .filter(|g| !g.session.state.is_idle_in_transaction())
+            .map(|g| g.attribution.pod.as_str())
+            .collect()
+    };
     let (recovery, evictions) = remediation::plan(
         remediation::pinned_pools(&governed, &verdicts.selected),
-        &working,
+        working,
         cluster,
         &memory.evictions,
         &rules.remediation,

@@ -138,3 +138,14 @@ mod tests {
         assert_eq!(names, ["a", "b"], "ordered by its text");
     }
 }
+
+/// One [`Name`] per distinct text: a look's sessions share a handful of users, databases and
+/// application names, so each is copied once per decision, then shared.
+#[derive(Default)]
+pub struct SharedNames<'s>(super::FastMap<&'s str, Name>);
+
+impl<'s> SharedNames<'s> {
+    pub fn of(&mut self, text: &'s str) -> Name {
+        self.0.entry(text).or_insert_with(|| text.into()).clone()
+    }
+}

@@ -29,6 +29,9 @@ pub struct Numbers<'g> {
     /// The pods of governed sessions are numbered below this; above, those only pooler clients
     /// show.
     pub governed_pods: usize,
+    /// Each source's place in the order of sources, by number: sorting by it compares numbers
+    /// instead of a workload's three names.
+    pub ranks: Vec<usize>,
     /// The numbers of each governed session, in the order of the governed sessions.
     pub governed: Vec<Numbered>,
     /// The numbers of each pooler client, in their order.
@@ -38,6 +41,10 @@ pub struct Numbers<'g> {
 impl<'g> Numbers<'g> {
     pub fn new(governed: &'g [Governed<'_>], pooler_clients: &'g [ClientConnection<'_>]) -> Self {
         let mut numbering = Numbering::default();
+        // At most a pod per connection: sized once, not rehashed as it grows.
+        numbering
+            .pod_numbers
+            .reserve(governed.len() + pooler_clients.len());
         let governed: Vec<Numbered> = governed
             .iter()
             .map(|g| numbering.number(&g.attribution))
@@ -48,6 +55,7 @@ impl<'g> Numbers<'g> {
             .map(|c| numbering.number(&c.attribution))
             .collect();
         Self {
+            ranks: ranks(&numbering.sources),
             sources: numbering.sources,
             pods: numbering.pods,
             governed_pods,
@@ -61,7 +69,8 @@ impl<'g> Numbers<'g> {
         self.sources[source]
     }
 
-    /// Each source of the governed sessions with its pods, each once.
+    /// Each source of the governed sessions with its pods, each once: the sources in their
+    /// order, each one's pods by name.
     pub fn governed_pods_by_source(
         &self,
     ) -> impl Iterator<Item = (&'g Source, Vec<&'g Name>)> + '_ {
@@ -69,17 +78,31 @@ impl<'g> Numbers<'g> {
         for (pod, source) in &self.pods[..self.governed_pods] {
             pods[*source].push(pod);
         }
-        self.sources
-            .iter()
-            .copied()
-            .zip(pods)
-            .filter(|(_, pods)| !pods.is_empty())
+        let mut in_order: Vec<usize> = (0..self.sources.len()).collect();
+        in_order.sort_unstable_by_key(|source| self.ranks[*source]);
+        in_order.into_iter().filter_map(move |source| {
+            let mut pods = std::mem::take(&mut pods[source]);
+            // A pod is numbered once per source: no two names are equal.
+            pods.sort_unstable();
+            (!pods.is_empty()).then(|| (self.sources[source], pods))
+        })
     }
 
     /// The name of the pod numbered `pod`.
     pub fn pod(&self, pod: usize) -> &'g Name {
         self.pods[pod].0
     }
+}
+
+fn ranks(sources: &[&Source]) -> Vec<usize> {
+    let mut in_order: Vec<usize> = (0..sources.len()).collect();
+    // Sources are numbered once each: no two are equal, so any sort gives the one order.
+    in_order.sort_unstable_by(|a, b| sources[*a].cmp(sources[*b]));
+    let mut ranks = vec![0; in_order.len()];
+    for (rank, source) in in_order.into_iter().enumerate() {
+        ranks[source] = rank;
+    }
+    ranks
 }
 
 #[derive(Default)]

@@ -12,7 +12,7 @@ use serde::Serialize;
 
 use super::attribution::{Attribution, Source, Via};
 use super::findings::statements;
-use super::name::Name;
+use super::name::{Name, SharedNames};
 use super::rules::Rules;
 use crate::database::{Protection, Session, SessionIdentity, SessionState, Snapshot, Statement};
 
@@ -50,9 +50,9 @@ pub struct Termination {
     /// The pooler the session came through: the source and pod are its client's.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub pooler: Option<String>,
-    pub user: String,
-    pub database: String,
-    pub application_name: String,
+    pub user: Name,
+    pub database: Name,
+    pub application_name: Name,
     #[serde(rename = "inStateForSeconds", serialize_with = "crate::api::seconds")]
     pub in_state_for: Duration,
     /// How many sessions wait on its locks: blockers go first.
@@ -166,6 +166,8 @@ pub fn select(
             .then(b.1.cmp(&a.1))
             .then(a.2.pid.cmp(&b.2.pid))
     });
+    let count = allowed.len();
+    let mut names = SharedNames::default();
     let mut allowed =
         allowed
             .into_iter()
@@ -178,22 +180,22 @@ pub fn select(
                     source: attribution.source.clone(),
                     pod: attribution.pod.clone(),
                     pooler: attribution.pooler.clone(),
-                    user: session.user.clone().unwrap_or_default(),
-                    database: session.database.clone().unwrap_or_default(),
-                    application_name: session.application_name.clone(),
+                    user: names.of(session.user.as_deref().unwrap_or_default()),
+                    database: names.of(session.database.as_deref().unwrap_or_default()),
+                    application_name: names.of(&session.application_name),
                     in_state_for,
                     blocks,
                     checked_out: session.state.is_idle_in_transaction(),
                     last_statement: statements::of(session, rules).cloned(),
                 })
             });
-    // Written straight into the list each belongs to: splitting one list would copy the
-    // thousands deferred once more.
-    verdicts.selected = allowed
-        .by_ref()
-        .take(rules.max_terminations_per_cycle)
-        .collect();
-    verdicts.deferred = allowed.collect();
+    // Written straight into the list each belongs to, each sized once: splitting one list, or
+    // growing one by doubling, would copy the thousands deferred again.
+    let cap = rules.max_terminations_per_cycle.min(count);
+    verdicts.selected = Vec::with_capacity(cap);
+    verdicts.selected.extend(allowed.by_ref().take(cap));
+    verdicts.deferred = Vec::with_capacity(count - cap);
+    verdicts.deferred.extend(allowed);
     verdicts
         .protected
         .sort_by_key(|p| std::cmp::Reverse(p.in_state_for));

@@ -110,9 +110,9 @@ pub fn records(policy: &str, cycle: &Cycle, at: Timestamp) -> Vec<AuditRecord> {
                 policy: policy.to_owned(),
                 cycle: cycle.number,
                 pid: t.identity.pid,
-                user: t.user.clone(),
-                database: t.database.clone(),
-                application_name: t.application_name.clone(),
+                user: t.user.to_string(),
+                database: t.database.to_string(),
+                application_name: t.application_name.to_string(),
                 source: t.source.to_string(),
                 workload: match &t.source {
                     Source::Workload(w) => Some(w.to_string()),

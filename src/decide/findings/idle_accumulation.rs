@@ -33,7 +33,7 @@ pub fn find(source: &SourceSessions<'_, '_>, context: &DetectorContext<'_>) -> O
     let detect = &context.rules.detect;
     let mut best: Option<Pod<'_>> = None;
     for pod in &source.pods {
-        let connections = &pod.connections;
+        let connections = pod.connections;
         // In use: running, in a transaction, or idle only briefly (within the window).
         let in_use = connections
             .iter()

@@ -25,7 +25,7 @@ pub fn find(source: &SourceSessions<'_, '_>, context: &DetectorContext<'_>) -> O
     stuck.sort_by(|a, b| b.cmp(a));
     // A pod all of whose sessions (several of them) are idle in a transaction: a pinned pool.
     let pinned = source.pods.iter().find(|pod| {
-        let sessions = &pod.sessions;
+        let sessions = pod.sessions;
         sessions.len() >= 2
             && sessions.iter().all(|g| {
                 g.session.state.is_idle_in_transaction() && g.session.in_state_for(now) > limit

@@ -10,34 +10,29 @@ use std::time::Duration;
 
 use super::{DetectorContext, FindingKind, Sighting, SourceSessions};
 use crate::api::{count, human};
+use crate::database::Session;
 
 pub fn find(source: &SourceSessions<'_, '_>, context: &DetectorContext<'_>) -> Option<Sighting> {
     let now = context.snapshot.observed_at;
     let limit = context.rules.detect.transaction_age;
-    let mut long: Vec<(Duration, i64)> = source
+    let mut long: Vec<(Duration, i64, &Session)> = source
         .all()
-        .filter_map(|g| Some((g.session.in_transaction_for(now)?, g.session.pid)))
-        .filter(|(age, _)| *age > limit)
+        .filter_map(|g| Some((g.session.in_transaction_for(now)?, g.session.pid, g.session)))
+        .filter(|(age, _, _)| *age > limit)
         .collect();
     if long.is_empty() {
         return None;
     }
-    long.sort_by(|a, b| b.cmp(a));
-    let sessions: Vec<_> = source
-        .all()
-        .filter(|g| long.iter().any(|(_, pid)| *pid == g.session.pid))
-        .collect();
-    let oldest = sessions
+    // Oldest first; pids are unique, so the order is total.
+    long.sort_by_key(|(age, pid, _)| std::cmp::Reverse((*age, *pid)));
+    let oldest = long[0].2;
+    let held_back = long
         .iter()
-        .find(|g| g.session.pid == long[0].1)
-        .map(|g| g.session)?;
-    let held_back = sessions
-        .iter()
-        .filter_map(|g| Some((g.session.xmin_age?, g.session.backend_xmin?)))
+        .filter_map(|(_, _, s)| Some((s.xmin_age?, s.backend_xmin?)))
         .max();
     let blocked: u32 = long
         .iter()
-        .map(|(_, pid)| context.blocks.get(pid).copied().unwrap_or(0))
+        .map(|(_, pid, _)| context.blocks.get(pid).copied().unwrap_or(0))
         .sum();
     let summary = format!(
         "{} open for more than {}",
@@ -63,7 +58,7 @@ pub fn find(source: &SourceSessions<'_, '_>, context: &DetectorContext<'_>) -> O
         ));
     }
     let mut sighting = Sighting::about(source.source, FindingKind::LongTransaction)
-        .with_pids(long.iter().map(|(_, pid)| *pid));
+        .with_pids(long.iter().map(|(_, pid, _)| *pid));
     sighting.shown.evidence = evidence;
     sighting.shown.summary = summary;
     sighting.held_for = long[0].0.saturating_sub(limit);

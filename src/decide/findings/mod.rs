@@ -59,10 +59,10 @@ pub struct SourceSessions<'g, 'a> {
 /// One pod's governed sessions, and every connection it holds.
 pub struct PodSessions<'g, 'a> {
     pub name: &'g str,
-    pub sessions: Vec<&'g Governed<'a>>,
+    pub sessions: &'g [&'g Governed<'a>],
     /// Its server sessions, then its pooler clients that hold none: what the per-pod detectors
     /// count.
-    pub connections: Vec<Connection>,
+    pub connections: &'g [Connection],
 }
 
 impl<'g, 'a> SourceSessions<'g, 'a> {
@@ -73,23 +73,115 @@ impl<'g, 'a> SourceSessions<'g, 'a> {
     }
 }
 
-/// A pod's sessions and pooler clients, while they are sorted out.
-#[derive(Default)]
-struct Sorting<'g, 'a> {
+/// Every pod's sessions and connections, each kind in one list, pod after pod in the order the
+/// detectors read them (by source, then by pod name): a list or two per pod, for ten thousand
+/// pods, cost more to allocate than the detectors took to read them.
+struct ByPod<'g, 'a> {
+    /// The pods that show anything, in order, each with its source.
+    order: Vec<(usize, usize)>,
     sessions: Vec<&'g Governed<'a>>,
-    pooler_clients: Vec<&'g ClientConnection<'a>>,
+    connections: Vec<Connection>,
+    /// Where each pod's sessions and connections begin and end, by rank in `order`.
+    spans: Vec<(std::ops::Range<usize>, std::ops::Range<usize>)>,
 }
 
-impl<'g, 'a> Sorting<'g, 'a> {
-    fn into_pod(self, name: &'g str, now: jiff::Timestamp) -> PodSessions<'g, 'a> {
-        let mut connections = Vec::with_capacity(self.sessions.len() + self.pooler_clients.len());
-        connections.extend(self.sessions.iter().map(|g| Connection::of_session(g, now)));
-        connections.extend(self.pooler_clients.iter().map(|c| Connection::of_client(c)));
-        PodSessions {
-            name,
-            sessions: self.sessions,
-            connections,
+impl<'g, 'a> ByPod<'g, 'a> {
+    fn sort_out(
+        governed: &'g [Governed<'a>],
+        pooler_clients: &'g [ClientConnection<'a>],
+        numbers: &Numbers<'_>,
+        now: jiff::Timestamp,
+    ) -> Self {
+        // A pooler's held connections are nobody's leak: what PgBouncer does with them is its
+        // own policy (server_idle_timeout); a pool that makes clients wait is
+        // `pooler_saturation`'s.
+        let counted = || {
+            governed
+                .iter()
+                .zip(&numbers.governed)
+                .filter(|(g, _)| !g.attribution.via.is_held_by_pooler())
+        };
+        let mut sessions_of = vec![0usize; numbers.pods.len()];
+        let mut clients_of = vec![0usize; numbers.pods.len()];
+        for (_, n) in counted() {
+            sessions_of[n.pod] += 1;
         }
+        for n in &numbers.pooler_clients {
+            clients_of[n.pod] += 1;
+        }
+        let mut order: Vec<(usize, usize)> = (0..numbers.pods.len())
+            .filter(|&pod| sessions_of[pod] + clients_of[pod] > 0)
+            .map(|pod| (numbers.pods[pod].1, pod))
+            .collect();
+        let ranks = &numbers.ranks;
+        // A pod's name is unique within its source: no two are equal.
+        order.sort_unstable_by(|a, b| {
+            ranks[a.0]
+                .cmp(&ranks[b.0])
+                .then_with(|| numbers.pod(a.1).cmp(numbers.pod(b.1)))
+        });
+        // Where each pod's sessions go (a counting sort: each pod's in the order governed).
+        let mut next_session = vec![0usize; numbers.pods.len()];
+        let mut spans = Vec::with_capacity(order.len());
+        let (mut at_session, mut at_connection) = (0, 0);
+        for &(_, pod) in &order {
+            next_session[pod] = at_session;
+            let connections = sessions_of[pod] + clients_of[pod];
+            spans.push((
+                at_session..at_session + sessions_of[pod],
+                at_connection..at_connection + connections,
+            ));
+            at_session += sessions_of[pod];
+            at_connection += connections;
+        }
+        let mut slots: Vec<Option<&'g Governed<'a>>> = vec![None; at_session];
+        for (g, n) in counted() {
+            slots[next_session[n.pod]] = Some(g);
+            next_session[n.pod] += 1;
+        }
+        let sessions: Vec<&'g Governed<'a>> = slots.into_iter().flatten().collect();
+        let mut clients: Vec<Vec<&ClientConnection<'_>>> = vec![Vec::new(); numbers.pods.len()];
+        for (c, n) in pooler_clients.iter().zip(&numbers.pooler_clients) {
+            clients[n.pod].push(c);
+        }
+        let mut connections = Vec::with_capacity(at_connection);
+        for (&(_, pod), (own, _)) in order.iter().zip(&spans) {
+            connections.extend(
+                sessions[own.clone()]
+                    .iter()
+                    .map(|g| Connection::of_session(g, now)),
+            );
+            connections.extend(clients[pod].iter().map(|c| Connection::of_client(c)));
+        }
+        Self {
+            order,
+            sessions,
+            connections,
+            spans,
+        }
+    }
+
+    /// Each source that shows anything, with its pods, in order.
+    fn sources<'b>(&'b self, numbers: &Numbers<'b>) -> Vec<SourceSessions<'b, 'a>> {
+        let mut sources: Vec<SourceSessions<'b, 'a>> = Vec::new();
+        let mut last_source = None;
+        for (&(source, pod), (own, all)) in self.order.iter().zip(&self.spans) {
+            if last_source != Some(source) {
+                last_source = Some(source);
+                sources.push(SourceSessions {
+                    source: numbers.source(source),
+                    pods: Vec::new(),
+                });
+            }
+            if let Some(last) = sources.last_mut() {
+                last.pods.push(PodSessions {
+                    name: numbers.pod(pod).as_str(),
+                    sessions: &self.sessions[own.clone()],
+                    connections: &self.connections[all.clone()],
+                });
+            }
+        }
+        sources
     }
 }
 
@@ -112,25 +204,9 @@ pub fn about_sources(
     numbers: &Numbers<'_>,
     context: &DetectorContext<'_>,
 ) -> Vec<Sighting> {
-    // By pod number while sorting sessions out, ordered once for the detectors.
-    let mut by_pod: Vec<Sorting<'_, '_>> =
-        numbers.pods.iter().map(|_| Sorting::default()).collect();
-    // A pooler's held connections are nobody's leak: what PgBouncer does with them is its own
-    // policy (server_idle_timeout); a pool that makes clients wait is `pooler_saturation`'s.
-    for (g, n) in governed.iter().zip(&numbers.governed) {
-        if !g.attribution.via.is_held_by_pooler() {
-            by_pod[n.pod].sessions.push(g);
-        }
-    }
-    for (c, n) in pooler_clients.iter().zip(&numbers.pooler_clients) {
-        by_pod[n.pod].pooler_clients.push(c);
-    }
-    let mut pods_of: Vec<Vec<usize>> = numbers.sources.iter().map(|_| Vec::new()).collect();
-    for (pod, sorting) in by_pod.iter().enumerate() {
-        if !(sorting.sessions.is_empty() && sorting.pooler_clients.is_empty()) {
-            pods_of[numbers.pods[pod].1].push(pod);
-        }
-    }
+    let now = context.snapshot.observed_at;
+    let by_pod = ByPod::sort_out(governed, pooler_clients, numbers, now);
+    let sources = by_pod.sources(numbers);
     // Churn, Overbooked and ServerSaturation look beyond one source: see their own functions.
     let detectors: [fn(&SourceSessions<'_, '_>, &DetectorContext<'_>) -> Option<Sighting>; 5] = [
         idle_accumulation::find,
@@ -139,26 +215,6 @@ pub fn about_sources(
         pool_saturation::find,
         orphaned::find,
     ];
-    let now = context.snapshot.observed_at;
-    let mut sources: Vec<SourceSessions<'_, '_>> = pods_of
-        .into_iter()
-        .enumerate()
-        .filter(|(_, pods)| !pods.is_empty())
-        .map(|(source, mut pods)| {
-            pods.sort_unstable_by_key(|pod| numbers.pod(*pod).as_str());
-            SourceSessions {
-                source: numbers.source(source),
-                pods: pods
-                    .into_iter()
-                    .map(|pod| {
-                        let name = numbers.pod(pod).as_str();
-                        std::mem::take(&mut by_pod[pod]).into_pod(name, now)
-                    })
-                    .collect(),
-            }
-        })
-        .collect();
-    sources.sort_unstable_by(|a, b| a.source.cmp(b.source));
     sources
         .iter()
         .flat_map(|source| detectors.iter().filter_map(move |d| d(source, context)))

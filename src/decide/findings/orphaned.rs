@@ -43,7 +43,8 @@ pub fn find(source: &SourceSessions<'_, '_>, context: &DetectorContext<'_>) -> O
 /// When each departed pod left (the earliest, for a name seen twice): looked up per orphan, not
 /// scanned for each source.
 pub fn departures(cluster: &ClusterView) -> FastMap<&str, Timestamp> {
-    let mut departures: FastMap<&str, Timestamp> = FastMap::default();
+    let mut departures: FastMap<&str, Timestamp> =
+        FastMap::with_capacity_and_hasher(cluster.departed.len(), Default::default());
     for pod in &cluster.departed {
         departures
             .entry(pod.name.as_str())

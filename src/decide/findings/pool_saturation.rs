@@ -42,7 +42,7 @@ fn at_budget(source: &SourceSessions<'_, '_>, budget: u32) -> Option<Sighting> {
     let (pod, sessions, held_for) = source
         .pods
         .iter()
-        .map(|pod| (pod.name, &pod.connections))
+        .map(|pod| (pod.name, pod.connections))
         .filter(|(_, sessions)| sessions.len() >= budget as usize)
         .map(|(pod, sessions)| {
             let mut ages: Vec<Duration> = sessions.iter().map(|c| c.connected_for).collect();
@@ -90,7 +90,7 @@ fn pinned(source: &SourceSessions<'_, '_>) -> Option<Sighting> {
     let (pod, connections, held_for) = source
         .pods
         .iter()
-        .map(|pod| (pod.name, &pod.connections))
+        .map(|pod| (pod.name, pod.connections))
         .filter(|(_, connections)| {
             connections.len() >= 2
                 && connections

@@ -223,22 +223,32 @@ pub fn pinned_pools(governed: &[Governed<'_>], ended: &[Termination]) -> Vec<Pin
     if ended_by_pod.is_empty() {
         return Vec::new();
     }
-    // Only the pods something was ended of are counted: a handful, against every session.
-    let mut sessions: FastMap<(&Source, &str), (u32, bool)> =
-        ended_by_pod.keys().map(|key| (*key, (0, true))).collect();
+    // Only the pods something was ended of are counted: a handful, against every session. Found
+    // by the pod's name alone (one short string hashed per session, not a workload's three
+    // names too); a client's address can name pods of several sources, hence the list.
+    let mut sessions: FastMap<&str, Vec<(&Source, u32, bool)>> = FastMap::default();
+    for (source, pod) in ended_by_pod.keys() {
+        sessions.entry(pod).or_default().push((source, 0, true));
+    }
     for g in governed {
-        let key = (&g.attribution.source, g.attribution.pod.as_str());
-        if let Some((n, all_in_tx)) = sessions.get_mut(&key) {
+        let Some(pods) = sessions.get_mut(g.attribution.pod.as_str()) else {
+            continue;
+        };
+        if let Some((_, n, all_in_tx)) = pods
+            .iter_mut()
+            .find(|(source, _, _)| **source == g.attribution.source)
+        {
             *n += 1;
             *all_in_tx &= g.session.state.is_idle_in_transaction();
         }
     }
     ended_by_pod
         .into_iter()
-        .filter(|key| {
-            sessions
-                .get(&key.0)
-                .is_some_and(|(n, all_in_tx)| *n >= 2 && *all_in_tx)
+        .filter(|((source, pod), _)| {
+            sessions.get(pod).is_some_and(|pods| {
+                pods.iter()
+                    .any(|(s, n, all_in_tx)| s == source && *n >= 2 && *all_in_tx)
+            })
         })
         .map(|((source, pod), ended)| PinnedPool {
             source: source.clone(),
@@ -249,11 +259,11 @@ pub fn pinned_pools(governed: &[Governed<'_>], ended: &[Termination]) -> Vec<Pin
 }
 
 /// Which pods to evict now, which wait and why, and what the next cycle must remember.
-/// `working` are the pods seen now with a session that is not idle in a transaction: their pool
-/// works again, and a pending eviction of theirs is dropped.
-pub fn plan(
+/// `working` gives the pods seen now with a session that is not idle in a transaction: their pool
+/// works again, and a pending eviction of theirs is dropped. Asked only where pods are evicted.
+pub fn plan<'w>(
     pinned: Vec<PinnedPool>,
-    working: &FastSet<&str>,
+    working: impl FnOnce() -> FastSet<&'w str>,
     cluster: &ClusterView,
     remembered: &Evictions,
     settings: &Remediation,
@@ -267,6 +277,7 @@ pub fn plan(
     if cluster.is_empty() || settings.pinned_pools != PinnedPoolRemedy::Evict {
         return (recovery, Evictions::default());
     }
+    let working = working();
     let pods: BTreeMap<&str, &PodInfo> =
         cluster.pods.iter().map(|p| (p.name.as_str(), p)).collect();
     let all_ready = |workload: &WorkloadRef| {

@@ -73,7 +73,7 @@ fn cycle(
 ) -> (Recovery, Evictions) {
     plan(
         pools,
-        &FastSet::default(),
+        FastSet::default,
         cluster,
         memory,
         settings,
@@ -338,7 +338,7 @@ fn a_pending_pod_is_dropped_once_gone_working_again_or_after_two_hours() {
     let working: FastSet<&str> = FastSet::from_iter(["orders-a"]);
     let (r, _) = plan(
         vec![],
-        &working,
+        || working,
         &one_ready,
         &memory,
         &settings,

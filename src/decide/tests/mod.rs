@@ -26,6 +26,7 @@ mod long_transactions;
 mod numbers;
 mod pooler;
 mod safety;
+mod seen;
 mod statements;
 
 // Shared between sections.

@@ -140,8 +140,8 @@ pub(super) fn termination_table(out: &mut String, list: &[Termination]) {
             human(term.in_state_for),
             term.source.to_string(),
             term.pod.to_string(),
-            term.user.clone(),
-            term.database.clone(),
+            term.user.to_string(),
+            term.database.to_string(),
         ]);
     }
     out.push_str(&t.render("  "));
