@@ -32,6 +32,8 @@ pub struct Numbers<'g> {
     /// Each source's place in the order of sources, by number: sorting by it compares numbers
     /// instead of a workload's three names.
     pub ranks: Vec<usize>,
+    /// The source numbers in the order of sources: `ranks` the other way round.
+    in_order: Vec<usize>,
     /// The numbers of each governed session, in the order of the governed sessions.
     pub governed: Vec<Numbered>,
     /// The numbers of each pooler client, in their order.
@@ -54,8 +56,10 @@ impl<'g> Numbers<'g> {
             .iter()
             .map(|c| numbering.number(&c.attribution))
             .collect();
+        let (in_order, ranks) = in_order(&numbering.sources);
         Self {
-            ranks: ranks(&numbering.sources),
+            ranks,
+            in_order,
             sources: numbering.sources,
             pods: numbering.pods,
             governed_pods,
@@ -78,9 +82,7 @@ impl<'g> Numbers<'g> {
         for (pod, source) in &self.pods[..self.governed_pods] {
             pods[*source].push(pod);
         }
-        let mut in_order: Vec<usize> = (0..self.sources.len()).collect();
-        in_order.sort_unstable_by_key(|source| self.ranks[*source]);
-        in_order.into_iter().filter_map(move |source| {
+        self.in_order.iter().filter_map(move |&source| {
             let mut pods = std::mem::take(&mut pods[source]);
             // A pod is numbered once per source: no two names are equal.
             pods.sort_unstable();
@@ -94,15 +96,16 @@ impl<'g> Numbers<'g> {
     }
 }
 
-fn ranks(sources: &[&Source]) -> Vec<usize> {
+/// The source numbers in the order of sources, and each source's rank in it.
+fn in_order(sources: &[&Source]) -> (Vec<usize>, Vec<usize>) {
     let mut in_order: Vec<usize> = (0..sources.len()).collect();
     // Sources are numbered once each: no two are equal, so any sort gives the one order.
     in_order.sort_unstable_by(|a, b| sources[*a].cmp(sources[*b]));
     let mut ranks = vec![0; in_order.len()];
-    for (rank, source) in in_order.into_iter().enumerate() {
-        ranks[source] = rank;
+    for (rank, source) in in_order.iter().enumerate() {
+        ranks[*source] = rank;
     }
-    ranks
+    (in_order, ranks)
 }
 
 #[derive(Default)]
